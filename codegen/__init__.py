@@ -1,0 +1,37 @@
+"""Code generation: one standalone Python module per target, from a shared module writer.
+
+Targets are loaded lazily by name, so generating torch code never imports jax.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..ir.errors import ShipeiError
+from ..ir.graph import Graph
+from ..ir.types import DType
+from .module import GeneratedModule
+from .writer import Target
+
+TARGETS = ("torch",)
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ShipeiError(f"unknown target '{name}'", hint=f"targets are {', '.join(TARGETS)}")
+    return importlib.import_module(f"{__name__}.{name}").TARGET
+
+
+def emit(graph: Graph, target: str, source: str = "<graph>") -> GeneratedModule:
+    """Generate `target`'s program for `graph`; `source` names the DSL file in comments."""
+    get_target(target)
+    return importlib.import_module(f"{__name__}.{target}").emit(graph, source)
+
+
+def capabilities(target: str) -> dict[str, frozenset[DType]]:
+    """The op x dtype table a target lowers; the partitioner and tests read this."""
+    t = get_target(target)
+    return {op: frozenset(d for d in DType if t.supports(op, d)) for op in t.rules}
+
+
+__all__ = ["TARGETS", "GeneratedModule", "capabilities", "emit", "get_target"]

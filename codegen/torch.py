@@ -1,0 +1,221 @@
+"""PyTorch target: an `nn.Module` whose parameter names are the DSL's, so state_dicts load by name."""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph, Node, Value
+from ..ir.types import DType
+from .module import GeneratedModule, write_module
+from .writer import Code, Emit, Namespace, Target, inline_scalars, param_path
+
+
+def _reduce(fn: str):
+    def rule(e: Emit, node: Node) -> str:
+        axes = node.attrs["axes"]
+        if axes is None:
+            axes = tuple(range(node.operands[0].type.rank))
+        return f"torch.{fn}({e.arg(node, 0)}, dim={tuple(axes)!r}, keepdim={node.attrs['keepdims']!r})"
+
+    return rule
+
+
+def _slice(e: Emit, node: Node) -> str:
+    index = [":"] * node.operands[0].type.rank
+    for axis, start, stop, step in zip(*(node.attrs[k] for k in ("axes", "starts", "stops", "steps"))):
+        index[axis] = f"{start}:{stop}" + (f":{step}" if step != 1 else "")
+    return f"{e.arg(node, 0)}[{', '.join(index)}]"
+
+
+def _gather(e: Emit, node: Node) -> str:
+    index = [":"] * node.attrs["axis"] + [e.arg(node, 1)]
+    return f"{e.arg(node, 0)}[{', '.join(index)}]"
+
+
+def _pad(e: Emit, node: Node) -> str:
+    pads = node.attrs["pads"]
+    # F.pad lists (before, after) pairs from the last dim backwards.
+    torch_pads = tuple(p for i in reversed(range(len(pads) // 2)) for p in (pads[2 * i], pads[2 * i + 1]))
+    return f"F.pad({e.arg(node, 0)}, {torch_pads!r}, value={node.attrs['value']!r})"
+
+
+def _layer_norm(e: Emit, node: Node) -> str:
+    x, w, b = e.args(node)
+    return f"F.layer_norm({x}, {w}.shape, {w}, {b}, eps={node.attrs['eps']!r})"
+
+
+def _iota(e: Emit, node: Node) -> str:
+    return f"torch.arange({e.dim(node.attrs['length'])}, dtype={e.dtype(node.attrs['dtype'])}, device=device)"
+
+
+RULES = {
+    **{name: f"torch.{name}({{0}})" for name in ("abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh",
+                                                 "erf", "floor", "sigmoid", "relu", "logical_not", "neg")},
+    "silu": "F.silu({0})",
+    "gelu": "F.gelu({0}, approximate={approximate})",
+    "dropout": "F.dropout({0}, p={p}, training=self.training)",
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "pow": "torch.pow({0}, {1})",
+    "maximum": "torch.maximum({0}, {1})", "minimum": "torch.minimum({0}, {1})",
+    "eq": "{0} == {1}", "ne": "{0} != {1}", "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}",
+    "ge": "{0} >= {1}",
+    "logical_and": "torch.logical_and({0}, {1})", "logical_or": "torch.logical_or({0}, {1})",
+    "where": "torch.where({0}, {1}, {2})",
+    "cast": "{0}.to({dtype})",
+    "matmul": "{0} @ {1}",
+    "conv2d": "F.conv2d({0}, {1}, stride={stride}, padding={padding}, dilation={dilation}, groups={groups})",
+    "max_pool2d": "F.max_pool2d({0}, {kernel}, stride={stride}, padding={padding})",
+    "avg_pool2d": "F.avg_pool2d({0}, {kernel}, stride={stride}, padding={padding}, "
+                  "count_include_pad={count_include_pad})",
+    "reduce_sum": _reduce("sum"), "reduce_mean": _reduce("mean"),
+    "reduce_max": _reduce("amax"), "reduce_min": _reduce("amin"),
+    "softmax": "F.softmax({0}, dim={axis})", "log_softmax": "F.log_softmax({0}, dim={axis})",
+    "layer_norm": _layer_norm,
+    "batch_norm": "F.batch_norm({0}, {1}, {2}, {3}, {4}, training=False, eps={eps})",
+    "reshape": "{0}.reshape{shape}",
+    "transpose": "{0}.permute{perm}",
+    "broadcast_to": "{0}.expand{shape}",
+    "concat": "torch.cat([{args}], dim={axis})",
+    "split": "torch.split({0}, {sizes}, dim={axis})",
+    "slice": _slice,
+    "gather": _gather,
+    "pad": _pad,
+    "iota": _iota,
+    "constant": "",  # constants become buffers; see _constant_ref
+}
+
+_RUNTIME = '''
+def available_devices():
+    """Devices this machine offers, preferred first."""
+    return (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
+
+
+def load(weights=WEIGHTS, device="cpu"):
+    """The model with weights from a .safetensors path or a name -> array mapping, on `device`."""
+    model = {name}()
+    if isinstance(weights, str):
+        state = safetensors.torch.load_file(weights)
+    else:
+        state = {{key: torch.as_tensor(np.asarray(value)) for key, value in weights.items()}}
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+@torch.inference_mode()
+def run(model, inputs, device="cpu"):
+    """Numpy in, numpy out."""
+    outputs = model(*(torch.as_tensor(np.asarray(x)).to(device) for x in inputs))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return [(y.float() if y.dtype == torch.bfloat16 else y).cpu().numpy() for y in outputs]
+'''
+
+TARGET = Target(
+    name="torch", framework="torch", extra="torch",
+    imports=("import safetensors.torch", "import torch", "import torch.nn.functional as F"),
+    runtime_code=_RUNTIME,
+    dtypes={DType.f16: "torch.float16", DType.bf16: "torch.bfloat16", DType.f32: "torch.float32",
+            DType.f64: "torch.float64", DType.i32: "torch.int32", DType.i64: "torch.int64", DType.bool: "torch.bool"},
+    rules=RULES,
+)
+
+# nn.Module's own attributes: a param or sub-layer with one of these names is reached via getattr.
+_MODULE_ATTRS = frozenset({
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu",
+    "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state",
+    "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers",
+    "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook",
+    "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook",
+    "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
+    "training", "type", "xpu", "zero_grad",
+})
+
+
+def _attr(obj: str, part: str) -> str:
+    if part.isdigit():
+        return f"{obj}[{part}]"
+    if part in _MODULE_ATTRS or part.startswith("_"):
+        return f"getattr({obj}, {part!r})"
+    return f"{obj}.{part}"
+
+
+def _module_tree(code: Code, params: list[Value]) -> None:
+    """Declare params in order, creating each container on first use, so that parameter
+    `a.0.b.w` lives at self.a[0].b.w and a reader sees each layer's params together."""
+    numbered: dict[tuple[str, ...], int] = {}
+    for p in params:
+        parts = param_path(p.name)
+        for i in range(1, len(parts) - 1):
+            if parts[i].isdigit():
+                key = tuple(parts[:i])
+                numbered[key] = max(numbered.get(key, 0), int(parts[i]) + 1)
+    made: set[tuple[str, ...]] = set()
+    for p in params:
+        *holder, leaf = param_path(p.name)
+        for i in range(1, len(holder) + 1):
+            prefix = tuple(holder[:i])
+            if prefix in made or prefix[-1].isdigit():
+                continue
+            made.add(prefix)
+            value = (f"torch.nn.ModuleList(torch.nn.Module() for _ in range({numbered[prefix]}))"
+                     if prefix in numbered else "torch.nn.Module()")
+            code(_assign(prefix[:-1], prefix[-1], value))
+        empty = f"torch.empty({_dims(p.shape)}, dtype={TARGET.dtypes[p.dtype]})"
+        if p.param.buffer:
+            code(f"{_path_expr(holder)}.register_buffer({leaf!r}, {empty})")
+        elif _attr("x", leaf) == f"x.{leaf}":
+            code(f"{_path_expr(holder)}.{leaf} = torch.nn.Parameter({empty})")
+        else:
+            code(f"{_path_expr(holder)}.register_parameter({leaf!r}, torch.nn.Parameter({empty}))")
+
+
+def _dims(shape) -> str:
+    return f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
+
+
+def _assign(holder: tuple[str, ...] | list[str], name: str, value: str) -> str:
+    """`self.a.b = value`, or add_module where `b` would shadow an nn.Module attribute."""
+    if _attr("x", name) == f"x.{name}":
+        return f"{_path_expr(holder)}.{name} = {value}"
+    return f"{_path_expr(holder)}.add_module({name!r}, {value})"
+
+
+def _path_expr(parts: tuple[str, ...] | list[str]) -> str:
+    expr = "self"
+    for part in parts:
+        expr = _attr(expr, part)
+    return expr
+
+
+def emit(graph: Graph, source: str) -> GeneratedModule:
+    """The standalone PyTorch program for `graph`."""
+    return write_module(TARGET, graph, source, _write_model)
+
+
+def _write_model(code: Code, graph: Graph, emit_body) -> None:
+    names = Namespace({"torch", "F", "np", "device"})
+    constants: dict[Node, str] = {}
+
+    def constant_ref(node: Node) -> str:
+        return f"self.{constants[node]}"
+
+    e = Emit(TARGET, graph, names, lambda v: _path_expr(param_path(v.name)), constant_ref)
+    with code.block(f"class {graph.name}(torch.nn.Module):"):
+        with code.block("def __init__(self):"):
+            code("super().__init__()")
+            _module_tree(code, graph.params)
+            inlined = inline_scalars(graph)
+            for node in graph.nodes:
+                if node.op == "constant" and node not in inlined:
+                    constants[node] = names.fresh(f"const{len(constants)}")
+                    value = e.literal("constant", "value", node.attrs["value"])
+                    code(f"self.register_buffer({constants[node]!r}, torch.tensor({value}, "
+                         f"dtype={e.dtype(node.attrs['dtype'])}), persistent=False)")
+        code("")
+        inputs = [names.fresh(v.name) for v in graph.inputs]
+        for v, n in zip(graph.inputs, inputs):
+            e.values[v] = n
+        with code.block(f"def forward(self, {', '.join(inputs)}):"):
+            if any(n.op == "iota" for n in graph.nodes):
+                code(f"device = {inputs[0]}.device" if inputs else "device = torch.device('cpu')")
+            e.bind_symbols(code, inputs)
+            emit_body(e, code)
+            code(f"return {', '.join(e.values[v] for v in graph.outputs)}")

@@ -1,0 +1,238 @@
+"""The module writer every target shares: naming, indentation, source comments, the node walk.
+
+A target supplies a `Target`: its op lowering table (`rules`, whose keys are its capabilities),
+how it spells dtypes, params and shapes, and the module skeleton around the body. The writer
+turns a graph into straight-line code, one assignment per node, with a comment quoting the DSL
+line each block came from. User text reaches the output only through `Namespace` (validated
+identifiers) or `repr` (literals).
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..ir.errors import ShipeiError, SourceLoc
+from ..ir.graph import Graph, Node, Value
+from ..ir.registry import AttrKind, get_op
+from ..ir.types import Dim, DType, Sym
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class Namespace:
+    """Hands out legal, unique Python identifiers derived from hints (torch.fx's idea)."""
+
+    def __init__(self, reserved: set[str] | frozenset[str] = frozenset()):
+        self._used = set(reserved) | set(keyword.kwlist) | {"self"}
+
+    def reserve(self, name: str) -> None:
+        self._used.add(name)
+
+    def fresh(self, hint: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", hint) or "v"
+        if not IDENTIFIER.match(base):
+            base = "v_" + base
+        name, n = base, 0
+        while name in self._used:
+            n += 1
+            name = f"{base}_{n}"
+        self._used.add(name)
+        return name
+
+
+class Code:
+    """Lines of Python with indentation managed by `block()`."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._indent = 0
+
+    def __call__(self, *lines: str) -> None:
+        for line in lines:
+            self.lines.append("    " * self._indent + line if line else "")
+
+    @contextmanager
+    def block(self, header: str) -> Iterator[None]:
+        self(header)
+        self._indent += 1
+        yield
+        self._indent -= 1
+
+    def text(self) -> str:
+        return "\n".join(self.lines).rstrip() + "\n"
+
+
+def param_path(name: str) -> list[str]:
+    """A param's dotted name as validated segments: identifiers or non-negative integers."""
+    parts = name.split(".")
+    for part in parts:
+        if not (IDENTIFIER.match(part) or part.isdigit()) or keyword.iskeyword(part):
+            raise ShipeiError(f"parameter name '{name}' cannot be used in generated code",
+                              hint="names are identifiers separated by dots")
+    return parts
+
+
+Rule = Callable[["Emit", Node], str]
+
+
+@dataclass
+class Target:
+    """What distinguishes one backend: its lowering table, spellings and the glue its module needs.
+
+    `runtime_code` defines `available_devices()`, `load(weights, device)` and
+    `run(model, inputs, device)` in the generated module: the contract the runtime relies on.
+    """
+
+    name: str
+    framework: str
+    extra: str
+    dtypes: dict[DType, str]
+    rules: dict[str, Rule | str]
+    imports: tuple[str, ...] = ()
+    runtime_code: str = ""
+    shape_of: str = "{x}.shape[{axis}]"
+    unsupported_dtypes: dict[str, frozenset[DType]] = field(default_factory=dict)
+
+    def supports(self, op: str, dtype: DType) -> bool:
+        return op in self.rules and dtype not in self.unsupported_dtypes.get(op, frozenset())
+
+
+class Emit:
+    """State while emitting one graph's body: names of values and the rendering helpers rules use."""
+
+    def __init__(self, target: Target, graph: Graph, names: Namespace,
+                 param_ref: Callable[[Value], str], constant_ref: Callable[[Node], str]):
+        self.target = target
+        self.graph = graph
+        self.names = names
+        self.param_ref = param_ref
+        self.constant_ref = constant_ref
+        self.values: dict[Value, str] = {}
+        self.symbols: dict[str, str] = {}
+
+    # -- helpers for rules ------------------------------------------------------------------
+    def arg(self, node: Node, i: int) -> str:
+        return self.values[node.operands[i]]
+
+    def args(self, node: Node) -> list[str]:
+        return [self.values[v] for v in node.operands]
+
+    def dtype(self, dtype: DType) -> str:
+        return self.target.dtypes[dtype]
+
+    def dim(self, d: Dim) -> str:
+        if isinstance(d, int):
+            return str(d)
+        terms = []
+        for mono, coeff in d.terms:
+            factors = ([str(coeff)] if coeff != 1 or not mono else []) + [self.symbols[s] for s in mono]
+            terms.append("*".join(factors))
+        return " + ".join(terms) if len(terms) == 1 else "(" + " + ".join(terms) + ")"
+
+    def dims(self, dims: tuple[Dim, ...]) -> str:
+        inner = ", ".join(self.dim(d) for d in dims)
+        return f"({inner},)" if len(dims) == 1 else f"({inner})"
+
+    def format(self, template: str, node: Node) -> str:
+        """Fill a rule template: {0}, {1}... are operands, {args} all of them, {name} an attr."""
+        attrs = {k: self.literal(node.op, k, v) for k, v in node.attrs.items()}
+        if node.results:
+            attrs["out_dtype"] = self.dtype(node.results[0].dtype)
+        return template.format(*self.args(node), args=", ".join(self.args(node)), **attrs)
+
+    def literal(self, op: str, attr: str, value: Any) -> str:
+        kind = get_op(op).attrs[attr].kind
+        if kind is AttrKind.DTYPE:
+            return self.dtype(value)
+        if kind is AttrKind.DIM:
+            return self.dim(value)
+        if kind is AttrKind.DIMS:
+            return self.dims(value)
+        if kind is AttrKind.ARRAY:
+            return py_literal(np.asarray(value).tolist())
+        if isinstance(value, tuple):
+            return repr(value)
+        return repr(value)
+
+    # -- the walk ---------------------------------------------------------------------------
+    def bind_symbols(self, code: Code, input_names: list[str]) -> None:
+        """Bind each shape symbol to the first input dim that names it: `B = x.shape[0]`."""
+        for value, name in zip(self.graph.inputs, input_names):
+            for axis, d in enumerate(value.shape):
+                if isinstance(d, Sym) and len(d.symbols) == 1 and str(d) in d.symbols and str(d) not in self.symbols:
+                    self.symbols[str(d)] = self.names.fresh(str(d))
+                    code(f"{self.symbols[str(d)]} = {self.target.shape_of.format(x=name, axis=axis)}")
+
+    def body(self, code: Code) -> None:
+        """One assignment per node, each DSL statement's block headed by its source line."""
+        last_loc: tuple[str, int] | None = None
+        for value in self.graph.params:
+            self.values[value] = self.param_ref(value)
+        inline = inline_scalars(self.graph)
+        count = 0
+        for node in self.graph.nodes:
+            if node in inline:
+                self.values[node.result] = inline[node]
+                continue
+            if node.loc and (node.loc.file, node.loc.line) != last_loc:
+                code(f"# {source_comment(node.loc)}")
+                last_loc = (node.loc.file, node.loc.line)
+            rule = self.rule_for(node)
+            expr = self.constant_ref(node) if node.op == "constant" else (
+                rule(self, node) if callable(rule) else self.format(rule, node))
+            names = [self.names.fresh(f"v{count + i}") for i in range(len(node.results))]
+            count += len(names)
+            for value, name in zip(node.results, names):
+                self.values[value] = name
+            code(f"{', '.join(names)} = {expr}")
+
+    def rule_for(self, node: Node) -> Rule | str:
+        rule = self.target.rules.get(node.op)
+        dtypes = {v.dtype for v in node.operands + node.results}
+        if rule is None or not all(self.target.supports(node.op, d) for d in dtypes):
+            where = f" (from {node.loc})" if node.loc else ""
+            raise ShipeiError(f"target '{self.target.name}' cannot lower op '{node.op}' on "
+                              f"{', '.join(sorted(str(d) for d in dtypes))}{where}", node.loc,
+                              hint="see the target's capability table: shipei.codegen.capabilities()")
+        return rule
+
+
+def py_literal(value: Any) -> str:
+    """Python source for nested lists of numbers, spelling inf and nan as float('inf')."""
+    if isinstance(value, list):
+        return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    if isinstance(value, float) and not np.isfinite(value):
+        return f"float({str(value)!r})"
+    return repr(value)
+
+
+#: Ops every target writes as a Python operator, where a Python scalar operand keeps the tensor's dtype.
+SCALAR_OPERAND_OPS = frozenset({"add", "sub", "mul", "div"})
+
+
+def inline_scalars(graph: Graph) -> dict[Node, str]:
+    """Rank-0 numeric constants read only as an operator's operand beside a tensor: `x * 0.5`."""
+    users = graph.users()
+    out: dict[Node, str] = {}
+    for node in graph.nodes:
+        if (node.op != "constant" or node.result.type.rank or node.result.dtype is DType.bool
+                or not np.isfinite(node.attrs["value"])):
+            continue
+        readers = users.get(node.result, [])
+        if readers and all(u.op in SCALAR_OPERAND_OPS and any(v is not node.result for v in u.operands)
+                           and not any(v.producer in out for v in u.operands) for u in readers):
+            out[node] = repr(np.asarray(node.attrs["value"]).item())
+    return out
+
+
+def source_comment(loc: SourceLoc) -> str:
+    """`file:line  text` for a comment; unprintable characters (line breaks) cannot end it early."""
+    text = f"{loc.file}:{loc.line}" + (f"  {loc.text.strip()}" if loc.text.strip() else "")
+    return "".join(c if c.isprintable() else "?" for c in text)

@@ -1,0 +1,341 @@
+"""The DSL's builtin functions: each binds its arguments by a declared signature, then builds ops.
+
+Most builtins are one registry op with its attributes renamed to what PyTorch users write
+(`softmax(x, axis=-1)`, `sum(x, axis, keepdim)`); the rest are small compositions (`flatten`,
+`reshape` with -1, `split` into equal sections). Compile-time functions (`range`, `len`,
+`require`) live here too.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..ir.errors import ShipeiError, SourceLoc
+from ..ir.graph import Builder, Value
+from ..ir.types import Dim, DType, Sym, dim_floordiv, dim_product, normalize_axis
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A function callable from the DSL: its parameter list with defaults, and its body."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...]
+    body: Callable[..., Any]
+
+    def bind(self, args: list[Any], kwargs: dict[str, Any], loc: SourceLoc | None) -> dict[str, Any]:
+        names = [n for n, _ in self.params]
+        if len(args) > len(names):
+            raise ShipeiError(f"{self.name}() takes {len(names)} arguments, got {len(args)}", loc,
+                              hint=f"{self.name}({', '.join(names)})")
+        bound = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names:
+                close = difflib.get_close_matches(key, names, 1)
+                raise ShipeiError(f"{self.name}() has no argument '{key}'", loc,
+                                  hint=f"did you mean '{close[0]}'?" if close else f"{self.name}({', '.join(names)})")
+            if key in bound:
+                raise ShipeiError(f"{self.name}() got argument '{key}' twice", loc)
+            bound[key] = value
+        for name, default in self.params:
+            if name not in bound:
+                if default is _REQUIRED:
+                    raise ShipeiError(f"{self.name}() is missing argument '{name}'", loc)
+                bound[name] = default
+        return bound
+
+
+class Context:
+    """What builtin bodies need from the elaborator: the builder and tensor conversions."""
+
+    def __init__(self, builder: Builder, loc: SourceLoc | None = None):
+        self.b = builder
+        self.loc = loc
+
+    def error(self, message: str, hint: str | None = None) -> ShipeiError:
+        return ShipeiError(message, self.loc, hint)
+
+    def tensor(self, value: Any, like: DType | None = None, what: str = "argument") -> Value:
+        """A Value for `value`; Python numbers become constants of dtype `like`."""
+        if isinstance(value, Value):
+            return value
+        if isinstance(value, Sym):
+            raise self.error(f"symbolic dim {value} cannot be used as a tensor value",
+                             hint="only static dims and compile-time numbers convert to tensors")
+        if isinstance(value, (bool, int, float)):
+            dtype = like or (DType.bool if isinstance(value, bool) else DType.i64 if isinstance(value, int)
+                             else DType.f32)
+            if isinstance(value, float) and not dtype.is_float:
+                raise self.error(f"float {value!r} cannot be combined with a {dtype} tensor",
+                                 hint="cast the tensor first: cast(x, f32)")
+            return self.b("constant", value=np.asarray(value, dtype=dtype.numpy), dtype=dtype)
+        raise self.error(f"{what} must be a tensor, got {describe(value)}")
+
+    def tensors(self, *values: Any) -> list[Value]:
+        """Convert scalars to the dtype of the first tensor among `values`."""
+        like = next((v.dtype for v in values if isinstance(v, Value)), None)
+        return [self.tensor(v, like) for v in values]
+
+    def ints(self, value: Any, what: str) -> tuple[int, ...]:
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+            raise self.error(f"{what} must be an int or a list of ints, got {describe(value)}")
+        return tuple(items)
+
+    def dims(self, value: Any, what: str) -> tuple[Dim, ...]:
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        if not all(isinstance(i, (int, Sym)) and not isinstance(i, bool) for i in items):
+            raise self.error(f"{what} must be a list of dims, got {describe(value)}")
+        return tuple(items)
+
+    def op(self, name: str, *operands: Value, **attrs: Any) -> Value:
+        return self.b(name, *operands, **attrs)
+
+
+def describe(value: Any) -> str:
+    """A user-facing name for a compile-time value's kind."""
+    if isinstance(value, Value):
+        return f"a tensor {value.type}"
+    if isinstance(value, bool):
+        return f"the bool {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, Sym):
+        return f"the dim {value}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return getattr(value, "describe", lambda: type(value).__name__)()
+
+
+BUILTINS: dict[str, Builtin] = {}
+
+
+def builtin(name: str, *params: str, **defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a builtin: positional names first (required), then keyword names with defaults."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        BUILTINS[name] = Builtin(name, tuple((p, _REQUIRED) for p in params) + tuple(defaults.items()), fn)
+        return fn
+
+    return register
+
+
+def _unary(op: str) -> None:
+    builtin(op, "x")(lambda c, x: c.op(op, c.tensor(x)))
+
+
+for _op in ("relu", "silu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "abs", "sin", "cos", "erf",
+            "floor", "logical_not"):
+    _unary(_op)
+
+for _op in ("maximum", "minimum", "pow", "matmul", "logical_and", "logical_or"):
+    builtin(_op, "a", "b")(lambda c, a, b, _op=_op: c.op(_op, *c.tensors(a, b)))
+
+
+@builtin("gelu", "x", approximate="none")
+def _gelu(c: Context, x, approximate):
+    return c.op("gelu", c.tensor(x), approximate=approximate)
+
+
+@builtin("softmax", "x", axis=-1)
+def _softmax(c: Context, x, axis):
+    return c.op("softmax", c.tensor(x), axis=axis)
+
+
+@builtin("log_softmax", "x", axis=-1)
+def _log_softmax(c: Context, x, axis):
+    return c.op("log_softmax", c.tensor(x), axis=axis)
+
+
+def _reduction(op: str) -> Callable[..., Value]:
+    def body(c: Context, x, axis, keepdim):
+        return c.op(op, c.tensor(x), axes=None if axis is None else c.ints(axis, "axis"), keepdims=keepdim)
+
+    return body
+
+
+for _name in ("sum", "mean", "max", "min"):
+    builtin(_name, "x", axis=None, keepdim=False)(_reduction(f"reduce_{_name}"))
+
+
+@builtin("where", "cond", "x", "y")
+def _where(c: Context, cond, x, y):
+    x, y = c.tensors(x, y)
+    return c.op("where", c.tensor(cond, DType.bool), x, y)
+
+
+@builtin("cast", "x", "dtype")
+def _cast(c: Context, x, dtype):
+    if not isinstance(dtype, DType):
+        raise c.error(f"cast() needs a dtype such as f32, got {describe(dtype)}")
+    return c.op("cast", c.tensor(x), dtype=dtype)
+
+
+@builtin("conv2d", "x", "weight", stride=1, padding=0, dilation=1, groups=1)
+def _conv2d(c: Context, x, weight, stride, padding, dilation, groups):
+    return c.op("conv2d", *c.tensors(x, weight), stride=c.ints(stride, "stride"),
+                padding=c.ints(padding, "padding"), dilation=c.ints(dilation, "dilation"), groups=groups)
+
+
+def _pool(op: str, **extra: Any) -> Callable[..., Value]:
+    def body(c: Context, x, kernel, stride, padding, **kw):
+        kernel = c.ints(kernel, "kernel")
+        return c.op(op, c.tensor(x), kernel=kernel, stride=kernel if stride is None else c.ints(stride, "stride"),
+                    padding=c.ints(padding, "padding"), **kw)
+
+    return builtin(op, "x", "kernel", stride=None, padding=0, **extra)(body)
+
+
+_pool("max_pool2d")
+_pool("avg_pool2d", count_include_pad=True)
+
+
+@builtin("layer_norm", "x", "weight", "bias", eps=1e-5)
+def _layer_norm(c: Context, x, weight, bias, eps):
+    return c.op("layer_norm", *c.tensors(x, weight, bias), eps=eps)
+
+
+@builtin("batch_norm", "x", "mean", "var", "weight", "bias", eps=1e-5)
+def _batch_norm(c: Context, x, mean, var, weight, bias, eps):
+    return c.op("batch_norm", *c.tensors(x, mean, var, weight, bias), eps=eps)
+
+
+@builtin("dropout", "x", p=0.5)
+def _dropout(c: Context, x, p):
+    return c.op("dropout", c.tensor(x), p=p)
+
+
+def resolve_shape(c: Context, x: Value, shape: tuple[Dim, ...]) -> tuple[Dim, ...]:
+    """Replace one -1 by the dim that keeps the element count."""
+    holes = [i for i, d in enumerate(shape) if d == -1]
+    if not holes:
+        return shape
+    if len(holes) > 1:
+        raise c.error("reshape can infer only one -1 dim")
+    known = dim_product([d for d in shape if d != -1])
+    try:
+        inferred = dim_floordiv(dim_product(x.shape), known)
+    except ShipeiError:
+        raise c.error(f"cannot reshape {x.type} to [{', '.join(map(str, shape))}]") from None
+    return tuple(inferred if d == -1 else d for d in shape)
+
+
+@builtin("reshape", "x", "shape")
+def _reshape(c: Context, x, shape):
+    x = c.tensor(x)
+    return c.op("reshape", x, shape=resolve_shape(c, x, c.dims(shape, "shape")))
+
+
+@builtin("flatten", "x", start_dim=1)
+def _flatten(c: Context, x, start_dim):
+    x = c.tensor(x)
+    start = normalize_axis(start_dim, x.type.rank)
+    return c.op("reshape", x, shape=x.shape[:start] + (dim_product(x.shape[start:]),))
+
+
+@builtin("transpose", "x", perm=None)
+def _transpose(c: Context, x, perm):
+    x = c.tensor(x)
+    perm = tuple(reversed(range(x.type.rank))) if perm is None else c.ints(perm, "perm")
+    return c.op("transpose", x, perm=perm)
+
+
+@builtin("broadcast_to", "x", "shape")
+def _broadcast_to(c: Context, x, shape):
+    return c.op("broadcast_to", c.tensor(x), shape=c.dims(shape, "shape"))
+
+
+@builtin("concat", "xs", axis=0)
+def _concat(c: Context, xs, axis):
+    if not isinstance(xs, (list, tuple)) or not xs:
+        raise c.error(f"concat() takes a list of tensors, got {describe(xs)}")
+    return c.op("concat", *c.tensors(*xs), axis=axis)
+
+
+@builtin("split", "x", "sections", axis=0)
+def _split(c: Context, x, sections, axis):
+    """`split(x, 3)` cuts into 3 equal parts; `split(x, [2, 5])` into parts of those sizes."""
+    x = c.tensor(x)
+    dim = x.shape[normalize_axis(axis, x.type.rank)]
+    if isinstance(sections, int) and not isinstance(sections, bool):
+        if not isinstance(dim, int) or sections <= 0 or dim % sections:
+            raise c.error(f"cannot split dim {dim} of {x.type} into {sections} equal parts")
+        sizes = (dim // sections,) * sections
+    else:
+        sizes = c.ints(sections, "sections")
+    return tuple(c.b.op("split", x, sizes=sizes, axis=axis))
+
+
+@builtin("pad", "x", "pads", value=0.0)
+def _pad(c: Context, x, pads, value):
+    return c.op("pad", c.tensor(x), pads=c.ints(pads, "pads"), value=value)
+
+
+@builtin("gather", "x", "indices", axis=0)
+def _gather(c: Context, x, indices, axis):
+    return c.op("gather", c.tensor(x), c.tensor(indices, DType.i64), axis=axis)
+
+
+@builtin("arange", "n", dtype=DType.i64)
+def _arange(c: Context, n, dtype):
+    return c.op("iota", length=n, dtype=dtype)
+
+
+@builtin("range", "start", stop=None, step=1)
+def _range(c: Context, start, stop, step):
+    args = (0, start) if stop is None else (start, stop)
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in (*args, step)):
+        raise c.error("range() needs compile-time ints")
+    return list(range(*args, step))
+
+
+@builtin("len", "x")
+def _len(c: Context, x):
+    if isinstance(x, (list, tuple)):
+        return len(x)
+    raise c.error(f"len() takes a list or tuple, got {describe(x)}")
+
+
+@builtin("require", "cond", "message")
+def _require(c: Context, cond, message):
+    if not isinstance(cond, bool):
+        raise c.error(f"require() needs a compile-time condition, got {describe(cond)}")
+    if not cond:
+        raise c.error(f"requirement failed: {message}")
+    return None
+
+
+#: Tensor attributes and methods: `x.T`, `x.shape`, and every builtin whose first argument is x.
+def tensor_attribute(c: Context, x: Value, name: str) -> Any:
+    if name == "shape":
+        return x.shape
+    if name == "dtype":
+        return x.dtype
+    if name == "T":
+        if x.type.rank < 2:
+            raise c.error(f".T needs a tensor of rank >= 2, got {x.type}")
+        perm = list(range(x.type.rank))
+        perm[-2], perm[-1] = perm[-1], perm[-2]
+        return c.op("transpose", x, perm=tuple(perm))
+    if name in BUILTINS:
+        return BoundMethod(BUILTINS[name], x)
+    close = difflib.get_close_matches(name, ["shape", "dtype", "T", *BUILTINS], 1)
+    raise c.error(f"a tensor has no attribute '{name}'", hint=f"did you mean '{close[0]}'?" if close else None)
+
+
+@dataclass(frozen=True)
+class BoundMethod:
+    """`x.reshape` waiting for its remaining arguments."""
+
+    fn: Builtin
+    self_value: Value
+
+    def describe(self) -> str:
+        return f"the method {self.fn.name}"

@@ -1,0 +1,592 @@
+"""Elaboration: AST to typed IR. Resolves names, evaluates compile-time values, instantiates
+layers (their params become graph params under dotted PyTorch-style names), unrolls static
+`for`/`if`, inlines each layer's forward at its call, and checks every signature.
+
+Compile-time values are plain Python (int, float, bool, str, lists, tuples, `DType`, `Sym`
+dims); tensors are IR `Value`s. Nodes get the location of the user's statement they came from,
+so generated code quotes the user's line, not the prelude's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..ir.errors import ShipeiError, SourceLoc
+from ..ir.graph import Builder, Graph, Init, Value
+from ..ir.init import check_init
+from ..ir.types import Dim, DType, Sym, TensorType, dim_add, dim_floordiv, dim_mod, dim_mul, dim_neg, dim_sub
+from . import ast
+from .builtins import BUILTINS, BoundMethod, Builtin, Context, describe, tensor_attribute
+from .signature import bind_signature, check_returns
+from .source import PRELUDE_FILE, Definitions
+
+DEVICES = ("cpu", "gpu", "tpu", "npu")
+CONSTANTS: dict[str, Any] = {"inf": math.inf, "nan": math.nan, "pi": math.pi,
+                             **{d.value: d for d in DType}}
+
+
+class Scope:
+    """Names visible at one point: a dict with a parent chain."""
+
+    def __init__(self, parent: Scope | None = None):
+        self.names: dict[str, Any] = {}
+        self.parent = parent
+
+    def lookup(self, name: str) -> Any:
+        scope: Scope | None = self
+        while scope is not None:
+            if name in scope.names:
+                return scope.names[name]
+            scope = scope.parent
+        raise KeyError(name)
+
+    def visible(self) -> set[str]:
+        out: set[str] = set()
+        scope: Scope | None = self
+        while scope is not None:
+            out |= scope.names.keys()
+            scope = scope.parent
+        return out
+
+
+@dataclass(eq=False)
+class LayerInstance:
+    """A layer with its compile-time arguments bound and its params declared under `path`."""
+
+    definition: ast.LayerDef
+    path: str
+    scope: Scope
+    forward: ast.Method | None = None
+
+    def describe(self) -> str:
+        return f"the layer {self.path or self.definition.name} ({self.definition.name})"
+
+
+@dataclass(eq=False)
+class LayerList:
+    """Sub-layers declared as `name[i] = Layer(...)`, PyTorch's ModuleList."""
+
+    path: str
+    items: dict[int, LayerInstance] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"the layer list {self.path}"
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A layer definition named in source, not yet instantiated."""
+
+    definition: ast.LayerDef
+
+    def describe(self) -> str:
+        return f"the layer definition {self.definition.name}"
+
+
+class _Returned(Exception):
+    """Unwinds statement execution at `return`."""
+
+    def __init__(self, values: list[Any], loc: SourceLoc):
+        self.values = values
+        self.loc = loc
+
+
+class Elaborator:
+    def __init__(self, defs: Definitions, graph: Graph):
+        self.defs = defs
+        self.b = Builder(graph)
+        self.globals = Scope()
+        self.globals.names.update(CONSTANTS)
+        self.globals.names.update(BUILTINS)
+        self.globals.names.update({name: LayerRef(d) for name, d in defs.layers.items()})
+        self.user_loc: SourceLoc | None = None
+
+    # -- layers ---------------------------------------------------------------------------
+    def instantiate(self, ldef: ast.LayerDef, args: Sequence[Any], kwargs: dict[str, Any], path: str,
+                    loc: SourceLoc) -> LayerInstance:
+        scope = self.bind_cparams(ldef, args, kwargs, loc)
+        inst = LayerInstance(ldef, path, scope)
+        self.exec_items(ldef.body, inst, scope)
+        if inst.forward is None:
+            raise ShipeiError(f"layer '{ldef.name}' has no forward method", ldef.loc)
+        return inst
+
+    def bind_cparams(self, ldef: ast.LayerDef, args: Sequence[Any], kwargs: dict[str, Any],
+                     loc: SourceLoc) -> Scope:
+        """A layer's scope holding its compile-time arguments, checked against its declaration.
+        Defaults may use earlier parameters: `d_ff: int = 4 * d_model`."""
+        names = [cp.name for cp in ldef.cparams]
+        if len(args) > len(names):
+            raise ShipeiError(f"{ldef.name} takes {len(names)} arguments, got {len(args)}", loc,
+                              hint=f"{ldef.name}({', '.join(names)})")
+        given = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names:
+                close = difflib.get_close_matches(key, names, 1)
+                raise ShipeiError(f"{ldef.name} has no parameter '{key}'", loc,
+                                  hint=f"did you mean '{close[0]}'?" if close else f"{ldef.name}({', '.join(names)})")
+            if key in given:
+                raise ShipeiError(f"{ldef.name} got parameter '{key}' twice", loc)
+            given[key] = value
+        scope = Scope(self.globals)
+        for cp in ldef.cparams:
+            if cp.name in given:
+                scope.names[cp.name] = check_cparam(cp, given[cp.name], loc)
+            elif cp.default is None:
+                raise ShipeiError(f"{ldef.name} needs parameter '{cp.name}'", loc)
+            else:
+                scope.names[cp.name] = check_cparam(cp, self.eval(cp.default, scope), cp.default.loc)
+        return scope
+
+    def exec_items(self, items: Sequence[Any], inst: LayerInstance, scope: Scope) -> None:
+        for item in items:
+            if isinstance(item, ast.ParamDecl):
+                self.declare_param(item, inst, scope)
+            elif isinstance(item, ast.Method):
+                if item.name != "forward":
+                    raise ShipeiError(f"unknown method '{item.name}'", item.loc, hint="layers define forward(...)")
+                inst.forward = item
+            elif isinstance(item, ast.Assign):
+                self.item_assign(item, inst, scope)
+            elif isinstance(item, ast.For):
+                for value in self.iterate(item.iter, scope):
+                    scope.names[item.var] = value
+                    self.exec_items(item.body, inst, scope)
+            elif isinstance(item, ast.If):
+                self.exec_items(item.then if self.condition(item.cond, scope) else item.orelse, inst, scope)
+            else:
+                raise ShipeiError("this statement belongs inside forward", item.loc)
+
+    def declare_param(self, decl: ast.ParamDecl, inst: LayerInstance, scope: Scope) -> None:
+        type_ = self.tensor_type(decl.type, scope, free_symbols=False)
+        init = decl.init
+        if not (isinstance(init, ast.Call) and isinstance(init.func, ast.Name)):
+            raise ShipeiError("a param's initializer is a call such as zeros() or normal(std=0.02)", init.loc)
+        if init.args:
+            raise ShipeiError("initializer arguments are passed by name, e.g. uniform(low=-0.1, high=0.1)",
+                              init.args[0].loc)
+        kwargs = tuple((k.name, self.eval(k.value, scope)) for k in init.kwargs)
+        for (key, value), kw in zip(kwargs, init.kwargs):
+            if not isinstance(value, (int, float, bool)):
+                raise ShipeiError(f"initializer argument '{key}' must be a number, got {describe(value)}", kw.loc)
+        spec = Init(init.func.id, kwargs)
+        try:
+            check_init(spec)
+        except ShipeiError as e:
+            raise ShipeiError(e.message, init.loc, e.hint) from None
+        name = f"{inst.path}.{decl.name}" if inst.path else decl.name
+        with self.at(decl.loc):
+            scope.names[decl.name] = self.b.add_param(name, type_, spec, buffer=decl.kind == "buffer")
+
+    def item_assign(self, item: ast.Assign, inst: LayerInstance, scope: Scope) -> None:
+        (target,) = item.targets
+        if isinstance(target, ast.Index):
+            base = target.value.id
+            (index_expr,) = target.items
+            index = self.eval(index_expr, scope)
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                raise ShipeiError(f"a layer list index must be a non-negative int, got {describe(index)}",
+                                  index_expr.loc)
+            holder = scope.names.get(base)
+            if holder is None:
+                holder = scope.names[base] = LayerList(f"{inst.path}.{base}" if inst.path else base)
+            if not isinstance(holder, LayerList):
+                raise ShipeiError(f"'{base}' is already {describe(holder)}", target.loc)
+            path = f"{holder.path}.{index}"
+            holder.items[index] = self.sublayer(item.value, scope, path)
+            return
+        path = f"{inst.path}.{target.id}" if inst.path else target.id
+        value = item.value
+        if isinstance(value, ast.Call) and isinstance(self.eval(value.func, scope), LayerRef):
+            scope.names[target.id] = self.sublayer(value, scope, path)
+        else:
+            scope.names[target.id] = self.eval(value, scope)
+
+    def sublayer(self, call: ast.Expr, scope: Scope, path: str) -> LayerInstance:
+        ref = self.eval(call.func, scope) if isinstance(call, ast.Call) else None
+        if not isinstance(ref, LayerRef):
+            raise ShipeiError("expected a layer instantiation such as Linear(4, 8)", call.loc)
+        args, kwargs = self.call_args(call, scope)
+        return self.instantiate(ref.definition, args, kwargs, path, call.loc)
+
+    # -- forward --------------------------------------------------------------------------
+    def call_layer(self, inst: LayerInstance, args: list[Any], loc: SourceLoc) -> Any:
+        method = inst.forward
+        scope = Scope(inst.scope)
+        values = [Context(self.b, loc).tensor(a, what=f"argument {i + 1} of {inst.path}") for i, a in enumerate(args)]
+        scope.names.update(bind_signature(method, values, inst.scope, self.eval_dim_expr, loc,
+                                          f"{inst.path or inst.definition.name}"))
+        try:
+            self.exec_stmts(method.body, scope)
+        except _Returned as r:
+            return self.finish_call(method, r, scope, loc, inst)
+        raise ShipeiError(f"forward of '{inst.definition.name}' ends without return", method.loc)
+
+    def finish_call(self, method: ast.Method, r: _Returned, scope: Scope, loc: SourceLoc,
+                    inst: LayerInstance) -> Any:
+        ctx = Context(self.b, r.loc)
+        values = [ctx.tensor(v, what="a returned value") for v in r.values]
+        check_returns(method, values, scope, self.eval_dim_expr, r.loc, inst.path or inst.definition.name)
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def exec_stmts(self, stmts: Sequence[Any], scope: Scope) -> None:
+        for stmt in stmts:
+            with self.at(stmt.loc, statement=True):
+                self.exec_stmt(stmt, scope)
+
+    def exec_stmt(self, stmt: Any, scope: Scope) -> None:
+        if isinstance(stmt, ast.Assign):
+            value = self.eval(stmt.value, scope)
+            if len(stmt.targets) == 1:
+                scope.names[self.target_name(stmt.targets[0])] = value
+                return
+            if not isinstance(value, tuple) or len(value) != len(stmt.targets):
+                raise ShipeiError(f"cannot unpack {describe(value)} into {len(stmt.targets)} names", stmt.loc)
+            for target, v in zip(stmt.targets, value):
+                scope.names[self.target_name(target)] = v
+        elif isinstance(stmt, ast.Return):
+            raise _Returned([self.eval(v, scope) for v in stmt.values], stmt.loc)
+        elif isinstance(stmt, ast.For):
+            for value in self.iterate(stmt.iter, scope):
+                scope.names[stmt.var] = value
+                self.exec_stmts(stmt.body, scope)
+        elif isinstance(stmt, ast.If):
+            self.exec_stmts(stmt.then if self.condition(stmt.cond, scope) else stmt.orelse, scope)
+        elif isinstance(stmt, ast.On):
+            if stmt.device not in DEVICES:
+                close = difflib.get_close_matches(stmt.device, DEVICES, 1)
+                raise ShipeiError(f"unknown device '{stmt.device}'", stmt.loc,
+                                  hint=f"did you mean '{close[0]}'?" if close else f"devices are {', '.join(DEVICES)}")
+            outer, self.b.device = self.b.device, stmt.device
+            try:
+                self.exec_stmts(stmt.body, scope)
+            finally:
+                self.b.device = outer
+        elif isinstance(stmt, ast.ExprStmt):
+            self.eval(stmt.value, scope)
+        else:
+            raise ShipeiError("layer declarations belong in the layer body, not in forward", stmt.loc)
+
+    def target_name(self, target: Any) -> str:
+        if not isinstance(target, ast.Name):
+            raise ShipeiError("only names can be assigned in forward", target.loc)
+        return target.id
+
+    def at(self, loc: SourceLoc, statement: bool = False):
+        """Set the location new nodes get: the user's statement, never a prelude line."""
+        elab = self
+
+        class _At:
+            def __enter__(self_inner):
+                self_inner.saved = elab.b.loc
+                if not statement or loc.file != PRELUDE_FILE:
+                    elab.b.loc = loc
+
+            def __exit__(self_inner, *exc):
+                elab.b.loc = self_inner.saved
+
+        return _At()
+
+    # -- expressions ----------------------------------------------------------------------
+    def condition(self, expr: ast.Expr, scope: Scope) -> bool:
+        value = self.eval(expr, scope)
+        if isinstance(value, Value):
+            if value.param is not None:
+                return True  # a declared param, as in `if bias { ... }`
+            raise ShipeiError("a condition must be known at compile time, not a tensor", expr.loc,
+                              hint="use where(cond, a, b) to select between tensors")
+        if isinstance(value, (LayerInstance, LayerList)):
+            return True
+        if isinstance(value, (bool, int, float, str)):
+            return bool(value)
+        raise ShipeiError(f"a condition must be a compile-time value, got {describe(value)}", expr.loc)
+
+    def iterate(self, expr: ast.Expr, scope: Scope) -> list[Any]:
+        value = self.eval(expr, scope)
+        if isinstance(value, LayerList):
+            return [value.items[i] for i in sorted(value.items)]
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ShipeiError(f"for loops run over range(n) or a list, got {describe(value)}", expr.loc)
+
+    def call_args(self, call: ast.Call, scope: Scope) -> tuple[list[Any], dict[str, Any]]:
+        args = [self.eval(a, scope) for a in call.args]
+        kwargs: dict[str, Any] = {}
+        for kw in call.kwargs:
+            if kw.name in kwargs:
+                raise ShipeiError(f"argument '{kw.name}' given twice", kw.loc)
+            kwargs[kw.name] = self.eval(kw.value, scope)
+        return args, kwargs
+
+    def eval(self, expr: Any, scope: Scope) -> Any:
+        method = getattr(self, f"eval_{type(expr).__name__}", None)
+        if method is None:
+            raise ShipeiError("this expression is not allowed here", expr.loc)
+        try:
+            return method(expr, scope)
+        except ShipeiError as e:
+            if e.loc is None:
+                raise ShipeiError(e.message, expr.loc, e.hint) from None
+            raise
+
+    def eval_Name(self, expr: ast.Name, scope: Scope) -> Any:
+        try:
+            return scope.lookup(expr.id)
+        except KeyError:
+            close = difflib.get_close_matches(expr.id, sorted(scope.visible()), 1)
+            raise ShipeiError(f"unknown name '{expr.id}'", expr.loc,
+                              hint=f"did you mean '{close[0]}'?" if close else None) from None
+
+    def eval_Int(self, expr: ast.Int, scope: Scope) -> int:
+        return expr.value
+
+    def eval_Float(self, expr: ast.Float, scope: Scope) -> float:
+        return expr.value
+
+    def eval_Bool(self, expr: ast.Bool, scope: Scope) -> bool:
+        return expr.value
+
+    def eval_Str(self, expr: ast.Str, scope: Scope) -> str:
+        return expr.value
+
+    def eval_TupleExpr(self, expr: ast.TupleExpr, scope: Scope) -> tuple:
+        return tuple(self.eval(e, scope) for e in expr.elts)
+
+    def eval_ListExpr(self, expr: ast.ListExpr, scope: Scope) -> list:
+        return [self.eval(e, scope) for e in expr.elts]
+
+    def eval_BinOp(self, expr: ast.BinOp, scope: Scope) -> Any:
+        left, right = self.eval(expr.left, scope), self.eval(expr.right, scope)
+        if isinstance(left, Value) or isinstance(right, Value):
+            ctx = Context(self.b, expr.loc)
+            if expr.op == "//":
+                return ctx.op("floor", ctx.op("div", *ctx.tensors(left, right)))
+            if expr.op not in TENSOR_BINOPS:
+                raise ShipeiError(f"operator '{expr.op}' is not defined on tensors", expr.loc)
+            return ctx.op(TENSOR_BINOPS[expr.op], *ctx.tensors(left, right))
+        return compile_time_binop(expr.op, left, right, expr.loc)
+
+    def eval_UnaryOp(self, expr: ast.UnaryOp, scope: Scope) -> Any:
+        value = self.eval(expr.operand, scope)
+        if expr.op == "+":
+            return value
+        if isinstance(value, Value):
+            return self.b("neg", value)
+        if isinstance(value, Sym):
+            return dim_neg(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value
+        raise ShipeiError(f"cannot negate {describe(value)}", expr.loc)
+
+    def eval_Compare(self, expr: ast.Compare, scope: Scope) -> Any:
+        left, right = self.eval(expr.left, scope), self.eval(expr.right, scope)
+        if isinstance(left, Value) or isinstance(right, Value):
+            ctx = Context(self.b, expr.loc)
+            return ctx.op(COMPARE_OPS[expr.op], *ctx.tensors(left, right))
+        if expr.op in ("==", "!="):
+            return (left == right) == (expr.op == "==")
+        if isinstance(left, Sym) or isinstance(right, Sym):
+            raise ShipeiError(f"cannot order symbolic dims {left} and {right} at compile time", expr.loc)
+        try:
+            return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[expr.op]
+        except TypeError:
+            raise ShipeiError(f"cannot compare {describe(left)} with {describe(right)}", expr.loc) from None
+
+    def eval_BoolOp(self, expr: ast.BoolOp, scope: Scope) -> Any:
+        left = self.eval(expr.left, scope)
+        if isinstance(left, Value):
+            ctx = Context(self.b, expr.loc)
+            right = self.eval(expr.right, scope)
+            return ctx.op(f"logical_{expr.op}", ctx.tensor(left), ctx.tensor(right, DType.bool))
+        if not isinstance(left, bool):
+            raise ShipeiError(f"'{expr.op}' needs bools, got {describe(left)}", expr.loc)
+        if (expr.op == "and" and not left) or (expr.op == "or" and left):
+            return left
+        right = self.eval(expr.right, scope)
+        if not isinstance(right, bool):
+            raise ShipeiError(f"'{expr.op}' needs bools, got {describe(right)}", expr.loc)
+        return right
+
+    def eval_Not(self, expr: ast.Not, scope: Scope) -> Any:
+        value = self.eval(expr.operand, scope)
+        if isinstance(value, Value):
+            return self.b("logical_not", value)
+        if not isinstance(value, bool):
+            raise ShipeiError(f"'not' needs a bool, got {describe(value)}", expr.loc)
+        return not value
+
+    def eval_Attribute(self, expr: ast.Attribute, scope: Scope) -> Any:
+        value = self.eval(expr.value, scope)
+        if isinstance(value, Value):
+            return tensor_attribute(Context(self.b, expr.loc), value, expr.name)
+        if isinstance(value, LayerInstance):
+            try:
+                return value.scope.names[expr.name]
+            except KeyError:
+                raise ShipeiError(f"{value.describe()} has no member '{expr.name}'", expr.loc) from None
+        raise ShipeiError(f"{describe(value)} has no attribute '{expr.name}'", expr.loc)
+
+    def eval_Call(self, expr: ast.Call, scope: Scope) -> Any:
+        func = self.eval(expr.func, scope)
+        args, kwargs = self.call_args(expr, scope)
+        if isinstance(func, Builtin):
+            return func.body(Context(self.b, expr.loc), **func.bind(args, kwargs, expr.loc))
+        if isinstance(func, BoundMethod):
+            return func.fn.body(Context(self.b, expr.loc), **func.fn.bind([func.self_value, *args], kwargs, expr.loc))
+        if isinstance(func, LayerInstance):
+            if kwargs:
+                raise ShipeiError("layers are called with positional tensors", expr.loc)
+            return self.call_layer(func, args, expr.loc)
+        if isinstance(func, LayerRef):
+            raise ShipeiError(f"layer '{func.definition.name}' must be created in the layer body, then called",
+                              expr.loc, hint=f"declare `name = {func.definition.name}(...)` next to the params")
+        raise ShipeiError(f"{describe(func)} is not callable", expr.loc)
+
+    def eval_Index(self, expr: ast.Index, scope: Scope) -> Any:
+        value = self.eval(expr.value, scope)
+        if isinstance(value, Value):
+            from .indexing import index_tensor
+
+            items = [self.eval_subscript(item, scope) for item in expr.items]
+            return index_tensor(Context(self.b, expr.loc), value, items)
+        if len(expr.items) != 1 or isinstance(expr.items[0], (ast.Slice, ast.EllipsisLit)):
+            raise ShipeiError(f"{describe(value)} takes one index", expr.loc)
+        index = self.eval(expr.items[0], scope)
+        if isinstance(value, LayerList):
+            if index not in value.items:
+                raise ShipeiError(f"{value.path} has no layer {index}", expr.loc,
+                                  hint=f"it holds {', '.join(map(str, sorted(value.items)))}")
+            return value.items[index]
+        if isinstance(value, (list, tuple)):
+            if not isinstance(index, int) or isinstance(index, bool) or not -len(value) <= index < len(value):
+                raise ShipeiError(f"index {index!r} is out of range for {describe(value)}", expr.loc)
+            return value[index]
+        raise ShipeiError(f"{describe(value)} cannot be indexed", expr.loc)
+
+    def eval_subscript(self, item: Any, scope: Scope) -> Any:
+        if isinstance(item, ast.EllipsisLit):
+            return Ellipsis
+        if isinstance(item, ast.Slice):
+            parts = [None if p is None else self.eval(p, scope) for p in (item.start, item.stop, item.step)]
+            if not all(p is None or (isinstance(p, int) and not isinstance(p, bool)) for p in parts):
+                raise ShipeiError("slice bounds must be compile-time ints", item.loc)
+            return slice(*parts)
+        return self.eval(item, scope)
+
+    # -- types ----------------------------------------------------------------------------
+    def eval_dim_expr(self, expr: Any, scope: Scope, free: dict[str, Sym] | None) -> Dim:
+        """A dim from type syntax. Unknown names become symbols when `free` collects them."""
+        if isinstance(expr, ast.Int):
+            return expr.value
+        if isinstance(expr, ast.Name):
+            try:
+                value = scope.lookup(expr.id)
+            except KeyError:
+                if free is None:
+                    raise ShipeiError(f"unknown name '{expr.id}' in a param shape", expr.loc,
+                                      hint="param shapes use compile-time values only") from None
+                return free.setdefault(expr.id, Sym.named(expr.id))
+            if isinstance(value, bool) or not isinstance(value, (int, Sym)):
+                raise ShipeiError(f"'{expr.id}' is {describe(value)}, not a dim", expr.loc)
+            return value
+        if isinstance(expr, ast.BinOp) and expr.op in DIM_OPS:
+            left = self.eval_dim_expr(expr.left, scope, free)
+            right = self.eval_dim_expr(expr.right, scope, free)
+            try:
+                return DIM_OPS[expr.op](left, right)
+            except ShipeiError as e:
+                raise ShipeiError(e.message, expr.loc) from None
+        raise ShipeiError("a dim is an int, a name or arithmetic of them", expr.loc)
+
+    def tensor_type(self, t: ast.TensorTypeExpr, scope: Scope, free_symbols: bool) -> TensorType:
+        if any(isinstance(d, ast.EllipsisLit) for d in t.dims):
+            raise ShipeiError("'...' is only allowed in forward signatures", t.loc)
+        free: dict[str, Sym] | None = {} if free_symbols else None
+        dims = tuple(self.eval_dim_expr(d, scope, free) for d in t.dims)
+        return TensorType(DType.parse(t.dtype), dims)
+
+
+TENSOR_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul"}
+COMPARE_OPS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+DIM_OPS = {"+": dim_add, "-": dim_sub, "*": dim_mul, "//": dim_floordiv, "%": dim_mod}
+
+
+def compile_time_binop(op: str, left: Any, right: Any, loc: SourceLoc) -> Any:
+    """Arithmetic on compile-time numbers and dims, with Python's meaning for numbers."""
+    numbers = (int, float)
+    if isinstance(left, bool) or isinstance(right, bool):
+        raise ShipeiError(f"operator '{op}' does not apply to bools", loc)
+    if isinstance(left, Sym) or isinstance(right, Sym):
+        if op in DIM_OPS and isinstance(left, (int, Sym)) and isinstance(right, (int, Sym)):
+            try:
+                return DIM_OPS[op](left, right)
+            except ShipeiError as e:
+                raise ShipeiError(e.message, loc) from None
+        raise ShipeiError(f"operator '{op}' does not apply to {describe(left)} and {describe(right)}", loc)
+    if not (isinstance(left, numbers) and isinstance(right, numbers)):
+        raise ShipeiError(f"operator '{op}' does not apply to {describe(left)} and {describe(right)}", loc)
+    try:
+        return {"+": lambda: left + right, "-": lambda: left - right, "*": lambda: left * right,
+                "/": lambda: left / right, "//": lambda: left // right, "%": lambda: left % right,
+                "**": lambda: left ** right}[op]()
+    except ZeroDivisionError:
+        raise ShipeiError("division by zero at compile time", loc) from None
+    except KeyError:
+        raise ShipeiError(f"operator '{op}' needs tensors", loc) from None
+
+
+CPARAM_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int), "bool": (bool,)}
+
+
+def check_cparam(cp: ast.CParam, value: Any, loc: SourceLoc) -> Any:
+    if cp.type_name not in CPARAM_TYPES:
+        raise ShipeiError(f"compile-time parameter '{cp.name}' has unknown type '{cp.type_name}'", cp.loc,
+                          hint="compile-time parameters are int, float or bool")
+    allowed = CPARAM_TYPES[cp.type_name]
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        raise ShipeiError(f"'{cp.name}' must be {cp.type_name}, got {describe(value)}", loc)
+    return float(value) if cp.type_name == "float" else value
+
+
+def elaborate(defs: Definitions, model: str | None, params: dict[str, Any]) -> Graph:
+    """Build the graph of one model from parsed definitions."""
+    mdef = defs.pick_model(model)
+    graph = Graph(mdef.name)
+    elab = Elaborator(defs, graph)
+    unknown = sorted(set(params) - {cp.name for cp in mdef.cparams})
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], [cp.name for cp in mdef.cparams], 1)
+        raise ShipeiError(f"model {mdef.name} has no parameter '{unknown[0]}'", mdef.loc,
+                          hint=f"did you mean '{close[0]}'?" if close else None)
+    inst = elab.instantiate(mdef, [], params, "", mdef.loc)
+    method = inst.forward
+    scope = Scope(inst.scope)
+    free: dict[str, Sym] = {}
+    for arg in method.args:
+        if any(isinstance(d, ast.EllipsisLit) for d in arg.type.dims):
+            raise ShipeiError("a model's inputs need full shapes; '...' is for layers", arg.type.loc)
+        dims = tuple(elab.eval_dim_expr(d, inst.scope, free) for d in arg.type.dims)
+        scope.names[arg.name] = elab.b.input(arg.name, TensorType(DType.parse(arg.type.dtype), dims))
+    scope.names.update(free)
+    try:
+        elab.exec_stmts(method.body, scope)
+    except _Returned as r:
+        result = elab.finish_call(method, r, scope, r.loc, inst)
+        graph.outputs = list(result) if isinstance(result, tuple) else [result]
+        return graph
+    raise ShipeiError(f"forward of model '{mdef.name}' ends without return", method.loc)
+
+
+def elaborate_source(text: str, file: str = "<string>", model: str | None = None,
+                     params: dict[str, Any] | None = None) -> Graph:
+    return elaborate(Definitions.from_source(text, file), model, params or {})
+
+
+def elaborate_file(path: str | Path, model: str | None = None, params: dict[str, Any] | None = None) -> Graph:
+    return elaborate(Definitions.from_file(Path(path)), model, params or {})
+

@@ -1,0 +1,152 @@
+"""The IR graph: SSA values produced by nodes, in a topologically ordered list.
+
+A `Graph` owns its inputs (data arguments), its params (weights and buffers, each a graph input
+marked as a param with its initializer, so weights are data, not code), its nodes in schedule
+order and its outputs. Names of intermediate values are given only when printing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ShipeiError, SourceLoc
+from .types import Dim, DType, TensorType
+
+
+@dataclass(frozen=True)
+class Init:
+    """How a param is initialized: an initializer name from `ir.init` and its arguments."""
+
+    name: str
+    args: tuple[tuple[str, Any], ...] = ()
+
+    def __str__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.args)
+        return f"{self.name}({inner})"
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """Marks a graph input as a weight (`param`) or non-trained state (`buffer`)."""
+
+    init: Init
+    buffer: bool = False
+
+
+@dataclass(eq=False)
+class Value:
+    """An SSA value. `producer` is None for graph inputs and params."""
+
+    type: TensorType
+    name: str | None = None
+    producer: Node | None = None
+    index: int = 0
+    param: ParamInfo | None = None
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    @property
+    def shape(self) -> tuple[Dim, ...]:
+        return self.type.shape
+
+    def __repr__(self) -> str:
+        return f"Value({self.name or '?'}: {self.type})"
+
+
+@dataclass(eq=False)
+class Node:
+    """One op application: operands, static attributes and one or more results."""
+
+    op: str
+    operands: list[Value]
+    attrs: dict[str, Any]
+    results: list[Value] = field(default_factory=list)
+    loc: SourceLoc | None = None
+    device: str | None = None
+
+    @property
+    def result(self) -> Value:
+        if len(self.results) != 1:
+            raise ValueError(f"{self.op} has {len(self.results)} results")
+        return self.results[0]
+
+    def __repr__(self) -> str:
+        return f"Node({self.op}, {len(self.operands)} operands)"
+
+
+@dataclass(eq=False)
+class Graph:
+    """A model's computation; the unit that passes transform and targets emit."""
+
+    name: str
+    inputs: list[Value] = field(default_factory=list)
+    params: list[Value] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    outputs: list[Value] = field(default_factory=list)
+
+    def param(self, name: str) -> Value:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def users(self) -> dict[Value, list[Node]]:
+        """Map each value to the nodes that read it (computed, so it is never stale)."""
+        out: dict[Value, list[Node]] = {}
+        for node in self.nodes:
+            for v in node.operands:
+                out.setdefault(v, []).append(node)
+        return out
+
+    def __str__(self) -> str:
+        from .printer import print_graph
+
+        return print_graph(self)
+
+
+class Builder:
+    """Appends nodes to a graph, inferring result types from the op registry.
+
+    `loc` and `device` are applied to every node built while set, so the frontend sets them
+    once per statement instead of threading them through every call.
+    """
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.loc: SourceLoc | None = None
+        self.device: str | None = None
+
+    def input(self, name: str, type: TensorType) -> Value:
+        v = Value(type, name=name)
+        self.graph.inputs.append(v)
+        return v
+
+    def add_param(self, name: str, type: TensorType, init: Init, buffer: bool = False) -> Value:
+        if any(p.name == name for p in self.graph.params):
+            raise ShipeiError(f"parameter '{name}' is declared twice", self.loc)
+        v = Value(type, name=name, param=ParamInfo(init, buffer))
+        self.graph.params.append(v)
+        return v
+
+    def op(self, op: str, *operands: Value, **attrs: Any) -> list[Value]:
+        """Build a node; returns all its results."""
+        from .registry import get_op
+
+        opdef = get_op(op)
+        attrs = opdef.complete_attrs(attrs, self.loc)
+        try:
+            types = opdef.infer(list(operands), attrs)
+        except ShipeiError as e:
+            raise ShipeiError(f"{op}: {e.message}", e.loc or self.loc, e.hint) from None
+        node = Node(op, list(operands), attrs, loc=self.loc, device=self.device)
+        node.results = [Value(t, producer=node, index=i) for i, t in enumerate(types)]
+        self.graph.nodes.append(node)
+        return node.results
+
+    def __call__(self, op: str, *operands: Value, **attrs: Any) -> Value:
+        """Build a single-result node and return its value."""
+        (result,) = self.op(op, *operands, **attrs)
+        return result

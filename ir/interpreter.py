@@ -1,0 +1,105 @@
+"""The reference interpreter: runs a graph with each op's numpy reference. It is the spec.
+
+Two precisions: "declared" computes each op at its declared dtype (f16/bf16 ops compute in f32
+and round the result, as the frameworks do); "f64" carries every float in float64, the oracle
+that targets are compared against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import ShipeiError
+from .graph import Graph, Value
+from .registry import AttrKind, get_op
+from .types import DType, Sym, TensorType, eval_dim
+
+Precision = Literal["declared", "f64"]
+
+
+def bind_symbols(graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, int]:
+    """Symbol values from the actual input shapes; a mismatch is a clear error naming the input."""
+    if len(arrays) != len(graph.inputs):
+        raise ShipeiError(f"{graph.name} takes {len(graph.inputs)} inputs "
+                          f"({', '.join(v.name for v in graph.inputs)}), got {len(arrays)}")
+    env: dict[str, int] = {}
+    for value, array in zip(graph.inputs, arrays):
+        _bind(value, np.shape(array), env)
+    for value, array in zip(graph.inputs, arrays):
+        expected = tuple(eval_dim(d, env) for d in value.shape)
+        if expected != np.shape(array):
+            raise ShipeiError(f"input '{value.name}': expected {value.type} = {list(expected)}, "
+                              f"got shape {list(np.shape(array))}")
+    return env
+
+
+def _bind(value: Value, shape: tuple[int, ...], env: dict[str, int]) -> None:
+    if len(shape) != value.type.rank:
+        raise ShipeiError(f"input '{value.name}': expected {value.type} (rank {value.type.rank}), "
+                          f"got shape {list(shape)}")
+    for dim, actual in zip(value.shape, shape):
+        if isinstance(dim, Sym) and len(dim.terms) == 1 and dim.terms[0][1] == 1 and len(dim.terms[0][0]) == 1:
+            name = dim.terms[0][0][0]
+            if env.setdefault(name, actual) != actual:
+                raise ShipeiError(f"input '{value.name}': symbol {name} is {env[name]} elsewhere but {actual} here")
+
+
+def coerce_input(value: Value, array: Any) -> np.ndarray:
+    """An input array at the declared dtype; lossy kind changes (float to int) are refused."""
+    array = np.asarray(array)
+    target = value.dtype.numpy
+    if array.dtype != target and not np.can_cast(array.dtype, target, "same_kind"):
+        raise ShipeiError(f"input '{value.name}': expected {value.type.dtype}, got {array.dtype}")
+    return array.astype(target, copy=False)
+
+
+def resolve_attrs(opname: str, attrs: dict[str, Any], env: dict[str, int]) -> dict[str, Any]:
+    """Attributes with symbolic dims replaced by their values under `env`."""
+    specs = get_op(opname).attrs
+    out = dict(attrs)
+    for name, spec in specs.items():
+        if spec.kind is AttrKind.DIM:
+            out[name] = eval_dim(attrs[name], env)
+        elif spec.kind is AttrKind.DIMS:
+            out[name] = tuple(eval_dim(d, env) for d in attrs[name])
+    return out
+
+
+def _compute_dtype(t: TensorType, precision: Precision) -> np.dtype:
+    if not t.dtype.is_float:
+        return t.dtype.numpy
+    if precision == "f64":
+        return np.dtype(np.float64)
+    return np.dtype(np.float32) if t.dtype in (DType.f16, DType.bf16) else t.dtype.numpy
+
+
+def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndarray],
+              precision: Precision = "declared") -> list[np.ndarray]:
+    """Run `graph` on numpy inputs and named weights; returns one array per output."""
+    arrays = [coerce_input(v, a) for v, a in zip(graph.inputs, inputs)]
+    env = bind_symbols(graph, arrays)
+    values: dict[Value, np.ndarray] = {}
+    for v, a in zip(graph.inputs, arrays):
+        values[v] = a.astype(_compute_dtype(v.type, precision))
+    for p in graph.params:
+        if p.name not in weights:
+            raise ShipeiError(f"no weight given for param '{p.name}'")
+        w = np.asarray(weights[p.name])
+        if w.shape != tuple(p.shape):
+            raise ShipeiError(f"weight '{p.name}': expected {p.type}, got shape {list(w.shape)}")
+        values[p] = w.astype(p.dtype.numpy).astype(_compute_dtype(p.type, precision))
+    for node in graph.nodes:
+        opdef = get_op(node.op)
+        args = [values[v] for v in node.operands]
+        with np.errstate(all="ignore"):
+            out = opdef.reference(*args, **resolve_attrs(node.op, node.attrs, env))
+        outs = out if isinstance(out, tuple) else (out,)
+        for result, array in zip(node.results, outs):
+            array = np.asarray(array)
+            if precision == "declared" or not result.dtype.is_float:
+                array = array.astype(result.dtype.numpy)  # round as the declared dtype would
+            values[result] = array.astype(_compute_dtype(result.type, precision))
+    return [values[v] if precision == "f64" else values[v].astype(v.dtype.numpy) for v in graph.outputs]

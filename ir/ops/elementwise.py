@@ -1,0 +1,100 @@
+"""Elementwise ops: unary math, binary arithmetic with broadcasting, comparisons, where, cast."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..registry import Attr, AttrKind, FusionKind, op
+from ..types import DType, TensorType
+from .rules import ALL, FLOATS, NUMERIC, broadcast, check_dtype, unary
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    return _erf(x).astype(x.dtype)
+
+
+def _gelu(x: np.ndarray, approximate: str) -> np.ndarray:
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi).astype(x.dtype) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + erf(x / np.sqrt(2).astype(x.dtype)))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # Split by sign so neither branch overflows exp for large |x|.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+_UNARY = {
+    # name: (allowed dtypes, numpy reference)
+    "neg": (NUMERIC, np.negative),
+    "abs": (NUMERIC, np.abs),
+    "exp": (FLOATS, np.exp),
+    "log": (FLOATS, np.log),
+    "sqrt": (FLOATS, np.sqrt),
+    "rsqrt": (FLOATS, lambda x: 1 / np.sqrt(x)),
+    "sin": (FLOATS, np.sin),
+    "cos": (FLOATS, np.cos),
+    "tanh": (FLOATS, np.tanh),
+    "erf": (FLOATS, erf),
+    "floor": (FLOATS, np.floor),
+    "sigmoid": (FLOATS, _sigmoid),
+    "relu": (NUMERIC, lambda x: np.maximum(x, np.zeros((), x.dtype))),
+    "silu": (FLOATS, lambda x: x * _sigmoid(x)),
+    "logical_not": (frozenset({DType.bool}), np.logical_not),
+}
+
+#: The input domain each op needs for finite results; property tests draw inputs from it.
+DOMAINS: dict[str, str] = {"log": "positive", "sqrt": "nonnegative", "rsqrt": "positive",
+                           "div": "nonzero-rhs", "pow": "positive-lhs", "exp": "small"}
+
+for _name, (_allowed, _ref) in _UNARY.items():
+    op(_name, ["x"], FusionKind.ELEMWISE, unary(_allowed), _ref)
+
+op("gelu", ["x"], FusionKind.ELEMWISE, unary(FLOATS), _gelu,
+   attrs={"approximate": Attr(AttrKind.STR, "none")})
+op("dropout", ["x"], FusionKind.ELEMWISE, unary(ALL), lambda x, p: x,
+   attrs={"p": Attr(AttrKind.FLOAT, 0.5)}, doc="Identity at inference; kept so training can use it.")
+
+_BINARY = {
+    "add": (NUMERIC, np.add, ("commutative",)),
+    "sub": (NUMERIC, np.subtract, ()),
+    "mul": (NUMERIC, np.multiply, ("commutative",)),
+    "div": (FLOATS, np.divide, ()),
+    "pow": (FLOATS, np.power, ()),
+    "maximum": (NUMERIC, np.maximum, ("commutative",)),
+    "minimum": (NUMERIC, np.minimum, ("commutative",)),
+}
+for _name, (_allowed, _ref, _traits) in _BINARY.items():
+    op(_name, ["lhs", "rhs"], FusionKind.BROADCAST, broadcast(_allowed), _ref, traits=_traits)
+
+_COMPARE = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+            "gt": np.greater, "ge": np.greater_equal}
+for _name, _ref in _COMPARE.items():
+    op(_name, ["lhs", "rhs"], FusionKind.BROADCAST, broadcast(ALL, DType.bool), _ref,
+       traits=("commutative",) if _name in ("eq", "ne") else ())
+
+for _name, _ref in {"logical_and": np.logical_and, "logical_or": np.logical_or}.items():
+    op(_name, ["lhs", "rhs"], FusionKind.BROADCAST, broadcast(frozenset({DType.bool})), _ref,
+       traits=("commutative",))
+
+
+def _where_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    check_dtype(types[0], {DType.bool}, "condition")
+    (t,) = broadcast(ALL)(types[1:], attrs)
+    return broadcast(ALL, t.dtype)([types[0].with_dtype(t.dtype), t], attrs)
+
+
+op("where", ["cond", "x", "y"], FusionKind.BROADCAST, _where_rule, np.where)
+
+
+def _cast_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    return [types[0].with_dtype(attrs["dtype"])]
+
+
+op("cast", ["x"], FusionKind.ELEMWISE, _cast_rule, lambda x, dtype: x.astype(dtype.numpy),
+   attrs={"dtype": Attr(AttrKind.DTYPE)})

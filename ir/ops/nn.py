@@ -1,0 +1,128 @@
+"""Compute-heavy ops: matmul, convolution and pooling (NCHW, PyTorch's conventions)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..errors import ShipeiError
+from ..registry import Attr, AttrKind, FusionKind, op
+from ..types import TensorType, broadcast_shapes
+from .rules import FLOATS, NUMERIC, check_dtype, same_dtype
+
+
+def _matmul_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    a, b = types
+    dtype = same_dtype(types)
+    check_dtype(a, NUMERIC)
+    if a.rank < 2 or b.rank < 2:
+        raise ShipeiError(f"matmul needs operands of rank >= 2, got {a} and {b}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ShipeiError(f"matmul contracts dim {a.shape[-1]} of {a} with dim {b.shape[-2]} of {b}",
+                          hint=f"expected the second operand to be [..., {a.shape[-1]}, N]")
+    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return [TensorType(dtype, batch + (a.shape[-2], b.shape[-1]))]
+
+
+op("matmul", ["lhs", "rhs"], FusionKind.OUT_FUSABLE, _matmul_rule, np.matmul,
+   doc="numpy.matmul on rank >= 2 operands; batch dims broadcast.")
+
+
+def _pair(v: tuple[int, ...], name: str) -> tuple[int, int]:
+    if len(v) == 1:
+        return v[0], v[0]
+    if len(v) != 2:
+        raise ShipeiError(f"{name} must be one int or a pair, got {list(v)}")
+    return v[0], v[1]
+
+
+def _out_size(size, kernel: int, stride: int, pad: int, dilation: int, what: str) -> int:
+    if not isinstance(size, int):
+        raise ShipeiError(f"{what} needs static spatial dims, got {size}")
+    out = (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    if out <= 0:
+        raise ShipeiError(f"{what}: input size {size} is too small for kernel {kernel}")
+    return out
+
+
+def _spatial(x: TensorType, kernel, attrs: dict, what: str) -> tuple[int, int]:
+    (sh, sw), (ph, pw) = _pair(attrs["stride"], "stride"), _pair(attrs["padding"], "padding")
+    dh, dw = _pair(attrs.get("dilation", (1,)), "dilation")
+    return (_out_size(x.shape[2], kernel[0], sh, ph, dh, what), _out_size(x.shape[3], kernel[1], sw, pw, dw, what))
+
+
+def _conv2d_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    x, w = types
+    same_dtype(types)
+    check_dtype(x, FLOATS)
+    groups = attrs["groups"]
+    if x.rank != 4 or w.rank != 4:
+        raise ShipeiError(f"conv2d takes NCHW input and OIHW weight, got {x} and {w}")
+    if groups <= 0 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+        raise ShipeiError(f"conv2d with groups={groups}: input channels {x.shape[1]} do not match weight {w}")
+    h, wd = _spatial(x, w.shape[2:], attrs, "conv2d")
+    return [x.with_shape((x.shape[0], w.shape[0], h, wd))]
+
+
+def _windows(x: np.ndarray, kh: int, kw: int, stride, dilation) -> np.ndarray:
+    """[N, C, OH, OW, kh, kw] view of the (already padded) input."""
+    (sh, sw), (dh, dw) = stride, dilation
+    win = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
+    return win[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
+    ph, pw = _pair(padding, "padding")
+    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = _windows(x, w.shape[2], w.shape[3], _pair(stride, "stride"), _pair(dilation, "dilation"))
+    n, c, oh, ow = win.shape[:4]
+    o = w.shape[0]
+    win = win.reshape(n, groups, c // groups, oh, ow, w.shape[2], w.shape[3])
+    wg = w.reshape(groups, o // groups, c // groups, w.shape[2], w.shape[3])
+    out = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True)
+    return out.reshape(n, o, oh, ow).astype(x.dtype)
+
+
+_CONV_ATTRS = {"stride": Attr(AttrKind.INTS, (1, 1)), "padding": Attr(AttrKind.INTS, (0, 0)),
+               "dilation": Attr(AttrKind.INTS, (1, 1)), "groups": Attr(AttrKind.INT, 1)}
+op("conv2d", ["x", "weight"], FusionKind.OUT_FUSABLE, _conv2d_rule, _conv2d, attrs=_CONV_ATTRS,
+   doc="NCHW input, OIHW weight (PyTorch layout); bias is a separate add.")
+
+
+def _pool_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    (x,) = types
+    check_dtype(x, FLOATS)
+    if x.rank != 4:
+        raise ShipeiError(f"pooling takes an NCHW input, got {x}")
+    kernel = _pair(attrs["kernel"], "kernel")
+    ph, pw = _pair(attrs["padding"], "padding")
+    if 2 * ph > kernel[0] or 2 * pw > kernel[1]:
+        raise ShipeiError(f"pool padding {list(attrs['padding'])} exceeds half the kernel {list(kernel)}")
+    h, w = _spatial(x, kernel, attrs, "pool")
+    return [x.with_shape((x.shape[0], x.shape[1], h, w))]
+
+
+def _pool(x: np.ndarray, kernel, stride, padding, fill: float) -> tuple[np.ndarray, np.ndarray]:
+    (kh, kw), (ph, pw) = _pair(kernel, "kernel"), _pair(padding, "padding")
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    return _windows(padded, kh, kw, _pair(stride, "stride"), (1, 1)), padded
+
+
+def _max_pool2d(x, kernel, stride, padding) -> np.ndarray:
+    win, _ = _pool(x, kernel, stride, padding, -np.inf)
+    return win.max(axis=(-2, -1)).astype(x.dtype)
+
+
+def _avg_pool2d(x, kernel, stride, padding, count_include_pad: bool) -> np.ndarray:
+    win, _ = _pool(x, kernel, stride, padding, 0.0)
+    total = win.sum(axis=(-2, -1))
+    if count_include_pad:
+        return (total / (win.shape[-1] * win.shape[-2])).astype(x.dtype)
+    ones, _ = _pool(np.ones_like(x), kernel, stride, padding, 0.0)
+    return (total / ones.sum(axis=(-2, -1))).astype(x.dtype)
+
+
+_POOL_ATTRS = {"kernel": Attr(AttrKind.INTS), "stride": Attr(AttrKind.INTS), "padding": Attr(AttrKind.INTS, (0, 0))}
+op("max_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _max_pool2d, attrs=dict(_POOL_ATTRS))
+op("avg_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _avg_pool2d,
+   attrs={**_POOL_ATTRS, "count_include_pad": Attr(AttrKind.BOOL, True)})

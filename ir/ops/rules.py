@@ -1,0 +1,54 @@
+"""Type-rule helpers shared by the op definitions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..errors import ShipeiError
+from ..types import DType, TensorType, broadcast_shapes, normalize_axis
+
+FLOATS = frozenset(d for d in DType if d.is_float)
+NUMERIC = frozenset(d for d in DType if d is not DType.bool)
+ALL = frozenset(DType)
+INTS = frozenset((DType.i32, DType.i64))
+
+
+def check_dtype(t: TensorType, allowed: Iterable[DType], what: str = "operand") -> None:
+    allowed = frozenset(allowed)
+    if t.dtype not in allowed:
+        names = ", ".join(sorted(d.value for d in allowed))
+        raise ShipeiError(f"{what} has dtype {t.dtype}, expected one of {names}")
+
+
+def same_dtype(types: list[TensorType]) -> DType:
+    dtypes = {t.dtype for t in types}
+    if len(dtypes) > 1:
+        raise ShipeiError("operands have different dtypes: " + ", ".join(str(t) for t in types),
+                          hint="insert a cast(x, dtype=...) to make them agree")
+    return types[0].dtype
+
+
+def unary(allowed: frozenset[DType]) -> Callable[[list[TensorType], dict[str, Any]], list[TensorType]]:
+    def rule(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+        check_dtype(types[0], allowed)
+        return [types[0]]
+
+    return rule
+
+
+def broadcast(allowed: frozenset[DType], result: DType | None = None):
+    """Operands of one dtype broadcast together; result dtype is theirs or `result`."""
+
+    def rule(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+        dtype = same_dtype(types)
+        check_dtype(types[0], allowed)
+        return [TensorType(result or dtype, broadcast_shapes(*(t.shape for t in types)))]
+
+    return rule
+
+
+def reduce_shape(t: TensorType, axes: tuple[int, ...] | None, keepdims: bool) -> TensorType:
+    axes_set = set(range(t.rank)) if axes is None else {normalize_axis(a, t.rank) for a in axes}
+    shape = [1 if i in axes_set else d for i, d in enumerate(t.shape) if keepdims or i not in axes_set]
+    return t.with_shape(shape)

@@ -1,0 +1,195 @@
+"""The op registry: the single definition of every IR op.
+
+An `OpDef` holds an op's name, operand names, attribute schema with defaults, type rule, numpy
+reference and fusion kind (TVM's classification). The verifier, interpreter, printer/parser,
+passes, property-test generators and every target's lowering table look ops up here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ShipeiError, SourceLoc
+from .types import Dim, DType, Sym, TensorType
+
+if TYPE_CHECKING:
+    from .graph import Value
+
+
+class FusionKind(enum.IntEnum):
+    """TVM's op patterns, ordered so that fusion rules can compare them."""
+
+    ELEMWISE = 0
+    BROADCAST = 1
+    INJECTIVE = 2
+    REDUCTION = 3
+    OUT_FUSABLE = 4
+    OPAQUE = 8
+
+
+class AttrKind(enum.Enum):
+    """What an attribute holds; drives validation, printing and parsing."""
+
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    STR = "str"
+    DTYPE = "dtype"
+    INTS = "ints"            # tuple of ints (axes, perm, strides)
+    DIMS = "dims"            # tuple of dims, possibly symbolic (reshape target, broadcast shape)
+    DIM = "dim"              # one possibly symbolic dim (iota length)
+    OPT_INTS = "ints?"       # tuple of ints or None (axes=None means all)
+    ARRAY = "array"          # numpy array literal (constants)
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Attr:
+    kind: AttrKind
+    default: Any = _REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+
+TypeRule = Callable[[list[TensorType], dict[str, Any]], list[TensorType]]
+Reference = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One op. `operands` are names; a trailing `*name` takes any number of operands."""
+
+    name: str
+    operands: tuple[str, ...]
+    attrs: dict[str, Attr]
+    type_rule: TypeRule
+    reference: Reference
+    fusion: FusionKind
+    traits: frozenset[str] = field(default_factory=frozenset)
+    doc: str = ""
+
+    @property
+    def variadic(self) -> bool:
+        return bool(self.operands) and self.operands[-1].startswith("*")
+
+    def complete_attrs(self, attrs: dict[str, Any], loc: SourceLoc | None = None) -> dict[str, Any]:
+        """Validate attribute names and kinds, filling defaults."""
+        unknown = set(attrs) - set(self.attrs)
+        if unknown:
+            raise ShipeiError(f"{self.name} has no attribute '{sorted(unknown)[0]}'", loc,
+                              hint=f"its attributes are {', '.join(self.attrs) or 'none'}")
+        out = {}
+        for name, spec in self.attrs.items():
+            if name in attrs:
+                out[name] = coerce_attr(self.name, name, spec.kind, attrs[name], loc)
+            elif spec.required:
+                raise ShipeiError(f"{self.name} needs attribute '{name}'", loc)
+            else:
+                out[name] = spec.default
+        return out
+
+    def infer(self, operands: list[Value], attrs: dict[str, Any]) -> list[TensorType]:
+        n = len(self.operands)
+        if self.variadic:
+            if len(operands) < n - 1:
+                raise ShipeiError(f"expects at least {n - 1} operands, got {len(operands)}")
+        elif len(operands) != n:
+            raise ShipeiError(f"expects {n} operands, got {len(operands)}")
+        return self.type_rule([v.type for v in operands], attrs)
+
+
+def coerce_attr(op: str, name: str, kind: AttrKind, value: Any, loc: SourceLoc | None) -> Any:
+    """Normalize an attribute value to its canonical Python form, or raise a clear error."""
+
+    def bad() -> ShipeiError:
+        return ShipeiError(f"{op}: attribute '{name}' must be {kind.value}, got {value!r}", loc)
+
+    if kind is AttrKind.INT:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise bad()
+        return int(value)
+    if kind is AttrKind.FLOAT:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise bad()
+        return float(value)
+    if kind is AttrKind.BOOL:
+        if not isinstance(value, (bool, np.bool_)):
+            raise bad()
+        return bool(value)
+    if kind is AttrKind.STR:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if kind is AttrKind.DTYPE:
+        if isinstance(value, str):
+            return DType.parse(value)
+        if not isinstance(value, DType):
+            raise bad()
+        return value
+    if kind is AttrKind.DIM:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, Sym):
+            return value
+        raise bad()
+    if kind in (AttrKind.INTS, AttrKind.OPT_INTS, AttrKind.DIMS):
+        if value is None and kind is AttrKind.OPT_INTS:
+            return None
+        if isinstance(value, (int, np.integer, Sym)) and not isinstance(value, bool):
+            value = (value,)
+        if not isinstance(value, (tuple, list)):
+            raise bad()
+        allowed = (int, np.integer, Sym) if kind is AttrKind.DIMS else (int, np.integer)
+        if any(isinstance(v, bool) or not isinstance(v, allowed) for v in value):
+            raise bad()
+        return tuple(v if isinstance(v, Sym) else int(v) for v in value)
+    if kind is AttrKind.ARRAY:
+        return np.asarray(value)
+    raise AssertionError(kind)
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in _REGISTRY:
+        raise ValueError(f"op {opdef.name} registered twice")
+    _REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def get_op(name: str) -> OpDef:
+    _load()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ShipeiError(f"unknown op '{name}'") from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    _load()
+    return dict(_REGISTRY)
+
+
+def _load() -> None:
+    from . import ops  # noqa: F401  (registers every op on first use)
+
+
+def op(name: str, operands: Sequence[str], fusion: FusionKind, type_rule: TypeRule,
+       reference: Reference, attrs: dict[str, Attr] | None = None,
+       traits: Sequence[str] = (), doc: str = "") -> OpDef:
+    """Declare and register an op in one call; the ops modules are lists of these."""
+    return register(OpDef(name, tuple(operands), dict(attrs or {}), type_rule, reference,
+                          fusion, frozenset(traits), doc))
+
+
+__all__ = ["Attr", "AttrKind", "Dim", "FusionKind", "OpDef", "all_ops", "get_op", "op", "register"]

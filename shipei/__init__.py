@@ -1,0 +1,16 @@
+"""shipei: compile one model, written once, to PyTorch, JAX, TensorFlow-XLA and MindSpore.
+
+    import shipei
+    compiled = shipei.compile("examples/mlp.sp", target="torch")
+    exe = compiled.load()            # CUDA when available, else CPU with a warning
+    y = exe(x)                       # numpy in, numpy out
+    shipei.reference(compiled.ir, [x], compiled.weights)   # the numpy oracle
+
+No framework is imported until a target is used.
+"""
+
+from .api import Compiled, compile, load, parse, reference
+from .ir.errors import ShipeiError
+
+__all__ = ["Compiled", "ShipeiError", "compile", "load", "parse", "reference"]
+__version__ = "0.1.0"

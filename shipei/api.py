@@ -1,0 +1,116 @@
+"""The Python API: parse, compile, load and the reference interpreter, over the four layers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .codegen import GeneratedModule, emit
+from .codegen.module import weights_filename
+from .frontend import elaborate_file, elaborate_source
+from .ir.errors import ShipeiError
+from .ir.graph import Graph
+from .ir.init import init_params
+from .ir.interpreter import Precision, interpret
+from .ir.parser import parse_ir
+from .ir.printer import print_graph
+from .ir.verifier import verify
+from .runtime import Executable
+
+Source = str | os.PathLike | Graph
+
+
+def _is_path(src: str | os.PathLike) -> bool:
+    return isinstance(src, os.PathLike) or ("\n" not in src and src.endswith(".sp"))
+
+
+def parse(src: Source, model: str | None = None, **params: Any) -> Graph:
+    """DSL source (a `.sp` path or the text itself) to a verified, typed IR graph.
+
+    `model` picks a model when the file defines several (default: the last one); keyword
+    arguments override the model's compile-time parameters, e.g. `parse(path, n_layers=2)`.
+    """
+    if isinstance(src, Graph):
+        verify(src)
+        return src
+    if _is_path(src):
+        path = Path(src)
+        if not path.exists():
+            raise ShipeiError(f"no such file: {path}")
+        graph = elaborate_file(path, model=model, params=params)
+    else:
+        graph = elaborate_source(src, "<string>", model=model, params=params)
+    verify(graph)
+    return graph
+
+
+def _source_name(src: Source) -> str:
+    return str(src) if not isinstance(src, Graph) and _is_path(src) else "<string>"
+
+
+@dataclass
+class Compiled:
+    """One model compiled for one target: its IR, generated program and initial weights."""
+
+    ir: Graph
+    target: str
+    module: GeneratedModule
+    weights: dict[str, np.ndarray] = field(repr=False)
+
+    @property
+    def source(self) -> str:
+        """The generated program's text."""
+        return self.module.source
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the program, its weights (.safetensors) and the IR text; returns the program's path."""
+        import safetensors.numpy
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / self.module.filename).write_text(self.source)
+        (out / f"{self.ir.name.lower()}.ir").write_text(print_graph(self.ir))
+        safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in self.weights.items()},
+                                    str(out / weights_filename(self.ir.name)))
+        return out / self.module.filename
+
+    def load(self, device: str = "auto", allow_fallback: bool = True) -> Executable:
+        """Load the program on `device` ("auto" prefers the target's accelerator)."""
+        directory = Path(tempfile.mkdtemp(prefix="shipei-"))
+        path = self.save(directory)
+        return Executable(self.ir, self.target, path, self.weights, device, allow_fallback)
+
+
+def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | None = None,
+            **params: Any) -> Compiled:
+    """Compile DSL source (path or text) or an IR graph for `target`, with weights from `seed`."""
+    graph = parse(src, model=model, **params)
+    module = emit(graph, target, _source_name(src))
+    return Compiled(graph, target, module, init_params(graph, seed))
+
+
+def load(directory: str | os.PathLike, target: str = "torch", device: str = "auto",
+         allow_fallback: bool = True) -> Executable:
+    """Load a directory written by `Compiled.save` (or `shipei compile -o DIR`)."""
+    directory = Path(directory)
+    irs = sorted(directory.glob("*.ir"))
+    if len(irs) != 1:
+        raise ShipeiError(f"{directory} does not hold one compiled model (found {len(irs)} .ir files)")
+    graph = parse_ir(irs[0].read_text(), str(irs[0]))
+    module = directory / f"{graph.name.lower()}_{target}.py"
+    if not module.exists():
+        raise ShipeiError(f"{directory} has no program for target '{target}'",
+                          hint=f"shipei compile FILE --target {target} -o {directory}")
+    return Executable(graph, target, module, directory / weights_filename(graph.name), device, allow_fallback)
+
+
+def reference(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndarray] | None = None,
+              precision: Precision = "f64", seed: int = 0) -> list[np.ndarray]:
+    """Run the numpy reference interpreter; weights default to those `compile(seed=seed)` makes."""
+    return interpret(graph, inputs, init_params(graph, seed) if weights is None else weights, precision)

@@ -1,0 +1,176 @@
+"""The `shipei` command line: check, ir, compile, run.
+
+Every user error is printed as a located `ShipeiError` and exits 1; an internal error prints a
+one-line summary and exits 2 (SHIPEI_TRACEBACK=1 shows the traceback for a bug report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import api
+from .codegen import TARGETS
+from .ir.errors import ShipeiError
+from .ir.graph import Graph
+from .ir.inputs import random_inputs
+from .ir.printer import print_graph
+from .ir.tolerance import compare
+
+
+def _value(text: str) -> Any:
+    """A compile-time value from the command line: int, float or bool, never evaluated code."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise ShipeiError(f"'{text}' is not an int, float or bool")
+
+
+def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise ShipeiError(f"{what} '{item}' should look like NAME=VALUE")
+        out[key] = val
+    return out
+
+
+def _graph(args: argparse.Namespace) -> Graph:
+    params = {k: _value(v) for k, v in _pairs(args.set, "--set").items()}
+    return api.parse(Path(args.file), model=args.model, **params)
+
+
+def signature(graph: Graph) -> str:
+    ins = ", ".join(f"{v.name}: {v.type}" for v in graph.inputs)
+    outs = ", ".join(str(v.type) for v in graph.outputs)
+    count = sum(int(np.prod(p.shape)) for p in graph.params)
+    return f"{graph.name}({ins}) -> ({outs})\n  {count:,} parameters in {len(graph.params)} tensors, {len(graph.nodes)} ops"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    print(signature(_graph(args)))
+    return 0
+
+
+def cmd_ir(args: argparse.Namespace) -> int:
+    print(print_graph(_graph(args), locs=args.locs), end="")
+    return 0
+
+
+def _targets(name: str) -> list[str]:
+    if name == "all":
+        return list(TARGETS)
+    if name not in TARGETS:
+        raise ShipeiError(f"unknown target '{name}'", hint=f"targets are {', '.join(TARGETS)}, or all")
+    return [name]
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    graph = _graph(args)
+    for target in _targets(args.target):
+        path = api.compile(graph, target, seed=args.seed).save(args.output)
+        print(f"wrote {path}")
+    return 0
+
+
+def _inputs(args: argparse.Namespace, graph: Graph) -> list[np.ndarray]:
+    if args.inputs:
+        try:
+            data = np.load(args.inputs, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ShipeiError(f"cannot read inputs from {args.inputs}: {e}") from None
+        missing = [v.name for v in graph.inputs if v.name not in data]
+        if missing:
+            raise ShipeiError(f"{args.inputs} has no array for input(s) {', '.join(missing)}",
+                              hint=f"it holds {', '.join(data.files) or 'nothing'}")
+        return [data[v.name] for v in graph.inputs]
+    dims = {k: int(_value(v)) for k, v in _pairs(args.dim, "--dim").items()}
+    return random_inputs(graph, args.seed, dims)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    graph = _graph(args)
+    compiled = api.compile(graph, args.target, seed=args.seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exe = compiled.load(args.device)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    inputs = _inputs(args, graph)
+    outputs = exe.run(*inputs)
+    print(f"{graph.name} on {args.target} ({exe.device})")
+    for value, out in zip(graph.outputs, outputs):
+        print(f"  output {value.type.dtype}{list(out.shape)}: mean {np.mean(out, dtype=np.float64):.6g}")
+    if not args.check:
+        return 0
+    expected = api.reference(graph, inputs, compiled.weights)
+    failed = False
+    for i, (value, out, ref) in enumerate(zip(graph.outputs, outputs, expected)):
+        worst = compare(out, ref, value.dtype)
+        status = "ok" if worst.ok else "MISMATCH"
+        failed |= not worst.ok
+        print(f"  check output {i}: max error {worst.error:.3g} (allowed {worst.allowed:.3g} "
+              f"at {list(worst.index)}) {status}")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipei", description="Compile one DSL model for torch, jax, tf and "
+                                     "mindspore, and run it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("file", help="the model's .sp file")
+        p.add_argument("--model", help="which model, when the file defines several")
+        p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="override a compile-time parameter")
+        return p
+
+    command("check", "type-check a model and print its signature").set_defaults(func=cmd_check)
+    p = command("ir", "print the model's IR")
+    p.add_argument("--locs", action="store_true", help="show each node's source location")
+    p.set_defaults(func=cmd_ir)
+    p = command("compile", "write the generated program, weights and IR")
+    p.add_argument("--target", default="torch", help=f"{', '.join(TARGETS)} or all")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="weight initialization seed")
+    p.set_defaults(func=cmd_compile)
+    p = command("run", "compile, run and optionally check against the reference")
+    p.add_argument("--target", default="torch", choices=TARGETS)
+    p.add_argument("--device", default="auto")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--inputs", help=".npz file with one array per input name")
+    source.add_argument("--random", action="store_true", help="random inputs (the default)")
+    p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="value of a shape symbol")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check", action="store_true", help="compare with the numpy reference; exit 1 on mismatch")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ShipeiError as e:
+        print(e, file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug in shipei, not the user's input
+        if os.environ.get("SHIPEI_TRACEBACK"):
+            traceback.print_exc()
+        print(f"internal error: {type(e).__name__}: {e} (set SHIPEI_TRACEBACK=1 for details)", file=sys.stderr)
+        return 2
