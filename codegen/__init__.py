@@ -13,7 +13,7 @@ from ..ir.types import DType
 from .module import GeneratedModule
 from .writer import Target
 
-TARGETS = ("torch",)
+TARGETS = ("torch", "jax", "tf", "mindspore")
 
 
 def get_target(name: str) -> Target:

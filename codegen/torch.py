@@ -93,15 +93,22 @@ def load(weights=WEIGHTS, device="cpu"):
     if isinstance(weights, str):
         state = safetensors.torch.load_file(weights)
     else:
-        state = {{key: torch.as_tensor(np.asarray(value)) for key, value in weights.items()}}
+        state = {{key: _tensor(value) for key, value in weights.items()}}
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def _tensor(x):
+    x = np.asarray(x)
+    if x.dtype.name == "bfloat16":  # numpy has no bfloat16 of its own; ml_dtypes' goes via float32
+        return torch.as_tensor(x.astype(np.float32)).to(torch.bfloat16)
+    return torch.as_tensor(x)
 
 
 @torch.inference_mode()
 def run(model, inputs, device="cpu"):
     """Numpy in, numpy out."""
-    outputs = model(*(torch.as_tensor(np.asarray(x)).to(device) for x in inputs))
+    outputs = model(*(_tensor(x).to(device) for x in inputs))
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     return [(y.float() if y.dtype == torch.bfloat16 else y).cpu().numpy() for y in outputs]
 '''

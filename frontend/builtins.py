@@ -96,7 +96,15 @@ class Context:
         return tuple(items)
 
     def op(self, name: str, *operands: Value, **attrs: Any) -> Value:
-        return self.b(name, *operands, **attrs)
+        (result,) = self.ops(name, *operands, **attrs)
+        return result
+
+    def ops(self, name: str, *operands: Value, **attrs: Any) -> list[Value]:
+        """Build a node; type errors point at this expression rather than its statement."""
+        try:
+            return self.b.op(name, *operands, **attrs)
+        except ShipeiError as e:
+            raise ShipeiError(e.message, self.loc or e.loc, e.hint) from None
 
 
 def describe(value: Any) -> str:
@@ -270,7 +278,7 @@ def _split(c: Context, x, sections, axis):
         sizes = (dim // sections,) * sections
     else:
         sizes = c.ints(sections, "sections")
-    return tuple(c.b.op("split", x, sizes=sizes, axis=axis))
+    return tuple(c.ops("split", x, sizes=sizes, axis=axis))
 
 
 @builtin("pad", "x", "pads", value=0.0)

@@ -16,9 +16,9 @@ def _matmul_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
     dtype = same_dtype(types)
     check_dtype(a, NUMERIC)
     if a.rank < 2 or b.rank < 2:
-        raise ShipeiError(f"matmul needs operands of rank >= 2, got {a} and {b}")
+        raise ShipeiError(f"needs operands of rank >= 2, got {a} and {b}")
     if a.shape[-1] != b.shape[-2]:
-        raise ShipeiError(f"matmul contracts dim {a.shape[-1]} of {a} with dim {b.shape[-2]} of {b}",
+        raise ShipeiError(f"contracts dim {a.shape[-1]} of {a} with dim {b.shape[-2]} of {b}",
                           hint=f"expected the second operand to be [..., {a.shape[-1]}, N]")
     batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     return [TensorType(dtype, batch + (a.shape[-2], b.shape[-1]))]
