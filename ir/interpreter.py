@@ -29,6 +29,8 @@ def bind_symbols(graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, int]:
     for value, array in zip(graph.inputs, arrays):
         _bind(value, np.shape(array), env)
     for value, array in zip(graph.inputs, arrays):
+        _solve(value, np.shape(array), env)
+    for value, array in zip(graph.inputs, arrays):
         expected = tuple(eval_dim(d, env) for d in value.shape)
         if expected != np.shape(array):
             raise ShipeiError(f"input '{value.name}': expected {value.type} = {list(expected)}, "
@@ -47,6 +49,23 @@ def _bind(value: Value, shape: tuple[int, ...], env: dict[str, int]) -> None:
                 raise ShipeiError(f"input '{value.name}': symbol {name} is {env[name]} elsewhere but {actual} here")
 
 
+def _solve(value: Value, shape: tuple[int, ...], env: dict[str, int]) -> None:
+    """Bind symbols that appear only in linear dims such as `2*B + 1`."""
+    for dim, actual in zip(value.shape, shape):
+        unbound = [s for s in getattr(dim, "symbols", ()) if s not in env]
+        if not unbound:
+            continue
+        terms = dict(dim.terms)
+        sym = unbound[0]
+        coeff = terms.get((sym,))
+        rest = {m: c for m, c in terms.items() if m != (sym,)}
+        known = sum(c * int(np.prod([env[s] for s in m])) for m, c in rest.items()) if all(
+            s in env for m in rest for s in m) else None
+        if len(unbound) > 1 or coeff is None or known is None or (actual - known) % coeff:
+            raise ShipeiError(f"input '{value.name}': cannot infer symbol {sym} from dim {dim} = {actual}")
+        env[sym] = (actual - known) // coeff
+
+
 def coerce_input(value: Value, array: Any) -> np.ndarray:
     """An input array at the declared dtype; lossy kind changes (float to int) are refused."""
     array = np.asarray(array)
@@ -60,11 +79,14 @@ def resolve_attrs(opname: str, attrs: dict[str, Any], env: dict[str, int]) -> di
     """Attributes with symbolic dims replaced by their values under `env`."""
     specs = get_op(opname).attrs
     out = dict(attrs)
-    for name, spec in specs.items():
-        if spec.kind is AttrKind.DIM:
-            out[name] = eval_dim(attrs[name], env)
-        elif spec.kind is AttrKind.DIMS:
-            out[name] = tuple(eval_dim(d, env) for d in attrs[name])
+    try:
+        for name, spec in specs.items():
+            if spec.kind is AttrKind.DIM:
+                out[name] = eval_dim(attrs[name], env)
+            elif spec.kind is AttrKind.DIMS:
+                out[name] = tuple(eval_dim(d, env) for d in attrs[name])
+    except KeyError as e:
+        raise ShipeiError(f"{opname}: symbol {e.args[0]} is not bound by any input shape") from None
     return out
 
 
@@ -79,8 +101,8 @@ def _compute_dtype(t: TensorType, precision: Precision) -> np.dtype:
 def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndarray],
               precision: Precision = "declared") -> list[np.ndarray]:
     """Run `graph` on numpy inputs and named weights; returns one array per output."""
+    env = bind_symbols(graph, [np.asarray(a) for a in inputs])
     arrays = [coerce_input(v, a) for v, a in zip(graph.inputs, inputs)]
-    env = bind_symbols(graph, arrays)
     values: dict[Value, np.ndarray] = {}
     for v, a in zip(graph.inputs, arrays):
         values[v] = a.astype(_compute_dtype(v.type, precision))
@@ -94,12 +116,13 @@ def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndar
     for node in graph.nodes:
         opdef = get_op(node.op)
         args = [values[v] for v in node.operands]
-        with np.errstate(all="ignore"):
-            out = opdef.reference(*args, **resolve_attrs(node.op, node.attrs, env))
-        outs = out if isinstance(out, tuple) else (out,)
-        for result, array in zip(node.results, outs):
-            array = np.asarray(array)
-            if precision == "declared" or not result.dtype.is_float:
-                array = array.astype(result.dtype.numpy)  # round as the declared dtype would
-            values[result] = array.astype(_compute_dtype(result.type, precision))
+        attrs = resolve_attrs(node.op, node.attrs, env)
+        with np.errstate(all="ignore"):  # inf and nan are values here, as in the frameworks
+            out = opdef.reference(*args, **attrs)
+            outs = out if isinstance(out, tuple) else (out,)
+            for result, array in zip(node.results, outs):
+                array = np.asarray(array)
+                if precision == "declared" or not result.dtype.is_float:
+                    array = array.astype(result.dtype.numpy)  # round as the declared dtype would
+                values[result] = array.astype(_compute_dtype(result.type, precision))
     return [values[v] if precision == "f64" else values[v].astype(v.dtype.numpy) for v in graph.outputs]

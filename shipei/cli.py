@@ -1,4 +1,4 @@
-"""The `shipei` command line: check, ir, compile, run.
+"""The `shipei` command line: devices, check, ir, compile, run.
 
 Every user error is printed as a located `ShipeiError` and exits 1; an internal error prints a
 one-line summary and exits 2 (SHIPEI_TRACEBACK=1 shows the traceback for a bug report).
@@ -127,6 +127,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    from .runtime.devices import discover
+
+    rows = [("target", "framework", "version", "devices")]
+    for info in discover(timeout=args.timeout):
+        status = ", ".join(info.devices) if info.installed and not info.error else (
+            info.error or f"not installed: pip install 'shipei[{info.target}]'")
+        rows.append((info.target, info.module, info.version or "-", status))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipei", description="Compile one DSL model for torch, jax, tf and "
                                      "mindspore, and run it.")
@@ -140,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a compile-time parameter")
         return p
 
+    p = sub.add_parser("devices", help="installed frameworks and the devices each sees")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per framework probe")
+    p.set_defaults(func=cmd_devices)
     command("check", "type-check a model and print its signature").set_defaults(func=cmd_check)
     p = command("ir", "print the model's IR")
     p.add_argument("--locs", action="store_true", help="show each node's source location")

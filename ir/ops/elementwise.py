@@ -14,7 +14,7 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def erf(x: np.ndarray) -> np.ndarray:
-    return _erf(x).astype(x.dtype)
+    return np.asarray(_erf(x), dtype=np.float64).astype(x.dtype)  # frompyfunc gives a float for 0-d input
 
 
 def _gelu(x: np.ndarray, approximate: str) -> np.ndarray:

@@ -119,9 +119,14 @@ def _gather_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
     return [x.with_shape(x.shape[:axis] + idx.shape + x.shape[axis + 1:])]
 
 
-op("gather", ["x", "indices"], FusionKind.INJECTIVE, _gather_rule,
-   lambda x, idx, axis: np.take(x, idx, axis=axis), attrs={"axis": Attr(AttrKind.INT, 0)},
-   doc="numpy.take: embedding lookup is gather along axis 0.")
+def _gather(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+    if idx.size and (idx.min() < 0 or idx.max() >= x.shape[axis]):
+        raise ShipeiError(f"gather index out of range [0, {x.shape[axis]}): min {idx.min()}, max {idx.max()}")
+    return np.take(x, idx, axis=axis)
+
+
+op("gather", ["x", "indices"], FusionKind.INJECTIVE, _gather_rule, _gather, attrs={"axis": Attr(AttrKind.INT, 0)},
+   doc="numpy.take with indices in [0, n): embedding lookup is gather along axis 0.")
 
 
 def _pad_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
