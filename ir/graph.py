@@ -66,6 +66,7 @@ class Node:
     results: list[Value] = field(default_factory=list)
     loc: SourceLoc | None = None
     device: str | None = None
+    group: int | None = None  # fusion group: consecutive nodes with one id become one region
 
     @property
     def result(self) -> Value:

@@ -1,0 +1,116 @@
+"""The pass manager: named passes, explicit pipelines, verification, timing and IR dumps.
+
+Passes are registered lazily by CLI name (`fold-constants` -> `FoldConstants` in
+`fold_constants.py`) and run in a `PassContext`, TVM-style: the context carries the options
+(verify after every pass, print after a pass, time passes) and the weights for passes that
+rewrite them (folding BatchNorm, quantization, pruning), which apply only when weights are frozen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
+
+import numpy as np
+
+from ..errors import ShipeiError
+from ..graph import Graph
+
+#: CLI name -> (module in ir/passes, class name).
+PASSES: dict[str, tuple[str, str]] = {}
+
+#: The -O levels, as explicit ordered lists.
+PIPELINES: dict[int, list[str]] = {0: [], 1: [], 2: [], 3: []}
+
+
+class Pass(Protocol):
+    name: str
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph: ...
+
+
+def register_pass(name: str, module: str, cls: str) -> None:
+    PASSES[name] = (module, cls)
+
+
+def get_pass(name: str) -> Pass:
+    if name not in PASSES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(PASSES), 1)
+        raise ShipeiError(f"unknown pass '{name}'",
+                          hint=f"did you mean '{close[0]}'?" if close else f"passes: {', '.join(sorted(PASSES))}")
+    module, cls = PASSES[name]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
+
+
+@dataclass
+class PassTiming:
+    name: str
+    seconds: float
+    nodes_before: int
+    nodes_after: int
+
+
+@dataclass
+class PassContext:
+    """Options for one pipeline run, and the weights that weight-rewriting passes may change."""
+
+    weights: dict[str, np.ndarray] | None = None
+    frozen: bool = False
+    verify: bool = True
+    print_after: set[str] | None = None      # names, or {"all"}
+    time_passes: bool = False
+    out: TextIO = field(default_factory=lambda: sys.stderr)
+    timings: list[PassTiming] = field(default_factory=list)
+    options: dict[str, object] = field(default_factory=dict)
+
+    def wants_print(self, name: str) -> bool:
+        return bool(self.print_after) and ("all" in self.print_after or name in self.print_after)
+
+
+def pipeline(opt: int, disabled: Sequence[str] = ()) -> list[str]:
+    if opt not in PIPELINES:
+        raise ShipeiError(f"unknown optimization level -O{opt}", hint="levels are 0 to 3")
+    for name in disabled:
+        get_pass(name)
+    return [p for p in PIPELINES[opt] if p not in disabled]
+
+
+def run_passes(graph: Graph, names: Sequence[str], ctx: PassContext | None = None) -> Graph:
+    """Run passes in order; verify after each (when ctx.verify), time and dump as asked."""
+    from ..printer import print_graph
+    from ..verifier import verify
+
+    ctx = ctx or PassContext()
+    for name in names:
+        p = get_pass(name)
+        before = len(graph.nodes)
+        start = time.perf_counter()
+        graph = p.run(graph, ctx)
+        ctx.timings.append(PassTiming(name, time.perf_counter() - start, before, len(graph.nodes)))
+        if ctx.verify:
+            try:
+                verify(graph)
+            except ShipeiError as e:
+                raise ShipeiError(f"IR is invalid after pass '{name}': {e.message}", e.loc, e.hint) from None
+        if ctx.wants_print(name):
+            print(f"// -----// IR after {name} //----- //", file=ctx.out)
+            print(print_graph(graph), file=ctx.out, end="")
+    if ctx.time_passes:
+        print(format_timings(ctx.timings), file=ctx.out)
+    return graph
+
+
+def format_timings(timings: list[PassTiming]) -> str:
+    total = sum(t.seconds for t in timings) or 1e-12
+    lines = ["pass                      time ms    share   nodes"]
+    for t in timings:
+        lines.append(f"{t.name:<24} {t.seconds * 1e3:8.2f} {t.seconds / total:7.1%}   {t.nodes_before} -> {t.nodes_after}")
+    lines.append(f"{'total':<24} {total * 1e3:8.2f}")
+    return "\n".join(lines)
+
