@@ -95,7 +95,8 @@ class Sym:
 
     def __str__(self) -> str:
         out = ""
-        for mono, coeff in self.terms:
+        # The constant term goes last, the way people write dims: "B*T + 1", "-B + 4".
+        for mono, coeff in sorted(self.terms, key=lambda t: not t[0]):
             body = "*".join(mono)
             if not mono:
                 body = str(abs(coeff))

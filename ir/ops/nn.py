@@ -7,7 +7,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ShipeiError
 from ..registry import Attr, AttrKind, FusionKind, op
-from ..types import TensorType, broadcast_shapes
+from ..types import TensorType, broadcast_shapes, dim_mod, dim_mul
 from .rules import FLOATS, NUMERIC, check_dtype, same_dtype
 
 
@@ -37,8 +37,8 @@ def _pair(v: tuple[int, ...], name: str) -> tuple[int, int]:
 
 
 def _out_size(size, kernel: int, stride: int, pad: int, dilation: int, what: str) -> int:
-    if not isinstance(size, int):
-        raise ShipeiError(f"{what} needs static spatial dims, got {size}")
+    if not isinstance(size, int) or not isinstance(kernel, int):
+        raise ShipeiError(f"{what} needs static spatial dims and kernel sizes, got {size} and {kernel}")
     out = (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
     if out <= 0:
         raise ShipeiError(f"{what}: input size {size} is too small for kernel {kernel}")
@@ -58,7 +58,7 @@ def _conv2d_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
     groups = attrs["groups"]
     if x.rank != 4 or w.rank != 4:
         raise ShipeiError(f"conv2d takes NCHW input and OIHW weight, got {x} and {w}")
-    if groups <= 0 or x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+    if groups <= 0 or x.shape[1] != dim_mul(w.shape[1], groups) or (groups != 1 and dim_mod(w.shape[0], groups)):
         raise ShipeiError(f"conv2d with groups={groups}: input channels {x.shape[1]} do not match weight {w}")
     h, wd = _spatial(x, w.shape[2:], attrs, "conv2d")
     return [x.with_shape((x.shape[0], w.shape[0], h, wd))]

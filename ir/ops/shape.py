@@ -48,6 +48,8 @@ op("broadcast_to", ["x"], FusionKind.BROADCAST, _broadcast_to_rule,
 
 
 def _concat_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    if not types:
+        raise ShipeiError("needs at least one operand")
     dtype = same_dtype(types)
     first = types[0]
     axis = normalize_axis(attrs["axis"], first.rank)

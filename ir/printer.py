@@ -1,0 +1,115 @@
+"""The canonical text of a graph, MLIR-flavoured; `ir.parser.parse_ir` reads it back exactly.
+
+    graph @MLP(%x: f32[B, 784], %fc1.weight: param f32[256, 784] = kaiming_uniform(fan_in=784)) -> (f32[B, 256]) {
+      %0 = transpose(%fc1.weight) {perm = [1, 0]} : f32[784, 256]
+      %1 = matmul(%x, %0) : f32[B, 256] on gpu loc("mlp.sp":7:13)
+      return %1
+    }
+
+Inputs and params keep their names; node results are numbered in order of definition. Every
+attribute is printed, defaults included, in the op's declared order, so the text says exactly
+what the graph holds. Literals print so that they parse back to the same value:
+
+- floats as `repr` (`0.5`, `1e-05`, `-0.0`, `inf`, `-inf`, `nan`), ints as digits, bools as
+  `true`/`false`, strings as JSON, dtypes bare, `none` for an absent list, dims as `Sym` prints
+  them (`B*T + 1`);
+- arrays as `array<...>` around nested lists of those scalars (`array<[[1.0, 2.5], [-inf, nan]]>`,
+  a scalar as `array<1.5>`). An array with no elements is `array<[]>` when its shape is [0] and
+  otherwise says its shape, which nested lists cannot: `array<[] : [2, 0, 3]>`. Values print at
+  float64 precision, which holds f16, bf16 and f32 values exactly.
+
+Printing does not need a valid graph (an undefined operand prints as `%?`), so `--print-after`
+and the verifier's messages can show a broken one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from .errors import ShipeiError
+from .graph import Graph, Init, Node, Value
+from .registry import get_op
+from .types import DType, Sym
+
+
+def print_graph(graph: Graph, *, locs: bool = False) -> str:
+    """The graph's text, ending in a newline; `locs` adds each node's source location."""
+    names = value_names(graph)
+    args = [f"{names[v]}: {v.type}" for v in graph.inputs]
+    for p in graph.params:
+        kind = "buffer" if p.param and p.param.buffer else "param"
+        init = f" = {_init(p.param.init)}" if p.param else ""
+        args.append(f"{names[p]}: {kind} {p.type}{init}")
+    outputs = ", ".join(str(v.type) for v in graph.outputs)
+    lines = [f"graph @{graph.name}({', '.join(args)}) -> ({outputs}) {{"]
+    lines += ["  " + print_node(node, names, locs=locs) for node in graph.nodes]
+    returned = ", ".join(names.get(v, "%?") for v in graph.outputs)
+    lines.append(f"  return {returned}" if returned else "  return")
+    return "\n".join(lines) + "\n}\n"
+
+
+def value_names(graph: Graph) -> dict[Value, str]:
+    """`%name` for inputs and params, `%0, %1, ...` for node results in order of definition."""
+    names = {v: f"%{v.name}" for v in graph.inputs + graph.params}
+    results = [r for node in graph.nodes for r in node.results]
+    names.update((r, f"%{i}") for i, r in enumerate(results))
+    return names
+
+
+def print_node(node: Node, names: dict[Value, str], *, locs: bool = False) -> str:
+    """One node's line (without indentation), naming values by `names`."""
+    results = ", ".join(names.get(r, "%?") for r in node.results) or "()"
+    text = f"{results} = {node.op}({', '.join(names.get(v, '%?') for v in node.operands)})"
+    if node.attrs:
+        text += " {" + ", ".join(f"{k} = {_literal(v)}" for k, v in _ordered_attrs(node)) + "}"
+    text += " : " + (", ".join(str(r.type) for r in node.results) or "()")
+    if node.device:
+        text += f" on {node.device}"
+    if locs and node.loc:
+        text += f" loc({json.dumps(node.loc.file)}:{node.loc.line}:{node.loc.col})"
+    return text
+
+
+def _init(init: Init) -> str:
+    return f"{init.name}({', '.join(f'{k}={_literal(v)}' for k, v in init.args)})"
+
+
+def _literal(value: Any) -> str:
+    """An attribute or initializer value as text; the Python type picks the form."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (DType, Sym)):
+        return str(value)
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, np.ndarray):
+        return _format_array(value)
+    raise ShipeiError(f"cannot print attribute value {value!r} of type {type(value).__name__}")
+
+
+def _format_array(a: np.ndarray) -> str:
+    if a.size == 0:
+        return "array<[]>" if a.shape == (0,) else f"array<[] : {list(a.shape)}>"
+    if DType.of_numpy(a.dtype).is_float:  # float64 holds every f16, bf16 and f32 value exactly
+        a = a.astype(np.float64)
+    return f"array<{_literal(a.tolist())}>"
+
+
+def _ordered_attrs(node: Node) -> list[tuple[str, Any]]:
+    """The op's declared order; attributes it does not declare (invalid IR) come last."""
+    try:
+        order = {name: i for i, name in enumerate(get_op(node.op).attrs)}
+    except ShipeiError:
+        order = {}
+    return sorted(node.attrs.items(), key=lambda kv: order.get(kv[0], len(order)))
