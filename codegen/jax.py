@@ -1,0 +1,452 @@
+"""JAX target: a pure `forward(params, *inputs)` over a dict of weights keyed by the DSL's names,
+compiled with `jax.jit`; TPU preferred, then GPU, then CPU.
+
+The options a TPU user needs are keyword arguments of `emit`, written at the top of the generated
+module so that it describes itself:
+
+- `compute_dtype="bf16"`: matmul and conv take bfloat16 operands and accumulate in float32
+  (`preferred_element_type`); the result is cast back to the declared dtype.
+- `matmul_precision`: "default", "high" or "highest" (`jax.lax.Precision`) on every matmul and conv.
+  The default is "highest", so float32 means float32 on every device, as in numpy and PyTorch;
+  "default" lets TPUs use one bfloat16 pass and GPUs use TF32.
+- `pad_to=N`: `run()` pads the batch dim to a multiple of N (repeating the last row, so padded rows
+  stay in every op's domain) and slices the outputs back. The generator proves first that no op
+  mixes batch rows (reductions, contractions, concat or pad along the batch dim), so padded rows
+  never reach real ones; results differ from unpadded ones at most by the rounding of the kernels
+  XLA picks for the padded shape (a few ulps; bitwise equal for dense and conv layers on CPU).
+
+64-bit dtypes are real only under `jax.enable_x64(True)`, which `load()` and `run()` enter; the
+generated module does not flip the process-wide flag, so importing it changes no other JAX code.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from ..ir.errors import ShipeiError
+from ..ir.graph import Graph, Node, Value
+from ..ir.registry import FusionKind, all_ops
+from ..ir.types import DType, Sym, normalize_axis
+from .module import GeneratedModule, write_module
+from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, py_literal
+
+#: matmul_precision option -> `jax.lax.Precision` member.
+PRECISIONS = {"default": "DEFAULT", "high": "HIGH", "highest": "HIGHEST"}
+#: compute_dtype option -> the dtype matmul and conv operands are cast to.
+COMPUTE_DTYPES = {"bf16": DType.bf16}
+
+_END = 2**62  # slice's "to the end" stop
+_LOW = frozenset({DType.f16, DType.bf16})
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What `emit` accepts besides the graph; validated here so a typo fails at compile time."""
+
+    compute_dtype: str | None = None
+    matmul_precision: str = "highest"
+    pad_to: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.compute_dtype is not None and self.compute_dtype not in COMPUTE_DTYPES:
+            raise ShipeiError(f"jax: compute_dtype must be None or one of {', '.join(COMPUTE_DTYPES)}, "
+                              f"got {self.compute_dtype!r}")
+        if self.matmul_precision not in PRECISIONS:
+            raise ShipeiError(f"jax: matmul_precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.matmul_precision!r}")
+        if self.pad_to is not None and (isinstance(self.pad_to, bool) or not isinstance(self.pad_to, int)
+                                        or self.pad_to < 1):
+            raise ShipeiError(f"jax: pad_to must be None or a positive int, got {self.pad_to!r}")
+
+
+class JaxEmit(Emit):
+    """The shared body walk, plus the options that the matmul and conv rules read."""
+
+    def __init__(self, graph: Graph, names: Namespace, options: Options,
+                 param_ref: Callable[[Value], str], constant_ref: Callable[[Node], str]):
+        super().__init__(TARGET, graph, names, param_ref, constant_ref)
+        self.options = options
+
+
+def _render(e: JaxEmit, rule: Rule | str, node: Node) -> str:
+    return rule(e, node) if callable(rule) else e.format(rule, node)
+
+
+def _in_f32(rule: Rule | str) -> Rule:
+    """`rule` for f16/bf16 computed in float32 and rounded once, as the reference's "declared"
+    precision and the frameworks' fused kernels do; op by op in 16 bits, the roundings of a
+    composite op (softmax, layer_norm, an average's sum) exceed the 16-bit tolerances."""
+
+    def wrapped(e: JaxEmit, node: Node) -> str:
+        dtype = node.result.dtype
+        if dtype not in _LOW:
+            return _render(e, rule, node)
+        names = {v: e.values[v] for v in node.operands}
+        e.values.update({v: f"{n}.astype(jnp.float32)" for v, n in names.items() if v.dtype in _LOW})
+        try:
+            expr = _render(e, rule, node)
+        finally:
+            e.values.update(names)
+        primary = isinstance(ast.parse(expr, mode="eval").body, (ast.Call, ast.Attribute, ast.Subscript, ast.Name))
+        return f"{expr if primary else f'({expr})'}.astype({e.dtype(dtype)})"
+
+    return wrapped
+
+
+def _pair(v: tuple[int, ...]) -> tuple[int, int]:
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+def _contract(e: JaxEmit, node: Node, fn: str, keywords: str) -> str:
+    """`fn(a, b, keywords, precision=PRECISION)`. With a compute dtype, float operands are cast to
+    it; then, and for f16/bf16 operands, products accumulate in float32 and the result is cast back
+    to the declared dtype."""
+    out = node.result.dtype
+    if not out.is_float or (e.options.compute_dtype is None and out not in _LOW):
+        return f"{fn}({', '.join(e.args(node))}, {keywords}precision=PRECISION)"
+    args = ", ".join(e.args(node) if e.options.compute_dtype is None
+                     else (f"{a}.astype(COMPUTE_DTYPE)" for a in e.args(node)))
+    call = f"{fn}({args}, {keywords}precision=PRECISION, preferred_element_type=jnp.float32)"
+    return call if out is DType.f32 else f"{call}.astype({e.dtype(out)})"
+
+
+def _matmul(e: JaxEmit, node: Node) -> str:
+    return _contract(e, node, "jnp.matmul", "")
+
+
+def _conv2d(e: JaxEmit, node: Node) -> str:
+    (ph, pw), dilation, groups = _pair(node.attrs["padding"]), _pair(node.attrs["dilation"]), node.attrs["groups"]
+    keywords = f"window_strides={_pair(node.attrs['stride'])}, padding={((ph, ph), (pw, pw))}, "
+    keywords += f"rhs_dilation={dilation}, " if dilation != (1, 1) else ""
+    keywords += f"feature_group_count={groups}, " if groups != 1 else ""
+    keywords += "dimension_numbers=('NCHW', 'OIHW', 'NCHW'), "
+    return _contract(e, node, "jax.lax.conv_general_dilated", keywords)
+
+
+def _window(node: Node) -> str:
+    """reduce_window's dims, strides and padding for an NCHW pool."""
+    (kh, kw), (sh, sw), (ph, pw) = (_pair(node.attrs[k]) for k in ("kernel", "stride", "padding"))
+    return f"{(1, 1, kh, kw)}, {(1, 1, sh, sw)}, {((0, 0), (0, 0), (ph, ph), (pw, pw))}"
+
+
+def _max_pool2d(e: JaxEmit, node: Node) -> str:
+    # reduce_window pads with its init value, -inf, as the reference does.
+    return f"jax.lax.reduce_window({e.arg(node, 0)}, -jnp.inf, jax.lax.max, {_window(node)})"
+
+
+def _avg_pool2d(e: JaxEmit, node: Node) -> str:
+    x, window = e.arg(node, 0), _window(node)
+    total = f"jax.lax.reduce_window({x}, 0.0, jax.lax.add, {window})"
+    (kh, kw), padding = _pair(node.attrs["kernel"]), _pair(node.attrs["padding"])
+    if node.attrs["count_include_pad"] or padding == (0, 0):
+        return f"{total} / {kh * kw}"
+    # Divide each window by the count of its elements that are not padding.
+    return f"{total} / jax.lax.reduce_window(jnp.ones_like({x}), 0.0, jax.lax.add, {window})"
+
+
+def _reduce(fn: str) -> Callable[[JaxEmit, Node], str]:
+    def rule(e: JaxEmit, node: Node) -> str:
+        x, axes = node.operands[0], node.attrs["axes"]
+        args = [e.arg(node, 0)] + ([] if axes is None else [f"axis={tuple(axes)!r}"])
+        args += ["keepdims=True"] if node.attrs["keepdims"] else []
+        # jnp.sum widens int32 to int64 as numpy does; the IR keeps the operand's dtype.
+        args += [f"dtype={e.dtype(x.dtype)}"] if fn == "sum" and x.dtype.is_int else []
+        return f"jnp.{fn}({', '.join(args)})"
+
+    return rule
+
+
+def _layer_norm(e: JaxEmit, node: Node) -> str:
+    x, w, b = e.args(node)
+    axes = tuple(range(-node.operands[1].type.rank, 0))
+    # jnp.var is the two-pass variance, mean((x - mean)^2), of the reference.
+    return (f"({x} - jnp.mean({x}, axis={axes!r}, keepdims=True)) "
+            f"/ jnp.sqrt(jnp.var({x}, axis={axes!r}, keepdims=True) + {node.attrs['eps']!r}) * {w} + {b}")
+
+
+def _batch_norm(e: JaxEmit, node: Node) -> str:
+    x, mean, var, w, b = e.args(node)
+    rank = node.operands[0].type.rank
+    per_channel = "" if rank == 2 else f"[:, {', '.join(['None'] * (rank - 2))}]"
+    mean, var, w, b = (f"{v}{per_channel}" for v in (mean, var, w, b))
+    return f"({x} - {mean}) / jnp.sqrt({var} + {node.attrs['eps']!r}) * {w} + {b}"
+
+
+def _slice(e: JaxEmit, node: Node) -> str:
+    index = [":"] * node.operands[0].type.rank
+    for axis, start, stop, step in zip(*(node.attrs[k] for k in ("axes", "starts", "stops", "steps")), strict=True):
+        index[axis] = f"{start or ''}:{'' if stop >= _END else stop}" + (f":{step}" if step != 1 else "")
+    return f"{e.arg(node, 0)}[{', '.join(index)}]"
+
+
+def _gather(e: JaxEmit, node: Node) -> str:
+    # Indices are in range by the op's contract; "fill" makes a stray one NaN rather than a plausible row.
+    return f"jnp.take({e.arg(node, 0)}, {e.arg(node, 1)}, axis={node.attrs['axis']}, mode='fill')"
+
+
+def _pad(e: JaxEmit, node: Node) -> str:
+    pads = node.attrs["pads"]
+    pairs = tuple((pads[2 * i], pads[2 * i + 1]) for i in range(len(pads) // 2))
+    value = node.attrs["value"]
+    return f"jnp.pad({e.arg(node, 0)}, {pairs!r}" + (f", constant_values={py_literal(value)})" if value else ")")
+
+
+def _split(e: JaxEmit, node: Node) -> str:
+    sizes = node.attrs["sizes"]
+    if len(sizes) == 1:
+        return e.arg(node, 0)  # one piece is the whole tensor; jnp.split would return a list
+    cuts = [int(c) for c in np.cumsum(sizes)[:-1]]
+    return f"jnp.split({e.arg(node, 0)}, {cuts!r}, axis={node.attrs['axis']})"
+
+
+def _gelu(e: JaxEmit, node: Node) -> str:
+    # jax.nn.gelu approximates with tanh unless told otherwise; the IR's default is the exact erf form.
+    return f"jax.nn.gelu({e.arg(node, 0)}, approximate={node.attrs['approximate'] == 'tanh'})"
+
+
+RULES: dict[str, Rule | str] = {
+    **{name: f"jnp.{name}({{0}})" for name in ("abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "floor",
+                                               "logical_not")},
+    "neg": "-{0}", "rsqrt": "jax.lax.rsqrt({0})", "erf": "jax.lax.erf({0})",
+    "sigmoid": "jax.nn.sigmoid({0})", "relu": "jax.nn.relu({0})", "silu": _in_f32("jax.nn.silu({0})"),
+    "gelu": _in_f32(_gelu),
+    "dropout": "{0}",  # the identity at inference
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "pow": "jnp.power({0}, {1})",
+    "maximum": "jnp.maximum({0}, {1})", "minimum": "jnp.minimum({0}, {1})",
+    "eq": "{0} == {1}", "ne": "{0} != {1}", "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}",
+    "ge": "{0} >= {1}",
+    "logical_and": "jnp.logical_and({0}, {1})", "logical_or": "jnp.logical_or({0}, {1})",
+    "where": "jnp.where({0}, {1}, {2})",
+    "cast": "{0}.astype({dtype})",  # float to int truncates toward zero, float to bool is x != 0
+    "matmul": _matmul,
+    "conv2d": _conv2d,
+    "max_pool2d": _max_pool2d,
+    "avg_pool2d": _in_f32(_avg_pool2d),
+    "reduce_sum": _reduce("sum"), "reduce_mean": _reduce("mean"),
+    "reduce_max": _reduce("max"), "reduce_min": _reduce("min"),
+    "softmax": _in_f32("jax.nn.softmax({0}, axis={axis})"),
+    "log_softmax": _in_f32("jax.nn.log_softmax({0}, axis={axis})"),
+    "layer_norm": _in_f32(_layer_norm),
+    "batch_norm": _in_f32(_batch_norm),
+    "reshape": "jnp.reshape({0}, {shape})",
+    "transpose": "jnp.transpose({0}, {perm})",
+    "broadcast_to": "jnp.broadcast_to({0}, {shape})",
+    "concat": "jnp.concatenate([{args}], axis={axis})",
+    "split": _split,
+    "slice": _slice,
+    "gather": _gather,
+    "pad": _pad,
+    "iota": "jnp.arange({length}, dtype={dtype})",
+    "constant": "",  # constants are module-level numpy arrays; see _write_model
+}
+
+_RUNTIME = '''
+def available_devices():
+    """Platforms this machine offers, preferred first: TPU, then GPU, then CPU."""
+    found = []
+    for platform in ("tpu", "gpu", "cpu"):
+        try:
+            jax.devices(platform)
+        except RuntimeError:  # jax has no backend for this platform here
+            continue
+        found.append(platform)
+    return found
+
+
+def load(weights=WEIGHTS, device="cpu"):
+    """The params pytree, from a .safetensors path or a name -> array mapping, placed on `device`."""
+    if isinstance(weights, str):
+        weights = safetensors.numpy.load_file(weights)
+    params = {}
+    with jax.enable_x64(True):  # 64-bit weights stay 64-bit
+        for key, shape, dtype in PARAMS:
+            w = np.asarray(weights[key])
+            if w.shape != shape:
+                raise ValueError(f"weight {key!r}: expected shape {shape}, got {w.shape}")
+            params[key] = jax.device_put(w.astype(dtype), jax.devices(device)[0])
+    return params
+
+
+def _numpy(y):
+    return np.asarray(y.astype(jnp.float32) if y.dtype == jnp.bfloat16 else y)
+'''
+
+_RUN = '''
+
+def run(model, inputs, device="cpu"):
+    """Numpy in, numpy out (bfloat16 outputs as float32)."""
+    with jax.enable_x64(True):
+        outputs = forward(model, *(jax.device_put(x, jax.devices(device)[0]) for x in inputs))
+    return [_numpy(y) for y in (outputs if isinstance(outputs, tuple) else (outputs,))]
+'''
+
+_RUN_PADDED = '''
+
+def run(model, inputs, device="cpu"):
+    """Numpy in, numpy out (bfloat16 outputs as float32); the batch is padded to a multiple of PAD_TO."""
+    inputs, batch = pad_batch(inputs)
+    with jax.enable_x64(True):
+        outputs = forward(model, *(jax.device_put(x, jax.devices(device)[0]) for x in inputs))
+    return unpad_batch([_numpy(y) for y in (outputs if isinstance(outputs, tuple) else (outputs,))], batch)
+'''
+
+TARGET = Target(
+    name="jax", framework="jax", extra="jax",
+    imports=("import jax", "import jax.numpy as jnp", "import safetensors.numpy"),
+    runtime_code=_RUNTIME + _RUN,
+    dtypes={DType.f16: "jnp.float16", DType.bf16: "jnp.bfloat16", DType.f32: "jnp.float32",
+            DType.f64: "jnp.float64", DType.i32: "jnp.int32", DType.i64: "jnp.int64", DType.bool: "jnp.bool_"},
+    rules=RULES,
+)
+
+# Names the module defines or forward's body reads; user-derived names are made around them.
+_RESERVED = {"jax", "jnp", "np", "os", "safetensors", "params", "forward", "load", "run", "available_devices",
+             "example_inputs", "pad_batch", "unpad_batch", "inputs", "outputs", "extra", "WEIGHTS", "INPUTS",
+             "PARAMS", "COMPUTE_DTYPE", "PRECISION", "PAD_TO"}
+
+
+def emit(graph: Graph, source: str, *, compute_dtype: str | None = None, matmul_precision: str = "highest",
+         pad_to: int | None = None) -> GeneratedModule:
+    """The standalone JAX program for `graph`; see the module docstring for the options."""
+    options = Options(compute_dtype, matmul_precision, pad_to)
+    target = TARGET if pad_to is None else dataclasses.replace(TARGET, runtime_code=_RUNTIME + _RUN_PADDED)
+    return write_module(target, graph, source, functools.partial(_write_model, options=options))
+
+
+def _numpy_dtype(dtype: DType) -> str:
+    return "jnp.bfloat16" if dtype is DType.bf16 else f"np.{dtype.numpy.name}"
+
+
+def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:
+    names = Namespace(_RESERVED)
+    batch = _batch_layout(graph) if options.pad_to is not None else None
+    code("PARAMS = [  # name, shape, dtype")
+    for p in graph.params:
+        code(f"    ({p.name!r}, {tuple(p.shape)!r}, {p.dtype.numpy.name!r}),")
+    code("]", "")
+    compute = COMPUTE_DTYPES.get(options.compute_dtype)
+    code("# Generation options; regenerate to change them.",
+         f"COMPUTE_DTYPE = {TARGET.dtypes[compute] if compute else None}"
+         "  # matmul/conv operand dtype, accumulating in float32 (None: the declared dtype)",
+         f"PRECISION = jax.lax.Precision.{PRECISIONS[options.matmul_precision]}  # of every matmul and conv",
+         f"PAD_TO = {options.pad_to!r}  # run() pads the batch dim to a multiple of this and slices it back")
+    constants: dict[Node, str] = {}
+    inlined = inline_scalars(graph)
+    for node in graph.nodes:
+        if node.op == "constant" and node not in inlined:
+            constants[node] = names.fresh(f"CONST{len(constants)}")
+            value = py_literal(np.asarray(node.attrs["value"]).tolist())
+            code(f"{constants[node]} = np.array({value}, dtype={_numpy_dtype(node.attrs['dtype'])})")
+    code("", "")
+    e = JaxEmit(graph, names, options, lambda v: f"params[{v.name!r}]", constants.__getitem__)
+    inputs = [names.fresh(v.name) for v in graph.inputs]
+    for v, n in zip(graph.inputs, inputs, strict=True):
+        e.values[v] = n
+    values = [*graph.inputs, *graph.params, *(r for n in graph.nodes for r in n.results)]
+    if any(v.dtype in (DType.f64, DType.i64) for v in values):
+        code("# f64 and i64 are 64-bit only under jax.enable_x64(True), which load() and run() enter.")
+    code("@jax.jit")
+    with code.block(f"def forward({', '.join(['params', *inputs])}):"):
+        code('"""The model: a pure function of `params` (arrays keyed by the DSL\'s names) and the inputs."""')
+        e.bind_symbols(code, inputs)
+        emit_body(e, code)
+        code(f"return {', '.join(e.values[v] for v in graph.outputs)}")
+    if batch is not None:
+        _write_padding(code, e, *batch)
+
+
+# -- pad_to: which axes carry the batch, and proof that no op mixes batch rows ---------------------
+
+def _reshape_axes(node: Node, batch: str) -> list[tuple[int, ...]]:
+    """A row-major reshape keeps rows apart only when the batch is the leading dim on both sides."""
+    before, after = _plain_axes(node.operands[0], batch), _plain_axes(node.result, batch)
+    return [() if before == after == (0,) or not before else tuple(range(node.operands[0].type.rank))]
+
+
+def _normalized(axes, rank: int) -> tuple[int, ...]:
+    return tuple(range(rank)) if axes is None else tuple(normalize_axis(a, rank) for a in axes)
+
+
+#: Per op that is not elementwise: the axes of each operand whose elements it combines. An op that
+#: combines elements along the batch axis cannot be padded; an op missing here is assumed to.
+_MIXED_AXES: dict[str, Callable[[Node, str], list[tuple[int, ...]]]] = {
+    **{op: (lambda node, batch: [_normalized(node.attrs["axes"], node.operands[0].type.rank)])
+       for op in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min")},
+    **{op: (lambda node, batch: [_normalized((node.attrs["axis"],), node.operands[0].type.rank)])
+       for op in ("softmax", "log_softmax")},
+    "layer_norm": lambda node, batch: [tuple(range(node.operands[0].type.rank - node.operands[1].type.rank,
+                                                   node.operands[0].type.rank)), (), ()],
+    "matmul": lambda node, batch: [(node.operands[0].type.rank - 1,), (node.operands[1].type.rank - 2,)],
+    "conv2d": lambda node, batch: [(1, 2, 3), (0, 1, 2, 3)],
+    "max_pool2d": lambda node, batch: [(2, 3)],
+    "avg_pool2d": lambda node, batch: [(2, 3)],
+    "concat": lambda node, batch: [_normalized((node.attrs["axis"],), v.type.rank) for v in node.operands],
+    "pad": lambda node, batch: [tuple(i for i in range(node.operands[0].type.rank)
+                                      if node.attrs["pads"][2 * i] or node.attrs["pads"][2 * i + 1])],
+    "reshape": _reshape_axes,
+    **{op: (lambda node, batch: [() for _ in node.operands])
+       for op in ("transpose", "broadcast_to", "split", "slice", "gather", "iota", "constant")},
+}
+
+
+def _plain_axes(value: Value, batch: str) -> tuple[int, ...]:
+    """Axes of `value` whose dim is exactly the batch symbol."""
+    return tuple(i for i, d in enumerate(value.shape) if isinstance(d, Sym) and str(d) == batch)
+
+
+def _batch_layout(graph: Graph) -> tuple[str, list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """(batch symbol, batch axes of each input, of each output), or a ShipeiError saying why
+    padding the batch would change results."""
+    batch = next((str(v.shape[0]) for v in graph.inputs
+                  if v.type.rank and isinstance(v.shape[0], Sym) and str(v.shape[0]) in v.shape[0].symbols), None)
+    if batch is None:
+        raise ShipeiError(f"pad_to needs a batch dim: no input of {graph.name} has a shape symbol as its first dim")
+    ops = all_ops()
+    values = [*graph.inputs, *graph.params, *(r for n in graph.nodes for r in n.results)]
+    for v in values:
+        if any(isinstance(d, Sym) and batch in d.symbols and str(d) != batch for d in v.shape):
+            raise ShipeiError(f"pad_to cannot pad batch dim {batch}: {v.type} uses it in an expression")
+    for node in graph.nodes:
+        if ops[node.op].fusion in (FusionKind.ELEMWISE, FusionKind.BROADCAST):
+            continue
+        if node.op not in _MIXED_AXES:
+            raise ShipeiError(f"pad_to cannot prove that '{node.op}' keeps batch rows apart", node.loc)
+        for v, mixed in zip(node.operands, _MIXED_AXES[node.op](node, batch), strict=True):
+            if set(mixed) & set(_plain_axes(v, batch)):
+                raise ShipeiError(f"pad_to: '{node.op}' combines elements along batch dim {batch}, "
+                                  "so padding it would change the result", node.loc,
+                                  hint="compile without pad_to")
+    return batch, [_plain_axes(v, batch) for v in graph.inputs], [_plain_axes(v, batch) for v in graph.outputs]
+
+
+def _widths(rank: int, axes: tuple[int, ...]) -> str:
+    """np.pad's (before, after) pairs: `extra` after each batch axis."""
+    pairs = ["(0, extra)" if a in axes else "(0, 0)" for a in range(rank)]
+    return f"({', '.join(pairs)}{',' if rank == 1 else ''})"
+
+
+def _write_padding(code: Code, e: JaxEmit, batch: str, input_axes: list[tuple[int, ...]],
+                   output_axes: list[tuple[int, ...]]) -> None:
+    """pad_batch() and unpad_batch(), which run() calls around forward."""
+    size = e.symbols[batch]
+    first = next(i for i, axes in enumerate(input_axes) if axes)
+    code("", "")
+    with code.block("def pad_batch(inputs):"):
+        code(f'"""The inputs with batch dim {batch} padded to a multiple of PAD_TO by repeating the last row, '
+             f'and {batch}."""',
+             f"{size} = inputs[{first}].shape[{input_axes[first][0]}]",
+             f"extra = -{size} % PAD_TO")
+        padded = [f"np.pad(inputs[{i}], {_widths(v.type.rank, axes)}, mode='edge')" if axes else f"inputs[{i}]"
+                  for i, (v, axes) in enumerate(zip(e.graph.inputs, input_axes, strict=True))]
+        code(f"return [{', '.join(padded)}], {size}")
+    code("", "")
+    with code.block(f"def unpad_batch(outputs, {size}):"):
+        code('"""The outputs with the batch padding sliced off."""')
+        sliced = [f"outputs[{i}]" + (f"[{', '.join(f':{size}' if a in axes else ':' for a in range(max(axes) + 1))}]"
+                                     if axes else "") for i, axes in enumerate(output_axes)]
+        code(f"return [{', '.join(sliced)}]")
