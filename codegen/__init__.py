@@ -6,6 +6,7 @@ Targets are loaded lazily by name, so generating torch code never imports jax.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph
@@ -22,10 +23,11 @@ def get_target(name: str) -> Target:
     return importlib.import_module(f"{__name__}.{name}").TARGET
 
 
-def emit(graph: Graph, target: str, source: str = "<graph>") -> GeneratedModule:
-    """Generate `target`'s program for `graph`; `source` names the DSL file in comments."""
+def emit(graph: Graph, target: str, source: str = "<graph>", **options: Any) -> GeneratedModule:
+    """Generate `target`'s program for `graph`; `source` names the DSL file in comments and
+    `options` are the target's own (e.g. jax's `compute_dtype`, torch's `amp`)."""
     get_target(target)
-    return importlib.import_module(f"{__name__}.{target}").emit(graph, source)
+    return importlib.import_module(f"{__name__}.{target}").emit(graph, source, **options)
 
 
 def capabilities(target: str) -> dict[str, frozenset[DType]]:

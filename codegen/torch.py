@@ -1,11 +1,25 @@
-"""PyTorch target: an `nn.Module` whose parameter names are the DSL's, so state_dicts load by name."""
+"""PyTorch target: an `nn.Module` whose parameter names are the DSL's, so state_dicts load by name.
+
+Options of `emit`, written at the top of the generated module so that it describes itself:
+
+- `amp="bf16"|"fp16"`: forward runs under `torch.autocast` in that dtype; float outputs are cast
+  back to their declared dtype.
+- `tf32=True`: float32 matmul and conv may use TF32 on NVIDIA GPUs (the `fp32_precision` API
+  where PyTorch has it, else the older `allow_tf32` flags).
+- `compile=True`: `load()` wraps the model in `torch.compile` (slow to start: ~17 s cold here).
+- `channels_last=True`: weights and 4-D inputs use the NHWC memory format convnets prefer.
+"""
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
+from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
 from ..ir.types import DType
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Target, inline_scalars, param_path
+from .writer import Code, Emit, Namespace, Target, inline_scalars, param_path, py_literal
 
 
 def _reduce(fn: str):
@@ -34,7 +48,7 @@ def _pad(e: Emit, node: Node) -> str:
     pads = node.attrs["pads"]
     # F.pad lists (before, after) pairs from the last dim backwards.
     torch_pads = tuple(p for i in reversed(range(len(pads) // 2)) for p in (pads[2 * i], pads[2 * i + 1]))
-    return f"F.pad({e.arg(node, 0)}, {torch_pads!r}, value={node.attrs['value']!r})"
+    return f"F.pad({e.arg(node, 0)}, {torch_pads!r}, value={py_literal(node.attrs['value'])})"
 
 
 def _layer_norm(e: Emit, node: Node) -> str:
@@ -73,7 +87,8 @@ RULES = {
     "transpose": "{0}.permute{perm}",
     "broadcast_to": "{0}.expand{shape}",
     "concat": "torch.cat([{args}], dim={axis})",
-    "split": "torch.split({0}, {sizes}, dim={axis})",
+    "split": lambda e, n: (f"torch.split({e.arg(n, 0)}, {n.attrs['sizes']!r}, dim={n.attrs['axis']})"
+                           if len(n.attrs["sizes"]) > 1 else e.arg(n, 0)),
     "slice": _slice,
     "gather": _gather,
     "pad": _pad,
@@ -87,6 +102,16 @@ def available_devices():
     return (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
 
 
+def enable_tf32():
+    """Let float32 matmul and conv use TF32 tensor cores (NVIDIA GPUs only)."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # PyTorch >= 2.9
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def load(weights=WEIGHTS, device="cpu"):
     """The model with weights from a .safetensors path or a name -> array mapping, on `device`."""
     model = {name}()
@@ -95,7 +120,12 @@ def load(weights=WEIGHTS, device="cpu"):
     else:
         state = {{key: _tensor(value) for key, value in weights.items()}}
     model.load_state_dict(state)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    if TF32:
+        enable_tf32()
+    return torch.compile(model) if COMPILE else model
 
 
 def _tensor(x):
@@ -108,7 +138,10 @@ def _tensor(x):
 @torch.inference_mode()
 def run(model, inputs, device="cpu"):
     """Numpy in, numpy out."""
-    outputs = model(*(_tensor(x).to(device) for x in inputs))
+    tensors = [_tensor(x).to(device) for x in inputs]
+    if CHANNELS_LAST:
+        tensors = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tensors]
+    outputs = model(*tensors)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     return [(y.float() if y.dtype == torch.bfloat16 else y).cpu().numpy() for y in outputs]
 '''
@@ -122,7 +155,7 @@ TARGET = Target(
     rules=RULES,
 )
 
-# nn.Module's own attributes: a param or sub-layer with one of these names is reached via getattr.
+# nn.Module's own attributes: torch refuses a param or sub-module of one of these names.
 _MODULE_ATTRS = frozenset({
     "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu",
     "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state",
@@ -136,12 +169,18 @@ _MODULE_ATTRS = frozenset({
 })
 
 
+def _torch_path(name: str) -> list[str]:
+    """A param's path, refusing names that would shadow what nn.Module already defines."""
+    parts = param_path(name)
+    for part in parts:
+        if part in _MODULE_ATTRS:
+            raise ShipeiError(f"parameter '{name}': '{part}' is a torch.nn.Module attribute and cannot name a "
+                              "layer or parameter on the torch target", hint="rename the layer or parameter")
+    return parts
+
+
 def _attr(obj: str, part: str) -> str:
-    if part.isdigit():
-        return f"{obj}[{part}]"
-    if part in _MODULE_ATTRS or part.startswith("_"):
-        return f"getattr({obj}, {part!r})"
-    return f"{obj}.{part}"
+    return f"{obj}[{part}]" if part.isdigit() else f"{obj}.{part}"
 
 
 def _module_tree(code: Code, params: list[Value]) -> None:
@@ -149,14 +188,14 @@ def _module_tree(code: Code, params: list[Value]) -> None:
     `a.0.b.w` lives at self.a[0].b.w and a reader sees each layer's params together."""
     numbered: dict[tuple[str, ...], int] = {}
     for p in params:
-        parts = param_path(p.name)
+        parts = _torch_path(p.name)
         for i in range(1, len(parts) - 1):
             if parts[i].isdigit():
                 key = tuple(parts[:i])
                 numbered[key] = max(numbered.get(key, 0), int(parts[i]) + 1)
     made: set[tuple[str, ...]] = set()
     for p in params:
-        *holder, leaf = param_path(p.name)
+        *holder, leaf = _torch_path(p.name)
         for i in range(1, len(holder) + 1):
             prefix = tuple(holder[:i])
             if prefix in made or prefix[-1].isdigit():
@@ -164,25 +203,16 @@ def _module_tree(code: Code, params: list[Value]) -> None:
             made.add(prefix)
             value = (f"torch.nn.ModuleList(torch.nn.Module() for _ in range({numbered[prefix]}))"
                      if prefix in numbered else "torch.nn.Module()")
-            code(_assign(prefix[:-1], prefix[-1], value))
+            code(f"{_path_expr(prefix)} = {value}")
         empty = f"torch.empty({_dims(p.shape)}, dtype={TARGET.dtypes[p.dtype]})"
         if p.param.buffer:
             code(f"{_path_expr(holder)}.register_buffer({leaf!r}, {empty})")
-        elif _attr("x", leaf) == f"x.{leaf}":
-            code(f"{_path_expr(holder)}.{leaf} = torch.nn.Parameter({empty})")
         else:
-            code(f"{_path_expr(holder)}.register_parameter({leaf!r}, torch.nn.Parameter({empty}))")
+            code(f"{_path_expr([*holder, leaf])} = torch.nn.Parameter({empty})")
 
 
 def _dims(shape) -> str:
     return f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
-
-
-def _assign(holder: tuple[str, ...] | list[str], name: str, value: str) -> str:
-    """`self.a.b = value`, or add_module where `b` would shadow an nn.Module attribute."""
-    if _attr("x", name) == f"x.{name}":
-        return f"{_path_expr(holder)}.{name} = {value}"
-    return f"{_path_expr(holder)}.add_module({name!r}, {value})"
 
 
 def _path_expr(parts: tuple[str, ...] | list[str]) -> str:
@@ -192,19 +222,45 @@ def _path_expr(parts: tuple[str, ...] | list[str]) -> str:
     return expr
 
 
-def emit(graph: Graph, source: str) -> GeneratedModule:
-    """The standalone PyTorch program for `graph`."""
-    return write_module(TARGET, graph, source, _write_model)
+AMP_DTYPES = {"bf16": DType.bf16, "fp16": DType.f16}
 
 
-def _write_model(code: Code, graph: Graph, emit_body) -> None:
+@dataclass(frozen=True)
+class Options:
+    """What `emit` accepts besides the graph; validated so a typo fails at compile time."""
+
+    amp: str | None = None
+    tf32: bool = False
+    compile: bool = False
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ShipeiError(f"torch: amp must be None or one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
+
+
+def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = False, compile: bool = False,
+         channels_last: bool = False) -> GeneratedModule:
+    """The standalone PyTorch program for `graph`; see the module docstring for the options."""
+    options = Options(amp, tf32, compile, channels_last)
+    return write_module(TARGET, graph, source, functools.partial(_write_model, options=options))
+
+
+def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:
     names = Namespace({"torch", "F", "np", "device"})
     constants: dict[Node, str] = {}
+    amp = AMP_DTYPES.get(options.amp)
+    code("# Generation options; regenerate to change them.",
+         f"AMP_DTYPE = {TARGET.dtypes[amp] if amp else None}  # autocast dtype of forward (None: off)",
+         f"TF32 = {options.tf32}  # float32 matmul/conv may use TF32 on NVIDIA GPUs",
+         f"COMPILE = {options.compile}  # load() wraps the model in torch.compile",
+         f"CHANNELS_LAST = {options.channels_last}  # NHWC memory format for weights and 4-D inputs",
+         "", "")
 
     def constant_ref(node: Node) -> str:
         return f"self.{constants[node]}"
 
-    e = Emit(TARGET, graph, names, lambda v: _path_expr(param_path(v.name)), constant_ref)
+    e = Emit(TARGET, graph, names, lambda v: _path_expr(_torch_path(v.name)), constant_ref)
     with code.block(f"class {graph.name}(torch.nn.Module):"):
         with code.block("def __init__(self):"):
             code("super().__init__()")
@@ -224,5 +280,12 @@ def _write_model(code: Code, graph: Graph, emit_body) -> None:
             if any(n.op == "iota" for n in graph.nodes):
                 code(f"device = {inputs[0]}.device" if inputs else "device = torch.device('cpu')")
             e.bind_symbols(code, inputs)
-            emit_body(e, code)
-            code(f"return {', '.join(e.values[v] for v in graph.outputs)}")
+            if amp is None:
+                emit_body(e, code)
+                code(f"return {', '.join(e.values[v] for v in graph.outputs)}")
+                return
+            with code.block(f"with torch.autocast({inputs[0] if inputs else 'device'}.device.type, dtype=AMP_DTYPE):"):
+                emit_body(e, code)
+            # Autocast leaves float outputs in AMP_DTYPE; hand them back at their declared dtype.
+            code("return " + ", ".join(f"{e.values[v]}.to({e.dtype(v.dtype)})" if v.dtype.is_float else e.values[v]
+                                       for v in graph.outputs))

@@ -157,9 +157,7 @@ class Emit:
             return self.dims(value)
         if kind is AttrKind.ARRAY:
             return py_literal(np.asarray(value).tolist())
-        if isinstance(value, tuple):
-            return repr(value)
-        return repr(value)
+        return py_literal(value)
 
     # -- the walk ---------------------------------------------------------------------------
     def bind_symbols(self, code: Code, input_names: list[str]) -> None:
@@ -208,6 +206,8 @@ def py_literal(value: Any) -> str:
     """Python source for nested lists of numbers, spelling inf and nan as float('inf')."""
     if isinstance(value, list):
         return "[" + ", ".join(py_literal(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(py_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     if isinstance(value, float) and not np.isfinite(value):
         return f"float({str(value)!r})"
     return repr(value)
@@ -228,7 +228,7 @@ def inline_scalars(graph: Graph) -> dict[Node, str]:
         readers = users.get(node.result, [])
         if readers and all(u.op in SCALAR_OPERAND_OPS and any(v is not node.result for v in u.operands)
                            and not any(v.producer in out for v in u.operands) for u in readers):
-            out[node] = repr(np.asarray(node.attrs["value"]).item())
+            out[node] = repr(np.asarray(node.attrs["value"], dtype=node.attrs["dtype"].numpy).item())
     return out
 
 

@@ -46,7 +46,8 @@ def import_module_file(path: Path) -> ModuleType:
 def choose_device(available: list[str], requested: str, target: str, allow_fallback: bool) -> tuple[str, bool]:
     """(device, fell_back). "auto" takes the first available; a missing device is an error
     unless fallback is allowed, and a fallback to CPU always warns."""
-    requested = DEVICE_ALIASES.get(requested, requested)
+    if requested not in available:
+        requested = DEVICE_ALIASES.get(requested, requested)
     if requested == "auto":
         device = available[0]
         if device == "cpu":

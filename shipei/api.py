@@ -88,10 +88,14 @@ class Compiled:
 
 
 def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | None = None,
-            **params: Any) -> Compiled:
-    """Compile DSL source (path or text) or an IR graph for `target`, with weights from `seed`."""
+            options: Mapping[str, Any] | None = None, **params: Any) -> Compiled:
+    """Compile DSL source (path or text) or an IR graph for `target`, with weights from `seed`.
+
+    `options` go to the target (e.g. `{"compute_dtype": "bf16"}` for jax); other keyword
+    arguments override the model's compile-time parameters.
+    """
     graph = parse(src, model=model, **params)
-    module = emit(graph, target, _source_name(src))
+    module = emit(graph, target, _source_name(src), **dict(options or {}))
     return Compiled(graph, target, module, init_params(graph, seed))
 
 
