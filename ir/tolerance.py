@@ -63,7 +63,8 @@ def compare(actual: np.ndarray, expected: np.ndarray, dtype: DType, tol: Toleran
     if a.size == 0:
         return Mismatch((), 0.0, 0.0, 0.0, 0.0)
     same = (a == e) | (np.isnan(a) & np.isnan(e))
-    error = np.where(same, 0.0, np.abs(a - e))
+    with np.errstate(invalid="ignore"):  # inf - inf where both are inf is caught by `same`
+        error = np.where(same, 0.0, np.abs(a - e))
     error = np.where(np.isnan(error), np.inf, error)
     allowed = tol.atol + tol.rtol * np.abs(np.where(np.isfinite(e), e, 0.0))
     worst = np.unravel_index(np.argmax(error - allowed), a.shape)

@@ -1,0 +1,347 @@
+"""TensorFlow target: a `tf.Module` whose `__call__` is one `tf.function(jit_compile=True)`, so XLA
+compiles the whole model; under `TPUStrategy` where a TPU is attached, else on a GPU or the CPU.
+
+Layouts are PyTorch's (NCHW activations, OIHW filters). Everything runs under XLA, which takes any
+layout, so convolutions and pools keep NCHW and only the filter is transposed to TensorFlow's HWIO
+(XLA folds that into the convolution).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Graph, Node
+from ..ir.types import DType, Sym
+from .module import GeneratedModule, write_module
+from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, param_path, py_literal
+
+LOW_PRECISION = (DType.f16, DType.bf16)
+
+
+def _pair(v: tuple[int, ...]) -> tuple[int, int]:
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+def _spatial_pads(padding: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """tf.pad amounts for NCHW: nothing on N and C, `padding` on each side of H and W."""
+    ph, pw = _pair(padding)
+    return (0, 0), (0, 0), (ph, ph), (pw, pw)
+
+
+def _render(rule: Rule | str, e: Emit, node: Node) -> str:
+    return rule(e, node) if callable(rule) else e.format(rule, node)
+
+
+def _in_f32(rule: Rule | str) -> Rule:
+    """f16/bf16 computed in float32 and rounded once, as PyTorch's kernels and the reference do; the
+    op's TensorFlow spelling would otherwise round after each of its steps."""
+
+    def wrapped(e: Emit, node: Node) -> str:
+        dtype = node.results[0].dtype
+        if dtype not in LOW_PRECISION:
+            return _render(rule, e, node)
+        names = {v: e.values[v] for v in node.operands}
+        for v, name in names.items():
+            e.values[v] = f"tf.cast({name}, tf.float32)"
+        try:
+            return f"tf.cast({_render(rule, e, node)}, {e.dtype(dtype)})"
+        finally:
+            e.values.update(names)
+
+    return wrapped
+
+
+def _gelu(e: Emit, node: Node) -> str:
+    return f"tf.nn.gelu({e.arg(node, 0)}, approximate={node.attrs['approximate'] == 'tanh'!r})"
+
+
+def _order(fn: str):
+    """lt/le/gt/ge; TensorFlow does not order bools, so those compare as int8 (False < True, as numpy)."""
+
+    def rule(e: Emit, node: Node) -> str:
+        a, b = e.args(node)
+        if node.operands[0].dtype is DType.bool:
+            a, b = f"tf.cast({a}, tf.int8)", f"tf.cast({b}, tf.int8)"
+        return f"tf.{fn}({a}, {b})"
+
+    return rule
+
+
+def _conv2d(e: Emit, node: Node) -> str:
+    x, w = e.args(node)
+    pads = _spatial_pads(node.attrs["padding"])
+    padding = '"VALID"' if not any(map(any, pads)) else repr(pads)
+    return (f"tf.nn.conv2d({x}, tf.transpose({w}, (2, 3, 1, 0)), strides={_pair(node.attrs['stride'])!r}, "
+            f"padding={padding}, dilations={_pair(node.attrs['dilation'])!r}, data_format=\"NCHW\")")
+
+
+def _pool(kind: str):
+    """Pools over explicitly padded input (-inf for max, 0 for avg): TensorFlow's own padding modes
+    are "SAME"/"VALID", not PyTorch's symmetric amounts."""
+
+    def rule(e: Emit, node: Node) -> str:
+        x = e.arg(node, 0)
+        kernel, stride = _pair(node.attrs["kernel"]), _pair(node.attrs["stride"])
+        pads = _spatial_pads(node.attrs["padding"])
+        if kind == "avg" and not node.attrs["count_include_pad"] and any(map(any, pads)):
+            return f"avg_pool2d_excluding_padding({x}, {kernel!r}, {stride!r}, {pads!r})"
+        if any(map(any, pads)):
+            fill = 'float("-inf")' if kind == "max" else "0"
+            x = f"tf.pad({x}, {pads!r}, constant_values={fill})"
+        return f'tf.nn.{kind}_pool2d({x}, {kernel!r}, {stride!r}, "VALID", data_format="NCHW")'
+
+    return rule
+
+
+def _reduce(fn: str):
+    def rule(e: Emit, node: Node) -> str:
+        axes = node.attrs["axes"]
+        args = [e.arg(node, 0)] + ([] if axes is None else [f"axis={tuple(axes)!r}"])
+        return f"tf.{fn}({', '.join(args + ['keepdims=True'] * node.attrs['keepdims'])})"
+
+    return rule
+
+
+def _layer_norm(e: Emit, node: Node) -> str:
+    axes = tuple(range(-node.operands[1].type.rank, 0))
+    return f"layer_norm({', '.join(e.args(node))}, axes={axes!r}, eps={node.attrs['eps']!r})"
+
+
+def _split(e: Emit, node: Node) -> str:
+    # tf.split returns a list even for one piece; the body unpacks one name per result.
+    suffix = "[0]" if len(node.results) == 1 else ""
+    return f"tf.split({e.arg(node, 0)}, {node.attrs['sizes']!r}, axis={node.attrs['axis']}){suffix}"
+
+
+def _slice(e: Emit, node: Node) -> str:
+    shape = node.operands[0].shape
+    index = [":"] * len(shape)
+    for axis, start, stop, step in zip(*(node.attrs[k] for k in ("axes", "starts", "stops", "steps")), strict=True):
+        # Sliced dims are static (the type rule says so); a stop past the end, such as the IR's
+        # 2**62 "to the end", is written as an open slice.
+        stop_text = "" if stop >= shape[axis] else str(stop)
+        index[axis] = f"{start or ''}:{stop_text}" + (f":{step}" if step != 1 else "")
+    return f"{e.arg(node, 0)}[{', '.join(index)}]"
+
+
+def _pad(e: Emit, node: Node) -> str:
+    pads = node.attrs["pads"]
+    pairs = tuple((pads[2 * i], pads[2 * i + 1]) for i in range(len(pads) // 2))
+    dtype = node.results[0].dtype
+    # numpy converts the fill to the array's dtype (truncating for ints); tf.pad wants it in that dtype.
+    value = node.attrs["value"] if dtype.is_float else np.asarray(node.attrs["value"]).astype(dtype.numpy).item()
+    return f"tf.pad({e.arg(node, 0)}, {pairs!r}, constant_values={py_literal(value)})"
+
+
+def _iota(e: Emit, node: Node) -> str:
+    length, dtype = e.dim(node.attrs["length"]), node.attrs["dtype"]
+    if dtype in LOW_PRECISION:  # no 16-bit range kernels; the cast rounds as numpy's arange does
+        return f"tf.cast(tf.range({length}), {e.dtype(dtype)})"
+    return f"tf.range({length}, dtype={e.dtype(dtype)})"
+
+
+RULES = {
+    **{name: f"tf.{fn}({{0}})" for name, fn in {
+        "abs": "abs", "exp": "exp", "log": "math.log", "sqrt": "sqrt", "rsqrt": "math.rsqrt", "sin": "sin",
+        "cos": "cos", "tanh": "tanh", "erf": "math.erf", "floor": "floor", "sigmoid": "sigmoid",
+        "relu": "nn.relu", "silu": "nn.silu", "logical_not": "logical_not"}.items()},
+    "neg": "-{0}",
+    "gelu": _gelu,
+    "dropout": "tf.identity({0})",  # the identity at inference
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "pow": "tf.pow({0}, {1})",
+    "maximum": "tf.maximum({0}, {1})", "minimum": "tf.minimum({0}, {1})",
+    "eq": "tf.equal({0}, {1})", "ne": "tf.not_equal({0}, {1})",
+    "lt": _order("less"), "le": _order("less_equal"), "gt": _order("greater"), "ge": _order("greater_equal"),
+    "logical_and": "tf.logical_and({0}, {1})", "logical_or": "tf.logical_or({0}, {1})",
+    "where": "tf.where({0}, {1}, {2})",
+    "cast": "tf.cast({0}, {dtype})",  # float to int truncates and float to bool is x != 0, as numpy
+    "matmul": "tf.matmul({0}, {1})",
+    "conv2d": _conv2d,
+    "max_pool2d": _pool("max"),
+    "avg_pool2d": _pool("avg"),
+    "reduce_sum": _reduce("reduce_sum"), "reduce_mean": _reduce("reduce_mean"),
+    "reduce_max": _reduce("reduce_max"), "reduce_min": _reduce("reduce_min"),
+    "softmax": "tf.nn.softmax({0}, axis={axis})", "log_softmax": "tf.nn.log_softmax({0}, axis={axis})",
+    "layer_norm": _layer_norm,
+    "batch_norm": "batch_norm({args}, eps={eps})",
+    "reshape": "tf.reshape({0}, {shape})",
+    "transpose": "tf.transpose({0}, {perm})",
+    "broadcast_to": "tf.broadcast_to({0}, {shape})",
+    "concat": "tf.concat([{args}], axis={axis})",
+    "split": _split,
+    "slice": _slice,
+    "gather": "tf.gather({0}, {1}, axis={axis})",
+    "pad": _pad,
+    "iota": _iota,
+    "constant": "",  # constants are made once, in __init__; see _write_model
+}
+#: Ops that TensorFlow spells as several steps, each of which would round in 16 bits.
+for _op in ("gelu", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "avg_pool2d"):
+    RULES[_op] = _in_f32(RULES[_op])
+
+#: Module-level helpers for ops that take more than one expression, written only where used.
+HELPERS = {
+    "avg_pool2d_excluding_padding": '''
+def avg_pool2d_excluding_padding(x, kernel, stride, pads):
+    """PyTorch's avg_pool2d(count_include_pad=False): each window's mean over the input cells it covers."""
+    def window_mean(t):
+        return tf.nn.avg_pool2d(tf.pad(t, pads), kernel, stride, "VALID", data_format="NCHW")
+    return window_mean(x) / window_mean(tf.ones_like(x[:1, :1]))
+''',
+    "layer_norm": '''
+def layer_norm(x, weight, bias, axes, eps):
+    """Normalize over the trailing `axes`, which weight and bias cover (PyTorch's LayerNorm)."""
+    mean, var = tf.nn.moments(x, axes, keepdims=True)
+    return (x - mean) / tf.sqrt(var + eps) * weight + bias
+''',
+    "batch_norm": '''
+def batch_norm(x, mean, var, weight, bias, eps):
+    """Inference batch norm with running statistics, one per channel on axis 1."""
+    shape = (-1,) + (1,) * (x.shape.rank - 2)
+    mean, var, weight, bias = (tf.reshape(t, shape) for t in (mean, var, weight, bias))
+    return (x - mean) / tf.sqrt(var + eps) * weight + bias
+''',
+}
+
+_RUNTIME = '''
+# TensorFlow's XLA on CPU defaults to a max/min that can drop NaNs; TensorFlow's own kernels, numpy and
+# PyTorch propagate them. XLA reads its flags at the first compilation in a process.
+if "xla_cpu_enable_fast_min_max" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_fast_min_max=false"
+
+_DEVICES = {{"gpu": "/GPU:0", "cpu": "/CPU:0"}}
+_tpu_strategy = None  # made once: a process initializes its TPU system only once
+
+
+def _tpu_resolver():
+    """The resolver of a TPU attached to this VM or named by $TPU_NAME, else None.
+
+    Without either it fails fast, without network calls, so asking is cheap.
+    """
+    try:
+        attached = bool(tf.config.list_physical_devices("TPU"))
+        return tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local" if attached else None)
+    except Exception:  # no TPU here, or one that cannot be resolved: either way, not available
+        return None
+
+
+def available_devices():
+    """Devices this machine offers, preferred first."""
+    tpu = ["tpu"] if _tpu_resolver() is not None else []
+    gpu = ["gpu"] if tf.config.list_logical_devices("GPU") else []
+    return tpu + gpu + ["cpu"]
+
+
+def _strategy():
+    """Connect to the TPU and initialize it, as TensorFlow's TPU guide does, then TPUStrategy."""
+    global _tpu_strategy
+    if _tpu_strategy is None:
+        resolver = _tpu_resolver()
+        if resolver is None:
+            raise RuntimeError("no TPU found")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        _tpu_strategy = tf.distribute.TPUStrategy(resolver)
+    return _tpu_strategy
+
+
+def load(weights=WEIGHTS, device="cpu"):
+    """The model with weights from a .safetensors path or a name -> array mapping, on `device`."""
+    arrays = safetensors.numpy.load_file(weights) if isinstance(weights, str) else dict(weights)
+    with _strategy().scope() if device == "tpu" else tf.device(_DEVICES[device]):
+        model = {name}()
+        if set(arrays) != set(model.params):
+            raise ValueError(f"weights do not match the model's params: {{sorted(set(arrays) ^ set(model.params))}}")
+        for key, variable in model.params.items():
+            variable.assign(np.asarray(arrays[key]))
+    return model
+
+
+def run(model, inputs, device="cpu"):
+    """Numpy in, numpy out (bfloat16 comes back as float32, which numpy has)."""
+    if device == "tpu":
+        # Every TPU core runs the same call on the same inputs; one core's results are the answer.
+        strategy = _strategy()
+        per_replica = strategy.run(model.__call__, args=tuple(tf.convert_to_tensor(x) for x in inputs))
+        outputs = strategy.experimental_local_results(per_replica)[0]
+    else:
+        with tf.device(_DEVICES[device]):
+            outputs = model(*(tf.convert_to_tensor(x) for x in inputs))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return [(tf.cast(y, tf.float32) if y.dtype == tf.bfloat16 else y).numpy() for y in outputs]
+'''
+
+TARGET = Target(
+    name="tf", framework="tensorflow", extra="tf",
+    imports=("import safetensors.numpy", "import tensorflow as tf"),
+    runtime_code=_RUNTIME,
+    shape_of="tf.shape({x})[{axis}]",
+    dtypes={DType.f16: "tf.float16", DType.bf16: "tf.bfloat16", DType.f32: "tf.float32",
+            DType.f64: "tf.float64", DType.i32: "tf.int32", DType.i64: "tf.int64", DType.bool: "tf.bool"},
+    rules=RULES,
+)
+
+
+def emit(graph: Graph, source: str) -> GeneratedModule:
+    """The standalone TensorFlow program for `graph`."""
+    return write_module(TARGET, graph, source, _write_model)
+
+
+def _helpers(graph: Graph) -> list[str]:
+    """The helpers that `graph`'s nodes call, in HELPERS' order."""
+    used = {node.op for node in graph.nodes}
+    if any(n.op == "avg_pool2d" and not n.attrs["count_include_pad"] and any(n.attrs["padding"])
+           for n in graph.nodes):
+        used.add("avg_pool2d_excluding_padding")
+    return [name for name in HELPERS if name in used]
+
+
+def _constant_literal(e: Emit, node: Node) -> str:
+    """`tf.constant(...)` holding what numpy's conversion to the constant's dtype holds."""
+    dtype = node.attrs["dtype"]
+    value = node.attrs["value"]
+    if not dtype.is_float:  # numpy's conversion (float to int truncates); tf.constant refuses lossy ones
+        value = np.asarray(value).astype(dtype.numpy)
+    return f"tf.constant({e.literal('constant', 'value', value)}, {e.dtype(dtype)})"
+
+
+def _write_model(code: Code, graph: Graph, emit_body) -> None:
+    helpers = _helpers(graph)
+    names = Namespace({"tf", "np", "os", "safetensors", *HELPERS})
+    constants: dict[Node, str] = {}
+    for name in helpers:
+        code(*HELPERS[name].strip("\n").splitlines(), "", "")
+    for p in graph.params:
+        param_path(p.name)  # validates the name; it reaches the code only as a repr'd key
+    e = Emit(TARGET, graph, names, lambda v: f"self.params[{v.name!r}]", lambda node: f"self.{constants[node]}")
+    with code.block(f"class {graph.name}(tf.Module):"):
+        with code.block("def __init__(self):"):
+            code(f"super().__init__(name={graph.name!r})")
+            if graph.params:
+                code("# Keyed by the DSL's dotted names, as in the weights file; `load` assigns the values.")
+                with code.block("self.params = {"):
+                    for p in graph.params:
+                        zeros = f"tf.zeros({tuple(p.shape)!r}, {e.dtype(p.dtype)})"
+                        frozen = ", trainable=False" if p.param.buffer else ""
+                        code(f"{p.name!r}: tf.Variable({zeros}{frozen}, name={p.name!r}),")
+                code("}")
+            else:
+                code("self.params = {}")
+            inlined = inline_scalars(graph)
+            for node in graph.nodes:
+                if node.op == "constant" and node not in inlined:
+                    constants[node] = names.fresh(f"const{len(constants)}")
+                    code(f"self.{constants[node]} = {_constant_literal(e, node)}")
+        code("")
+        inputs = [names.fresh(v.name) for v in graph.inputs]
+        for v, n in zip(graph.inputs, inputs, strict=True):
+            e.values[v] = n
+        with code.block("@tf.function(jit_compile=True, input_signature=["):
+            for v in graph.inputs:
+                shape = tuple(None if isinstance(d, Sym) else d for d in v.shape)
+                code(f"tf.TensorSpec({shape!r}, {e.dtype(v.dtype)}, name={v.name!r}),")
+        code("])")
+        with code.block(f"def __call__({', '.join(['self', *inputs])}):"):
+            e.bind_symbols(code, inputs)
+            emit_body(e, code)
+            code(f"return {', '.join(e.values[v] for v in graph.outputs)}")

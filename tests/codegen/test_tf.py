@@ -1,0 +1,374 @@
+"""The tf target: every op sample on every dtype against the reference interpreter, one module run
+at several batch sizes, NaN semantics under XLA, the module contract (weights, devices, the TPU
+code path) and a golden program.
+
+There are ~600 (op, sample, dtype) cases and each program costs ~0.08 s of CPU to trace and
+XLA-compile, so the op test merges runs of CHUNK cases of one dtype into one program; where that
+program fails, each case compiles on its own, so that a failure still names its op. Not more per
+program: XLA's compile time grows faster than the graph (the 107 f16 cases take 8.7 s one by one,
+5.5 s in programs of 6, 6.6 s in programs of 12 and 18 s as one program).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from shipei.codegen import capabilities  # noqa: E402
+from shipei.codegen.tf import TARGET, emit  # noqa: E402
+from shipei.ir.errors import ShipeiError, SourceLoc  # noqa: E402
+from shipei.ir.graph import Builder, Graph, Init  # noqa: E402
+from shipei.ir.interpreter import interpret  # noqa: E402
+from shipei.ir.registry import all_ops  # noqa: E402
+from shipei.ir.samples import build, cases, dtypes_for, inputs, samples  # noqa: E402
+from shipei.ir.tolerance import compare  # noqa: E402
+from shipei.ir.types import DType, Sym, TensorType, dim_mul  # noqa: E402
+from shipei.runtime.executable import Executable, import_module_file  # noqa: E402
+
+B = Sym.named("B")
+
+
+def _module(graph: Graph, directory: Path) -> ModuleType:
+    generated = emit(graph, "test.sp")
+    path = directory / generated.filename
+    path.write_text(generated.source)
+    return import_module_file(path)
+
+
+def _run(graph: Graph, xs: list[np.ndarray], directory: Path, weights: dict | None = None) -> list[np.ndarray]:
+    module = _module(graph, directory)
+    return module.run(module.load(weights or {}, "cpu"), xs, "cpu")
+
+
+def _check(graph: Graph, actual: list[np.ndarray], expected: list[np.ndarray], what: str) -> None:
+    for y, r, v in zip(actual, expected, graph.outputs, strict=True):
+        assert y.dtype == (np.float32 if v.dtype is DType.bf16 else v.dtype.numpy), f"{what}: output dtype {y.dtype}"
+        with np.errstate(invalid="ignore"):  # inf - inf where both are inf: equal, not an error
+            mismatch = compare(y, r, v.dtype)
+        assert mismatch.ok, f"{what}: {mismatch}"
+
+
+# -- every op sample x dtype against the reference ------------------------------------------------
+
+def _supported(graph: Graph) -> bool:
+    return all(TARGET.supports(n.op, v.dtype) for n in graph.nodes for v in n.operands + n.results)
+
+
+Case = tuple[str, int, DType]
+CASES: list[Case] = [(op, i, dtype) for op, i, _ in cases() for dtype in dtypes_for(op)]
+SUPPORTED = [c for c in CASES if _supported(build(c[0], samples(c[0])[c[1]], c[2]))]
+CHUNK = 6  # cases per program
+
+
+def _chunks() -> dict[Case, tuple[Case, ...]]:
+    """Each supported case -> the run of up to CHUNK cases of its dtype that it compiles with."""
+    out: dict[Case, tuple[Case, ...]] = {}
+    for dtype in DType:
+        same = [c for c in SUPPORTED if c[2] is dtype]
+        for start in range(0, len(same), CHUNK):
+            out.update(dict.fromkeys(same[start:start + CHUNK], tuple(same[start:start + CHUNK])))
+    return out
+
+
+CHUNK_OF = _chunks()
+
+
+def _merge(graphs: list[Graph]) -> Graph:
+    """One graph computing every graph's outputs from its own inputs; the graphs are consumed."""
+    merged = Graph("Ops")
+    for k, g in enumerate(graphs):
+        for v in g.inputs:
+            v.name = f"g{k}_{v.name}"
+        merged.inputs += g.inputs
+        merged.nodes += g.nodes
+        merged.outputs += g.outputs
+    return merged
+
+
+@functools.cache
+def _chunk_outputs(chunk: tuple[Case, ...], directory: Path) -> dict[Case, list[np.ndarray]] | None:
+    """Every case's outputs from one program for the chunk, or None if that program fails."""
+    graphs = [build(op, samples(op)[i], dtype) for op, i, dtype in chunk]
+    xs = [x for (op, i, _), g in zip(chunk, graphs, strict=True) for x in inputs(op, samples(op)[i], g)]
+    counts = [len(g.outputs) for g in graphs]
+    directory = directory / "{}{}-{}".format(*chunk[0])  # a chunk is named by its first case
+    directory.mkdir()
+    try:
+        outputs = _run(_merge(graphs), xs, directory)
+    except Exception:  # noqa: BLE001 - each case then runs alone and reports its own error
+        return None
+    ends = np.cumsum(counts)
+    return {case: outputs[end - n:end] for case, end, n in zip(chunk, ends, counts, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def chunk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chunks")
+
+
+@pytest.mark.parametrize(("op", "index", "dtype"), SUPPORTED, ids=[f"{o}-{i}-{d}" for o, i, d in SUPPORTED])
+def test_op_matches_reference(op: str, index: int, dtype: DType, chunk_dir: Path, tmp_path: Path) -> None:
+    sample = samples(op)[index]
+    graph = build(op, sample, dtype)
+    xs = inputs(op, sample, graph)
+    batched = _chunk_outputs(CHUNK_OF[op, index, dtype], chunk_dir)
+    actual = batched[op, index, dtype] if batched else _run(graph, xs, tmp_path)
+    _check(graph, actual, interpret(graph, xs, {}, precision="f64"), f"{op}[{index}] on {dtype}")
+
+
+def test_capability_table_covers_every_op_and_exclusions_refuse_to_lower() -> None:
+    assert set(capabilities("tf")) == set(all_ops())
+    for op, index, dtype in CASES:
+        if (op, index, dtype) not in SUPPORTED:
+            with pytest.raises(ShipeiError, match="cannot lower"):
+                emit(build(op, samples(op)[index], dtype), "test.sp")
+
+
+# -- semantics the samples do not reach ---------------------------------------------------------
+
+def _symbolic() -> tuple[Graph, dict[str, np.ndarray]]:
+    """Reshape, broadcast and iota on the batch symbol B, including a dim 2*B."""
+    g = Graph("Dyn")
+    b = Builder(g)
+    x = b.input("x", TensorType(DType.f32, (B, 6)))
+    w = b.add_param("fc.weight", TensorType(DType.f32, (6, 4)), Init("normal"))
+    h = b("reshape", b("matmul", x, w), shape=(B, 2, 2))
+    ramp = b("broadcast_to", b("reshape", b("iota", length=B, dtype=DType.f32), shape=(B, 1, 1)), shape=(B, 2, 2))
+    g.outputs = [b("reshape", b("add", h, ramp), shape=(dim_mul(2, B), 2)), b("iota", length=B, dtype=DType.i64)]
+    return g, {"fc.weight": np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)}
+
+
+def test_one_module_runs_every_batch_size_without_retracing(tmp_path: Path) -> None:
+    graph, weights = _symbolic()
+    module = _module(graph, tmp_path)
+    assert "tf.TensorSpec((None, 6), tf.float32, name='x')" in emit(graph, "test.sp").source
+    model = module.load(weights, "cpu")
+    for batch in (2, 5):
+        xs = [np.random.default_rng(batch).standard_normal((batch, 6)).astype(np.float32)]
+        actual = module.run(model, xs, "cpu")
+        assert [y.shape for y in actual] == [(2 * batch, 2), (batch,)]
+        _check(graph, actual, interpret(graph, xs, weights, precision="f64"), f"batch {batch}")
+    assert model.__call__.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("op", ["maximum", "minimum", "reduce_max", "reduce_min", "max_pool2d", "relu"])
+def test_nan_propagates_as_in_numpy(op: str, tmp_path: Path) -> None:
+    g = Graph("Nan")
+    b = Builder(g)
+    x = b.input("x", TensorType(DType.f32, (1, 1, 2, 2)))
+    g.outputs = [{"maximum": lambda: b("maximum", x, b("transpose", x, perm=(0, 1, 3, 2))),
+                  "minimum": lambda: b("minimum", x, b("transpose", x, perm=(0, 1, 3, 2))),
+                  "reduce_max": lambda: b("reduce_max", x),
+                  "reduce_min": lambda: b("reduce_min", x),
+                  "max_pool2d": lambda: b("max_pool2d", x, kernel=(2, 2), stride=(1, 1)),
+                  "relu": lambda: b("relu", x)}[op]()]
+    xs = [np.array([[[[np.nan, 1.0], [-2.0, 3.0]]]], np.float32)]
+    expected = interpret(g, xs, {}, precision="f64")
+    assert np.isnan(expected[0]).any()
+    _check(g, _run(g, xs, tmp_path), expected, op)
+
+
+# -- the module contract -------------------------------------------------------------------------
+
+def _bf16_linear() -> tuple[Graph, dict[str, np.ndarray]]:
+    g = Graph("Half")
+    b = Builder(g)
+    x = b.input("x", TensorType(DType.bf16, (B, 3)))
+    w = b.add_param("layers.0.weight", TensorType(DType.bf16, (3, 2)), Init("normal"))
+    s = b.add_param("layers.0.scale", TensorType(DType.bf16, (2,)), Init("ones"), buffer=True)
+    g.outputs = [b("mul", b("matmul", x, w), s)]
+    rng = np.random.default_rng(0)
+    return g, {"layers.0.weight": rng.standard_normal((3, 2)).astype(DType.bf16.numpy),
+               "layers.0.scale": rng.standard_normal(2).astype(DType.bf16.numpy)}
+
+
+def test_weights_file_devices_and_bf16_through_the_runtime(tmp_path: Path) -> None:
+    import safetensors.numpy
+
+    graph, weights = _bf16_linear()
+    safetensors.numpy.save_file(weights, str(tmp_path / "half.safetensors"))
+    path = tmp_path / emit(graph, "test.sp").filename
+    path.write_text(emit(graph, "test.sp").source)
+    exe = Executable(graph, "tf", path, tmp_path / "half.safetensors", device="cpu")
+    devices = exe.module.available_devices()
+    assert devices[-1] == "cpu" and set(devices) <= {"tpu", "gpu", "cpu"} and exe.device == "cpu"
+    assert [v.trainable for v in exe._model.params.values()] == [True, False], "a buffer is not trainable"
+    xs = np.random.default_rng(1).standard_normal((4, 3)).astype(DType.bf16.numpy)
+    y = exe(xs)
+    assert y.dtype == DType.bf16.numpy
+    _check(graph, [y.astype(np.float32)], interpret(graph, [xs], weights, precision="f64"), "bf16 linear")
+
+
+def test_load_rejects_weights_that_do_not_match(tmp_path: Path) -> None:
+    graph, weights = _bf16_linear()
+    module = _module(graph, tmp_path)
+    with pytest.raises(ValueError, match="layers.0.scale"):
+        module.load({"layers.0.weight": weights["layers.0.weight"]}, "cpu")
+    with pytest.raises(ValueError):
+        module.load({**weights, "layers.0.scale": np.ones(3, DType.bf16.numpy)}, "cpu")
+
+
+def test_tpu_code_path_with_a_stand_in_strategy(tmp_path: Path) -> None:
+    """No TPU here: a one-device strategy takes TPUStrategy's place, so that the strategy scope,
+    `strategy.run` and the per-replica results are exercised; only the TPU initialization is not."""
+    graph, weights = _symbolic()
+    module = _module(graph, tmp_path)
+    module._tpu_strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    model = module.load(weights, "tpu")
+    assert all(module._tpu_strategy.extended.variable_created_in_scope(v) for v in model.params.values())
+    xs = [np.random.default_rng(3).standard_normal((3, 6)).astype(np.float32)]
+    _check(graph, module.run(model, xs, "tpu"), interpret(graph, xs, weights, precision="f64"), "tpu path")
+
+
+def test_constants_and_pad_values_take_numpy_conversions(tmp_path: Path) -> None:
+    g = Graph("Conv")
+    b = Builder(g)
+    x = b.input("x", TensorType(DType.i32, (2,)))
+    c = b("constant", value=np.array([1.5, -2.7]), dtype=DType.i32)
+    f = b.input("f", TensorType(DType.f16, (2,)))
+    g.outputs = [b("add", x, c), b("pad", x, pads=(1, 1), value=-1.5),
+                 b("constant", value=np.array([0.0, -0.5]), dtype=DType.bool),
+                 b("pad", f, pads=(0, 1), value=float("-inf"))]
+    xs = [np.array([10, 20], np.int32), np.array([0.5, 2.0], np.float16)]
+    expected = interpret(g, xs, {}, precision="f64")
+    assert [e.tolist() for e in expected] == [[11, 18], [-1, 10, 20, -1], [False, True], [0.5, 2.0, -np.inf]]
+    _check(g, _run(g, xs, tmp_path), expected, "numpy conversions")
+
+
+# -- golden --------------------------------------------------------------------------------------
+
+GOLDEN = '''\
+"""Tiny, generated by shipei from 'tiny.sp' for tensorflow.
+
+Run `python tiny_tf.py` for random inputs; it prints the output
+shapes and the device it ran on. Regenerate rather than edit.
+"""
+
+import os
+
+import numpy as np
+import safetensors.numpy
+import tensorflow as tf
+
+WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tiny.safetensors')
+INPUTS = [  # name, example shape, dtype
+    ('x', (2, 3), 'float32'),
+]
+
+
+class Tiny(tf.Module):
+    def __init__(self):
+        super().__init__(name='Tiny')
+        # Keyed by the DSL's dotted names, as in the weights file; `load` assigns the values.
+        self.params = {
+            'fc.weight': tf.Variable(tf.zeros((3, 4), tf.float32), name='fc.weight'),
+        }
+
+    @tf.function(jit_compile=True, input_signature=[
+        tf.TensorSpec((None, 3), tf.float32, name='x'),
+    ])
+    def __call__(self, x):
+        B = tf.shape(x)[0]
+        # tiny.sp:3  return relu(fc(x))
+        v0 = tf.matmul(x, self.params['fc.weight'])
+        v1 = tf.nn.relu(v0)
+        return v1
+
+
+# TensorFlow's XLA on CPU defaults to a max/min that can drop NaNs; TensorFlow's own kernels, numpy and
+# PyTorch propagate them. XLA reads its flags at the first compilation in a process.
+if "xla_cpu_enable_fast_min_max" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_fast_min_max=false"
+
+_DEVICES = {"gpu": "/GPU:0", "cpu": "/CPU:0"}
+_tpu_strategy = None  # made once: a process initializes its TPU system only once
+
+
+def _tpu_resolver():
+    """The resolver of a TPU attached to this VM or named by $TPU_NAME, else None.
+
+    Without either it fails fast, without network calls, so asking is cheap.
+    """
+    try:
+        attached = bool(tf.config.list_physical_devices("TPU"))
+        return tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local" if attached else None)
+    except Exception:  # no TPU here, or one that cannot be resolved: either way, not available
+        return None
+
+
+def available_devices():
+    """Devices this machine offers, preferred first."""
+    tpu = ["tpu"] if _tpu_resolver() is not None else []
+    gpu = ["gpu"] if tf.config.list_logical_devices("GPU") else []
+    return tpu + gpu + ["cpu"]
+
+
+def _strategy():
+    """Connect to the TPU and initialize it, as TensorFlow's TPU guide does, then TPUStrategy."""
+    global _tpu_strategy
+    if _tpu_strategy is None:
+        resolver = _tpu_resolver()
+        if resolver is None:
+            raise RuntimeError("no TPU found")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        _tpu_strategy = tf.distribute.TPUStrategy(resolver)
+    return _tpu_strategy
+
+
+def load(weights=WEIGHTS, device="cpu"):
+    """The model with weights from a .safetensors path or a name -> array mapping, on `device`."""
+    arrays = safetensors.numpy.load_file(weights) if isinstance(weights, str) else dict(weights)
+    with _strategy().scope() if device == "tpu" else tf.device(_DEVICES[device]):
+        model = Tiny()
+        if set(arrays) != set(model.params):
+            raise ValueError(f"weights do not match the model's params: {sorted(set(arrays) ^ set(model.params))}")
+        for key, variable in model.params.items():
+            variable.assign(np.asarray(arrays[key]))
+    return model
+
+
+def run(model, inputs, device="cpu"):
+    """Numpy in, numpy out (bfloat16 comes back as float32, which numpy has)."""
+    if device == "tpu":
+        # Every TPU core runs the same call on the same inputs; one core's results are the answer.
+        strategy = _strategy()
+        per_replica = strategy.run(model.__call__, args=tuple(tf.convert_to_tensor(x) for x in inputs))
+        outputs = strategy.experimental_local_results(per_replica)[0]
+    else:
+        with tf.device(_DEVICES[device]):
+            outputs = model(*(tf.convert_to_tensor(x) for x in inputs))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return [(tf.cast(y, tf.float32) if y.dtype == tf.bfloat16 else y).numpy() for y in outputs]
+
+
+def example_inputs(seed=0):
+    """Random inputs of the declared shapes (shape symbols set to 2)."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(dtype) if np.dtype(dtype).kind == "f"
+            else rng.integers(0, 2, shape).astype(dtype) for _, shape, dtype in INPUTS]
+
+
+if __name__ == "__main__":
+    device = available_devices()[0]
+    model = load(WEIGHTS, device)
+    for output in run(model, example_inputs(), device):
+        print(output.shape, output.dtype)
+    print("device:", device)
+'''
+
+
+def test_golden_program() -> None:
+    g = Graph("Tiny")
+    b = Builder(g)
+    x = b.input("x", TensorType(DType.f32, (B, 3)))
+    w = b.add_param("fc.weight", TensorType(DType.f32, (3, 4)), Init("normal"))
+    b.loc = SourceLoc("tiny.sp", 3, 16, "        return relu(fc(x))")
+    g.outputs = [b("relu", b("matmul", x, w))]
+    assert emit(g, "tiny.sp").source == GOLDEN
