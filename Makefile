@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m shipei run examples/transformer.sp --target torch --check --dim B=2 --dim T=16
 
 test: $(STAMP)
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -q -n 2
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) benchmarks/compile_speed.py

@@ -108,6 +108,20 @@ class Graph:
         return print_graph(self)
 
 
+def disjoint_union(graphs: list[Graph], name: str) -> Graph:
+    """One graph computing every graph's outputs from its own inputs and params, so many small
+    graphs compile as one program. Inputs become `g{k}_{name}`; the graphs are consumed."""
+    merged = Graph(name)
+    for k, g in enumerate(graphs):
+        for v in g.inputs + g.params:
+            v.name = f"g{k}_{v.name}"
+        merged.inputs += g.inputs
+        merged.params += g.params
+        merged.nodes += g.nodes
+        merged.outputs += g.outputs
+    return merged
+
+
 class Builder:
     """Appends nodes to a graph, inferring result types from the op registry.
 

@@ -1,15 +1,8 @@
-"""The jax target: every op sample on every dtype against the reference interpreter, the options a
-TPU user needs (bf16 compute, matmul precision, batch padding), the module contract and a golden
-program.
-
-A jitted program costs ~0.1 s to compile and there are ~600 (op, sample, dtype) cases, so the op
-test merges every case of one dtype into one graph, compiled once; where the merged program fails,
-each case compiles on its own, so that a failure still names its op.
-"""
+"""The jax target: the options a TPU user needs (bf16 compute, matmul precision, batch padding),
+the module contract and a golden program. Every op x dtype is in test_ops_all_targets.py."""
 
 from __future__ import annotations
 
-import functools
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -17,13 +10,11 @@ from types import ModuleType
 import jax
 import numpy as np
 import pytest
-from shipei.codegen import capabilities
 from shipei.codegen.jax import TARGET, emit
 from shipei.ir.errors import ShipeiError, SourceLoc
 from shipei.ir.graph import Builder, Graph, Init
 from shipei.ir.interpreter import interpret
-from shipei.ir.registry import all_ops
-from shipei.ir.samples import build, cases, dtypes_for, inputs, samples
+from shipei.ir.samples import build, inputs, samples
 from shipei.ir.tolerance import compare
 from shipei.ir.types import DType, Sym, TensorType
 from shipei.runtime.executable import Executable, import_module_file
@@ -46,64 +37,6 @@ def _run(graph: Graph, xs: list[np.ndarray], weights: dict | None = None, **opti
 
 def _supported(graph: Graph) -> bool:
     return all(TARGET.supports(n.op, v.dtype) for n in graph.nodes for v in n.operands + n.results)
-
-
-# -- every op sample x dtype against the reference ------------------------------------------------
-
-CASES = [(op, i, dtype) for op, i, _ in cases() for dtype in dtypes_for(op)]
-SUPPORTED = [c for c in CASES if _supported(build(c[0], samples(c[0])[c[1]], c[2]))]
-UNSUPPORTED = [c for c in CASES if c not in SUPPORTED]
-
-
-def _merge(graphs: list[Graph]) -> Graph:
-    """One graph computing every graph's outputs from its own inputs; the graphs are consumed."""
-    merged = Graph("ops")
-    for k, g in enumerate(graphs):
-        for v in g.inputs:
-            v.name = f"g{k}_{v.name}"
-        merged.inputs += g.inputs
-        merged.nodes += g.nodes
-        merged.outputs += g.outputs
-    return merged
-
-
-@functools.cache
-def _batched(dtype: DType) -> dict[tuple[str, int], list[np.ndarray]]:
-    """Outputs of every supported case of `dtype` from one program, or {} if that program fails."""
-    keys = [(op, i) for op, i, d in SUPPORTED if d is dtype]
-    graphs = [build(op, samples(op)[i], dtype) for op, i in keys]
-    xs = [inputs(op, samples(op)[i], g) for (op, i), g in zip(keys, graphs, strict=True)]
-    counts = [len(g.outputs) for g in graphs]
-    try:
-        outputs = _run(_merge(graphs), [x for case in xs for x in case])
-    except Exception:  # noqa: BLE001 - each case then runs alone and reports its own error
-        return {}
-    ends = np.cumsum(counts)
-    return {key: outputs[end - n:end] for key, end, n in zip(keys, ends, counts, strict=True)}
-
-
-@pytest.mark.parametrize(("op", "index", "dtype"), SUPPORTED, ids=[f"{o}-{i}-{d}" for o, i, d in SUPPORTED])
-def test_op_matches_reference(op: str, index: int, dtype: DType) -> None:
-    sample = samples(op)[index]
-    graph = build(op, sample, dtype)
-    xs = inputs(op, sample, graph)
-    expected = interpret(graph, xs, {}, precision="f64")
-    actual = _batched(dtype).get((op, index)) or _run(graph, xs)
-    for y, r, v in zip(actual, expected, graph.outputs, strict=True):
-        assert y.dtype == (np.float32 if v.dtype is DType.bf16 else v.dtype.numpy), f"{op}: output dtype {y.dtype}"
-        mismatch = compare(y, r, v.dtype)
-        assert mismatch.ok, f"{op}[{index}] on {dtype}: {mismatch}"
-
-
-def test_declared_exclusions_refuse_to_lower() -> None:
-    """An op x dtype the capability table excludes is refused at compile time, never lowered wrong."""
-    for op, index, dtype in UNSUPPORTED:
-        with pytest.raises(ShipeiError, match="cannot lower"):
-            emit(build(op, samples(op)[index], dtype), "test.sp")
-
-
-def test_every_op_has_a_rule() -> None:
-    assert set(capabilities("jax")) == set(all_ops())
 
 
 # -- options ------------------------------------------------------------------------------------

@@ -1,17 +1,9 @@
-"""The tf target: every op sample on every dtype against the reference interpreter, one module run
-at several batch sizes, NaN semantics under XLA, the module contract (weights, devices, the TPU
-code path) and a golden program.
-
-There are ~600 (op, sample, dtype) cases and each program costs ~0.08 s of CPU to trace and
-XLA-compile, so the op test merges runs of CHUNK cases of one dtype into one program; where that
-program fails, each case compiles on its own, so that a failure still names its op. Not more per
-program: XLA's compile time grows faster than the graph (the 107 f16 cases take 8.7 s one by one,
-5.5 s in programs of 6, 6.6 s in programs of 12 and 18 s as one program).
-"""
+"""The tf target: one module run at several batch sizes, NaN semantics under XLA, the module
+contract (weights, devices, the TPU code path) and a golden program. Every op x dtype is in
+test_ops_all_targets.py."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from types import ModuleType
 
@@ -20,13 +12,10 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from shipei.codegen import capabilities  # noqa: E402
-from shipei.codegen.tf import TARGET, emit  # noqa: E402
-from shipei.ir.errors import ShipeiError, SourceLoc  # noqa: E402
+from shipei.codegen.tf import emit  # noqa: E402
+from shipei.ir.errors import SourceLoc  # noqa: E402
 from shipei.ir.graph import Builder, Graph, Init  # noqa: E402
 from shipei.ir.interpreter import interpret  # noqa: E402
-from shipei.ir.registry import all_ops  # noqa: E402
-from shipei.ir.samples import build, cases, dtypes_for, inputs, samples  # noqa: E402
 from shipei.ir.tolerance import compare  # noqa: E402
 from shipei.ir.types import DType, Sym, TensorType, dim_mul  # noqa: E402
 from shipei.runtime.executable import Executable, import_module_file  # noqa: E402
@@ -53,84 +42,6 @@ def _check(graph: Graph, actual: list[np.ndarray], expected: list[np.ndarray], w
             mismatch = compare(y, r, v.dtype)
         assert mismatch.ok, f"{what}: {mismatch}"
 
-
-# -- every op sample x dtype against the reference ------------------------------------------------
-
-def _supported(graph: Graph) -> bool:
-    return all(TARGET.supports(n.op, v.dtype) for n in graph.nodes for v in n.operands + n.results)
-
-
-Case = tuple[str, int, DType]
-CASES: list[Case] = [(op, i, dtype) for op, i, _ in cases() for dtype in dtypes_for(op)]
-SUPPORTED = [c for c in CASES if _supported(build(c[0], samples(c[0])[c[1]], c[2]))]
-CHUNK = 6  # cases per program
-
-
-def _chunks() -> dict[Case, tuple[Case, ...]]:
-    """Each supported case -> the run of up to CHUNK cases of its dtype that it compiles with."""
-    out: dict[Case, tuple[Case, ...]] = {}
-    for dtype in DType:
-        same = [c for c in SUPPORTED if c[2] is dtype]
-        for start in range(0, len(same), CHUNK):
-            out.update(dict.fromkeys(same[start:start + CHUNK], tuple(same[start:start + CHUNK])))
-    return out
-
-
-CHUNK_OF = _chunks()
-
-
-def _merge(graphs: list[Graph]) -> Graph:
-    """One graph computing every graph's outputs from its own inputs; the graphs are consumed."""
-    merged = Graph("Ops")
-    for k, g in enumerate(graphs):
-        for v in g.inputs:
-            v.name = f"g{k}_{v.name}"
-        merged.inputs += g.inputs
-        merged.nodes += g.nodes
-        merged.outputs += g.outputs
-    return merged
-
-
-@functools.cache
-def _chunk_outputs(chunk: tuple[Case, ...], directory: Path) -> dict[Case, list[np.ndarray]] | None:
-    """Every case's outputs from one program for the chunk, or None if that program fails."""
-    graphs = [build(op, samples(op)[i], dtype) for op, i, dtype in chunk]
-    xs = [x for (op, i, _), g in zip(chunk, graphs, strict=True) for x in inputs(op, samples(op)[i], g)]
-    counts = [len(g.outputs) for g in graphs]
-    directory = directory / "{}{}-{}".format(*chunk[0])  # a chunk is named by its first case
-    directory.mkdir()
-    try:
-        outputs = _run(_merge(graphs), xs, directory)
-    except Exception:  # noqa: BLE001 - each case then runs alone and reports its own error
-        return None
-    ends = np.cumsum(counts)
-    return {case: outputs[end - n:end] for case, end, n in zip(chunk, ends, counts, strict=True)}
-
-
-@pytest.fixture(scope="module")
-def chunk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("chunks")
-
-
-@pytest.mark.parametrize(("op", "index", "dtype"), SUPPORTED, ids=[f"{o}-{i}-{d}" for o, i, d in SUPPORTED])
-def test_op_matches_reference(op: str, index: int, dtype: DType, chunk_dir: Path, tmp_path: Path) -> None:
-    sample = samples(op)[index]
-    graph = build(op, sample, dtype)
-    xs = inputs(op, sample, graph)
-    batched = _chunk_outputs(CHUNK_OF[op, index, dtype], chunk_dir)
-    actual = batched[op, index, dtype] if batched else _run(graph, xs, tmp_path)
-    _check(graph, actual, interpret(graph, xs, {}, precision="f64"), f"{op}[{index}] on {dtype}")
-
-
-def test_capability_table_covers_every_op_and_exclusions_refuse_to_lower() -> None:
-    assert set(capabilities("tf")) == set(all_ops())
-    for op, index, dtype in CASES:
-        if (op, index, dtype) not in SUPPORTED:
-            with pytest.raises(ShipeiError, match="cannot lower"):
-                emit(build(op, samples(op)[index], dtype), "test.sp")
-
-
-# -- semantics the samples do not reach ---------------------------------------------------------
 
 def _symbolic() -> tuple[Graph, dict[str, np.ndarray]]:
     """Reshape, broadcast and iota on the batch symbol B, including a dim 2*B."""

@@ -1,0 +1,110 @@
+"""Every op x every target x every dtype the target supports, against the reference interpreter.
+
+Generated from the registry (`ir.samples`) and the targets' capability tables: a new op without
+samples or lowerings fails here, so coverage cannot silently regress. Each program costs a
+framework compile (~0.1 s for jit/XLA/graph mode), so cases of one (target, dtype) are merged
+into programs of CHUNK cases; where a merged program fails, each case runs alone so that the
+failure names its op.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shipei.codegen import TARGETS, capabilities, emit, get_target
+from shipei.ir.errors import ShipeiError
+from shipei.ir.graph import Graph, disjoint_union
+from shipei.ir.interpreter import interpret
+from shipei.ir.registry import all_ops
+from shipei.ir.samples import build, cases, dtypes_for, inputs, samples
+from shipei.ir.tolerance import compare
+from shipei.ir.types import DType
+from shipei.runtime.executable import import_module_file
+
+CHUNK = 8
+_PROGRAMS = tempfile.TemporaryDirectory(prefix="shipei-ops-")
+
+Case = tuple[str, str, int, DType]  # target, op, sample index, dtype
+
+
+def _supported(target: str, graph: Graph) -> bool:
+    t = get_target(target)
+    return all(t.supports(n.op, v.dtype) for n in graph.nodes for v in n.operands + n.results)
+
+
+ALL_CASES: list[Case] = [(t, op, i, d) for t in TARGETS for op, i, _ in cases() for d in dtypes_for(op)]
+SUPPORTED = [c for c in ALL_CASES if _supported(c[0], build(c[1], samples(c[1])[c[2]], c[3]))]
+UNSUPPORTED = [c for c in ALL_CASES if c not in SUPPORTED]
+
+
+def _run(target: str, graph: Graph, xs: list[np.ndarray]) -> list[np.ndarray]:
+    generated = emit(graph, target, "ops.sp")
+    path = Path(tempfile.mkdtemp(dir=_PROGRAMS.name)) / generated.filename
+    path.write_text(generated.source)
+    module = import_module_file(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return module.run(module.load({}, "cpu"), xs, "cpu")
+
+
+def _chunk_of(case: Case) -> tuple[Case, ...]:
+    same = [c for c in SUPPORTED if (c[0], c[3]) == (case[0], case[3])]
+    start = same.index(case) // CHUNK * CHUNK
+    return tuple(same[start:start + CHUNK])
+
+
+@functools.cache
+def _chunk_outputs(chunk: tuple[Case, ...]) -> dict[Case, list[np.ndarray]]:
+    """Every case's outputs from one program, or {} when the merged program fails."""
+    graphs = [build(op, samples(op)[i], d) for _, op, i, d in chunk]
+    xs = [x for (_, op, i, _), g in zip(chunk, graphs, strict=True) for x in inputs(op, samples(op)[i], g)]
+    try:
+        outputs = _run(chunk[0][0], disjoint_union(graphs, "Ops"), xs)
+    except Exception:  # noqa: BLE001 - each case then runs alone and reports its own error
+        return {}
+    ends = np.cumsum([len(g.outputs) for g in graphs])
+    return {c: outputs[end - len(g.outputs):end] for c, end, g in zip(chunk, ends, graphs, strict=True)}
+
+
+def _param(case: Case) -> object:
+    """One xdist worker takes all cases of a (target, dtype), so each program compiles once."""
+    return pytest.param(case, id="-".join(map(str, case)), marks=pytest.mark.xdist_group(f"{case[0]}-{case[3]}"))
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in SUPPORTED])
+def test_op_matches_reference(case: Case) -> None:
+    target, op, index, dtype = case
+    sample = samples(op)[index]
+    graph = build(op, sample, dtype)
+    xs = inputs(op, sample, graph)
+    expected = interpret(graph, xs, {}, precision="f64")
+    actual = _chunk_outputs(_chunk_of(case)).get(case) or _run(target, graph, xs)
+    for got, want, value in zip(actual, expected, graph.outputs, strict=True):
+        assert got.shape == want.shape, f"{op} on {target}: shape {got.shape} != {want.shape}"
+        worst = compare(got, want, value.dtype)
+        assert worst.ok, f"{op}[{index}] {dtype} on {target}: {worst}"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_op_has_a_lowering(target: str) -> None:
+    assert set(capabilities(target)) == set(all_ops())
+
+
+@pytest.mark.parametrize("case", UNSUPPORTED or [None], ids=["-".join(map(str, c)) for c in UNSUPPORTED] or ["none"])
+def test_declared_exclusions_refuse_to_lower(case: Case | None) -> None:
+    """An op x dtype a capability table excludes is a compile error naming op and target."""
+    if case is None:
+        assert not UNSUPPORTED
+        return
+    target, op, index, dtype = case
+    with pytest.raises(ShipeiError, match=f"target '{target}' cannot lower op '{op}'"):
+        emit(build(op, samples(op)[index], dtype), target)
+
+
+def test_every_op_has_samples() -> None:
+    assert [op for op in all_ops() if not samples(op)] == []
