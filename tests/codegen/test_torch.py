@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import shipei
 from shipei.codegen import capabilities, emit
 from shipei.ir.graph import Builder, Graph, Init
 from shipei.ir.inputs import random_inputs
 from shipei.ir.registry import all_ops
 from shipei.ir.tolerance import MIXED_PRECISION, compare
 from shipei.ir.types import DType, Sym, TensorType
+
+import shipei
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -8,11 +8,11 @@ import warnings
 from pathlib import Path
 
 import pytest
-
-import shipei
 from shipei.ir.inputs import random_inputs
 from shipei.ir.tolerance import compare
 from shipei.runtime import DeviceFallbackWarning
+
+import shipei
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DIMS = {"B": 3, "T": 12}

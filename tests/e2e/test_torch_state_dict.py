@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from shipei.ir.tolerance import compare
 
 import shipei
-from shipei.ir.tolerance import compare
 
 torch.manual_seed(0)
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from shipei.frontend import elaborate_file, elaborate_source
 from shipei.ir.errors import ShipeiError
-from shipei.ir.interpreter import interpret
 from shipei.ir.init import init_params
+from shipei.ir.interpreter import interpret
 from shipei.ir.types import DType, Sym
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

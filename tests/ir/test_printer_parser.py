@@ -3,7 +3,6 @@ and parser errors at exact locations."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from graphs import SAMPLES, B, T, assert_graphs_equal, mlp, sample_graph, t

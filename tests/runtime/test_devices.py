@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from shipei.runtime import devices
 
 from shipei.cli import main
-from shipei.runtime import devices
 
 
 def test_every_installed_framework_reports_a_version_and_cpu() -> None:
