@@ -27,7 +27,9 @@ def _reduce(fn: str):
         axes = node.attrs["axes"]
         if axes is None:
             axes = tuple(range(node.operands[0].type.rank))
-        return f"torch.{fn}({e.arg(node, 0)}, dim={tuple(axes)!r}, keepdim={node.attrs['keepdims']!r})"
+        # torch.sum widens integers to int64; keep the declared dtype.
+        dtype = f", dtype={e.dtype(node.result.dtype)}" if fn == "sum" and node.result.dtype.is_int else ""
+        return f"torch.{fn}({e.arg(node, 0)}, dim={tuple(axes)!r}, keepdim={node.attrs['keepdims']!r}{dtype})"
 
     return rule
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +40,7 @@ def import_module_file(path: Path) -> ModuleType:
     """Import a generated module from its file under a unique name."""
     spec = importlib.util.spec_from_file_location(f"shipei_generated_{next(_counter)}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # frameworks that compile Python (ms.jit) import a function's module by name
     spec.loader.exec_module(module)
     return module
 

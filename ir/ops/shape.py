@@ -139,7 +139,7 @@ def _pad_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
 
 
 def _pad(x: np.ndarray, pads, value: float) -> np.ndarray:
-    return np.pad(x, [(pads[2 * i], pads[2 * i + 1]) for i in range(x.ndim)], constant_values=value)
+    return np.pad(x, np.reshape(np.asarray(pads, dtype=np.int64), (x.ndim, 2)), constant_values=value)
 
 
 op("pad", ["x"], FusionKind.INJECTIVE, _pad_rule, _pad,

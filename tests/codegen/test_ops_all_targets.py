@@ -86,6 +86,8 @@ def test_op_matches_reference(case: Case) -> None:
     actual = _chunk_outputs(_chunk_of(case)).get(case) or _run(target, graph, xs)
     for got, want, value in zip(actual, expected, graph.outputs, strict=True):
         assert got.shape == want.shape, f"{op} on {target}: shape {got.shape} != {want.shape}"
+        # Raw module output, before the runtime's cast: a silently promoted dtype shows here.
+        assert got.dtype == (np.float32 if value.dtype is DType.bf16 else value.dtype.numpy), f"{op}: {got.dtype}"
         worst = compare(got, want, value.dtype)
         assert worst.ok, f"{op}[{index}] {dtype} on {target}: {worst}"
 
