@@ -193,6 +193,8 @@ def _pad(e: JaxEmit, node: Node) -> str:
     pads = node.attrs["pads"]
     pairs = tuple((pads[2 * i], pads[2 * i + 1]) for i in range(len(pads) // 2))
     value = node.attrs["value"]
+    if not pairs:
+        return e.arg(node, 0)  # a 0-d tensor has nothing to pad
     return f"jnp.pad({e.arg(node, 0)}, {pairs!r}" + (f", constant_values={py_literal(value)})" if value else ")")
 
 
@@ -273,7 +275,8 @@ def load(weights=WEIGHTS, device="cpu"):
 
 
 def _numpy(y):
-    return np.asarray(y.astype(jnp.float32) if y.dtype == jnp.bfloat16 else y)
+    y = np.asarray(y)
+    return y.astype(np.float32) if y.dtype == jnp.bfloat16 else y  # in numpy: no XLA compile per cast
 '''
 
 _RUN = '''

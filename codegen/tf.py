@@ -130,6 +130,8 @@ def _pad(e: Emit, node: Node) -> str:
     dtype = node.results[0].dtype
     # numpy converts the fill to the array's dtype (truncating for ints); tf.pad wants it in that dtype.
     value = node.attrs["value"] if dtype.is_float else np.asarray(node.attrs["value"]).astype(dtype.numpy).item()
+    if not pairs:
+        return e.arg(node, 0)  # a 0-d tensor has nothing to pad
     return f"tf.pad({e.arg(node, 0)}, {pairs!r}, constant_values={py_literal(value)})"
 
 
@@ -336,7 +338,7 @@ def _write_model(code: Code, graph: Graph, emit_body) -> None:
         inputs = [names.fresh(v.name) for v in graph.inputs]
         for v, n in zip(graph.inputs, inputs, strict=True):
             e.values[v] = n
-        with code.block("@tf.function(jit_compile=True, input_signature=["):
+        with code.block("@tf.function(jit_compile=True, autograph=False, input_signature=["):
             for v in graph.inputs:
                 shape = tuple(None if isinstance(d, Sym) else d for d in v.shape)
                 code(f"tf.TensorSpec({shape!r}, {e.dtype(v.dtype)}, name={v.name!r}),")

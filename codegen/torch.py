@@ -42,7 +42,7 @@ def _slice(e: Emit, node: Node) -> str:
 
 
 def _gather(e: Emit, node: Node) -> str:
-    index = [":"] * node.attrs["axis"] + [e.arg(node, 1)]
+    index = [":"] * (node.attrs["axis"] % node.operands[0].type.rank) + [e.arg(node, 1)]
     return f"{e.arg(node, 0)}[{', '.join(index)}]"
 
 
@@ -85,9 +85,9 @@ RULES = {
     "softmax": "F.softmax({0}, dim={axis})", "log_softmax": "F.log_softmax({0}, dim={axis})",
     "layer_norm": _layer_norm,
     "batch_norm": "F.batch_norm({0}, {1}, {2}, {3}, {4}, training=False, eps={eps})",
-    "reshape": "{0}.reshape{shape}",
-    "transpose": "{0}.permute{perm}",
-    "broadcast_to": "{0}.expand{shape}",
+    "reshape": "torch.reshape({0}, {shape})",
+    "transpose": "torch.permute({0}, {perm})",
+    "broadcast_to": "{0}.expand({shape})",
     "concat": "torch.cat([{args}], dim={axis})",
     "split": lambda e, n: (f"torch.split({e.arg(n, 0)}, {n.attrs['sizes']!r}, dim={n.attrs['axis']})"
                            if len(n.attrs["sizes"]) > 1 else e.arg(n, 0)),

@@ -47,10 +47,14 @@ class Definitions:
     def _load(self, module: ast.Module, base: Path, seen: set[Path]) -> None:
         for item in module.items:
             if isinstance(item, ast.Import):
-                path = (base / item.path).resolve()
+                try:
+                    path = (base / item.path).resolve()
+                    exists = path.is_file()
+                except (OSError, ValueError) as e:  # e.g. a NUL byte in the path
+                    raise ShipeiError(f"cannot import {item.path!r}: {e}", item.loc) from None
                 if path in seen:
                     continue  # already loaded (or a cycle): its definitions are in
-                if not path.exists():
+                if not exists:
                     raise ShipeiError(f"cannot import '{item.path}': no such file", item.loc)
                 seen.add(path)
                 self._load(parse_file(path), path.parent, seen)

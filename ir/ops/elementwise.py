@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..errors import ShipeiError
 from ..registry import Attr, AttrKind, FusionKind, op
 from ..types import DType, TensorType
 from .rules import ALL, FLOATS, NUMERIC, broadcast, check_dtype, unary
@@ -50,14 +51,26 @@ _UNARY = {
 
 #: The input domain each op needs for finite results; property tests draw inputs from it.
 DOMAINS: dict[str, str] = {"log": "positive", "sqrt": "nonnegative", "rsqrt": "positive",
-                           "div": "nonzero-rhs", "pow": "positive-lhs", "exp": "small"}
+                           "div": "nonzero-rhs", "pow": "positive-lhs", "exp": "small",
+                           "batch_norm": "positive-var"}
 
 for _name, (_allowed, _ref) in _UNARY.items():
     op(_name, ["x"], FusionKind.ELEMWISE, unary(_allowed), _ref)
 
-op("gelu", ["x"], FusionKind.ELEMWISE, unary(FLOATS), _gelu,
-   attrs={"approximate": Attr(AttrKind.STR, "none")})
-op("dropout", ["x"], FusionKind.ELEMWISE, unary(ALL), lambda x, p: x,
+def _gelu_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    if attrs["approximate"] not in ("none", "tanh"):
+        raise ShipeiError(f"gelu approximate must be 'none' or 'tanh', got {attrs['approximate']!r}")
+    return unary(FLOATS)(types, attrs)
+
+
+def _dropout_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    if not 0.0 <= attrs["p"] <= 1.0:
+        raise ShipeiError(f"dropout p must be in [0, 1], got {attrs['p']}")
+    return unary(ALL)(types, attrs)
+
+
+op("gelu", ["x"], FusionKind.ELEMWISE, _gelu_rule, _gelu, attrs={"approximate": Attr(AttrKind.STR, "none")})
+op("dropout", ["x"], FusionKind.ELEMWISE, _dropout_rule, lambda x, p: x,
    attrs={"p": Attr(AttrKind.FLOAT, 0.5)}, doc="Identity at inference; kept so training can use it.")
 
 _BINARY = {

@@ -52,7 +52,13 @@ op("softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _softmax, attrs={"axis": Att
 op("log_softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _log_softmax, attrs={"axis": Attr(AttrKind.INT, -1)})
 
 
+def _check_eps(attrs: dict) -> None:
+    if not attrs["eps"] > 0:
+        raise ShipeiError(f"eps must be positive, got {attrs['eps']}")
+
+
 def _layer_norm_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    _check_eps(attrs)
     x, w, b = types
     same_dtype(types)
     check_dtype(x, FLOATS)
@@ -73,6 +79,7 @@ op("layer_norm", ["x", "weight", "bias"], FusionKind.OPAQUE, _layer_norm_rule, _
 
 
 def _batch_norm_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    _check_eps(attrs)
     x = types[0]
     same_dtype(types)
     check_dtype(x, FLOATS)

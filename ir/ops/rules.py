@@ -52,5 +52,7 @@ def reduce_shape(t: TensorType, axes: tuple[int, ...] | None, keepdims: bool) ->
     if axes == ():
         raise ShipeiError("empty axes reduce nothing; use axes=none to reduce every axis")
     axes_set = set(range(t.rank)) if axes is None else {normalize_axis(a, t.rank) for a in axes}
+    if axes is not None and len(axes_set) != len(axes):
+        raise ShipeiError(f"axes {list(axes)} name the same axis twice")
     shape = [1 if i in axes_set else d for i, d in enumerate(t.shape) if keepdims or i not in axes_set]
     return t.with_shape(shape)

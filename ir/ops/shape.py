@@ -139,6 +139,8 @@ def _pad_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
 
 
 def _pad(x: np.ndarray, pads, value: float) -> np.ndarray:
+    if x.ndim == 0:
+        return x.copy()
     return np.pad(x, np.reshape(np.asarray(pads, dtype=np.int64), (x.ndim, 2)), constant_values=value)
 
 

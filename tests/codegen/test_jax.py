@@ -254,7 +254,8 @@ def load(weights=WEIGHTS, device="cpu"):
 
 
 def _numpy(y):
-    return np.asarray(y.astype(jnp.float32) if y.dtype == jnp.bfloat16 else y)
+    y = np.asarray(y)
+    return y.astype(np.float32) if y.dtype == jnp.bfloat16 else y  # in numpy: no XLA compile per cast
 
 
 def run(model, inputs, device="cpu"):

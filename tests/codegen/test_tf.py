@@ -181,7 +181,7 @@ class Tiny(tf.Module):
             'fc.weight': tf.Variable(tf.zeros((3, 4), tf.float32), name='fc.weight'),
         }
 
-    @tf.function(jit_compile=True, input_signature=[
+    @tf.function(jit_compile=True, autograph=False, input_signature=[
         tf.TensorSpec((None, 3), tf.float32, name='x'),
     ])
     def __call__(self, x):
