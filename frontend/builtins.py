@@ -347,3 +347,26 @@ class BoundMethod:
 
     def describe(self) -> str:
         return f"the method {self.fn.name}"
+
+
+@builtin("constant", "value", "dtype")
+def _constant(c: Context, value, dtype):
+    """An array literal of one dtype: `constant([[1.0, -2.5], [0.0, inf]], f32)`, numpy's conversion."""
+    if not isinstance(dtype, DType):
+        raise c.error(f"constant() needs a dtype such as f32, got {describe(dtype)}")
+
+    def check(v: Any) -> None:
+        if isinstance(v, (list, tuple)):
+            for item in v:
+                check(item)
+        elif not isinstance(v, (bool, int, float)):
+            raise c.error(f"constant() takes numbers or nested lists of them, got {describe(v)}")
+
+    check(value)
+    try:
+        array = np.asarray(value, dtype=np.float64 if dtype.is_float else None)
+    except ValueError:
+        raise c.error("constant() needs a rectangular nested list (every row the same length)") from None
+    if not dtype.is_float and array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise c.error(f"inf and nan have no {dtype} value")
+    return c.op("constant", value=array.astype(dtype.numpy), dtype=dtype)

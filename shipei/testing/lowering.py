@@ -1,0 +1,410 @@
+"""Checking targets against the reference interpreter, and shrinking a failure to a small program.
+
+The oracle is `interpret(precision="f64")`; a target's output passes when it is within the
+per-dtype `TOLERANCES` of it, or of the declared-precision reference (each op rounded to its
+dtype, as the frameworks compute): both are the spec's numbers, and low-precision chains round
+at every op. A failure is a `Failure` record; `assert_lowering_correct` raises it as a
+`LoweringMismatch` whose message is a bug report, and the fuzzer saves it.
+
+`minimize` is delta debugging over nodes: it moves the output to the first value that fails,
+then replaces the values feeding it by graph inputs holding their reference values (which drops
+the nodes that computed them), keeping each step only while the failure persists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from ..codegen import TARGETS, emit, get_target
+from ..ir.errors import ShipeiError
+from ..ir.graph import Graph, Node, Value
+from ..ir.init import init_params
+from ..ir.interpreter import bind_symbols, interpret, resolve_attrs
+from ..ir.registry import get_op
+from ..ir.tolerance import TOLERANCES, Mismatch, compare
+from ..ir.types import DType
+from ..ir.verifier import verify
+from .strategies import Inputs, make_inputs
+
+#: Generated inputs are redrawn while some intermediate value exceeds its dtype's max / RANGE_MARGIN.
+RANGE_MARGIN = 64.0
+
+Arrays = Sequence[np.ndarray]
+Weights = dict[str, np.ndarray]
+
+
+def available_targets() -> list[str]:
+    """Targets whose code generator exists and whose framework is installed."""
+    out = []
+    for name in TARGETS:
+        try:
+            target = get_target(name)
+        except ImportError:
+            continue
+        if importlib.util.find_spec(target.framework) is not None:
+            out.append(name)
+    return out
+
+
+@dataclass
+class Reference:
+    """The f64 reference: every value of the graph, its outputs, and whether all stay in range."""
+
+    values: dict[Value, np.ndarray]
+    outputs: list[np.ndarray]
+    problem: str | None = None
+
+
+def reference(graph: Graph, inputs: Arrays, weights: Weights) -> Reference:
+    results = [r for node in graph.nodes for r in node.results]
+    extra = [v for v in graph.outputs if v.producer is None]
+    probe = Graph(graph.name, graph.inputs, graph.params, graph.nodes, results + extra)
+    values = dict(zip(results + extra, interpret(probe, inputs, weights, "f64")))
+    outputs = [values[v] for v in graph.outputs]
+    values.update(zip(graph.inputs, map(np.asarray, inputs)))
+    values.update((p, np.asarray(weights[p.name])) for p in graph.params)
+    return Reference(values, outputs, _range_problem(graph, inputs, values))
+
+
+def _range_problem(graph: Graph, inputs: Arrays, values: dict[Value, np.ndarray]) -> str | None:
+    """Why the reference leaves the range targets can follow: a non-finite or near-overflowing
+    float, or an integer op that wrapped around (recomputed in float64 it differs)."""
+    env = bind_symbols(graph, [np.asarray(a) for a in inputs])
+    for node in graph.nodes:
+        for r in node.results:
+            a = values[r]
+            if r.dtype.is_float:
+                limit = float(ml_dtypes.finfo(r.dtype.numpy).max) / RANGE_MARGIN
+                if not np.isfinite(a).all() or (a.size and np.abs(a).max() > limit):
+                    return f"{node.op} gives {r.type} values beyond {limit:.3g}"
+            elif r.dtype.is_int and any(v.dtype.is_int for v in node.operands):
+                args = [values[v].astype(np.float64) if v.dtype.is_int else values[v] for v in node.operands]
+                try:
+                    with np.errstate(all="ignore"):
+                        wide = get_op(node.op).reference(*args, **resolve_attrs(node.op, node.attrs, env))
+                except Exception:  # noqa: BLE001 - ops that need integer operands (indices) cannot wrap
+                    continue
+                wide = wide[r.index] if isinstance(wide, tuple) else wide
+                if not np.array_equal(np.asarray(wide, np.float64), a.astype(np.float64)):
+                    return f"{node.op} overflows {r.dtype}"
+    return None
+
+
+def sample_inputs(graph: Graph, seed: int, weights: Weights, tries: int = 4) -> tuple[Inputs, Reference]:
+    """Inputs from `make_inputs` whose reference stays in range: the seed, then the next seeds at
+    shrinking scale. The last try is returned even when out of range (its `problem` says why)."""
+    for k in range(tries):
+        inputs = make_inputs(graph, seed + k, scale=3.0 / 2**k)
+        ref = reference(graph, inputs, weights)
+        if ref.problem is None:
+            break
+    return inputs, ref
+
+
+@dataclass
+class Failure:
+    """How a target failed on a graph: kind is "mismatch", "error", "crash" or "timeout"."""
+
+    target: str
+    kind: str
+    output: int | None = None
+    worst: Mismatch | None = None
+    detail: str = ""
+
+    def same(self, other: Failure | None) -> bool:
+        """Whether `other` is the same failure, for minimization (errors by exception type)."""
+        if other is None or (other.target, other.kind) != (self.target, self.kind):
+            return False
+        return self.kind != "error" or other.detail.split(":")[0] == self.detail.split(":")[0]
+
+    def describe(self, graph: Graph) -> str:
+        if self.kind == "mismatch":
+            v = graph.outputs[self.output]
+            head = f"target '{self.target}' disagrees with the reference on output {self.output} ({v.type})"
+            if self.worst is None:
+                return f"{head}: {self.detail}"
+            w, dtype = self.worst, tolerance_dtype(v)
+            tol = TOLERANCES[dtype]
+            return (f"{head}\n  worst element at {list(w.index)}: got {w.actual!r}, expected {w.expected!r}; "
+                    f"error {w.error:.3g} > allowed {w.allowed:.3g} ({dtype}: rtol {tol.rtol}, atol {tol.atol})")
+        if self.kind == "error":
+            return f"target '{self.target}' raised {self.detail}"
+        return f"target '{self.target}' {'crashed' if self.kind == 'crash' else 'timed out'}: {self.detail}"
+
+
+def check_outputs(graph: Graph, outputs: Arrays, ref: Reference, target: str,
+                  declared: Callable[[], list[np.ndarray]]) -> Failure | None:
+    """The first output outside tolerance of both references, as a Failure; None when all pass."""
+    if len(outputs) != len(graph.outputs):
+        return Failure(target, "mismatch", 0, None, f"returned {len(outputs)} outputs, expected {len(graph.outputs)}")
+    for i, (v, out, expected) in enumerate(zip(graph.outputs, outputs, ref.outputs)):
+        out = np.asarray(out)
+        if out.shape != expected.shape:
+            return Failure(target, "mismatch", i, None, f"shape {list(out.shape)}, expected {list(expected.shape)}")
+        dtype = tolerance_dtype(v)
+        worst = compare(out, expected, dtype)
+        if not worst.ok and not compare(out, declared()[i], dtype).ok:
+            return Failure(target, "mismatch", i, worst)
+    return None
+
+
+def tolerance_dtype(value: Value) -> DType:
+    """The row of `TOLERANCES` an output is held to: the least precise float dtype computed on the
+    way to it (an f64 cast of a bf16 result is only as good as bf16), else its own dtype."""
+    floats = {v.dtype for v in cone([value], set()) if v.producer is not None and v.dtype.is_float}
+    return max(floats, key=lambda d: TOLERANCES[d].rtol) if value.dtype.is_float and floats else value.dtype
+
+
+def lazy_declared(graph: Graph, inputs: Arrays, weights: Weights) -> Callable[[], list[np.ndarray]]:
+    """The declared-precision reference, computed on first use (most checks never need it)."""
+    cache: list[list[np.ndarray]] = []
+
+    def get() -> list[np.ndarray]:
+        if not cache:
+            cache.append(interpret(graph, inputs, weights, "declared"))
+        return cache[0]
+
+    return get
+
+
+def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, device: str = "cpu") -> list[np.ndarray]:
+    """Emit, load and run `target`'s program in this process; numpy in, numpy out."""
+    from ..runtime import Executable
+
+    module = emit(graph, target)
+    with tempfile.TemporaryDirectory(prefix="shipei-check-") as tmp:
+        path = Path(tmp) / module.filename
+        path.write_text(module.source)
+        exe = Executable(graph, target, path, weights, device)
+        return exe.run(*inputs)
+
+
+Probe = Callable[[Graph, Arrays, Weights], "Failure | None"]
+
+
+def probe_in_process(target: str, device: str = "cpu") -> Probe:
+    """A probe that runs `target` here; reference problems count as no failure."""
+
+    def probe(graph: Graph, inputs: Arrays, weights: Weights) -> Failure | None:
+        ref = reference(graph, inputs, weights)
+        if ref.problem:
+            return None
+        try:
+            outputs = run_target(graph, target, inputs, weights, device)
+        except ShipeiError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a framework's exception is the finding
+            return Failure(target, "error", detail=f"{type(e).__name__}: {e}")
+        return check_outputs(graph, outputs, ref, target, lazy_declared(graph, inputs, weights))
+
+    return probe
+
+
+# -- minimization ------------------------------------------------------------------------
+def cone(outputs: list[Value], cuts: set[Value]) -> set[Value]:
+    """The values `outputs` depend on, not looking past the values in `cuts`."""
+    needed: set[Value] = set()
+    stack = list(outputs)
+    while stack:
+        v = stack.pop()
+        if v not in needed:
+            needed.add(v)
+            if v.producer is not None and v not in cuts:
+                stack.extend(v.producer.operands)
+    return needed
+
+
+def subgraph(graph: Graph, inputs: Arrays, weights: Weights, outputs: list[Value], cuts: set[Value],
+             values: dict[Value, np.ndarray]) -> tuple[Graph, list[np.ndarray], Weights]:
+    """The part of `graph` that computes `outputs`, with each value in `cuts` turned into a graph
+    input holding its reference value (so the nodes that computed it drop out)."""
+    needed = cone(outputs, cuts)
+    keep = [n for n in graph.nodes if any(r in needed and r not in cuts for r in n.results)]
+    out = Graph(graph.name)
+    new: dict[Value, Value] = {}
+    arrays = []
+    for v, a in zip(graph.inputs, inputs):
+        if v in needed:
+            new[v] = Value(v.type, name=v.name)
+            out.inputs.append(new[v])
+            arrays.append(np.asarray(a))
+    taken = {v.name for v in graph.inputs + graph.params}
+    for v in (r for n in graph.nodes for r in n.results):
+        if v in cuts and v in needed:
+            name = next(f"c{k}" for k in range(len(taken) + 1) if f"c{k}" not in taken)
+            taken.add(name)
+            new[v] = Value(v.type, name=name)
+            out.inputs.append(new[v])
+            arrays.append(np.asarray(values[v]).astype(v.dtype.numpy))
+    for p in graph.params:
+        if p in needed:
+            new[p] = Value(p.type, name=p.name, param=p.param)
+            out.params.append(new[p])
+    for node in keep:
+        copy = Node(node.op, [new[v] for v in node.operands], dict(node.attrs), device=node.device)
+        copy.results = [Value(r.type, producer=copy, index=r.index) for r in node.results]
+        new.update(zip(node.results, copy.results))
+        out.nodes.append(copy)
+    out.outputs = [new[v] for v in outputs]
+    return out, arrays, {p.name: weights[p.name] for p in out.params}
+
+
+@dataclass
+class Minimized:
+    graph: Graph
+    inputs: list[np.ndarray]
+    weights: Weights
+    failure: Failure
+    runs: int = 0
+    steps: list[str] = field(default_factory=list)
+
+
+def minimize(graph: Graph, inputs: Arrays, weights: Weights, failure: Failure, probe: Probe,
+             max_runs: int = 40, max_seconds: float = 60.0) -> Minimized:
+    """Shrink a failing graph while `probe` keeps reporting the same failure (see the module doc)."""
+    start = time.monotonic()
+    try:
+        values = reference(graph, inputs, weights).values
+    except Exception:  # noqa: BLE001 - the reference itself fails: only outputs can be dropped
+        values = {}
+    results = [r for n in graph.nodes for r in n.results]
+    best = Minimized(graph, list(inputs), dict(weights), failure)
+    state: dict[str, Any] = {"outputs": list(graph.outputs), "cuts": set()}
+
+    def attempt(outputs: list[Value], cuts: set[Value], why: str, *, accept_any_output: bool = False) -> bool:
+        if best.runs >= max_runs or time.monotonic() - start > max_seconds:
+            return False
+        try:
+            g, xs, ws = subgraph(graph, inputs, weights, outputs, cuts, values)
+            verify(g)
+        except (ShipeiError, KeyError):  # KeyError: a cut without a reference value
+            return False
+        best.runs += 1
+        found = probe(g, xs, ws)
+        if not failure.same(found):
+            return False
+        if accept_any_output:  # an all-values probe: the first failing value becomes the output
+            outputs = [outputs[found.output]]
+            g, xs, ws = subgraph(graph, inputs, weights, outputs, cuts, values)
+            found = Failure(found.target, found.kind, 0, found.worst, found.detail)
+        best.graph, best.inputs, best.weights, best.failure = g, xs, ws, found
+        state["outputs"], state["cuts"] = outputs, set(cuts)
+        best.steps.append(why)
+        return True
+
+    if failure.kind == "mismatch" and len(results) > 1:
+        attempt(results, set(), "first failing value", accept_any_output=True)
+    if len(state["outputs"]) > 1 or failure.kind != "mismatch":
+        for v in results:  # the earliest value that fails alone
+            if attempt([v], set(), f"only output {v.producer.op}"):
+                break
+    for v in list(state["outputs"]):  # else drop outputs one at a time
+        if len(state["outputs"]) > 1:
+            attempt([o for o in state["outputs"] if o is not v], state["cuts"], "drop an output")
+    producers = {v.producer for v in state["outputs"] if v.producer is not None}
+    feeding = {v for n in producers for v in n.operands if v.producer is not None}
+    if feeding and not attempt(state["outputs"], state["cuts"] | feeding, "cut every operand"):
+        for node in reversed(graph.nodes):  # one node at a time, latest first
+            live = cone(state["outputs"], state["cuts"])
+            rs = [r for r in node.results if r not in state["cuts"]]
+            if node in producers or not any(r in live for r in rs):
+                continue
+            attempt(state["outputs"], state["cuts"] | set(rs), f"cut {node.op}")
+    return best
+
+
+# -- the assertion -----------------------------------------------------------------------
+class LoweringMismatch(AssertionError):
+    """A target disagrees with the reference, or fails, on a graph; the message is a bug report.
+
+    Attributes: `target`, `failure` (the `Failure`), `graph`, `program` (DSL text), `inputs`,
+    `weights` (of the minimized graph when minimization ran) and `seed`.
+    """
+
+    def __init__(self, failure: Failure, graph: Graph, program: str, inputs: Arrays, weights: Weights,
+                 seed: int | None, note: str = ""):
+        self.failure, self.target = failure, failure.target
+        self.graph, self.program, self.inputs, self.weights, self.seed = graph, program, list(inputs), weights, seed
+        origin = (f"seed {seed} (shipei.testing.make_inputs(graph, {seed}))" if seed is not None
+                  else "given by the caller")
+        lines = [failure.describe(graph), f"inputs: {origin}{note}", "program:"]
+        lines += ["    " + line for line in program.rstrip("\n").splitlines()]
+        super().__init__("\n".join(lines))
+
+
+def _program(graph: Graph) -> str:
+    from ..frontend.unparse import unparse
+
+    try:
+        return unparse(graph)
+    except ShipeiError:
+        from ..ir.printer import print_graph
+
+        return print_graph(graph)
+
+
+def _in_hypothesis() -> bool:
+    try:
+        from hypothesis import currently_in_test_context
+    except ImportError:
+        return False
+    return currently_in_test_context()
+
+
+def assert_lowering_correct(graph_or_source: Graph | str, targets: Sequence[str] | None = None,
+                            inputs: Arrays | None = None, seed: int = 0, *, device: str = "cpu",
+                            minimize_failure: bool | None = None) -> None:
+    """Run the reference and each target on `graph_or_source` (a Graph, DSL text or a .sp path)
+    and raise `LoweringMismatch` at the first target outside tolerance or failing.
+
+    `targets` defaults to every available one. Without `inputs`, they are drawn by
+    `make_inputs(graph, seed)` (the next seeds if values leave the dtype's range); weights are
+    `init_params(graph, seed)`. A failure is minimized first unless running under Hypothesis,
+    which shrinks by itself (`minimize_failure` overrides).
+    """
+    from ..api import parse
+
+    graph = parse(graph_or_source)
+    names = list(targets) if targets is not None else available_targets()
+    weights = init_params(graph, seed)
+    if inputs is None:
+        inputs, ref = sample_inputs(graph, seed, weights)
+        input_seed: int | None = inputs.seed
+        if ref.problem and _in_hypothesis():
+            from hypothesis import reject
+
+            reject()
+    else:
+        inputs = [np.asarray(a) for a in inputs]
+        ref, input_seed = reference(graph, inputs, weights), getattr(inputs, "seed", None)
+    declared = lazy_declared(graph, inputs, weights)
+    for target in names:
+        probe = probe_in_process(target, device)
+        try:
+            outputs = run_target(graph, target, inputs, weights, device)
+            failure = check_outputs(graph, outputs, ref, target, declared)
+        except ShipeiError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            failure = Failure(target, "error", detail=f"{type(e).__name__}: {e}")
+        if failure is None:
+            continue
+        program = graph_or_source if isinstance(graph_or_source, str) and "\n" in graph_or_source else None
+        shrink = not _in_hypothesis() if minimize_failure is None else minimize_failure
+        if shrink:
+            small = minimize(graph, inputs, weights, failure, probe)
+            if small.steps:
+                note = (f"; minimized from {len(graph.nodes)} to {len(small.graph.nodes)} nodes, its inputs are "
+                        "the error's .inputs")
+                raise LoweringMismatch(small.failure, small.graph, _program(small.graph), small.inputs,
+                                       small.weights, None, note) from None
+        raise LoweringMismatch(failure, graph, program or _program(graph), inputs, weights, input_seed)
