@@ -245,7 +245,10 @@ def load(weights=WEIGHTS, device="cpu"):
 {amp_check}    ms.set_device(_DEVICE_TARGETS[device])
     model = {name}()
     arrays = safetensors.numpy.load_file(weights) if isinstance(weights, str) else weights
-    params = {{key: ms.Parameter(_tensor(value), name=key) for key, value in arrays.items()}}
+    declared = {{p.name: p.dtype for p in model.get_parameters()}}
+    # A weights file may store narrower ints than declared (int8 quantized weights): widen them.
+    params = {{key: ms.Parameter(_tensor(value).astype(declared.get(key, _tensor(value).dtype)), name=key)
+              for key, value in arrays.items()}}
     missing, unexpected = ms.load_param_into_net(model, params, strict_load=True)
     if missing or unexpected:
         raise ValueError(f"weights do not match the model: missing {{missing}}, unexpected {{unexpected}}")

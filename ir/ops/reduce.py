@@ -53,8 +53,8 @@ op("log_softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _log_softmax, attrs={"ax
 
 
 def _check_eps(attrs: dict) -> None:
-    if not attrs["eps"] > 0:
-        raise ShipeiError(f"eps must be positive, got {attrs['eps']}")
+    if not attrs["eps"] >= 0:
+        raise ShipeiError(f"eps must be non-negative, got {attrs['eps']}")
 
 
 def _layer_norm_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
