@@ -9,6 +9,7 @@ identifiers) or `repr` (literals).
 
 from __future__ import annotations
 
+import ast
 import keyword
 import re
 from collections.abc import Callable, Iterator
@@ -169,27 +170,72 @@ class Emit:
                     code(f"{self.symbols[str(d)]} = {self.target.shape_of.format(x=name, axis=axis)}")
 
     def body(self, code: Code) -> None:
-        """One assignment per node, each DSL statement's block headed by its source line."""
-        last_loc: tuple[str, int] | None = None
+        """One assignment per node, each DSL statement's block headed by its source line; each
+        fused region (a run of nodes with one `Node.group`) is a local function (`region`)."""
+        self._last_loc: tuple[str, int] | None = None
+        self._count = 0
+        self._inline = inline_scalars(self.graph)
         for value in self.graph.params:
             self.values[value] = self.param_ref(value)
-        inline = inline_scalars(self.graph)
-        count = 0
-        for node in self.graph.nodes:
-            if node in inline:
-                self.values[node.result] = inline[node]
+        nodes = self.graph.nodes
+        start = 0
+        while start < len(nodes):
+            end = start + 1
+            if nodes[start].group is None:
+                self.statement(code, nodes[start])
+            else:
+                while end < len(nodes) and nodes[end].group == nodes[start].group:
+                    end += 1
+                self.region(code, nodes[start:end])
+            start = end
+
+    def statement(self, code: Code, node: Node) -> None:
+        if node in self._inline:
+            self.values[node.result] = self._inline[node]
+            return
+        if node.loc and (node.loc.file, node.loc.line) != self._last_loc:
+            code(f"# {source_comment(node.loc)}")
+            self._last_loc = (node.loc.file, node.loc.line)
+        rule = self.rule_for(node)
+        expr = self.constant_ref(node) if node.op == "constant" else (
+            rule(self, node) if callable(rule) else self.format(rule, node))
+        names = [self.names.fresh(f"v{self._count + i}") for i in range(len(node.results))]
+        self._count += len(names)
+        for value, name in zip(node.results, names):
+            self.values[value] = name
+        code(f"{', '.join(names)} = {expr}")
+
+    def region(self, code: Code, nodes: list[Node]) -> None:
+        """A fused group as a local function: the values it reads (params included) and the shape
+        symbols it uses are its arguments, and it returns the values read after it; a target's
+        own names (imports, `device`) it reads as usual."""
+        inside = {r for n in nodes for r in n.results}
+        later = set(self.graph.outputs) | {v for n in self.graph.nodes[self.graph.nodes.index(nodes[-1]) + 1:]
+                                           for v in n.operands}
+        outer: dict[str, str] = {}  # argument name -> expression at the call site
+        saved = dict(self.values)
+        for v in (v for n in nodes for v in n.operands if v not in inside):
+            expr = self.values[v]
+            if v.producer in self._inline or expr in outer:
                 continue
-            if node.loc and (node.loc.file, node.loc.line) != last_loc:
-                code(f"# {source_comment(node.loc)}")
-                last_loc = (node.loc.file, node.loc.line)
-            rule = self.rule_for(node)
-            expr = self.constant_ref(node) if node.op == "constant" else (
-                rule(self, node) if callable(rule) else self.format(rule, node))
-            names = [self.names.fresh(f"v{count + i}") for i in range(len(node.results))]
-            count += len(names)
-            for value, name in zip(node.results, names):
-                self.values[value] = name
-            code(f"{', '.join(names)} = {expr}")
+            arg = expr if IDENTIFIER.match(expr) else self.names.fresh(v.name or "const")
+            outer[arg] = expr
+            self.values[v] = arg
+        body = Code()
+        for node in nodes:
+            self.statement(body, node)
+        results = [v for v in dict.fromkeys(r for n in nodes for r in n.results) if v in later]
+        body(f"return {', '.join(self.values[v] for v in results)}" if results else "return None")
+        local = set(self.values.values()) | set(self.symbols.values())
+        for name in sorted((_free_names(body.lines) & local) - set(outer)):
+            outer[name] = name  # a shape symbol or value the body reads by name
+        fn = self.names.fresh(f"group{nodes[0].group}")
+        code(f"# fused group {nodes[0].group}: {', '.join(dict.fromkeys(n.op for n in nodes))}")
+        with code.block(f"def {fn}({', '.join(outer)}):"):
+            code(*body.lines)
+        names = [self.values[v] for v in results]
+        self.values.update({k: v for k, v in saved.items() if k not in inside})
+        code(f"{', '.join(names) or '_'} = {fn}({', '.join(outer.values())})")
 
     def rule_for(self, node: Node) -> Rule | str:
         rule = self.target.rules.get(node.op)
@@ -200,6 +246,15 @@ class Emit:
                               f"{', '.join(sorted(str(d) for d in dtypes))}{where}", node.loc,
                               hint="see the target's capability table: shipei.codegen.capabilities()")
         return rule
+
+
+def _free_names(lines: list[str]) -> set[str]:
+    """Names a function body reads but never assigns."""
+    loads, stores = set(), set()
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.Name):
+            (stores if isinstance(node.ctx, ast.Store) else loads).add(node.id)
+    return loads - stores
 
 
 def py_literal(value: Any) -> str:

@@ -76,11 +76,16 @@ class _NodeText(NamedTuple):
     loc: SourceLoc | None
 
 
+class _Region(NamedTuple):
+    group: Token
+    nodes: list[_NodeText]
+
+
 class _GraphText(NamedTuple):
     name: Token
     args: list[_Arg]
     types: list[_Typed]
-    nodes: list[_NodeText]
+    nodes: list[_NodeText | _Region]
     ret: Token
     outputs: list[Token]
 
@@ -115,6 +120,9 @@ class _Records(Transformer):
 
     def node(self, results, op, operands, attrs, types, device, loc):
         return _NodeText(results, op, operands or [], attrs or [], types, device, loc)
+
+    def region(self, _group, group, *nodes):
+        return _Region(group, list(nodes))
 
     def nothing(self):
         return []
@@ -263,7 +271,20 @@ class _Builder:
         graph = Graph(text.name[1:])
         for arg in text.args:
             self._arg(graph, arg)
-        graph.nodes = [self._node(node) for node in text.nodes]
+        groups: set[int] = set()
+        for item in text.nodes:
+            if isinstance(item, _NodeText):
+                graph.nodes.append(self._node(item))
+                continue
+            group = int(item.group)
+            if group in groups:
+                raise _error(f"group {group} appears twice", item.group,
+                             hint="a group is one run of consecutive nodes; give the other run a new id")
+            groups.add(group)
+            for node_text in item.nodes:
+                node = self._node(node_text)
+                node.group = group
+                graph.nodes.append(node)
         graph.outputs = [self._use(tok) for tok in text.outputs]
         if len(graph.outputs) != len(text.types):
             raise _error(f"return gives {len(graph.outputs)} values, but the signature declares "

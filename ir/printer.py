@@ -18,6 +18,14 @@ what the graph holds. Literals print so that they parse back to the same value:
   otherwise says its shape, which nested lists cannot: `array<[] : [2, 0, 3]>`. Values print at
   float64 precision, which holds f16, bf16 and f32 values exactly.
 
+A fused region (consecutive nodes with one `Node.group` id, as the `fuse` pass leaves them) prints
+as a block around its nodes; each target emits it as one function:
+
+      group 0 {
+        %1 = matmul(%x, %0) : f32[B, 256]
+        %2 = add(%1, %fc1.bias) : f32[B, 256]
+      }
+
 Printing does not need a valid graph (an undefined operand prints as `%?`), so `--print-after`
 and the verifier's messages can show a broken one.
 """
@@ -45,7 +53,16 @@ def print_graph(graph: Graph, *, locs: bool = False) -> str:
         args.append(f"{names[p]}: {kind} {p.type}{init}")
     outputs = ", ".join(str(v.type) for v in graph.outputs)
     lines = [f"graph @{graph.name}({', '.join(args)}) -> ({outputs}) {{"]
-    lines += ["  " + print_node(node, names, locs=locs) for node in graph.nodes]
+    group = None
+    for node in graph.nodes:
+        if node.group != group and group is not None:
+            lines.append("  }")
+        if node.group != group and node.group is not None:
+            lines.append(f"  group {node.group} {{")
+        group = node.group
+        lines.append(("    " if group is not None else "  ") + print_node(node, names, locs=locs))
+    if group is not None:
+        lines.append("  }")
     returned = ", ".join(names.get(v, "%?") for v in graph.outputs)
     lines.append(f"  return {returned}" if returned else "  return")
     return "\n".join(lines) + "\n}\n"

@@ -9,6 +9,8 @@ A graph is valid when
   earlier node's results), its attributes are complete and in the canonical form `coerce_attr`
   gives (tuples, not lists; arrays of a shipei dtype), its results point back at it
   (`producer`, `index`) and have the types the op's rule infers; each value is defined once;
+- fusion groups (`Node.group`) are None or non-negative ints, and the nodes of one group are
+  consecutive: a group is one region;
 - every output is defined.
 
 Valid IR prints, and `parse_ir` reads the text back as an equal graph; it accepts only valid IR.
@@ -42,8 +44,9 @@ def verify(graph: Graph) -> None:
         _check_param(value)
         _check_arg(value, "param", defined, names)
     producers = {r: i for i, node in enumerate(graph.nodes) for r in node.results}
+    closed: set[int] = set()
     for i, node in enumerate(graph.nodes):
-        problem = _node_problem(node, defined, producers)
+        problem = _node_problem(node, defined, producers) or _group_problem(graph, i, closed)
         if problem:
             raise ShipeiError(f"node {i} ({node.op}): {problem}\n    {_printed(graph, node)}", node.loc)
         defined.update(node.results)
@@ -118,6 +121,21 @@ def _node_problem(node: Node, defined: set[Value], producers: dict[Value, int]) 
             return f"result {j} has type {result.type}, but the op gives {inferred}"
     if node.device is not None and not IDENTIFIER.fullmatch(node.device):
         return f"device {node.device!r} is not an identifier"
+    return None
+
+
+def _group_problem(graph: Graph, i: int, closed: set[int]) -> str | None:
+    """Groups are one run each; `closed` holds the ids of runs that ended before node i."""
+    group = graph.nodes[i].group
+    before = graph.nodes[i - 1].group if i else None
+    if before is not None and before != group:
+        closed.add(before)
+    if group is None:
+        return None
+    if isinstance(group, bool) or not isinstance(group, int) or group < 0:
+        return f"group {group!r} is not a non-negative int"
+    if group in closed:
+        return f"group {group} is not one run of consecutive nodes (it appears again here)"
     return None
 
 

@@ -9,8 +9,8 @@
 No framework is imported until a target is used.
 """
 
-from .api import Compiled, compile, load, parse, reference
+from .api import Compiled, compile, load, optimize, parse, reference
 from .ir.errors import ShipeiError
 
-__all__ = ["Compiled", "ShipeiError", "compile", "load", "parse", "reference"]
+__all__ = ["Compiled", "ShipeiError", "compile", "load", "optimize", "parse", "reference"]
 __version__ = "0.1.0"

@@ -19,6 +19,8 @@ from .ir.graph import Graph
 from .ir.init import init_params
 from .ir.interpreter import Precision, interpret
 from .ir.parser import parse_ir
+from .ir.passes.manager import PassContext, pipeline, run_passes
+from .ir.passes.rewrite import clone
 from .ir.printer import print_graph
 from .ir.verifier import verify
 from .runtime import Executable
@@ -62,6 +64,7 @@ class Compiled:
     target: str
     module: GeneratedModule
     weights: dict[str, np.ndarray] = field(repr=False)
+    passes: PassContext | None = field(default=None, repr=False)  # timings, memory plan, reports
 
     @property
     def source(self) -> str:
@@ -76,7 +79,7 @@ class Compiled:
         out.mkdir(parents=True, exist_ok=True)
         (out / self.module.filename).write_text(self.source)
         (out / f"{self.ir.name.lower()}.ir").write_text(print_graph(self.ir))
-        safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in self.weights.items()},
+        safetensors.numpy.save_file({k: np.asarray(v, order="C") for k, v in self.weights.items()},
                                     str(out / weights_filename(self.ir.name)))
         return out / self.module.filename
 
@@ -87,16 +90,40 @@ class Compiled:
         return Executable(self.ir, self.target, path, self.weights, device, allow_fallback)
 
 
+def optimize(graph: Graph, opt: int = 2, *, passes: Sequence[str] | None = None, disable: Sequence[str] = (),
+             context: PassContext | None = None) -> Graph:
+    """Run the `-O{opt}` pipeline (or the `passes` named, in order), less `disable`, on `graph`
+    in place. `context` carries the weights (rewritten when `context.frozen`), pass options,
+    dumps and timings; see `shipei.ir.passes.manager`."""
+    names = pipeline(opt, disable) if passes is None else [p for p in passes if p not in disable]
+    return run_passes(graph, names, context)
+
+
 def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | None = None,
-            options: Mapping[str, Any] | None = None, **params: Any) -> Compiled:
+            options: Mapping[str, Any] | None = None, opt: int = 0, passes: Sequence[str] | None = None,
+            disable: Sequence[str] = (), freeze: bool = False, weights: Mapping[str, np.ndarray] | None = None,
+            pass_options: Mapping[str, Any] | None = None, context: PassContext | None = None,
+            **params: Any) -> Compiled:
     """Compile DSL source (path or text) or an IR graph for `target`, with weights from `seed`.
 
+    `opt` picks the pass pipeline (0 to 3), or `passes` names the passes to run; `disable` drops
+    some. `freeze=True` makes the weights (`weights`, else those of `seed`) part of the program:
+    BatchNorm folding, freeze, quantize and prune rewrite them, and `Compiled.weights` holds the
+    result. `pass_options` go to the passes (`{"dims": {"B": 8}}` for memory planning,
+    `{"sparsity": 0.5}` for pruning); `context` may bring a `PassContext` for dumps and timings.
     `options` go to the target (e.g. `{"compute_dtype": "bf16"}` for jax); other keyword
     arguments override the model's compile-time parameters.
     """
     graph = parse(src, model=model, **params)
+    if isinstance(src, Graph):
+        graph = clone(graph)  # passes rewrite in place; the caller's graph stays as it was
+    ctx = context or PassContext()
+    ctx.weights = dict(weights) if weights is not None else init_params(graph, seed)
+    ctx.frozen = freeze
+    ctx.options = {"target": target, **ctx.options, **dict(pass_options or {})}
+    graph = optimize(graph, opt, passes=passes, disable=disable, context=ctx)
     module = emit(graph, target, _source_name(src), **dict(options or {}))
-    return Compiled(graph, target, module, init_params(graph, seed))
+    return Compiled(graph, target, module, ctx.weights, ctx)
 
 
 def load(directory: str | os.PathLike, target: str = "torch", device: str = "auto",

@@ -1,4 +1,4 @@
-"""The `shipei` command line: devices, check, ir, compile, run.
+"""The `shipei` command line: devices, check, ir, compile, run, fuzz.
 
 Every user error is printed as a located `ShipeiError` and exits 1; an internal error prints a
 one-line summary and exits 2 (SHIPEI_TRACEBACK=1 shows the traceback for a bug report).
@@ -21,7 +21,9 @@ from . import api
 from .codegen import TARGETS
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
+from .ir.init import init_params
 from .ir.inputs import random_inputs
+from .ir.passes.manager import PassContext
 from .ir.printer import print_graph
 from .ir.tolerance import compare
 
@@ -65,8 +67,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _context(args: argparse.Namespace) -> PassContext:
+    """The pass options of the command line: dumps and timings go to stderr."""
+    print_after = set(args.print_after) | ({"all"} if args.print_after_all else set())
+    return PassContext(print_after=print_after, time_passes=args.time_passes)
+
+
+def _compile(args: argparse.Namespace, graph: Graph, target: str) -> api.Compiled:
+    passes = [p for p in args.passes.split(",") if p] if args.passes is not None else None
+    return api.compile(graph, target, seed=args.seed, opt=args.opt, passes=passes, disable=args.disable_pass,
+                       freeze=args.freeze, context=_context(args))
+
+
 def cmd_ir(args: argparse.Namespace) -> int:
-    print(print_graph(_graph(args), locs=args.locs), end="")
+    graph = _graph(args)
+    if args.opt or args.passes is not None:
+        passes = [p for p in args.passes.split(",") if p] if args.passes is not None else None
+        ctx = _context(args)
+        ctx.weights, ctx.frozen = init_params(graph, args.seed), args.freeze
+        graph = api.optimize(graph, args.opt, passes=passes, disable=args.disable_pass, context=ctx)
+    print(print_graph(graph, locs=args.locs), end="")
     return 0
 
 
@@ -81,7 +101,7 @@ def _targets(name: str) -> list[str]:
 def cmd_compile(args: argparse.Namespace) -> int:
     graph = _graph(args)
     for target in _targets(args.target):
-        path = api.compile(graph, target, seed=args.seed).save(args.output)
+        path = _compile(args, graph, target).save(args.output)
         print(f"wrote {path}")
     return 0
 
@@ -103,7 +123,7 @@ def _inputs(args: argparse.Namespace, graph: Graph) -> list[np.ndarray]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     graph = _graph(args)
-    compiled = api.compile(graph, args.target, seed=args.seed)
+    compiled = _compile(args, graph, args.target)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         exe = compiled.load(args.device)
@@ -116,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  output {value.type.dtype}{list(out.shape)}: mean {np.mean(out, dtype=np.float64):.6g}")
     if not args.check:
         return 0
-    expected = api.reference(graph, inputs, compiled.weights)
+    expected = api.reference(graph, inputs, seed=args.seed)  # the model as written, before any pass
     failed = False
     for i, (value, out, ref) in enumerate(zip(graph.outputs, outputs, expected)):
         worst = compare(out, ref, value.dtype)
@@ -141,6 +161,19 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from .testing.fuzz import Fuzzer, resolve_targets
+
+    ops, dtypes = ([x.strip() for x in arg.split(",") if x.strip()] if arg else None for arg in (args.ops, args.dtypes))
+    fuzzer = Fuzzer(resolve_targets(args.targets), seconds=args.time, seed=args.seed, max_nodes=args.max_nodes,
+                    out=args.out, batch=args.batch, timeout=args.timeout, device=args.device,
+                    shrink=not args.no_minimize, inject=args.inject, ops=ops, dtypes=dtypes)
+    summary = fuzzer.run()
+    print(summary.table(), end="")
+    print(f"summary written to {Path(args.out) / 'summary.txt'}")
+    return 1 if summary.findings else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipei", description="Compile one DSL model for torch, jax, tf and "
                                      "mindspore, and run it.")
@@ -154,19 +187,36 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a compile-time parameter")
         return p
 
+    def passes(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("optimization")
+        g.add_argument("-O", "--opt", type=int, choices=range(4), default=0, metavar="N",
+                       help="optimization level: -O0 (none) to -O3 (fusion, memory planning)")
+        g.add_argument("--passes", metavar="A,B,...", help="run these passes, in order, instead of the -O level's")
+        g.add_argument("--disable-pass", action="append", default=[], metavar="PASS", help="skip a pass")
+        g.add_argument("--freeze", action="store_true",
+                       help="make the weights part of the program (fold BatchNorm, precompute weight transposes)")
+        g.add_argument("--time-passes", action="store_true", help="print each pass's time to stderr")
+        g.add_argument("--print-after", action="append", default=[], metavar="PASS",
+                       help="print the IR after a pass to stderr")
+        g.add_argument("--print-after-all", action="store_true", help="print the IR after every pass to stderr")
+
     p = sub.add_parser("devices", help="installed frameworks and the devices each sees")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per framework probe")
     p.set_defaults(func=cmd_devices)
     command("check", "type-check a model and print its signature").set_defaults(func=cmd_check)
-    p = command("ir", "print the model's IR")
+    p = command("ir", "print the model's IR (optimized with -O1..-O3 or --passes)")
     p.add_argument("--locs", action="store_true", help="show each node's source location")
+    p.add_argument("--seed", type=int, default=0, help="weight initialization seed (for --freeze)")
+    passes(p)
     p.set_defaults(func=cmd_ir)
     p = command("compile", "write the generated program, weights and IR")
     p.add_argument("--target", default="torch", help=f"{', '.join(TARGETS)} or all")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="weight initialization seed")
+    passes(p)
     p.set_defaults(func=cmd_compile)
     p = command("run", "compile, run and optionally check against the reference")
+    passes(p)
     p.add_argument("--target", default="torch", choices=TARGETS)
     p.add_argument("--device", default="auto")
     source = p.add_mutually_exclusive_group()
@@ -176,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true", help="compare with the numpy reference; exit 1 on mismatch")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("fuzz", help="differential-test every target against the reference on random graphs")
+    p.add_argument("--targets", default="all", help="all, or a comma-separated list such as torch,jax")
+    p.add_argument("--time", type=float, default=60.0, help="seconds of fuzzing once the workers are up (default 60)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-nodes", type=int, default=10, help="ops per graph: between half of this and this")
+    p.add_argument("--ops", help="only these ops, comma-separated (default: every registered op)")
+    p.add_argument("--dtypes", help="only values of these dtypes, comma-separated (default: all)")
+    p.add_argument("--out", default="fuzz-out", help="where findings and summary.txt go (default fuzz-out)")
+    p.add_argument("--batch", type=int, default=16, help="graphs compiled together as one program")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds a worker may take for one batch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-minimize", action="store_true", help="save failures as found, without shrinking")
+    p.add_argument("--inject", help=argparse.SUPPRESS)  # TARGET:OP=TEMPLATE, a broken rule for self-tests
+    p.set_defaults(func=cmd_fuzz)
     return parser
 
 

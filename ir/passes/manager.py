@@ -21,10 +21,32 @@ from ..errors import ShipeiError
 from ..graph import Graph
 
 #: CLI name -> (module in ir/passes, class name).
-PASSES: dict[str, tuple[str, str]] = {}
+PASSES: dict[str, tuple[str, str]] = {
+    "canonicalize": ("canonicalize", "Canonicalize"),
+    "fold-constants": ("fold_constants", "FoldConstants"),
+    "dce": ("dce", "DCE"),
+    "cse": ("cse", "CSE"),
+    "simplify": ("simplify", "Simplify"),
+    "fold-batch-norm": ("fold_batch_norm", "FoldBatchNorm"),
+    "freeze": ("freeze", "Freeze"),
+    "layout": ("layout", "Layout"),
+    "fuse": ("fuse", "Fuse"),
+    "plan-memory": ("plan_memory", "PlanMemory"),
+    "quantize": ("quantize", "Quantize"),
+    "prune": ("prune", "Prune"),
+}
 
-#: The -O levels, as explicit ordered lists.
-PIPELINES: dict[int, list[str]] = {0: [], 1: [], 2: [], 3: []}
+_O1 = ["canonicalize", "fold-constants", "dce"]
+# fold-batch-norm and freeze rewrite weights, so they do nothing unless the weights are frozen.
+_O2 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "freeze", "dce"]
+# layout does nothing for a target that prefers the IR's own layout (see layout.py); it runs
+# before freeze, which folds the transposes of weights it introduces.
+_O3 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "layout", "freeze", "dce",
+       "fuse", "plan-memory"]
+
+#: The -O levels, as explicit ordered lists. Compression (quantize, prune) changes results, so
+#: no level runs it: ask for it by name.
+PIPELINES: dict[int, list[str]] = {0: [], 1: _O1, 2: _O2, 3: _O3}
 
 
 class Pass(Protocol):
@@ -110,7 +132,8 @@ def format_timings(timings: list[PassTiming]) -> str:
     total = sum(t.seconds for t in timings) or 1e-12
     lines = ["pass                      time ms    share   nodes"]
     for t in timings:
-        lines.append(f"{t.name:<24} {t.seconds * 1e3:8.2f} {t.seconds / total:7.1%}   {t.nodes_before} -> {t.nodes_after}")
+        share = t.seconds / total
+        lines.append(f"{t.name:<24} {t.seconds * 1e3:8.2f} {share:7.1%}   {t.nodes_before} -> {t.nodes_after}")
     lines.append(f"{'total':<24} {total * 1e3:8.2f}")
     return "\n".join(lines)
 

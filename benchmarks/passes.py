@@ -1,0 +1,169 @@
+"""What the optimization passes buy on the example models: a markdown table per measure.
+
+Per model (examples/*.sp, weights from seed 0, frozen at -O3 as for deployment):
+
+1. IR nodes before (-O0) and after -O3, fused groups, and activation memory from plan-memory:
+   every value in its own buffer (naive) vs the planned buffers, at the `--dims` shapes;
+2. compression: stored weight bytes in float32, after int8 quantization and after 50%
+   magnitude pruning (sparse encoding), with the output error against the float reference on
+   random inputs (max |error| relative to max |output|, and how often the arg-max agrees);
+3. inference time of the generated program at -O0 and -O3 on each installed target, measured as
+   benchmarks/generated_vs_handwritten.py measures (its helpers are reused): inputs converted to
+   framework tensors once, the module's own call path, samples of ~20 ms alternating -O0/-O3,
+   median over `--repeats`, each target in its own worker process (pinned to `--threads` cores).
+   The inputs are that benchmark's (mlp B=64, cnn B=16, transformer B=8 T=64) or `--dims`.
+
+    python benchmarks/passes.py                                  # everything
+    python benchmarks/passes.py --targets torch --dims B=1,T=32  # torch only, small inputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from shipei.ir.graph import Graph
+from shipei.ir.init import init_params
+from shipei.ir.inputs import random_inputs
+from shipei.ir.interpreter import interpret
+from shipei.ir.passes.manager import pipeline
+from shipei.ir.tolerance import compare
+from shipei.ir.types import DType
+
+import shipei
+from shipei.testing import available_targets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generated_vs_handwritten as gvh  # noqa: E402 - its measurement helpers and inputs
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+MODELS = ("mlp.sp", "cnn.sp", "transformer.sp")
+
+
+def stored_bytes(weights: dict[str, np.ndarray]) -> int:
+    return sum(np.asarray(w).nbytes for w in weights.values())
+
+
+def output_error(graph: Graph, weights: dict, compressed: shipei.Compiled, inputs: list) -> tuple[float, float]:
+    """(max |error| / max |reference|, arg-max agreement) of a compressed model vs the float one."""
+    want = interpret(graph, inputs, weights)[0]
+    got = interpret(compressed.ir, inputs, compressed.weights)[0]
+    scale = float(np.abs(want).max()) or 1.0
+    return float(np.abs(got - want).max()) / scale, float(np.mean(got.argmax(-1) == want.argmax(-1)))
+
+
+def structure(model: str, dims: dict[str, int]) -> str:
+    graph = shipei.parse(EXAMPLES / model)
+    o3 = shipei.compile(graph, "torch", opt=3, freeze=True, pass_options={"dims": dims})
+    plan = o3.passes.options["memory_plan"]
+    groups = len({n.group for n in o3.ir.nodes if n.group is not None})
+    return (f"| {model} | {len(graph.nodes)} | {len(o3.ir.nodes)} | {groups} | {plan.naive_bytes / 1024:,.0f} "
+            f"| {plan.planned_bytes / 1024:,.0f} | {plan.ratio:.2f}x |")
+
+
+def compression(model: str, dims: dict[str, int]) -> str:
+    graph = shipei.parse(EXAMPLES / model)
+    weights = init_params(graph)
+    inputs = random_inputs(graph, seed=1, dims={"B": 64, "T": dims.get("T", 16)})
+    quantized = shipei.compile(graph, "torch", passes=pipeline(2) + ["quantize", "dce"], freeze=True,
+                               weights=weights)
+    pruned = shipei.compile(graph, "torch", passes=["prune"], freeze=True, weights=weights,
+                            pass_options={"sparsity": 0.5})
+    sparse = sum(r.sparse_bytes - r.dense_bytes for r in pruned.passes.options["prune_report"].values())
+    q_err, q_top1 = output_error(graph, weights, quantized, inputs)
+    p_err, p_top1 = output_error(graph, weights, pruned, inputs)
+    full = stored_bytes(weights)
+    return (f"| {model} | {full / 1024:,.0f} | {stored_bytes(quantized.weights) / 1024:,.0f} "
+            f"({full / stored_bytes(quantized.weights):.1f}x) | {q_err:.2e} | {q_top1:.0%} "
+            f"| {(full + sparse) / 1024:,.0f} ({full / (full + sparse):.1f}x) | {p_err:.2e} | {p_top1:.0%} |")
+
+
+def timing(target: str, models: list[str], dims: dict[str, int] | None, repeats: int) -> list[str]:
+    """Rows of the timing table for one target (run in a worker process)."""
+    import safetensors.numpy
+    from shipei.runtime.executable import import_module_file
+
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="shipei-passes-"))
+    baseline = importlib.import_module(f"baselines.{target}_models")
+    for model in models:
+        graph = shipei.parse(EXAMPLES / model)
+        inputs = (random_inputs(graph, seed=0, dims=dims) if dims else
+                  gvh.MODELS[model.removesuffix(".sp")][1](np.random.default_rng(0)))
+        want = shipei.reference(graph, inputs)[0]
+        sides = []
+        for opt in (3, 0):
+            compiled = shipei.compile(graph, target, opt=opt, freeze=opt > 0)
+            weights = tmp / f"{model}-O{opt}.safetensors"
+            safetensors.numpy.save_file({k: np.asarray(v, order="C") for k, v in compiled.weights.items()},
+                                        str(weights))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = import_module_file(compiled.save(tmp / f"{model}-O{opt}"))
+                loaded = module.load(str(weights), "cpu")
+            to_tensor, call = gvh.GENERATED[target](module, loaded)
+            tensors = [to_tensor(x) for x in inputs]
+            got = baseline.to_numpy(call(*tensors))
+            if not compare(got, want, DType.f32).ok:
+                raise AssertionError(f"{model} -O{opt} on {target} does not match the reference")
+            sides.append((call, baseline.sync, tensors))
+        t = gvh.compare(*sides, repeats=repeats, sample_s=0.02, warmup=5)
+        shape = ", ".join(f"{list(np.shape(x))}" for x in inputs)
+        rows.append(f"| {model} | {target} | {shape} | {t['handwritten_ms']:.3f} | {t['generated_ms']:.3f} "
+                    f"| {1 / t['ratio']:.2f}x | {1 / t['pair_ratio']:.2f}x | {1 / t['cpu_ratio']:.2f}x |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", default=",".join(available_targets()))
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--dims", default="", help="shape symbols for timing, e.g. B=1,T=32 (default: "
+                        "generated_vs_handwritten's inputs); memory planning uses them too, else B=1,T=32")
+    parser.add_argument("--repeats", type=int, default=50, help="interleaved samples per side")
+    parser.add_argument("--threads", type=int, default=1, help="cores and intra-op threads per target worker "
+                        "(default 1: steadier on a shared machine; 0: the frameworks' defaults)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # run one target's timings, print rows
+    args = parser.parse_args()
+    dims = {k: int(v) for k, v in (item.split("=") for item in args.dims.split(",") if item)}
+    models = args.models.split(",")
+    if args.worker:
+        if args.threads:
+            gvh.limit_threads(args.threads)
+            gvh.set_framework_threads(args.worker, args.threads)
+        print("\n".join(timing(args.worker, models, dims, args.repeats)))
+        return
+    plan_dims = dims or {"B": 1, "T": 32}
+    print(f"IR and activation memory at {plan_dims} (-O3, frozen weights):\n")
+    print("| model | nodes -O0 | nodes -O3 | fused groups | activations naive KiB | planned KiB | planned/naive |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for model in models:
+        print(structure(model, plan_dims))
+    print("\nCompression (int8: per-channel symmetric weights; prune: 50% unstructured, bitmap + values):\n")
+    print("| model | f32 KiB | int8 KiB | int8 rel. error | int8 top-1 agree | pruned KiB | pruned rel. error "
+          "| pruned top-1 agree |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for model in models:
+        print(compression(model, plan_dims))
+    print(f"\nInference time, ms per call: median of {args.repeats} alternating samples; speedup = -O0 / -O3 "
+          f"by median wall time, by the median of per-pair ratios, and by median CPU time "
+          f"({gvh.machine_note()}; {args.threads or 'default'} thread(s) per target):\n")
+    print("| model | target | inputs | -O0 ms | -O3 ms | speedup | pair speedup | CPU speedup |")
+    print("|---|---|---|---:|---:|---:|---:|---:|", flush=True)
+    for target in args.targets.split(","):
+        cmd = [sys.executable, __file__, "--worker", target, "--models", args.models, "--repeats", str(args.repeats),
+               "--threads", str(args.threads), "--dims", args.dims]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+        print("\n".join(rows) if rows else f"| {target} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""prune: magnitude pruning of layer weights, unstructured or structured, by a sparsity knob.
+
+For each layer weight (`layer_weights`: matmul and conv weights) with at least
+`ctx.options["prune_min_elements"]` elements (default 1024), a fraction `ctx.options["sparsity"]`
+(default 0.5) is set to zero:
+
+- unstructured (the default): the individual weights of least magnitude;
+- structured (`ctx.options["structured"]`): whole output channels of least L2 norm, so a target
+  or a later pass can drop them (a conv filter, a Linear row).
+
+The graph keeps its shape; the weights change in place (frozen weights only). Per weight,
+`ctx.options["prune_report"]` records the zeros and the stored size of a sparse encoding: a bitmap
+of nonzeros plus their values (unstructured), or the kept channels plus a channel bitmap
+(structured), against the dense size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ShipeiError
+from ..graph import Graph
+from .manager import PassContext
+from .rewrite import frozen_weights, layer_weights
+
+DEFAULT_SPARSITY = 0.5
+DEFAULT_MIN_ELEMENTS = 1024
+
+
+@dataclass(frozen=True)
+class Pruned:
+    zeros: int
+    total: int
+    dense_bytes: int
+    sparse_bytes: int
+
+
+def prune_array(w: np.ndarray, sparsity: float, axis: int | None) -> np.ndarray:
+    """`w` with its `sparsity` fraction of least-magnitude weights (or, with a channel `axis`,
+    channels of least L2 norm) set to zero."""
+    if axis is None:
+        k = int(round(sparsity * w.size))
+        if k == 0:
+            return w.copy()
+        order = np.argsort(np.abs(w), axis=None, kind="stable")
+        out = w.copy().reshape(-1)
+        out[order[:k]] = 0
+        return out.reshape(w.shape)
+    moved = np.moveaxis(w, axis, 0)
+    norms = np.sqrt(np.sum(moved.reshape(moved.shape[0], -1).astype(np.float64) ** 2, axis=1))
+    drop = np.argsort(norms, kind="stable")[: int(round(sparsity * len(norms)))]
+    out = moved.copy()
+    out[drop] = 0
+    return np.moveaxis(out, 0, axis)
+
+
+def sparse_bytes(w: np.ndarray, axis: int | None) -> int:
+    if axis is None:
+        return int(np.count_nonzero(w)) * w.itemsize + -(-w.size // 8)
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    kept = int(np.count_nonzero(np.any(moved != 0, axis=1)))
+    return kept * moved.shape[1] * w.itemsize + -(-w.shape[axis] // 8)
+
+
+class Prune:
+    name = "prune"
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        weights = frozen_weights(ctx)
+        if weights is None:
+            return graph
+        sparsity = float(ctx.options.get("sparsity", DEFAULT_SPARSITY))
+        if not 0.0 <= sparsity <= 1.0:
+            raise ShipeiError(f"sparsity must be between 0 and 1, got {sparsity}")
+        structured = bool(ctx.options.get("structured", False))
+        limit = int(ctx.options.get("prune_min_elements", DEFAULT_MIN_ELEMENTS))
+        report = ctx.options.setdefault("prune_report", {})
+        for p, axis in layer_weights(graph).items():
+            w = np.asarray(weights[p.name])
+            if w.size < limit:
+                continue
+            channel = axis if structured else None
+            pruned = prune_array(w, sparsity, channel)
+            weights[p.name] = pruned
+            report[p.name] = Pruned(int(w.size - np.count_nonzero(pruned)), int(w.size), int(w.nbytes),
+                                    sparse_bytes(pruned, channel))
+        return graph
