@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..ir.errors import ShipeiError
 from ..ir.graph import Graph
 from ..ir.types import eval_dim
-from ..ir.errors import ShipeiError
 from .writer import IDENTIFIER, Code, Emit, Target
 
 #: Value that shape symbols take in a generated module's example inputs.

@@ -54,7 +54,8 @@ class DType(enum.Enum):
         try:
             return DType(name)
         except ValueError:
-            raise ShipeiError(f"unknown dtype '{name}'", hint=f"dtypes are {', '.join(d.value for d in DType)}") from None
+            names = ", ".join(d.value for d in DType)
+            raise ShipeiError(f"unknown dtype '{name}'", hint=f"dtypes are {names}") from None
 
     @staticmethod
     def of_numpy(dtype: np.dtype) -> DType:

@@ -59,7 +59,8 @@ def signature(graph: Graph) -> str:
     ins = ", ".join(f"{v.name}: {v.type}" for v in graph.inputs)
     outs = ", ".join(str(v.type) for v in graph.outputs)
     count = sum(int(np.prod(p.shape)) for p in graph.params)
-    return f"{graph.name}({ins}) -> ({outs})\n  {count:,} parameters in {len(graph.params)} tensors, {len(graph.nodes)} ops"
+    return (f"{graph.name}({ins}) -> ({outs})\n"
+            f"  {count:,} parameters in {len(graph.params)} tensors, {len(graph.nodes)} ops")
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -9,12 +9,12 @@ import warnings
 from pathlib import Path
 
 import pytest
-
-import shipei
-from shipei.cli import main
 from shipei.codegen import TARGETS
 from shipei.ir.inputs import random_inputs
 from shipei.ir.tolerance import compare
+
+import shipei
+from shipei.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DIMS = {"B": 2, "T": 8}

@@ -132,6 +132,7 @@ def test_unknown_model_override_is_an_error() -> None:
 
 
 def test_require_failure_inside_a_prelude_layer_names_the_requirement() -> None:
-    src = "model M() {\n  a = MultiHeadAttention(10, 3)\n  forward(x: f32[B, T, 10]) -> f32[B, T, 10] { return a(x) }\n}\n"
+    src = ("model M() {\n  a = MultiHeadAttention(10, 3)\n"
+           "  forward(x: f32[B, T, 10]) -> f32[B, T, 10] { return a(x) }\n}\n")
     with pytest.raises(ShipeiError, match="embed_dim must be divisible by num_heads"):
         elaborate_source(src, "m.sp")
