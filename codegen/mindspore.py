@@ -22,7 +22,7 @@ from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, param_path, py_literal
+from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, pads_last_dim_first, param_path, py_literal
 
 MixedPrecision = Literal["fp16", "bf16"]
 
@@ -74,10 +74,8 @@ def _slice(e: Emit, node: Node) -> str:
 
 
 def _pad(e: Emit, node: Node) -> str:
-    pads = node.attrs["pads"]
-    # ops.pad lists (before, after) pairs from the last dim backwards, as torch's F.pad does.
-    ms_pads = tuple(p for i in reversed(range(len(pads) // 2)) for p in (pads[2 * i], pads[2 * i + 1]))
-    return f"ops.pad({e.arg(node, 0)}, {ms_pads!r}, value={_fill(node.results[0].dtype, node.attrs['value'])})"
+    pads = pads_last_dim_first(node.attrs["pads"])
+    return f"ops.pad({e.arg(node, 0)}, {pads!r}, value={_fill(node.results[0].dtype, node.attrs['value'])})"
 
 
 def _fill(dtype: DType, value: float) -> str:

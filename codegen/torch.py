@@ -19,7 +19,7 @@ from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
 from ..ir.types import DType
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Target, inline_scalars, param_path, py_literal
+from .writer import Code, Emit, Namespace, Target, inline_scalars, pads_last_dim_first, param_path, py_literal
 
 
 def _reduce(fn: str):
@@ -47,10 +47,8 @@ def _gather(e: Emit, node: Node) -> str:
 
 
 def _pad(e: Emit, node: Node) -> str:
-    pads = node.attrs["pads"]
-    # F.pad lists (before, after) pairs from the last dim backwards.
-    torch_pads = tuple(p for i in reversed(range(len(pads) // 2)) for p in (pads[2 * i], pads[2 * i + 1]))
-    return f"F.pad({e.arg(node, 0)}, {torch_pads!r}, value={py_literal(node.attrs['value'])})"
+    pads = pads_last_dim_first(node.attrs["pads"])
+    return f"F.pad({e.arg(node, 0)}, {pads!r}, value={py_literal(node.attrs['value'])})"
 
 
 def _layer_norm(e: Emit, node: Node) -> str:

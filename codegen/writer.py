@@ -257,6 +257,11 @@ def _free_names(lines: list[str]) -> set[str]:
     return loads - stores
 
 
+def pads_last_dim_first(pads: tuple[int, ...]) -> tuple[int, ...]:
+    """IR pads (before, after per axis, first axis first) in the order F.pad and ops.pad take."""
+    return tuple(p for i in reversed(range(len(pads) // 2)) for p in (pads[2 * i], pads[2 * i + 1]))
+
+
 def py_literal(value: Any) -> str:
     """Python source for nested lists of numbers, spelling inf and nan as float('inf')."""
     if isinstance(value, list):
