@@ -102,21 +102,36 @@ def _pair(v: tuple[int, ...]) -> tuple[int, int]:
     return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
 
 
-def _contract(e: JaxEmit, node: Node, fn: str, keywords: str) -> str:
+def _contract(e: JaxEmit, node: Node, fn: str, keywords: str, operands: list[str] | None = None) -> str:
     """`fn(a, b, keywords, precision=PRECISION)`. With a compute dtype, float operands are cast to
     it; then, and for f16/bf16 operands, products accumulate in float32 and the result is cast back
     to the declared dtype."""
-    out = node.result.dtype
+    out, operands = node.result.dtype, operands or e.args(node)
     if not out.is_float or (e.options.compute_dtype is None and out not in _LOW):
-        return f"{fn}({', '.join(e.args(node))}, {keywords}precision=PRECISION)"
-    args = ", ".join(e.args(node) if e.options.compute_dtype is None
-                     else (f"{a}.astype(COMPUTE_DTYPE)" for a in e.args(node)))
+        return f"{fn}({', '.join(operands)}, {keywords}precision=PRECISION)"
+    args = ", ".join(operands if e.options.compute_dtype is None
+                     else (f"{a}.astype(COMPUTE_DTYPE)" for a in operands))
     call = f"{fn}({args}, {keywords}precision=PRECISION, preferred_element_type=jnp.float32)"
     return call if out is DType.f32 else f"{call}.astype({e.dtype(out)})"
 
 
 def _matmul(e: JaxEmit, node: Node) -> str:
     return _contract(e, node, "jnp.matmul", "")
+
+
+def _linear(e: JaxEmit, node: Node) -> str:
+    x, w, *bias = e.args(node)
+    y = _contract(e, node, "jnp.matmul", "", [x, f"{w}.T"])
+    return f"{y} + {bias[0]}" if bias else y
+
+
+def _attention(e: JaxEmit, node: Node) -> str:
+    q, k, v = e.args(node)
+    scores = f"jnp.matmul({q}, jnp.swapaxes({k}, -1, -2), precision=PRECISION) * {node.attrs['scale']!r}"
+    if node.attrs["causal"]:  # query i sees keys j <= i
+        length, source = (e.dim(x.shape[-2]) for x in node.operands[:2])
+        scores = f"jnp.where(jnp.tri({length}, {source}, dtype=bool), {scores}, -jnp.inf)"
+    return f"jnp.matmul(jax.nn.softmax({scores}, axis=-1), {v}, precision=PRECISION)"
 
 
 def _conv2d(e: JaxEmit, node: Node) -> str:
@@ -226,6 +241,8 @@ RULES: dict[str, Rule | str] = {
     "where": "jnp.where({0}, {1}, {2})",
     "cast": "{0}.astype({dtype})",  # float to int truncates toward zero, float to bool is x != 0
     "matmul": _matmul,
+    "linear": _linear,
+    "attention": _in_f32(_attention),
     "conv2d": _conv2d,
     "max_pool2d": _max_pool2d,
     "avg_pool2d": _in_f32(_avg_pool2d),
@@ -385,6 +402,8 @@ _MIXED_AXES: dict[str, Callable[[Node, str], list[tuple[int, ...]]]] = {
     "layer_norm": lambda node, batch: [tuple(range(node.operands[0].type.rank - node.operands[1].type.rank,
                                                    node.operands[0].type.rank)), (), ()],
     "matmul": lambda node, batch: [(node.operands[0].type.rank - 1,), (node.operands[1].type.rank - 2,)],
+    "linear": lambda node, batch: [(node.operands[0].type.rank - 1,), (0, 1), (0,)][:len(node.operands)],
+    "attention": lambda node, batch: [(r - 1,), (r - 2, r - 1), (r - 2,)] if (r := node.operands[0].type.rank) else [],
     "conv2d": lambda node, batch: [(1, 2, 3), (0, 1, 2, 3)],
     "max_pool2d": lambda node, batch: [(2, 3)],
     "avg_pool2d": lambda node, batch: [(2, 3)],

@@ -87,11 +87,24 @@ def _fill(dtype: DType, value: float) -> str:
 
 
 def _layer_norm(e: Emit, node: Node) -> str:
-    # Written out as the reference computes it: ops.layer_norm's CPU kernel has no float64.
     x, w, b = e.args(node)
     rank = node.operands[0].type.rank
-    axes = tuple(range(rank - node.operands[1].type.rank, rank))
-    return f"_layer_norm({x}, {w}, {b}, {axes!r}, {node.attrs['eps']!r})"
+    begin = rank - node.operands[1].type.rank
+    if node.result.dtype is DType.f64:  # the LayerNorm kernel has no float64: written out as the reference
+        return f"_layer_norm({x}, {w}, {b}, {tuple(range(begin, rank))!r}, {node.attrs['eps']!r})"
+    # The LayerNorm primitive is one kernel; ops.layer_norm has no CPU kernel.
+    return (f"ops.LayerNorm(begin_norm_axis={begin}, begin_params_axis={begin}, "
+            f"epsilon={node.attrs['eps']!r})({x}, {w}, {b})[0]")
+
+
+def _attention(e: Emit, node: Node) -> str:
+    q, k, v = e.args(node)
+    scores = f"ops.matmul({q}, ops.swapaxes({k}, -1, -2)) * {node.attrs['scale']!r}"
+    if node.attrs["causal"]:  # query i sees keys j <= i
+        length, source = (e.dim(x.shape[-2]) for x in node.operands[:2])
+        future = f"ops.arange({source}) > ops.reshape(ops.arange({length}), ({length}, 1))"
+        scores = f"ops.masked_fill({scores}, {future}, float('-inf'))"
+    return f"ops.matmul(ops.softmax({scores}, -1), {v})"
 
 
 def _batch_norm(e: Emit, node: Node) -> str:
@@ -164,6 +177,8 @@ RULES: dict[str, Rule | str] = {
     "where": "ops.where({0}, {1}, {2})",
     "cast": "ops.cast({0}, {dtype})",
     "matmul": "ops.matmul({0}, {1})",
+    "linear": "ops.dense({args})",
+    "attention": _attention,
     "conv2d": _conv2d,
     "max_pool2d": _max_pool2d,
     "avg_pool2d": _avg_pool2d,
@@ -191,7 +206,7 @@ RULES: dict[str, Rule | str] = {
 #: softmax, a norm or a sum drifts further): computed in float32 and rounded once, as PyTorch's
 #: kernels and the reference do.
 _OPMATH_OPS = ("sigmoid", "silu", "rsqrt", "gelu", "softmax", "log_softmax", "layer_norm", "batch_norm", "reduce_sum",
-               "reduce_mean")
+               "reduce_mean", "attention")
 RULES.update({op: _cast_around(RULES[op], frozenset({DType.f16}), DType.f32) for op in _OPMATH_OPS})
 
 #: Helpers the body calls; MindSpore's compiler inlines them into the graph.
@@ -323,7 +338,7 @@ _GLOBALS = frozenset({"logging", "sys", "types", "ms", "safetensors", "nn", "ops
                       "_tensor", "_DEVICE_TARGETS", *(f"_{op}" for op in _HELPERS)})
 
 _LOW = {"fp16": DType.f16, "bf16": DType.bf16}
-_MIXED_PRECISION_OPS = ("matmul", "conv2d")
+_MIXED_PRECISION_OPS = ("matmul", "linear", "conv2d")
 
 
 def emit(graph: Graph, source: str, *, mixed_precision: MixedPrecision | None = None) -> GeneratedModule:

@@ -107,6 +107,22 @@ def _layer_norm(e: Emit, node: Node) -> str:
     return f"layer_norm({', '.join(e.args(node))}, axes={axes!r}, eps={node.attrs['eps']!r})"
 
 
+def _linear(e: Emit, node: Node) -> str:
+    x, w, *bias = e.args(node)
+    y = (f"tf.matmul({x}, {w}, transpose_b=True)" if node.operands[0].type.rank == 2
+         else f"tf.tensordot({x}, {w}, [[-1], [1]])")
+    return f"{y} + {bias[0]}" if bias else y
+
+
+def _attention(e: Emit, node: Node) -> str:
+    q, k, v = e.args(node)
+    scores = f"tf.matmul({q}, {k}, transpose_b=True) * {node.attrs['scale']!r}"
+    if node.attrs["causal"]:  # query i sees keys j <= i
+        length, source = (e.dim(x.shape[-2]) for x in node.operands[:2])
+        scores = f"tf.where(tf.range({source})[None, :] <= tf.range({length})[:, None], {scores}, float('-inf'))"
+    return f"tf.matmul(tf.nn.softmax({scores}, axis=-1), {v})"
+
+
 def _split(e: Emit, node: Node) -> str:
     # tf.split returns a list even for one piece; the body unpacks one name per result.
     suffix = "[0]" if len(node.results) == 1 else ""
@@ -158,6 +174,8 @@ RULES = {
     "where": "tf.where({0}, {1}, {2})",
     "cast": "tf.cast({0}, {dtype})",  # float to int truncates and float to bool is x != 0, as numpy
     "matmul": "tf.matmul({0}, {1})",
+    "linear": _linear,
+    "attention": _attention,
     "conv2d": _conv2d,
     "max_pool2d": _pool("max"),
     "avg_pool2d": _pool("avg"),
@@ -178,7 +196,7 @@ RULES = {
     "constant": "",  # constants are made once, in __init__; see _write_model
 }
 #: Ops that TensorFlow spells as several steps, each of which would round in 16 bits.
-for _op in ("gelu", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "avg_pool2d"):
+for _op in ("gelu", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "avg_pool2d", "attention"):
     RULES[_op] = _in_f32(RULES[_op])
 
 #: Module-level helpers for ops that take more than one expression, written only where used.

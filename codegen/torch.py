@@ -74,6 +74,8 @@ RULES = {
     "where": "torch.where({0}, {1}, {2})",
     "cast": "{0}.to({dtype})",
     "matmul": "{0} @ {1}",
+    "linear": "F.linear({args})",
+    "attention": "F.scaled_dot_product_attention({0}, {1}, {2}, scale={scale}, is_causal={causal})",
     "conv2d": "F.conv2d({0}, {1}, stride={stride}, padding={padding}, dilation={dilation}, groups={groups})",
     "max_pool2d": "F.max_pool2d({0}, {kernel}, stride={stride}, padding={padding})",
     "avg_pool2d": "F.avg_pool2d({0}, {kernel}, stride={stride}, padding={padding}, "
@@ -153,6 +155,7 @@ TARGET = Target(
     dtypes={DType.f16: "torch.float16", DType.bf16: "torch.bfloat16", DType.f32: "torch.float32",
             DType.f64: "torch.float64", DType.i32: "torch.int32", DType.i64: "torch.int64", DType.bool: "torch.bool"},
     rules=RULES,
+    free_dead_values=True,
 )
 
 # nn.Module's own attributes: torch refuses a param or sub-module of one of these names.

@@ -100,6 +100,9 @@ class Target:
     runtime_code: str = ""
     shape_of: str = "{x}.shape[{axis}]"
     unsupported_dtypes: dict[str, frozenset[DType]] = field(default_factory=dict)
+    #: `del` each value after its last read, as torch.fx's code does: an eager framework then
+    #: frees (or reuses) its memory at once. Traced targets see no difference.
+    free_dead_values: bool = False
 
     def supports(self, op: str, dtype: DType) -> bool:
         return op in self.rules and dtype not in self.unsupported_dtypes.get(op, frozenset())
@@ -178,21 +181,30 @@ class Emit:
         for value in self.graph.params:
             self.values[value] = self.param_ref(value)
         nodes = self.graph.nodes
+        last_read = _last_reads(self.graph) if self.target.free_dead_values else {}
+        live: list[Value] = []
         start = 0
         while start < len(nodes):
             end = start + 1
             if nodes[start].group is None:
-                self.statement(code, nodes[start])
+                defined = self.statement(code, nodes[start])
             else:
                 while end < len(nodes) and nodes[end].group == nodes[start].group:
                     end += 1
-                self.region(code, nodes[start:end])
+                defined = self.region(code, nodes[start:end])
+            if self.target.free_dead_values:
+                live += defined
+                dead = [v for v in live if last_read.get(v, -1) < end]
+                live = [v for v in live if v not in dead]
+                if dead:  # on the line that read them last, as torch.fx writes it
+                    code.lines[-1] += f";  del {', '.join(self.values[v] for v in dead)}"
             start = end
 
-    def statement(self, code: Code, node: Node) -> None:
+    def statement(self, code: Code, node: Node) -> list[Value]:
+        """The node's assignment; the values it names."""
         if node in self._inline:
             self.values[node.result] = self._inline[node]
-            return
+            return []
         if node.loc and (node.loc.file, node.loc.line) != self._last_loc:
             code(f"# {source_comment(node.loc)}")
             self._last_loc = (node.loc.file, node.loc.line)
@@ -204,11 +216,12 @@ class Emit:
         for value, name in zip(node.results, names):
             self.values[value] = name
         code(f"{', '.join(names)} = {expr}")
+        return list(node.results)
 
-    def region(self, code: Code, nodes: list[Node]) -> None:
+    def region(self, code: Code, nodes: list[Node]) -> list[Value]:
         """A fused group as a local function: the values it reads (params included) and the shape
         symbols it uses are its arguments, and it returns the values read after it; a target's
-        own names (imports, `device`) it reads as usual."""
+        own names (imports, `device`) it reads as usual. Returns the values the call names."""
         inside = {r for n in nodes for r in n.results}
         later = set(self.graph.outputs) | {v for n in self.graph.nodes[self.graph.nodes.index(nodes[-1]) + 1:]
                                            for v in n.operands}
@@ -236,6 +249,7 @@ class Emit:
         names = [self.values[v] for v in results]
         self.values.update({k: v for k, v in saved.items() if k not in inside})
         code(f"{', '.join(names) or '_'} = {fn}({', '.join(outer.values())})")
+        return results
 
     def rule_for(self, node: Node) -> Rule | str:
         rule = self.target.rules.get(node.op)
@@ -246,6 +260,13 @@ class Emit:
                               f"{', '.join(sorted(str(d) for d in dtypes))}{where}", node.loc,
                               hint="see the target's capability table: shipei.codegen.capabilities()")
         return rule
+
+
+def _last_reads(graph: Graph) -> dict[Value, int]:
+    """Each value's last reader's index in the schedule; outputs are read after the last node."""
+    out = {v: i for i, node in enumerate(graph.nodes) for v in node.operands}
+    out.update({v: len(graph.nodes) for v in graph.outputs})
+    return out
 
 
 def _free_names(lines: list[str]) -> set[str]:

@@ -186,6 +186,22 @@ def _cast(c: Context, x, dtype):
     return c.op("cast", c.tensor(x), dtype=dtype)
 
 
+@builtin("linear", "x", "weight", bias=None)
+def _linear(c: Context, x, weight, bias):
+    return c.op("linear", *c.tensors(x, weight), *([] if bias is None else [c.tensor(bias)]))
+
+
+@builtin("attention", "q", "k", "v", scale=None, causal=False)
+def _attention(c: Context, q, k, v, scale, causal):
+    q, k, v = c.tensors(q, k, v)
+    if scale is None:
+        depth = q.shape[-1] if q.type.rank else None
+        if not isinstance(depth, int):
+            raise c.error(f"attention() needs scale= when the depth of q {q.type} is not a number")
+        scale = 1.0 / depth ** 0.5
+    return c.op("attention", q, k, v, scale=scale, causal=causal)
+
+
 @builtin("conv2d", "x", "weight", stride=1, padding=0, dilation=1, groups=1)
 def _conv2d(c: Context, x, weight, stride, padding, dilation, groups):
     return c.op("conv2d", *c.tensors(x, weight), stride=c.ints(stride, "stride"),

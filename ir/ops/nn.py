@@ -126,3 +126,54 @@ _POOL_ATTRS = {"kernel": Attr(AttrKind.INTS), "stride": Attr(AttrKind.INTS), "pa
 op("max_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _max_pool2d, attrs=dict(_POOL_ATTRS))
 op("avg_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _avg_pool2d,
    attrs={**_POOL_ATTRS, "count_include_pad": Attr(AttrKind.BOOL, True)})
+
+
+def _linear_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    if len(types) > 3:
+        raise ShipeiError(f"linear takes x, weight and an optional bias, got {len(types)} operands")
+    x, w, *bias = types
+    dtype = same_dtype(types)
+    check_dtype(x, NUMERIC)
+    if x.rank < 2 or w.rank != 2 or x.shape[-1] != w.shape[1]:
+        raise ShipeiError(f"linear needs x [..., in] and weight [out, in], got {x} and {w}")
+    if bias and bias[0].shape != (w.shape[0],):
+        raise ShipeiError(f"linear's bias must be [{w.shape[0]}] for weight {w}, got {bias[0]}")
+    return [TensorType(dtype, x.shape[:-1] + (w.shape[0],))]
+
+
+def _linear(x: np.ndarray, w: np.ndarray, *bias: np.ndarray) -> np.ndarray:
+    y = np.matmul(x, w.T)
+    return (y + bias[0] if bias else y).astype(x.dtype)
+
+
+op("linear", ["x", "weight", "*bias"], FusionKind.OUT_FUSABLE, _linear_rule, _linear,
+   doc="x @ weight.T (+ bias): torch.nn.functional.linear, weight [out, in].")
+
+
+def _attention_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    q, k, v = types
+    same_dtype(types)
+    check_dtype(q, FLOATS)
+    if q.rank < 2 or not q.rank == k.rank == v.rank:
+        raise ShipeiError(f"attention needs q, k, v of one rank >= 2, got {q}, {k} and {v}")
+    if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+        raise ShipeiError(f"attention needs equal batch dims, got {q}, {k} and {v}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ShipeiError(f"attention needs q [..., L, E], k [..., S, E] and v [..., S, Ev], got {q}, {k} and {v}")
+    if not attrs["scale"] > 0:
+        raise ShipeiError(f"attention's scale must be positive, got {attrs['scale']}")
+    return [q.with_shape(q.shape[:-1] + (v.shape[-1],))]
+
+
+def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal: bool) -> np.ndarray:
+    scores = np.matmul(q, np.swapaxes(k, -1, -2)) * np.asarray(scale, q.dtype)
+    if causal:
+        length, source = scores.shape[-2:]
+        scores = np.where(np.arange(source) > np.arange(length)[:, None], -np.inf, scores)
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return np.matmul(e / e.sum(axis=-1, keepdims=True), v).astype(q.dtype)
+
+
+op("attention", ["q", "k", "v"], FusionKind.OPAQUE, _attention_rule, _attention,
+   attrs={"scale": Attr(AttrKind.FLOAT), "causal": Attr(AttrKind.BOOL, False)},
+   doc="softmax(q @ k^T * scale, masking key j > query i when causal) @ v: scaled dot-product attention.")

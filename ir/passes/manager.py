@@ -28,6 +28,7 @@ PASSES: dict[str, tuple[str, str]] = {
     "cse": ("cse", "CSE"),
     "simplify": ("simplify", "Simplify"),
     "fold-batch-norm": ("fold_batch_norm", "FoldBatchNorm"),
+    "recognize": ("recognize", "Recognize"),
     "freeze": ("freeze", "Freeze"),
     "layout": ("layout", "Layout"),
     "fuse": ("fuse", "Fuse"),
@@ -38,10 +39,11 @@ PASSES: dict[str, tuple[str, str]] = {
 
 _O1 = ["canonicalize", "fold-constants", "dce"]
 # fold-batch-norm and freeze rewrite weights, so they do nothing unless the weights are frozen.
-_O2 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "freeze", "dce"]
+# recognize runs after fold-batch-norm, which folds into matmul + add, and before freeze.
+_O2 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "recognize", "freeze", "dce"]
 # layout does nothing for a target that prefers the IR's own layout (see layout.py); it runs
 # before freeze, which folds the transposes of weights it introduces.
-_O3 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "layout", "freeze", "dce",
+_O3 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "recognize", "layout", "freeze", "dce",
        "fuse", "plan-memory"]
 
 #: The -O levels, as explicit ordered lists. Compression (quantize, prune) changes results, so

@@ -260,11 +260,11 @@ def first_param(values: Iterable[Value]) -> Value | None:
 
 def layer_weights(graph: Graph, tables: bool = False) -> dict[Value, int]:
     """Float params read as a layer's weight, each with its output-channel axis: the weight of a
-    matmul (whose output channels are its last axis) or conv2d (axis 0), directly or through
-    transposes; with `tables`, also gathered tables (one channel per row)."""
+    matmul (whose output channels are its last axis), linear or conv2d (axis 0), directly or
+    through transposes; with `tables`, also gathered tables (one channel per row)."""
     out: dict[Value, int] = {}
     for node in graph.nodes:
-        if node.op in ("matmul", "conv2d"):
+        if node.op in ("matmul", "linear", "conv2d"):
             v = node.operands[1]
             axis = v.type.rank - 1 if node.op == "matmul" else 0
         elif node.op == "gather" and tables:

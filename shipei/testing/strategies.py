@@ -225,16 +225,15 @@ class GraphGen:
         Usually the node extends a chain: it is chosen to read a value nothing reads yet.
         """
         self.prefer = None
-        sinks = [v for v in self.pool if v.producer is not None and v not in self.used]
-        if op is None and sinks and self.ch.boolean(0.7):
-            self.prefer = self.ch.choice(sinks)
-            takers = [o for o in self.space.ops if self.prefer.dtype in self.space.dtypes[o]
-                      and self.prefer.dtype in _accepted(o)]
-            op = self.ch.choice(takers) if takers else None
+        # The op is drawn first, from the whole list, so that a step reads its draws the same way
+        # whatever the steps before it made: deleting a step while shrinking keeps the others.
         op = op or self.ch.choice(self.space.ops)
         dtypes = [d for d in self.space.dtypes[op] if d in _accepted(op)]
         if not dtypes:
             return False
+        sinks = [v for v in self.pool if v.producer is not None and v not in self.used and v.dtype in dtypes]
+        if self.ch.boolean(0.7) and sinks:
+            self.prefer = self.ch.choice(sinks)
         wanted = self.prefer.dtype if self.prefer is not None else None
         dtype = wanted if wanted in dtypes else self.ch.choice(dtypes)
         mark = (len(self.graph.inputs), len(self.graph.params), len(self.graph.nodes), len(self.pool))

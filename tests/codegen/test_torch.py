@@ -93,8 +93,8 @@ class Tiny(torch.nn.Module):
     def forward(self, x):
         B = x.shape[0]
         v0 = x @ self.fc.weight
-        v1 = torch.relu(v0)
-        v2 = v1 * 0.5
+        v1 = torch.relu(v0);  del v0
+        v2 = v1 * 0.5;  del v1
         return v2
 '''
 

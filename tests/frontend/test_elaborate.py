@@ -71,6 +71,28 @@ model I() {
         np.testing.assert_array_equal(a, e)
 
 
+def test_linear_and_attention_builtins_compute_what_torch_does() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    src = """
+model A() {
+    forward(x: f32[2, 5, 4], w: f32[4, 4], b: f32[4]) -> (f32[2, 5, 4], f32[2, 5, 4]) {
+        h = linear(x, w, b)
+        return linear(x, w), attention(h, x, x, causal=true)
+    }
+}
+"""
+    g = elaborate_source(src)
+    assert [n.attrs for n in g.nodes if n.op == "attention"] == [{"scale": 0.5, "causal": True}]
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 5, 4), (4, 4), (4,)))
+    tx, tw, tb = map(torch.from_numpy, (x, w, b))
+    expected = [F.linear(tx, tw), F.scaled_dot_product_attention(F.linear(tx, tw, tb), tx, tx, is_causal=True)]
+    for got, want in zip(interpret(g, [x, w, b], {}), expected):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_import_of_another_file(tmp_path: Path) -> None:
     (tmp_path / "blocks.sp").write_text("layer Double() {\n forward(x: f32[...]) -> f32[...] { return x * 2.0 }\n}\n")
     (tmp_path / "main.sp").write_text('import "blocks.sp"\nmodel M() {\n d = Double()\n'
@@ -105,6 +127,10 @@ ERRORS = [
     ("        l = Linear(4, 8)\n        return l(x)", 4, 19, "must be created in the layer body"),
     ("        return reshape(fc(x), [3, -1])", 4, 23, "cannot reshape f32[B, 8]"),
     ("        a, b = split(x, 3, axis=1)\n        return fc(x)", 4, 21, "cannot split dim 4"),
+    ("        return linear(x, fc.weight, fc.weight)", 4, 22, "bias must be [8]"),
+    ("        return attention(x, x, reshape(x, [B, 2, 2]))", 4, 25, "q, k, v of one rank"),
+    ("        y = reshape(x, [B, 2, 2])\n        return fc(reshape(attention(y, y, y, scale=-1.0), [B, 4]))", 5,
+     36, "scale must be positive"),
 ]
 
 

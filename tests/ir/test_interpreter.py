@@ -69,6 +69,9 @@ TORCH: dict[str, Callable[..., Any]] = {
     "where": torch.where,
     "cast": lambda x, dtype: x.to(TORCH_DTYPES[dtype]),
     "matmul": torch.matmul,
+    "linear": F.linear,
+    "attention": lambda q, k, v, scale, causal: F.scaled_dot_product_attention(q, k, v, scale=scale,
+                                                                               is_causal=causal),
     "conv2d": lambda x, w, stride, padding, dilation, groups: F.conv2d(x, w, None, stride, padding, dilation, groups),
     "max_pool2d": lambda x, kernel, stride, padding: F.max_pool2d(x, kernel, stride, padding),
     "avg_pool2d": lambda x, kernel, stride, padding, count_include_pad: F.avg_pool2d(
@@ -180,6 +183,12 @@ CASES: dict[str, Case] = {
     "cast": case(normal(3, 5, scale=1e3, edges=(-2.7, -2.5, -0.5, -0.0, 0.0, 0.3, 1.999, 2.5, -1e6, 1e6, 65519.0)),
                  variants=({"dtype": "i32"}, {"dtype": "i64"}, {"dtype": "bool"}, {"dtype": "f16"})),
     "matmul": case(normal(2, 1, 3, 4, scale=3), normal(3, 4, 5)),
+    "linear": Case({"x": normal(2, 3, 4, scale=3), "w": normal(5, 4), "b": normal(5)}, [
+        (("x", "w", "b"), {}), (("x", "w"), {})]),
+    "attention": Case({"q": normal(2, 3, 4, 8, scale=2), "k": normal(2, 3, 6, 8, scale=2), "v": normal(2, 3, 6, 5),
+                       "q2": normal(2, 3, 6, 8)}, [
+        (("q", "k", "v"), {"scale": 0.35}), (("q", "k", "v"), {"scale": 1.0, "causal": True}),
+        (("q2", "k", "v"), {"scale": 0.5, "causal": True})]),
     "conv2d": Case({"x": normal(2, 4, 9, 8), "w": normal(6, 4, 3, 3), "wg": normal(6, 2, 3, 2)}, [
         (("x", "w"), {}),
         (("x", "w"), {"stride": 2, "padding": 1}),

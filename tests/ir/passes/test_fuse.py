@@ -146,8 +146,8 @@ TORCH_FORWARD = """\
             v3 = v2 @ w2
             v4 = v3 + b2
             return v4
-        v4 = group1(v2, self.w2, self.b2)
-        v5 = F.softmax(v4, dim=1)
+        v4 = group1(v2, self.w2, self.b2);  del v2
+        v5 = F.softmax(v4, dim=1);  del v4
         return v5
 """
 

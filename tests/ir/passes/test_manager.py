@@ -128,7 +128,7 @@ def test_cli_optimization_flags(capsys: pytest.CaptureFixture[str]) -> None:
     mlp = str(EXAMPLES / "mlp.sp")
     assert main(["ir", mlp, "--opt", "3", "--freeze", "--time-passes", "--print-after", "fuse"]) == 0
     out, err = capsys.readouterr()
-    assert "  group 0 {\n    %0 = matmul(%x, %fc1.weight_transpose)" in out
+    assert "  group 0 {\n    %0 = linear(%x, %fc1.weight, %fc1.bias)" in out
     assert "// -----// IR after fuse //----- //" in err and err.count("IR after") == 1 and "plan-memory" in err
     assert main(["ir", mlp, "--passes", "simplify,cse", "--print-after-all"]) == 0
     assert capsys.readouterr().err.count("IR after") == 2
