@@ -54,6 +54,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from shipei.ir.passes.manager import DEFAULT_OPT
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -257,7 +258,7 @@ def run_target(target: str, models: list[str], weights_dir: Path, repeats: int, 
 
 
 def run_model(target: str, model: str, weights_dir: Path, tmp: Path, repeats: int, sample_s: float, warmup: int,
-              opt: int = 0) -> dict:
+              opt: int = DEFAULT_OPT) -> dict:
     """One row: both programs checked against the reference, then timed side by side."""
     import safetensors.numpy
     from shipei.runtime.executable import import_module_file
@@ -272,7 +273,7 @@ def run_model(target: str, model: str, weights_dir: Path, tmp: Path, repeats: in
     weights = weights_dir / f"{model}.safetensors"
     arrays = safetensors.numpy.load_file(str(weights))
     try:
-        compiled = shipei.compile(example, target, **({"opt": opt} if opt else {}))
+        compiled = shipei.compile(example, target, opt=opt)
     except Exception as exc:  # noqa: BLE001 - emit raised: the target cannot lower this model (yet)
         return skip(f"shipei.compile raised {type(exc).__name__}: {exc}")
     if set(compiled.weights) != set(arrays):
@@ -347,8 +348,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50, help="interleaved samples per side (>= 30)")
     parser.add_argument("--sample-ms", type=float, default=20.0, help="aim for samples this long")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per side after compiling")
-    parser.add_argument("--opt", type=int, default=0, choices=range(4),
-                        help="shipei.compile's -O level (default 0, compile's own default; weights are not frozen)")
+    parser.add_argument("--opt", type=int, default=DEFAULT_OPT, choices=range(4),
+                        help=f"shipei.compile's -O level (default {DEFAULT_OPT}, compile's own default; "
+                             "weights are not frozen)")
     parser.add_argument("--threads", type=int, default=0,
                         help="pin each target's worker to this many cores and intra-op threads, for steadier "
                              "numbers on a loaded machine (default 0: the frameworks' own defaults)")

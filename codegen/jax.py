@@ -102,17 +102,21 @@ def _pair(v: tuple[int, ...]) -> tuple[int, int]:
     return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
 
 
-def _contract(e: JaxEmit, node: Node, fn: str, keywords: str, operands: list[str] | None = None) -> str:
-    """`fn(a, b, keywords, precision=PRECISION)`. With a compute dtype, float operands are cast to
-    it; then, and for f16/bf16 operands, products accumulate in float32 and the result is cast back
-    to the declared dtype."""
+def _contract(e: JaxEmit, node: Node, fn: str, keywords: str, operands: list[str] | None = None,
+              bias: str | None = None) -> str:
+    """`fn(a, b, keywords, precision=PRECISION)` [+ bias]. With a compute dtype, float operands are
+    cast to it; then, and for f16/bf16 operands, products accumulate in float32, the bias is added
+    in float32 and the result is cast back to the declared dtype once."""
     out, operands = node.result.dtype, operands or e.args(node)
+    add = f" + {bias}" if bias else ""
     if not out.is_float or (e.options.compute_dtype is None and out not in _LOW):
-        return f"{fn}({', '.join(operands)}, {keywords}precision=PRECISION)"
+        return f"{fn}({', '.join(operands)}, {keywords}precision=PRECISION){add}"
     args = ", ".join(operands if e.options.compute_dtype is None
                      else (f"{a}.astype(COMPUTE_DTYPE)" for a in operands))
-    call = f"{fn}({args}, {keywords}precision=PRECISION, preferred_element_type=jnp.float32)"
-    return call if out is DType.f32 else f"{call}.astype({e.dtype(out)})"
+    call = f"{fn}({args}, {keywords}precision=PRECISION, preferred_element_type=jnp.float32){add}"
+    if out is DType.f32:
+        return call
+    return f"({call}).astype({e.dtype(out)})" if bias else f"{call}.astype({e.dtype(out)})"
 
 
 def _matmul(e: JaxEmit, node: Node) -> str:
@@ -121,8 +125,7 @@ def _matmul(e: JaxEmit, node: Node) -> str:
 
 def _linear(e: JaxEmit, node: Node) -> str:
     x, w, *bias = e.args(node)
-    y = _contract(e, node, "jnp.matmul", "", [x, f"{w}.T"])
-    return f"{y} + {bias[0]}" if bias else y
+    return _contract(e, node, "jnp.matmul", "", [x, f"{w}.T"], bias[0] if bias else None)
 
 
 def _attention(e: JaxEmit, node: Node) -> str:

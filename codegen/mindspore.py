@@ -206,7 +206,7 @@ RULES: dict[str, Rule | str] = {
 #: softmax, a norm or a sum drifts further): computed in float32 and rounded once, as PyTorch's
 #: kernels and the reference do.
 _OPMATH_OPS = ("sigmoid", "silu", "rsqrt", "gelu", "softmax", "log_softmax", "layer_norm", "batch_norm", "reduce_sum",
-               "reduce_mean", "attention")
+               "reduce_mean", "attention", "linear")
 RULES.update({op: _cast_around(RULES[op], frozenset({DType.f16}), DType.f32) for op in _OPMATH_OPS})
 
 #: Helpers the body calls; MindSpore's compiler inlines them into the graph.

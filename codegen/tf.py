@@ -196,7 +196,7 @@ RULES = {
     "constant": "",  # constants are made once, in __init__; see _write_model
 }
 #: Ops that TensorFlow spells as several steps, each of which would round in 16 bits.
-for _op in ("gelu", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "avg_pool2d", "attention"):
+for _op in ("gelu", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "avg_pool2d", "attention", "linear"):
     RULES[_op] = _in_f32(RULES[_op])
 
 #: Module-level helpers for ops that take more than one expression, written only where used.

@@ -19,7 +19,7 @@ from .ir.graph import Graph
 from .ir.init import init_params
 from .ir.interpreter import Precision, interpret
 from .ir.parser import parse_ir
-from .ir.passes.manager import PassContext, pipeline, run_passes
+from .ir.passes.manager import DEFAULT_OPT, PassContext, pipeline, run_passes
 from .ir.passes.rewrite import clone
 from .ir.printer import print_graph
 from .ir.verifier import verify
@@ -100,7 +100,7 @@ def optimize(graph: Graph, opt: int = 2, *, passes: Sequence[str] | None = None,
 
 
 def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | None = None,
-            options: Mapping[str, Any] | None = None, opt: int = 0, passes: Sequence[str] | None = None,
+            options: Mapping[str, Any] | None = None, opt: int = DEFAULT_OPT, passes: Sequence[str] | None = None,
             disable: Sequence[str] = (), freeze: bool = False, weights: Mapping[str, np.ndarray] | None = None,
             pass_options: Mapping[str, Any] | None = None, context: PassContext | None = None,
             **params: Any) -> Compiled:

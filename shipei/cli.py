@@ -23,7 +23,7 @@ from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.init import init_params
 from .ir.inputs import random_inputs
-from .ir.passes.manager import PassContext
+from .ir.passes.manager import DEFAULT_OPT, PassContext
 from .ir.printer import print_graph
 from .ir.tolerance import compare
 
@@ -190,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def passes(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group("optimization")
-        g.add_argument("-O", "--opt", type=int, choices=range(4), default=0, metavar="N",
-                       help="optimization level: -O0 (none) to -O3 (fusion, memory planning)")
+        g.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
+                       help=f"optimization level: -O0 (the program as written) to -O3 (fusion, memory "
+                            f"planning); default -O{DEFAULT_OPT}")
         g.add_argument("--passes", metavar="A,B,...", help="run these passes, in order, instead of the -O level's")
         g.add_argument("--disable-pass", action="append", default=[], metavar="PASS", help="skip a pass")
         g.add_argument("--freeze", action="store_true",

@@ -50,6 +50,11 @@ _O3 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "
 #: no level runs it: ask for it by name.
 PIPELINES: dict[int, list[str]] = {0: [], 1: _O1, 2: _O2, 3: _O3}
 
+#: The level `shipei.compile` and the CLI use unless told: TVM's and ONNX Runtime's default too.
+#: -O2 keeps the program's structure (no fusion groups, no layout change) and every pass in it
+#: preserves results within the dtype's tolerance; -O0 compiles the program as written.
+DEFAULT_OPT = 2
+
 
 class Pass(Protocol):
     name: str

@@ -28,10 +28,12 @@ def test_check_with_overridden_parameter(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_ir_prints_textual_ir(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["ir", MLP]) == 0
+    assert main(["ir", MLP, "-O0"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("graph @MLP(%x: f32[B, 784], %fc1.weight: param f32[256, 784]")
     assert "matmul(%x, %0) : f32[B, 256]" in out
+    assert main(["ir", MLP]) == 0  # -O2 by default
+    assert "linear(%x, %fc1.weight, %fc1.bias) : f32[B, 256]" in capsys.readouterr().out
 
 
 def test_compile_writes_program_weights_and_ir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
