@@ -242,7 +242,7 @@ def write_weights(models: list[str], directory: Path) -> None:
 
 
 def run_target(target: str, models: list[str], weights_dir: Path, repeats: int, sample_s: float, warmup: int,
-               opt: int = 0) -> list[dict]:
+               opt: int = DEFAULT_OPT) -> list[dict]:
     """Every model on one target, in this process. Rows are dicts; a skipped row has 'skip'."""
     from shipei.codegen import get_target
 

@@ -19,7 +19,17 @@ from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
 from ..ir.types import DType
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Target, inline_scalars, pads_last_dim_first, param_path, py_literal
+from .writer import (
+    Code,
+    Emit,
+    Namespace,
+    Target,
+    computed_in,
+    inline_scalars,
+    pads_last_dim_first,
+    param_path,
+    py_literal,
+)
 
 
 def _reduce(fn: str):
@@ -84,7 +94,9 @@ RULES = {
     "reduce_max": _reduce("amax"), "reduce_min": _reduce("amin"),
     "softmax": "F.softmax({0}, dim={axis})", "log_softmax": "F.log_softmax({0}, dim={axis})",
     "layer_norm": _layer_norm,
-    "batch_norm": "F.batch_norm({0}, {1}, {2}, {3}, {4}, training=False, eps={eps})",
+    # Its CPU kernel folds weight and variance into one scale in the 16-bit dtype, rounding twice.
+    "batch_norm": computed_in("F.batch_norm({0}, {1}, {2}, {3}, {4}, training=False, eps={eps})",
+                              frozenset({DType.f16, DType.bf16}), DType.f32, "{x}.to({dtype})"),
     "reshape": "torch.reshape({0}, {shape})",
     "transpose": "torch.permute({0}, {perm})",
     "broadcast_to": "{0}.expand({shape})",

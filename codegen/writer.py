@@ -262,6 +262,28 @@ class Emit:
         return rule
 
 
+def computed_in(rule: Rule | str, when: frozenset[DType], compute: DType, cast: str) -> Rule:
+    """`rule` for nodes whose result dtype is in `when`, computed at `compute`: those operands are
+    cast to it and the result back, rounding once as the reference does. `cast` spells a cast,
+    with `{x}` and `{dtype}`."""
+
+    def wrapped(e: Emit, node: Node) -> str:
+        dtype = node.results[0].dtype
+        render = (lambda: rule(e, node)) if callable(rule) else (lambda: e.format(rule, node))
+        if dtype not in when:
+            return render()
+        saved = {v: e.values[v] for v in node.operands}
+        for v in node.operands:
+            if v.dtype in when:
+                e.values[v] = cast.format(x=e.values[v], dtype=e.dtype(compute))
+        try:
+            return cast.format(x=render(), dtype=e.dtype(dtype))
+        finally:
+            e.values.update(saved)
+
+    return wrapped
+
+
 def _last_reads(graph: Graph) -> dict[Value, int]:
     """Each value's last reader's index in the schedule; outputs are read after the last node."""
     out = {v: i for i, node in enumerate(graph.nodes) for v in node.operands}
