@@ -671,14 +671,19 @@ def make_inputs(graph: Graph, seed: int = 0, dims: dict[str, int] | None = None,
     return Inputs(out, seed)
 
 
+#: The bound of the "small" domain (exp, pow's exponent): |x| <= SMALL.
+SMALL = 3.0
+
+
 def _in_domain(x: np.ndarray, domains: set[str]) -> np.ndarray:
     if "positive" in domains or {"nonnegative", "nonzero"} <= domains:
-        return np.abs(x) + 0.125
-    if "nonnegative" in domains:
-        return np.abs(x)
-    if "nonzero" in domains:
-        return np.where(x < 0, x - 0.5, x + 0.5)
-    return x
+        x = np.abs(x) + 0.125
+    elif "nonnegative" in domains:
+        x = np.abs(x)
+    elif "nonzero" in domains:
+        x = np.where(x < 0, x - 0.5, x + 0.5)
+    # the shifts above can leave [-SMALL, SMALL]; clipping keeps them away from zero
+    return np.clip(x, -SMALL, SMALL) if "small" in domains else x
 
 
 # -- Hypothesis strategies ---------------------------------------------------------------

@@ -140,6 +140,6 @@ def test_make_inputs_is_deterministic_and_binds_symbols():
 
 def test_shrinking_reaches_a_one_node_graph():
     g = find(graphs(max_nodes=6), lambda g: any(n.op == "matmul" for n in g.nodes),
-             settings=settings(database=None, max_examples=500))
+             settings=settings(database=None, max_examples=500, derandomize=True))
     assert [n.op for n in g.nodes] == ["matmul"]
     assert "matmul(" in repr(g) or " @ " in repr(g)  # shown as a DSL program
