@@ -159,6 +159,9 @@ def _max_pool2d(e: JaxEmit, node: Node) -> str:
 
 def _avg_pool2d(e: JaxEmit, node: Node) -> str:
     x, window = e.arg(node, 0), _window(node)
+    if node.result.shape[2:] == (1, 1) and _pair(node.attrs["kernel"]) == node.operands[0].shape[2:] \
+            and _pair(node.attrs["padding"]) == (0, 0):  # global pooling: a mean, which XLA reduces faster
+        return f"jnp.mean({x}, axis=(2, 3), keepdims=True)"
     total = f"jax.lax.reduce_window({x}, 0.0, jax.lax.add, {window})"
     (kh, kw), padding = _pair(node.attrs["kernel"]), _pair(node.attrs["padding"])
     if node.attrs["count_include_pad"] or padding == (0, 0):
@@ -191,8 +194,9 @@ def _batch_norm(e: JaxEmit, node: Node) -> str:
     x, mean, var, w, b = e.args(node)
     rank = node.operands[0].type.rank
     per_channel = "" if rank == 2 else f"[:, {', '.join(['None'] * (rank - 2))}]"
-    mean, var, w, b = (f"{v}{per_channel}" for v in (mean, var, w, b))
-    return f"({x} - {mean}) / jnp.sqrt({var} + {node.attrs['eps']!r}) * {w} + {b}"
+    # One multiply-add per element; the per-channel scale and shift are computed once.
+    scale = f"{w} * jax.lax.rsqrt({var} + {node.attrs['eps']!r})"
+    return f"{x} * ({scale}){per_channel} + ({b} - {mean} * {scale}){per_channel}"
 
 
 def _slice(e: JaxEmit, node: Node) -> str:

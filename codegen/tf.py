@@ -216,10 +216,11 @@ def layer_norm(x, weight, bias, axes, eps):
 ''',
     "batch_norm": '''
 def batch_norm(x, mean, var, weight, bias, eps):
-    """Inference batch norm with running statistics, one per channel on axis 1."""
+    """Inference batch norm with running statistics, one per channel on axis 1: one multiply-add
+    per element, the per-channel scale and shift computed once."""
     shape = (-1,) + (1,) * (x.shape.rank - 2)
-    mean, var, weight, bias = (tf.reshape(t, shape) for t in (mean, var, weight, bias))
-    return (x - mean) / tf.sqrt(var + eps) * weight + bias
+    scale = weight * tf.math.rsqrt(var + eps)
+    return x * tf.reshape(scale, shape) + tf.reshape(bias - mean * scale, shape)
 ''',
 }
 
