@@ -17,10 +17,9 @@ at the edges only. batch_norm normalizes along axis 1 and broadcast_to carries a
 transposes do not sink through them.
 
 The layout comes from `ctx.options["layout"]` ("NCHW" or "NHWC"), else from the target in
-`ctx.options["target"]` by `PREFERRED`. jax asks for NHWC: XLA:CPU's convolutions are NHWC, and
-with the transposes at the edges it folds them into the convolutions (the example CNN ran 1.09x
-the hand-written NHWC program's time in NCHW, 1.01x with this pass). tf's XLA did as well in NCHW;
-torch's channels-last is a memory format (`emit(..., channels_last=True)`), not transposes.
+`ctx.options["target"]` by `PREFERRED`. XLA targets (jax, tf) choose physical layouts themselves
+and torch's channels-last is a memory format (`emit(..., channels_last=True)`), not transposes,
+so no target asks for it yet: it stays NCHW unless asked.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ TO_NHWC = (0, 2, 3, 1)
 TO_NCHW = (0, 3, 1, 2)
 
 #: Target -> the layout its convolutions prefer; targets not listed keep NCHW.
-PREFERRED: dict[str, str] = {"jax": "NHWC"}
+PREFERRED: dict[str, str] = {}
 
 #: Ops whose operand 0 and result are NCHW activations.
 CHANNELS_FIRST = frozenset({"conv2d", "max_pool2d", "avg_pool2d"})

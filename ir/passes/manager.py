@@ -39,11 +39,10 @@ PASSES: dict[str, tuple[str, str]] = {
 
 _O1 = ["canonicalize", "fold-constants", "dce"]
 # fold-batch-norm and freeze rewrite weights, so they do nothing unless the weights are frozen.
-# recognize runs after fold-batch-norm, which folds into matmul + add, and before freeze. layout
-# does nothing for a target that prefers the IR's own layout (see layout.py); it runs before
-# freeze, which folds the transposes of weights it introduces.
-_O2 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "recognize", "layout", "freeze",
-       "dce"]
+# recognize runs after fold-batch-norm, which folds into matmul + add, and before freeze.
+_O2 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "recognize", "freeze", "dce"]
+# layout does nothing for a target that prefers the IR's own layout (see layout.py); it runs
+# before freeze, which folds the transposes of weights it introduces.
 _O3 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "recognize", "layout", "freeze", "dce",
        "fuse", "plan-memory"]
 
@@ -52,8 +51,8 @@ _O3 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "
 PIPELINES: dict[int, list[str]] = {0: [], 1: _O1, 2: _O2, 3: _O3}
 
 #: The level `shipei.compile` and the CLI use unless told: TVM's and ONNX Runtime's default too.
-#: Every pass in -O2 preserves results within the dtype's tolerance; -O3 adds fusion groups and
-#: memory planning; -O0 compiles the program as written.
+#: -O2 keeps the program's structure (no fusion groups, no layout change) and every pass in it
+#: preserves results within the dtype's tolerance; -O0 compiles the program as written.
 DEFAULT_OPT = 2
 
 

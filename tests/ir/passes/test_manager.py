@@ -38,7 +38,7 @@ def test_every_pass_is_named_after_its_module(name: str) -> None:
 def test_pipelines_grow_with_the_level() -> None:
     assert PIPELINES[0] == [] and PIPELINES[1] == ["canonicalize", "fold-constants", "dce"]
     assert set(PIPELINES[1]) < set(PIPELINES[2]) < set(PIPELINES[3])
-    assert {"fuse", "plan-memory"} <= set(PIPELINES[3]) - set(PIPELINES[2])
+    assert {"fuse", "plan-memory", "layout"} <= set(PIPELINES[3]) - set(PIPELINES[2])
     assert "quantize" not in PIPELINES[3] and "prune" not in PIPELINES[3]
     assert pipeline(3, disabled=["fuse"]) == [p for p in PIPELINES[3] if p != "fuse"]
     with pytest.raises(ShipeiError, match="unknown pass 'fuze'") as err:
