@@ -33,7 +33,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.registry import FusionKind, all_ops
 from ..ir.types import DType, Sym, normalize_axis
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, py_literal
+from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, py_literal, render
 
 #: matmul_precision option -> `jax.lax.Precision` member.
 PRECISIONS = {"default": "DEFAULT", "high": "HIGH", "highest": "HIGHEST"}
@@ -73,10 +73,6 @@ class JaxEmit(Emit):
         self.options = options
 
 
-def _render(e: JaxEmit, rule: Rule | str, node: Node) -> str:
-    return rule(e, node) if callable(rule) else e.format(rule, node)
-
-
 def _in_f32(rule: Rule | str) -> Rule:
     """`rule` for f16/bf16 computed in float32 and rounded once, as the reference's "declared"
     precision and the frameworks' fused kernels do; op by op in 16 bits, the roundings of a
@@ -85,11 +81,11 @@ def _in_f32(rule: Rule | str) -> Rule:
     def wrapped(e: JaxEmit, node: Node) -> str:
         dtype = node.result.dtype
         if dtype not in _LOW:
-            return _render(e, rule, node)
+            return render(rule, e, node)
         names = {v: e.values[v] for v in node.operands}
         e.values.update({v: f"{n}.astype(jnp.float32)" for v, n in names.items() if v.dtype in _LOW})
         try:
-            expr = _render(e, rule, node)
+            expr = render(rule, e, node)
         finally:
             e.values.update(names)
         primary = isinstance(ast.parse(expr, mode="eval").body, (ast.Call, ast.Attribute, ast.Subscript, ast.Name))
@@ -395,6 +391,12 @@ def _reshape_axes(node: Node, batch: str) -> list[tuple[int, ...]]:
     return [() if before == after == (0,) or not before else tuple(range(node.operands[0].type.rank))]
 
 
+def _attention_axes(node: Node, batch: str) -> list[tuple[int, ...]]:
+    """q mixes its depth axis; k and v their key axis (and k its depth)."""
+    rank = node.operands[0].type.rank
+    return [(rank - 1,), (rank - 2, rank - 1), (rank - 2,)]
+
+
 def _normalized(axes, rank: int) -> tuple[int, ...]:
     return tuple(range(rank)) if axes is None else tuple(normalize_axis(a, rank) for a in axes)
 
@@ -410,7 +412,7 @@ _MIXED_AXES: dict[str, Callable[[Node, str], list[tuple[int, ...]]]] = {
                                                    node.operands[0].type.rank)), (), ()],
     "matmul": lambda node, batch: [(node.operands[0].type.rank - 1,), (node.operands[1].type.rank - 2,)],
     "linear": lambda node, batch: [(node.operands[0].type.rank - 1,), (0, 1), (0,)][:len(node.operands)],
-    "attention": lambda node, batch: [(r - 1,), (r - 2, r - 1), (r - 2,)] if (r := node.operands[0].type.rank) else [],
+    "attention": _attention_axes,
     "conv2d": lambda node, batch: [(1, 2, 3), (0, 1, 2, 3)],
     "max_pool2d": lambda node, batch: [(2, 3)],
     "avg_pool2d": lambda node, batch: [(2, 3)],

@@ -22,7 +22,18 @@ from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node
 from ..ir.types import DType
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, pads_last_dim_first, param_path, py_literal
+from .writer import (
+    Code,
+    Emit,
+    Namespace,
+    Rule,
+    Target,
+    computed_in,
+    inline_scalars,
+    pads_last_dim_first,
+    param_path,
+    py_literal,
+)
 
 MixedPrecision = Literal["fp16", "bf16"]
 
@@ -138,28 +149,8 @@ def _iota(e: Emit, node: Node) -> str:
     return f"ops.arange(0, {e.dim(node.attrs['length'])}, dtype={e.dtype(node.attrs['dtype'])})"
 
 
-def _cast_around(rule: Rule | str, when: frozenset[DType], compute: DType) -> Rule:
-    """`rule` computed at `compute` for nodes whose result dtype is in `when`: operands of those
-    dtypes are cast to `compute` and the result is cast back to its declared dtype."""
-
-    def wrapped(e: Emit, node: Node) -> str:
-        dtype = node.results[0].dtype
-        if dtype not in when:
-            return _render(rule, e, node)
-        saved = {v: e.values[v] for v in node.operands}
-        for v in node.operands:
-            if v.dtype in when:
-                e.values[v] = f"ops.cast({e.values[v]}, {e.dtype(compute)})"
-        try:
-            return f"ops.cast({_render(rule, e, node)}, {e.dtype(dtype)})"
-        finally:
-            e.values.update(saved)
-
-    return wrapped
-
-
-def _render(rule: Rule | str, e: Emit, node: Node) -> str:
-    return rule(e, node) if callable(rule) else e.format(rule, node)
+#: How computed_in spells a cast.
+_CAST = "ops.cast({x}, {dtype})"
 
 
 RULES: dict[str, Rule | str] = {
@@ -207,7 +198,7 @@ RULES: dict[str, Rule | str] = {
 #: kernels and the reference do.
 _OPMATH_OPS = ("sigmoid", "silu", "rsqrt", "gelu", "softmax", "log_softmax", "layer_norm", "batch_norm", "reduce_sum",
                "reduce_mean", "attention", "linear")
-RULES.update({op: _cast_around(RULES[op], frozenset({DType.f16}), DType.f32) for op in _OPMATH_OPS})
+RULES.update({op: computed_in(RULES[op], frozenset({DType.f16}), DType.f32, _CAST) for op in _OPMATH_OPS})
 
 #: Helpers the body calls; MindSpore's compiler inlines them into the graph.
 _HELPERS = {
@@ -353,7 +344,7 @@ def emit(graph: Graph, source: str, *, mixed_precision: MixedPrecision | None = 
     if mixed_precision not in _LOW:
         raise ShipeiError(f"unknown mixed precision {mixed_precision!r}", hint="use 'fp16', 'bf16' or None")
     low = _LOW[mixed_precision]
-    amp = {op: _cast_around(RULES[op], frozenset({DType.f32}), low) for op in _MIXED_PRECISION_OPS}
+    amp = {op: computed_in(RULES[op], frozenset({DType.f32}), low, _CAST) for op in _MIXED_PRECISION_OPS}
     needs_device = low is DType.bf16 and any(n.op in amp for n in graph.nodes)
     target = dataclasses.replace(TARGET, rules={**RULES, **amp}, runtime_code=_runtime(needs_device))
     return write_module(target, graph, source, lambda code, g, body: _write_model(

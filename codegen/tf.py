@@ -13,9 +13,9 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, Sym
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, param_path, py_literal
+from .writer import Code, Emit, Namespace, Target, computed_in, inline_scalars, param_path, py_literal
 
-LOW_PRECISION = (DType.f16, DType.bf16)
+LOW_PRECISION = frozenset({DType.f16, DType.bf16})
 
 
 def _pair(v: tuple[int, ...]) -> tuple[int, int]:
@@ -26,29 +26,6 @@ def _spatial_pads(padding: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     """tf.pad amounts for NCHW: nothing on N and C, `padding` on each side of H and W."""
     ph, pw = _pair(padding)
     return (0, 0), (0, 0), (ph, ph), (pw, pw)
-
-
-def _render(rule: Rule | str, e: Emit, node: Node) -> str:
-    return rule(e, node) if callable(rule) else e.format(rule, node)
-
-
-def _in_f32(rule: Rule | str) -> Rule:
-    """f16/bf16 computed in float32 and rounded once, as PyTorch's kernels and the reference do; the
-    op's TensorFlow spelling would otherwise round after each of its steps."""
-
-    def wrapped(e: Emit, node: Node) -> str:
-        dtype = node.results[0].dtype
-        if dtype not in LOW_PRECISION:
-            return _render(rule, e, node)
-        names = {v: e.values[v] for v in node.operands}
-        for v, name in names.items():
-            e.values[v] = f"tf.cast({name}, tf.float32)"
-        try:
-            return f"tf.cast({_render(rule, e, node)}, {e.dtype(dtype)})"
-        finally:
-            e.values.update(names)
-
-    return wrapped
 
 
 def _gelu(e: Emit, node: Node) -> str:
@@ -197,7 +174,7 @@ RULES = {
 }
 #: Ops that TensorFlow spells as several steps, each of which would round in 16 bits.
 for _op in ("gelu", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "avg_pool2d", "attention", "linear"):
-    RULES[_op] = _in_f32(RULES[_op])
+    RULES[_op] = computed_in(RULES[_op], LOW_PRECISION, DType.f32, "tf.cast({x}, {dtype})")
 
 #: Module-level helpers for ops that take more than one expression, written only where used.
 HELPERS = {

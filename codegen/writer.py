@@ -193,9 +193,8 @@ class Emit:
                     end += 1
                 defined = self.region(code, nodes[start:end])
             if self.target.free_dead_values:
-                live += defined
-                dead = [v for v in live if last_read.get(v, -1) < end]
-                live = [v for v in live if v not in dead]
+                dead = [v for v in live + defined if last_read.get(v, -1) < end]
+                live = [v for v in live + defined if last_read.get(v, -1) >= end]
                 if dead:  # on the line that read them last, as torch.fx writes it
                     code.lines[-1] += f";  del {', '.join(self.values[v] for v in dead)}"
             start = end
@@ -269,19 +268,23 @@ def computed_in(rule: Rule | str, when: frozenset[DType], compute: DType, cast: 
 
     def wrapped(e: Emit, node: Node) -> str:
         dtype = node.results[0].dtype
-        render = (lambda: rule(e, node)) if callable(rule) else (lambda: e.format(rule, node))
         if dtype not in when:
-            return render()
+            return render(rule, e, node)
         saved = {v: e.values[v] for v in node.operands}
         for v in node.operands:
             if v.dtype in when:
                 e.values[v] = cast.format(x=e.values[v], dtype=e.dtype(compute))
         try:
-            return cast.format(x=render(), dtype=e.dtype(dtype))
+            return cast.format(x=render(rule, e, node), dtype=e.dtype(dtype))
         finally:
             e.values.update(saved)
 
     return wrapped
+
+
+def render(rule: Rule | str, e: Emit, node: Node) -> str:
+    """A rule's expression for `node`: a callable rule is called, a template is filled."""
+    return rule(e, node) if callable(rule) else e.format(rule, node)
 
 
 def _last_reads(graph: Graph) -> dict[Value, int]:

@@ -26,53 +26,43 @@ from .manager import PassContext
 from .rewrite import Rewriter, is_splat_of, rewrite, splat
 
 
+class _Readers:
+    """Who reads each value: a pattern's intermediates must be read by the pattern alone."""
+
+    def __init__(self, graph: Graph):
+        self.users = graph.users()
+        self.outputs = set(graph.outputs)
+
+    def only(self, v: Value) -> Node | None:
+        """The one node that reads `v`, when `v` is not also an output."""
+        readers = self.users.get(v, [])
+        return readers[0] if len(readers) == 1 and v not in self.outputs else None
+
+    def producer(self, v: Value, op: str, reader: Node) -> Node | None:
+        """`v`'s producer when it is an `op` and `reader` alone reads `v`."""
+        node = v.producer
+        return node if node is not None and node.op == op and self.only(v) is reader else None
+
+
 class Recognize:
     name = "recognize"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        users = graph.users()
-        outputs = set(graph.outputs)
-
-        def private(v: Value, reader: Node) -> bool:
-            """`v` is read by `reader` alone and is not an output."""
-            return v not in outputs and [u for u in users.get(v, []) if u is not reader] == []
-
-        def producer(v: Value, op: str, reader: Node) -> Node | None:
-            node = v.producer
-            return node if node is not None and node.op == op and private(v, reader) else None
-
-        def linear_parts(node: Node) -> tuple[Value, Value] | None:
-            """(x, W) when `node` is matmul(x, transpose(W)) with a 2-D W."""
-            if node.op != "matmul":
-                return None
-            x, t = node.operands
-            if t.type.rank != 2 or t.producer is None or t.producer.op != "transpose" or x.type.rank < 2:
-                return None
-            return x, t.producer.operands[0]
-
-        def bias_reader(node: Node) -> Node | None:
-            """The add that is the matmul's only reader and adds a bias [out]."""
-            readers = users.get(node.result, [])
-            if node.result in outputs or len(readers) != 1 or readers[0].op != "add":
-                return None
-            (add,) = readers
-            bias = add.operands[1] if add.operands[0] is node.result else add.operands[0]
-            same = bias.dtype is node.result.dtype and bias.type.rank == 1
-            return add if same and bias.shape == node.result.shape[-1:] else None
+        readers = _Readers(graph)
 
         def rule(rw: Rewriter, node: Node) -> list[Value] | None:
             if node.op == "matmul":
-                fused = _attention(rw, node, producer)
+                fused = _attention(rw, node, readers)
                 if fused is not None:
                     return fused
-                parts = linear_parts(node)
-                if parts is None or bias_reader(node) is not None:
+                parts = _linear_parts(node)
+                if parts is None or _bias_add(node, readers) is not None:
                     return None  # not linear, or linear with its bias: rewritten at the add
                 return [rw.emit("linear", *parts)]
             if node.op == "add":
                 for mm, bias in (node.operands, reversed(node.operands)):
-                    if mm.producer is not None and bias_reader(mm.producer) is node:
-                        parts = linear_parts(mm.producer)
+                    if mm.producer is not None and _bias_add(mm.producer, readers) is node:
+                        parts = _linear_parts(mm.producer)
                         if parts is not None:
                             return [rw.emit("linear", *parts, bias)]
             return None
@@ -81,8 +71,29 @@ class Recognize:
         return graph
 
 
-def _attention(rw: Rewriter, node: Node, producer) -> list[Value] | None:
+def _linear_parts(node: Node) -> tuple[Value, Value] | None:
+    """(x, W) when `node` is matmul(x, transpose(W)) with a 2-D W."""
+    if node.op != "matmul":
+        return None
+    x, t = node.operands
+    if t.type.rank != 2 or t.producer is None or t.producer.op != "transpose" or x.type.rank < 2:
+        return None
+    return x, t.producer.operands[0]
+
+
+def _bias_add(node: Node, readers: _Readers) -> Node | None:
+    """The add that alone reads the matmul's result and adds a bias [out] to it."""
+    add = readers.only(node.result)
+    if add is None or add.op != "add":
+        return None
+    bias = add.operands[1] if add.operands[0] is node.result else add.operands[0]
+    same = bias.dtype is node.result.dtype and bias.type.rank == 1
+    return add if same and bias.shape == node.result.shape[-1:] else None
+
+
+def _attention(rw: Rewriter, node: Node, readers: _Readers) -> list[Value] | None:
     """attention(q, k, v) for `node` = matmul(softmax(scores), v), or None."""
+    producer = readers.producer
     probs, v = node.operands
     softmax = producer(probs, "softmax", node)
     if softmax is None or normalize_axis(softmax.attrs["axis"], probs.type.rank) != probs.type.rank - 1:
@@ -98,7 +109,7 @@ def _attention(rw: Rewriter, node: Node, producer) -> list[Value] | None:
             scores = a
         else:
             return None
-        if scores.type != where.result.type or scores.producer is None:
+        if scores.type != where.result.type:
             return None
         causal, reader = True, where
     else:
