@@ -142,28 +142,33 @@ def _conv2d(e: JaxEmit, node: Node) -> str:
     return _contract(e, node, "jax.lax.conv_general_dilated", keywords)
 
 
-def _window(node: Node) -> str:
-    """reduce_window's dims, strides and padding for an NCHW pool."""
+def _pool(x: str, node: Node, init: str, op: str) -> str:
+    """reduce_window over an NCHW pool's H and W, computed channels-last.
+
+    XLA:CPU's reduce_window is fastest in NHWC and fuses there with its neighbours; the transposes
+    cancel against those XLA puts around its NHWC convolutions (the example CNN: 1.14x the
+    hand-written NHWC program's time with an NCHW window, 1.0x with this)."""
     (kh, kw), (sh, sw), (ph, pw) = (_pair(node.attrs[k]) for k in ("kernel", "stride", "padding"))
-    return f"{(1, 1, kh, kw)}, {(1, 1, sh, sw)}, {((0, 0), (0, 0), (ph, ph), (pw, pw))}"
+    window = f"{(1, kh, kw, 1)}, {(1, sh, sw, 1)}, {((0, 0), (ph, ph), (pw, pw), (0, 0))}"
+    return f"jnp.transpose(jax.lax.reduce_window(jnp.transpose({x}, (0, 2, 3, 1)), {init}, {op}, {window}), (0, 3, 1, 2))"
 
 
 def _max_pool2d(e: JaxEmit, node: Node) -> str:
     # reduce_window pads with its init value, -inf, as the reference does.
-    return f"jax.lax.reduce_window({e.arg(node, 0)}, -jnp.inf, jax.lax.max, {_window(node)})"
+    return _pool(e.arg(node, 0), node, "-jnp.inf", "jax.lax.max")
 
 
 def _avg_pool2d(e: JaxEmit, node: Node) -> str:
-    x, window = e.arg(node, 0), _window(node)
+    x = e.arg(node, 0)
     if node.result.shape[2:] == (1, 1) and _pair(node.attrs["kernel"]) == node.operands[0].shape[2:] \
             and _pair(node.attrs["padding"]) == (0, 0):  # global pooling: a mean, which XLA reduces faster
         return f"jnp.mean({x}, axis=(2, 3), keepdims=True)"
-    total = f"jax.lax.reduce_window({x}, 0.0, jax.lax.add, {window})"
+    total = _pool(x, node, "0.0", "jax.lax.add")
     (kh, kw), padding = _pair(node.attrs["kernel"]), _pair(node.attrs["padding"])
     if node.attrs["count_include_pad"] or padding == (0, 0):
         return f"{total} / {kh * kw}"
     # Divide each window by the count of its elements that are not padding.
-    return f"{total} / jax.lax.reduce_window(jnp.ones_like({x}), 0.0, jax.lax.add, {window})"
+    return f"{total} / {_pool(f'jnp.ones_like({x})', node, '0.0', 'jax.lax.add')}"
 
 
 def _reduce(fn: str) -> Callable[[JaxEmit, Node], str]:

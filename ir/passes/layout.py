@@ -13,8 +13,9 @@ NHWC-native, each of them is wrapped as `NCHW(conv(NCHW(a)))` where `a` is the N
 
 What remains is one transpose where the activation enters the NHWC region (the graph input, or
 after an op that needs NCHW) and one where it leaves (a reshape to the classifier): transposes
-at the edges only. batch_norm normalizes along axis 1 and broadcast_to carries a shape, so
-transposes do not sink through them.
+at the edges only. An f32/f64 batch_norm of an NHWC activation becomes a multiply-add by its
+per-channel scale and shift, which broadcast along NHWC's last axis; broadcast_to carries a shape
+and f16/bf16 batch norm computes in f32, so transposes stop there.
 
 The layout comes from `ctx.options["layout"]` ("NCHW" or "NHWC"), else from the target in
 `ctx.options["target"]` by `PREFERRED`. XLA targets (jax, tf) choose physical layouts themselves
@@ -24,9 +25,12 @@ so no target asks for it yet: it stays NCHW unless asked.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ShipeiError
 from ..graph import Graph, Node, Value
 from ..registry import FusionKind, get_op
+from ..types import DType
 from .manager import PassContext
 from .rewrite import Rewriter, rewrite
 from .simplify import RULES as SIMPLIFY_RULES
@@ -94,6 +98,21 @@ def _sink(rw: Rewriter, node: Node) -> list[Value] | None:
     return [rw.emit("transpose", out, perm=TO_NCHW)]
 
 
+def _batch_norm(rw: Rewriter, node: Node) -> list[Value] | None:
+    """batch_norm(NCHW(a)) -> NCHW(a * scale + shift), scale and shift per channel ([C], which
+    broadcasts along NHWC's last axis); f32 and f64 only, as f16/bf16 batch norm computes in f32."""
+    if node.op != "batch_norm" or node.result.dtype not in (DType.f32, DType.f64):
+        return None
+    a = _is_nchw_of(node.operands[0])
+    if a is None:
+        return None
+    mean, var, gamma, beta = node.operands[1:]
+    eps = rw.constant(np.asarray(node.attrs["eps"]), node.result.dtype)
+    scale = rw.emit("mul", gamma, rw.emit("rsqrt", rw.emit("add", var, eps)))
+    shift = rw.emit("sub", beta, rw.emit("mul", mean, scale))
+    return [rw.emit("transpose", rw.emit("add", rw.emit("mul", a, scale), shift), perm=TO_NCHW)]
+
+
 def layout_for(ctx: PassContext) -> str:
     layout = ctx.options.get("layout") or PREFERRED.get(str(ctx.options.get("target")), "NCHW")
     if layout not in ("NCHW", "NHWC"):
@@ -109,7 +128,7 @@ class Layout:
             return graph
         rewrite(graph, _wrap)
         for _ in range(len(graph.nodes)):  # each round moves every NCHW transpose at least one op down
-            if not rewrite(graph, lambda rw, node: _sink(rw, node) or _cancel(rw, node)):
+            if not rewrite(graph, lambda rw, node: _sink(rw, node) or _batch_norm(rw, node) or _cancel(rw, node)):
                 break
         rewrite(graph, lambda rw, node: SIMPLIFY_RULES["transpose"](rw, node) if node.op == "transpose" else None)
         return graph

@@ -52,6 +52,44 @@ def test_golden() -> None:
     assert after(BEFORE, "layout", "dce", layout="NHWC") == EXPECTED
 
 
+BATCH_NORM = """\
+graph @Net(%x: f32[B, 2, 8, 8], %w: param f32[4, 2, 3, 3] = zeros(), %m: param f32[4] = zeros(), \
+%v: param f32[4] = ones(), %g: param f32[4] = ones(), %b: param f32[4] = zeros()) -> (f32[B, 4, 4, 4]) {
+  %0 = conv2d(%x, %w) {padding = [1]} : f32[B, 4, 8, 8]
+  %1 = batch_norm(%0, %m, %v, %g, %b) {eps = 0.001} : f32[B, 4, 8, 8]
+  %2 = relu(%1) : f32[B, 4, 8, 8]
+  %3 = max_pool2d(%2) {kernel = [2], stride = [2]} : f32[B, 4, 4, 4]
+  return %3
+}
+"""
+
+# f32 batch norm runs channels-last as a multiply-add by per-channel scale and shift ([C], which
+# broadcasts along NHWC's last axis), so the relu after it does too.
+BATCH_NORM_EXPECTED = """\
+graph @Net(%x: f32[B, 2, 8, 8], %w: param f32[4, 2, 3, 3] = zeros(), %m: param f32[4] = zeros(), \
+%v: param f32[4] = ones(), %g: param f32[4] = ones(), %b: param f32[4] = zeros()) -> (f32[B, 4, 4, 4]) {
+  %0 = conv2d(%x, %w) {stride = [1, 1], padding = [1], dilation = [1, 1], groups = 1} : f32[B, 4, 8, 8]
+  %1 = transpose(%0) {perm = [0, 2, 3, 1]} : f32[B, 8, 8, 4]
+  %2 = constant() {value = array<0.0010000000474974513>, dtype = f32} : f32[]
+  %3 = add(%v, %2) : f32[4]
+  %4 = rsqrt(%3) : f32[4]
+  %5 = mul(%g, %4) : f32[4]
+  %6 = mul(%m, %5) : f32[4]
+  %7 = sub(%b, %6) : f32[4]
+  %8 = mul(%1, %5) : f32[B, 8, 8, 4]
+  %9 = add(%8, %7) : f32[B, 8, 8, 4]
+  %10 = relu(%9) : f32[B, 8, 8, 4]
+  %11 = transpose(%10) {perm = [0, 3, 1, 2]} : f32[B, 4, 8, 8]
+  %12 = max_pool2d(%11) {kernel = [2], stride = [2], padding = [0, 0]} : f32[B, 4, 4, 4]
+  return %12
+}
+"""
+
+
+def test_golden_batch_norm() -> None:
+    assert after(BATCH_NORM, "layout", "dce", layout="NHWC") == BATCH_NORM_EXPECTED
+
+
 def test_targets_keep_nchw_unless_asked() -> None:
     for target in ("torch", "jax", "tf", "mindspore"):
         assert after(BEFORE, "layout", target=target) == after(BEFORE)
