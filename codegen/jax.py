@@ -150,7 +150,8 @@ def _pool(x: str, node: Node, init: str, op: str) -> str:
     hand-written NHWC program's time with an NCHW window, 1.0x with this)."""
     (kh, kw), (sh, sw), (ph, pw) = (_pair(node.attrs[k]) for k in ("kernel", "stride", "padding"))
     window = f"{(1, kh, kw, 1)}, {(1, sh, sw, 1)}, {((0, 0), (ph, ph), (pw, pw), (0, 0))}"
-    return f"jnp.transpose(jax.lax.reduce_window(jnp.transpose({x}, (0, 2, 3, 1)), {init}, {op}, {window}), (0, 3, 1, 2))"
+    nhwc = f"jnp.transpose({x}, (0, 2, 3, 1))"
+    return f"jnp.transpose(jax.lax.reduce_window({nhwc}, {init}, {op}, {window}), (0, 3, 1, 2))"
 
 
 def _max_pool2d(e: JaxEmit, node: Node) -> str:

@@ -2,8 +2,8 @@
 compiles the whole model; under `TPUStrategy` where a TPU is attached, else on a GPU or the CPU.
 
 Layouts are PyTorch's (NCHW activations, OIHW filters). Everything runs under XLA, which takes any
-layout, so convolutions and pools keep NCHW and only the filter is transposed to TensorFlow's HWIO
-(XLA folds that into the convolution).
+layout, so convolutions keep NCHW and only the filter is transposed to TensorFlow's HWIO (XLA folds
+that into the convolution); pools run channels-last between transposes that XLA cancels.
 """
 
 from __future__ import annotations
@@ -53,19 +53,24 @@ def _conv2d(e: Emit, node: Node) -> str:
 
 
 def _pool(kind: str):
-    """Pools over explicitly padded input (-inf for max, 0 for avg): TensorFlow's own padding modes
-    are "SAME"/"VALID", not PyTorch's symmetric amounts."""
+    """Pools channels-last over explicitly padded input (-inf for max, 0 for avg): TensorFlow's own
+    padding modes are "SAME"/"VALID", not PyTorch's symmetric amounts. XLA's reduce_window is
+    fastest in NHWC and fuses there with its neighbours; the transposes cancel against those XLA
+    puts around its NHWC convolutions (the example CNN: 1.08x the hand-written NHWC program's time
+    with NCHW pools, 1.03x with these)."""
 
     def rule(e: Emit, node: Node) -> str:
         x = e.arg(node, 0)
         kernel, stride = _pair(node.attrs["kernel"]), _pair(node.attrs["stride"])
-        pads = _spatial_pads(node.attrs["padding"])
+        (_, _), (_, _), h, w = _spatial_pads(node.attrs["padding"])
+        pads = ((0, 0), h, w, (0, 0))
         if kind == "avg" and not node.attrs["count_include_pad"] and any(map(any, pads)):
             return f"avg_pool2d_excluding_padding({x}, {kernel!r}, {stride!r}, {pads!r})"
+        x = f"tf.transpose({x}, (0, 2, 3, 1))"
         if any(map(any, pads)):
             fill = 'float("-inf")' if kind == "max" else "0"
             x = f"tf.pad({x}, {pads!r}, constant_values={fill})"
-        return f'tf.nn.{kind}_pool2d({x}, {kernel!r}, {stride!r}, "VALID", data_format="NCHW")'
+        return f'tf.transpose(tf.nn.{kind}_pool2d({x}, {kernel!r}, {stride!r}, "VALID"), (0, 3, 1, 2))'
 
     return rule
 
@@ -180,10 +185,12 @@ for _op in ("gelu", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm"
 HELPERS = {
     "avg_pool2d_excluding_padding": '''
 def avg_pool2d_excluding_padding(x, kernel, stride, pads):
-    """PyTorch's avg_pool2d(count_include_pad=False): each window's mean over the input cells it covers."""
+    """PyTorch's avg_pool2d(count_include_pad=False) on NCHW `x`, pooled channels-last (`pads`
+    NHWC): each window's mean over the input cells it covers."""
     def window_mean(t):
-        return tf.nn.avg_pool2d(tf.pad(t, pads), kernel, stride, "VALID", data_format="NCHW")
-    return window_mean(x) / window_mean(tf.ones_like(x[:1, :1]))
+        return tf.nn.avg_pool2d(tf.pad(t, pads), kernel, stride, "VALID")
+    x = tf.transpose(x, (0, 2, 3, 1))
+    return tf.transpose(window_mean(x) / window_mean(tf.ones_like(x[:1, :, :, :1])), (0, 3, 1, 2))
 ''',
     "layer_norm": '''
 def layer_norm(x, weight, bias, axes, eps):
