@@ -15,13 +15,13 @@ import os
 import tempfile
 
 from shipei.testing import available_targets
-from shipei.testing.fuzz import Fuzzer
+from shipei.testing.fuzz import BATCH, Fuzzer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="per configuration")
-    parser.add_argument("--batch", type=int, default=16, help="graphs compiled as one program")
+    parser.add_argument("--batch", type=int, default=BATCH, help="graphs compiled as one program")
     parser.add_argument("--max-nodes", type=int, default=10, help="graphs have max/2 to max ops")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="for the CPU-bound rate")

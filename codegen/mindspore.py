@@ -86,13 +86,13 @@ def _slice(e: Emit, node: Node) -> str:
 
 def _pad(e: Emit, node: Node) -> str:
     pads = pads_last_dim_first(node.attrs["pads"])
-    return f"ops.pad({e.arg(node, 0)}, {pads!r}, value={_fill(node.results[0].dtype, node.attrs['value'])})"
+    return f"ops.pad({e.arg(node, 0)}, {pads!r}, value={_fill(e, node.results[0].dtype, node.attrs['value'])})"
 
 
-def _fill(dtype: DType, value: float) -> str:
+def _fill(e: Emit, dtype: DType, value: float) -> str:
     """The pad value as numpy.pad stores it into an array of `dtype` (ints truncate, bool tests != 0)."""
     if dtype.is_float:
-        return py_literal(float(value))
+        return e.float(dtype, value)
     with np.errstate(invalid="ignore"):
         return repr(np.asarray(value).astype(dtype.numpy).item())
 
@@ -102,7 +102,7 @@ def _layer_norm(e: Emit, node: Node) -> str:
     rank = node.operands[0].type.rank
     begin = rank - node.operands[1].type.rank
     if node.result.dtype is DType.f64:  # the LayerNorm kernel has no float64: written out as the reference
-        return f"_layer_norm({x}, {w}, {b}, {tuple(range(begin, rank))!r}, {node.attrs['eps']!r})"
+        return f"_layer_norm({x}, {w}, {b}, {tuple(range(begin, rank))!r}, {e.float(DType.f64, node.attrs['eps'])})"
     # The LayerNorm primitive is one kernel; ops.layer_norm has no CPU kernel.
     return (f"ops.LayerNorm(begin_norm_axis={begin}, begin_params_axis={begin}, "
             f"epsilon={node.attrs['eps']!r})({x}, {w}, {b})[0]")
@@ -114,17 +114,18 @@ def _attention(e: Emit, node: Node) -> str:
     # hand-written example transformer's time).
     transposed_matmul = "ops.BatchMatMul(transpose_b=True)" if node.operands[0].type.rank > 2 else \
         "ops.MatMul(transpose_b=True)"
-    scores = f"{transposed_matmul}({q}, {k}) * {node.attrs['scale']!r}"
+    scores = f"{transposed_matmul}({q}, {k}) * {e.float(node.result.dtype, node.attrs['scale'])}"
     if node.attrs["causal"]:  # query i sees keys j <= i
         length, source = (e.dim(x.shape[-2]) for x in node.operands[:2])
         future = f"ops.arange({source}) > ops.reshape(ops.arange({length}), ({length}, 1))"
-        scores = f"ops.masked_fill({scores}, {future}, float('-inf'))"
+        # A Python float fill would make masked_fill compute float64 scores in float32.
+        scores = f"ops.masked_fill({scores}, {future}, {e.float(node.result.dtype, -np.inf)})"
     return f"ops.matmul(ops.softmax({scores}, -1), {v})"
 
 
 def _batch_norm(e: Emit, node: Node) -> str:
     shape = (1, -1) + (1,) * (node.operands[0].type.rank - 2)
-    return f"_batch_norm({', '.join(e.args(node))}, {shape!r}, {node.attrs['eps']!r})"
+    return f"_batch_norm({', '.join(e.args(node))}, {shape!r}, {e.float(node.result.dtype, node.attrs['eps'])})"
 
 
 def _pair(node: Node, attr: str) -> tuple[int, int]:
@@ -302,6 +303,9 @@ TARGET = Target(
     # built for numpy 1 but run under numpy 2, it can neither create bfloat16 Parameters nor fold
     # constants through a cast to or from bfloat16. Ascend users get bfloat16 as mixed precision.
     # float64: Conv2D rejects it on every device; AvgPool computes it in float32 (errors ~1e-5).
+    # MindSpore's graph compiler reads a Python float as float32 (x * 0.35 on float64 came out 2e-8
+    # off, relative); a float64 tensor built from it in the graph keeps every digit.
+    float_literals={DType.f64: "ms.Tensor({}, ms.float64)"},
     unsupported_dtypes={**{op: frozenset({DType.bf16}) for op in RULES},
                         "conv2d": frozenset({DType.bf16, DType.f64}), "avg_pool2d": frozenset({DType.bf16, DType.f64})},
 )

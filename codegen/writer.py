@@ -103,6 +103,8 @@ class Target:
     #: `del` each value after its last read, as torch.fx's code does: an eager framework then
     #: frees (or reuses) its memory at once. Traced targets see no difference.
     free_dead_values: bool = False
+    #: dtype -> how a float literal of that dtype is written (`{}` is its repr); plain repr if absent.
+    float_literals: dict[DType, str] = field(default_factory=dict)
 
     def supports(self, op: str, dtype: DType) -> bool:
         return op in self.rules and dtype not in self.unsupported_dtypes.get(op, frozenset())
@@ -130,6 +132,10 @@ class Emit:
 
     def dtype(self, dtype: DType) -> str:
         return self.target.dtypes[dtype]
+
+    def float(self, dtype: DType, value: float) -> str:
+        """A float literal that a `dtype` computation reads at full precision."""
+        return self.target.float_literals.get(dtype, "{}").format(py_literal(float(value)))
 
     def dim(self, d: Dim) -> str:
         if isinstance(d, int):
@@ -202,7 +208,9 @@ class Emit:
     def statement(self, code: Code, node: Node) -> list[Value]:
         """The node's assignment; the values it names."""
         if node in self._inline:
-            self.values[node.result] = self._inline[node]
+            text = self._inline[node]
+            dtype = node.result.dtype
+            self.values[node.result] = self.float(dtype, float(text)) if dtype.is_float else text
             return []
         if node.loc and (node.loc.file, node.loc.line) != self._last_loc:
             code(f"# {source_comment(node.loc)}")

@@ -163,11 +163,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    from .testing.fuzz import Fuzzer, resolve_targets
+    from .testing.fuzz import BATCH, Fuzzer, resolve_targets
 
     ops, dtypes = ([x.strip() for x in arg.split(",") if x.strip()] if arg else None for arg in (args.ops, args.dtypes))
     fuzzer = Fuzzer(resolve_targets(args.targets), seconds=args.time, seed=args.seed, max_nodes=args.max_nodes,
-                    out=args.out, batch=args.batch, timeout=args.timeout, device=args.device,
+                    out=args.out, batch=args.batch or BATCH, timeout=args.timeout, device=args.device,
                     shrink=not args.no_minimize, inject=args.inject, ops=ops, dtypes=dtypes)
     summary = fuzzer.run()
     print(summary.table(), end="")
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", help="only these ops, comma-separated (default: every registered op)")
     p.add_argument("--dtypes", help="only values of these dtypes, comma-separated (default: all)")
     p.add_argument("--out", default="fuzz-out", help="where findings and summary.txt go (default fuzz-out)")
-    p.add_argument("--batch", type=int, default=16, help="graphs compiled together as one program")
+    p.add_argument("--batch", type=int, help="graphs compiled together as one program (default 48)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a worker may take for one batch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-minimize", action="store_true", help="save failures as found, without shrinking")

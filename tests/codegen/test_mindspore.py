@@ -181,6 +181,23 @@ def test_inlined_scalars_keep_the_tensor_dtype(tmp_path):
     _check(graph, module.run(model, arrays, "cpu"), interpret(graph, arrays, {}, precision="f64"))
 
 
+def test_float64_literals_keep_every_digit(tmp_path):
+    """MindSpore's graph compiler reads a Python float as float32: 0.35 and 0.1 must reach a
+    float64 computation as float64 tensors, and masked_fill must not round the scores it fills."""
+    graph = Graph("Literals")
+    b = Builder(graph)
+    x = b.input("x", TensorType(DType.f64, (4,)))
+    q = b.input("q", TensorType(DType.f64, (2, 3, 4)))
+    graph.outputs = [b("mul", x, b("constant", value=np.array(0.35), dtype=DType.f64)),
+                     b("pad", x, pads=(1, 1), value=0.1),
+                     b("attention", q, q, q, scale=0.35, causal=True)]
+    module, model = _load(graph, tmp_path)
+    rng = np.random.default_rng(0)
+    arrays = [np.array([1.0, 3.0, 7.0, 11.0]), rng.standard_normal((2, 3, 4)) * 3]
+    for out, ref in zip(module.run(model, arrays, "cpu"), interpret(graph, arrays, {}, precision="f64"), strict=True):
+        np.testing.assert_allclose(out, ref, rtol=1e-14, atol=0)  # float32 rounding errs by ~1e-8
+
+
 def test_symbolic_dims_follow_the_inputs(tmp_path):
     graph = Graph("Sym")
     b = Builder(graph)
