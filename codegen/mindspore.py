@@ -32,7 +32,6 @@ from .writer import (
     inline_scalars,
     pads_last_dim_first,
     param_path,
-    py_literal,
 )
 
 MixedPrecision = Literal["fp16", "bf16"]
