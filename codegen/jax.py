@@ -33,7 +33,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.registry import FusionKind, all_ops
 from ..ir.types import DType, Sym, normalize_axis
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, py_literal, render
+from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, is_global_average, pair, py_literal, render
 
 #: matmul_precision option -> `jax.lax.Precision` member.
 PRECISIONS = {"default": "DEFAULT", "high": "HIGH", "highest": "HIGHEST"}
@@ -94,10 +94,6 @@ def _in_f32(rule: Rule | str) -> Rule:
     return wrapped
 
 
-def _pair(v: tuple[int, ...]) -> tuple[int, int]:
-    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
-
-
 def _contract(e: JaxEmit, node: Node, fn: str, keywords: str, operands: list[str] | None = None,
               bias: str | None = None) -> str:
     """`fn(a, b, keywords, precision=PRECISION)` [+ bias]. With a compute dtype, float operands are
@@ -134,8 +130,8 @@ def _attention(e: JaxEmit, node: Node) -> str:
 
 
 def _conv2d(e: JaxEmit, node: Node) -> str:
-    (ph, pw), dilation, groups = _pair(node.attrs["padding"]), _pair(node.attrs["dilation"]), node.attrs["groups"]
-    keywords = f"window_strides={_pair(node.attrs['stride'])}, padding={((ph, ph), (pw, pw))}, "
+    (ph, pw), dilation, groups = pair(node.attrs["padding"]), pair(node.attrs["dilation"]), node.attrs["groups"]
+    keywords = f"window_strides={pair(node.attrs['stride'])}, padding={((ph, ph), (pw, pw))}, "
     keywords += f"rhs_dilation={dilation}, " if dilation != (1, 1) else ""
     keywords += f"feature_group_count={groups}, " if groups != 1 else ""
     keywords += "dimension_numbers=('NCHW', 'OIHW', 'NCHW'), "
@@ -148,7 +144,7 @@ def _pool(x: str, node: Node, init: str, op: str) -> str:
     XLA:CPU's reduce_window is fastest in NHWC and fuses there with its neighbours; the transposes
     cancel against those XLA puts around its NHWC convolutions (the example CNN: 1.14x the
     hand-written NHWC program's time with an NCHW window, 1.0x with this)."""
-    (kh, kw), (sh, sw), (ph, pw) = (_pair(node.attrs[k]) for k in ("kernel", "stride", "padding"))
+    (kh, kw), (sh, sw), (ph, pw) = (pair(node.attrs[k]) for k in ("kernel", "stride", "padding"))
     window = f"{(1, kh, kw, 1)}, {(1, sh, sw, 1)}, {((0, 0), (ph, ph), (pw, pw), (0, 0))}"
     nhwc = f"jnp.transpose({x}, (0, 2, 3, 1))"
     return f"jnp.transpose(jax.lax.reduce_window({nhwc}, {init}, {op}, {window}), (0, 3, 1, 2))"
@@ -161,11 +157,10 @@ def _max_pool2d(e: JaxEmit, node: Node) -> str:
 
 def _avg_pool2d(e: JaxEmit, node: Node) -> str:
     x = e.arg(node, 0)
-    if node.result.shape[2:] == (1, 1) and _pair(node.attrs["kernel"]) == node.operands[0].shape[2:] \
-            and _pair(node.attrs["padding"]) == (0, 0):  # global pooling: a mean, which XLA reduces faster
+    if is_global_average(node):
         return f"jnp.mean({x}, axis=(2, 3), keepdims=True)"
     total = _pool(x, node, "0.0", "jax.lax.add")
-    (kh, kw), padding = _pair(node.attrs["kernel"]), _pair(node.attrs["padding"])
+    (kh, kw), padding = pair(node.attrs["kernel"]), pair(node.attrs["padding"])
     if node.attrs["count_include_pad"] or padding == (0, 0):
         return f"{total} / {kh * kw}"
     # Divide each window by the count of its elements that are not padding.

@@ -13,18 +13,25 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..ir.types import DType, Sym
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Target, computed_in, inline_scalars, param_path, py_literal
+from .writer import (
+    Code,
+    Emit,
+    Namespace,
+    Target,
+    computed_in,
+    inline_scalars,
+    is_global_average,
+    pair,
+    param_path,
+    py_literal,
+)
 
 LOW_PRECISION = frozenset({DType.f16, DType.bf16})
 
 
-def _pair(v: tuple[int, ...]) -> tuple[int, int]:
-    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
-
-
 def _spatial_pads(padding: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     """tf.pad amounts for NCHW: nothing on N and C, `padding` on each side of H and W."""
-    ph, pw = _pair(padding)
+    ph, pw = pair(padding)
     return (0, 0), (0, 0), (ph, ph), (pw, pw)
 
 
@@ -48,8 +55,8 @@ def _conv2d(e: Emit, node: Node) -> str:
     x, w = e.args(node)
     pads = _spatial_pads(node.attrs["padding"])
     padding = '"VALID"' if not any(map(any, pads)) else repr(pads)
-    return (f"tf.nn.conv2d({x}, tf.transpose({w}, (2, 3, 1, 0)), strides={_pair(node.attrs['stride'])!r}, "
-            f"padding={padding}, dilations={_pair(node.attrs['dilation'])!r}, data_format=\"NCHW\")")
+    return (f"tf.nn.conv2d({x}, tf.transpose({w}, (2, 3, 1, 0)), strides={pair(node.attrs['stride'])!r}, "
+            f"padding={padding}, dilations={pair(node.attrs['dilation'])!r}, data_format=\"NCHW\")")
 
 
 def _pool(kind: str):
@@ -61,7 +68,9 @@ def _pool(kind: str):
 
     def rule(e: Emit, node: Node) -> str:
         x = e.arg(node, 0)
-        kernel, stride = _pair(node.attrs["kernel"]), _pair(node.attrs["stride"])
+        if kind == "avg" and is_global_average(node):
+            return f"tf.reduce_mean({x}, axis=(2, 3), keepdims=True)"
+        kernel, stride = pair(node.attrs["kernel"]), pair(node.attrs["stride"])
         (_, _), (_, _), h, w = _spatial_pads(node.attrs["padding"])
         pads = ((0, 0), h, w, (0, 0))
         if kind == "avg" and not node.attrs["count_include_pad"] and any(map(any, pads)):

@@ -316,6 +316,18 @@ def pads_last_dim_first(pads: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(p for i in reversed(range(len(pads) // 2)) for p in (pads[2 * i], pads[2 * i + 1]))
 
 
+def pair(v: tuple[int, ...]) -> tuple[int, int]:
+    """An int-pair attribute (kernel, stride, padding, dilation) as (h, w): the IR allows one int for both."""
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+def is_global_average(node: Node) -> bool:
+    """An avg_pool2d whose one window covers the whole unpadded image: a mean over H and W, which
+    XLA reduces faster than a reduce_window."""
+    return (node.result.shape[2:] == (1, 1) and pair(node.attrs["kernel"]) == node.operands[0].shape[2:]
+            and pair(node.attrs["padding"]) == (0, 0))
+
+
 def py_literal(value: Any) -> str:
     """Python source for nested lists of numbers, spelling inf and nan as float('inf')."""
     if isinstance(value, list):
