@@ -148,9 +148,9 @@ def _linear(e: Emit, node: Node) -> str:
 
 def _batch_norm(e: Emit, node: Node) -> str:
     x, mean, var, weight, bias = e.args(node)
-    if node.result.dtype is DType.f32 and 2 <= node.operands[0].type.rank <= 4:
+    if node.result.dtype is DType.f32 and 2 <= node.operands[0].type.rank <= 4 and 0 < node.attrs["eps"] <= 1:
         # The BatchNorm primitive, as nn.BatchNorm2d runs it: one kernel (the example CNN: 257 ->
-        # 237 ms against four elementwise passes); it takes float16/32 of rank 2-4 only.
+        # 237 ms against four elementwise passes); it takes float16/32 of rank 2-4 and eps in (0, 1].
         primitive = f"ops.BatchNorm(is_training=False, epsilon={node.attrs['eps']!r})"
         return f"{primitive}({x}, {weight}, {bias}, {mean}, {var})[0]"
     shape = (1, -1) + (1,) * (node.operands[0].type.rank - 2)
