@@ -7,7 +7,7 @@ that targets are compared against.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -99,8 +99,12 @@ def _compute_dtype(t: TensorType, precision: Precision) -> np.dtype:
 
 
 def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndarray],
-              precision: Precision = "declared") -> list[np.ndarray]:
-    """Run `graph` on numpy inputs and named weights; returns one array per output."""
+              precision: Precision = "declared",
+              perturb: Callable[[Value, np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
+    """Run `graph` on numpy inputs and named weights; returns one array per output.
+
+    `perturb`, if given, replaces each op's result (after rounding) by `perturb(value, array)`:
+    how the property tests ask whether rounding differences upstream could move an output."""
     env = bind_symbols(graph, [np.asarray(a) for a in inputs])
     arrays = [coerce_input(v, a) for v, a in zip(graph.inputs, inputs)]
     values: dict[Value, np.ndarray] = {}
@@ -125,4 +129,6 @@ def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndar
                 if precision == "declared" or not result.dtype.is_float:
                     array = array.astype(result.dtype.numpy)  # round as the declared dtype would
                 values[result] = array.astype(_compute_dtype(result.type, precision))
+                if perturb is not None:
+                    values[result] = perturb(result, values[result])
     return [values[v] if precision == "f64" else values[v].astype(v.dtype.numpy) for v in graph.outputs]

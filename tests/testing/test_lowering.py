@@ -17,7 +17,7 @@ from shipei.ir.graph import Builder, Graph
 from shipei.ir.types import DType, TensorType
 
 from shipei.testing import LoweringMismatch, assert_lowering_correct, available_targets, graphs
-from shipei.testing.lowering import Failure, minimize, probe_in_process, subgraph, tolerance_dtype
+from shipei.testing.lowering import Failure, minimize, probe_in_process, reference, subgraph, tolerance_dtype
 
 MLP = Path(__file__).resolve().parents[2] / "examples" / "mlp.sp"
 CHAIN = """\
@@ -102,6 +102,26 @@ def test_an_output_is_held_to_the_least_precise_dtype_computed_on_its_way():
     y = b("cast", b("sqrt", x), dtype=DType.f64)
     z = b("cast", x, dtype=DType.f64)
     assert tolerance_dtype(y) is DType.bf16 and tolerance_dtype(z) is DType.f64
+
+
+ILL_CONDITIONED = """
+model G() {
+    forward(x: bf16[2], y: bf16[2], w: bf16[2], b: bf16[2]) -> (bf16[2]) {
+        return layer_norm(x + y, w, b, eps=1e-05)
+    }
+}
+"""
+
+
+def test_inputs_whose_16_bit_rounding_decides_the_output_are_ill_conditioned():
+    """A layer norm of two bf16 values one ulp apart: half an ulp of rounding in `x + y` flips its
+    output, so these inputs cannot judge a lowering. Two values far apart are fine."""
+    graph = elaborate_source(ILL_CONDITIONED, "ill.sp")
+    ones, zeros = np.ones(2, np.float32), np.zeros(2, np.float32)
+    near = reference(graph, [np.array([1.0, 1.0078125], np.float32), zeros, ones, zeros], {})
+    far = reference(graph, [np.array([1.0, 3.0], np.float32), zeros, ones, zeros], {})
+    assert near.problem is not None and near.problem.startswith("ill-conditioned")
+    assert far.problem is None
 
 
 @pytest.mark.parametrize("target", available_targets())
