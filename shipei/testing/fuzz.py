@@ -346,7 +346,8 @@ class Summary:
         total = len(all_ops())
         lines += ["", f"{self.graphs} graphs in {self.seconds:.1f} s ({self.rate:.1f} graphs/s; "
                   f"{self.steady_rate:.1f} after {self.startup:.1f} s of worker start-up), "
-                  f"{self.skipped} redrawn for out-of-range or ill-conditioned values; ops covered {len(self.ops)}/{total}"]
+                  f"{self.skipped} redrawn for out-of-range or ill-conditioned values; "
+                  f"ops covered {len(self.ops)}/{total}"]
         if self.cpu and self.graphs:
             lines.append("CPU after start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.cpu.items())
                          + f"; {self.cpu_per_graph * 1e3:.0f} ms per graph")
