@@ -31,6 +31,7 @@ from .writer import (
     computed_in,
     inline_scalars,
     pads_last_dim_first,
+    pair,
     param_path,
 )
 
@@ -51,8 +52,7 @@ def _reduce(fn: str, keep: str):
 
 
 def _nan_first(template: str) -> Rule:
-    """MindSpore's maximum, minimum and relu drop a NaN in their first operand; numpy keeps it
-    (reported upstream as mindspore-ai/mindspore#380 for relu)."""
+    """MindSpore's maximum and minimum drop a NaN in their first operand; numpy keeps it."""
 
     def rule(e: Emit, node: Node) -> str:
         expr = e.format(template, node)
@@ -66,8 +66,8 @@ def _nan_first(template: str) -> Rule:
 
 def _relu(e: Emit, node: Node) -> str:
     """maximum(0, x): the kernel returns its second operand unless the first is greater, so a NaN
-    in x comes through, in one kernel (ops.relu maps NaN to 0; keeping NaN with a select cost the
-    example MLP 5% against a hand-written nn.ReLU)."""
+    in x comes through, in one kernel (ops.relu maps NaN to 0, mindspore-ai/mindspore#380; keeping
+    NaN with a select cost the example MLP 5% against a hand-written nn.ReLU)."""
     zero = "0.0" if node.result.dtype.is_float else "0"
     return f"ops.maximum({zero}, {e.arg(node, 0)})"
 
@@ -157,25 +157,20 @@ def _batch_norm(e: Emit, node: Node) -> str:
     return f"_batch_norm({', '.join(e.args(node))}, {shape!r}, {e.float(node.result.dtype, node.attrs['eps'])})"
 
 
-def _pair(node: Node, attr: str) -> tuple[int, int]:
-    """An int-pair attribute as a 2-tuple: the IR allows one int for both dims, MindSpore wants two."""
-    value = tuple(node.attrs[attr])
-    return value * 2 if len(value) == 1 else value
-
-
 def _conv2d(e: Emit, node: Node) -> str:
     x, w = e.args(node)
-    return (f"ops.conv2d({x}, {w}, None, {_pair(node, 'stride')}, 'pad', {_pair(node, 'padding')}, "
-            f"{_pair(node, 'dilation')}, {node.attrs['groups']})")
+    return (f"ops.conv2d({x}, {w}, None, {pair(node.attrs['stride'])}, 'pad', {pair(node.attrs['padding'])}, "
+            f"{pair(node.attrs['dilation'])}, {node.attrs['groups']})")
 
 
 def _max_pool2d(e: Emit, node: Node) -> str:
-    return f"_max_pool2d({e.arg(node, 0)}, {_pair(node, 'kernel')}, {_pair(node, 'stride')}, {_pair(node, 'padding')})"
+    window = ", ".join(str(pair(node.attrs[k])) for k in ("kernel", "stride", "padding"))
+    return f"_max_pool2d({e.arg(node, 0)}, {window})"
 
 
 def _avg_pool2d(e: Emit, node: Node) -> str:
-    ph, pw = _pair(node, "padding")
-    return (f"ops.avg_pool2d({e.arg(node, 0)}, {_pair(node, 'kernel')}, {_pair(node, 'stride')}, "
+    ph, pw = pair(node.attrs["padding"])
+    return (f"ops.avg_pool2d({e.arg(node, 0)}, {pair(node.attrs['kernel'])}, {pair(node.attrs['stride'])}, "
             f"{(ph, ph, pw, pw)}, count_include_pad={node.attrs['count_include_pad']})")
 
 
