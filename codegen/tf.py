@@ -71,8 +71,8 @@ def _pool(kind: str):
         if kind == "avg" and is_global_average(node):
             return f"tf.reduce_mean({x}, axis=(2, 3), keepdims=True)"
         kernel, stride = pair(node.attrs["kernel"]), pair(node.attrs["stride"])
-        (_, _), (_, _), h, w = _spatial_pads(node.attrs["padding"])
-        pads = ((0, 0), h, w, (0, 0))
+        ph, pw = pair(node.attrs["padding"])
+        pads = ((0, 0), (ph, ph), (pw, pw), (0, 0))  # NHWC
         if kind == "avg" and not node.attrs["count_include_pad"] and any(map(any, pads)):
             return f"avg_pool2d_excluding_padding({x}, {kernel!r}, {stride!r}, {pads!r})"
         x = f"tf.transpose({x}, (0, 2, 3, 1))"
