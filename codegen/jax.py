@@ -31,9 +31,21 @@ import numpy as np
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
 from ..ir.registry import FusionKind, all_ops
-from ..ir.types import DType, Sym, normalize_axis
+from ..ir.types import LOW_PRECISION, DType, Sym, normalize_axis
 from .module import GeneratedModule, write_module
-from .writer import Code, Emit, Namespace, Rule, Target, inline_scalars, is_global_average, pair, py_literal, render
+from .writer import (
+    Code,
+    Emit,
+    Namespace,
+    Rule,
+    Target,
+    attention,
+    inline_scalars,
+    is_global_average,
+    pair,
+    py_literal,
+    render,
+)
 
 #: matmul_precision option -> `jax.lax.Precision` member.
 PRECISIONS = {"default": "DEFAULT", "high": "HIGH", "highest": "HIGHEST"}
@@ -41,7 +53,6 @@ PRECISIONS = {"default": "DEFAULT", "high": "HIGH", "highest": "HIGHEST"}
 COMPUTE_DTYPES = {"bf16": DType.bf16}
 
 _END = 2**62  # slice's "to the end" stop
-_LOW = frozenset({DType.f16, DType.bf16})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +91,10 @@ def _in_f32(rule: Rule | str) -> Rule:
 
     def wrapped(e: JaxEmit, node: Node) -> str:
         dtype = node.result.dtype
-        if dtype not in _LOW:
+        if dtype not in LOW_PRECISION:
             return render(rule, e, node)
         names = {v: e.values[v] for v in node.operands}
-        e.values.update({v: f"{n}.astype(jnp.float32)" for v, n in names.items() if v.dtype in _LOW})
+        e.values.update({v: f"{n}.astype(jnp.float32)" for v, n in names.items() if v.dtype in LOW_PRECISION})
         try:
             expr = render(rule, e, node)
         finally:
@@ -101,7 +112,7 @@ def _contract(e: JaxEmit, node: Node, fn: str, keywords: str, operands: list[str
     in float32 and the result is cast back to the declared dtype once."""
     out, operands = node.result.dtype, operands or e.args(node)
     add = f" + {bias}" if bias else ""
-    if not out.is_float or (e.options.compute_dtype is None and out not in _LOW):
+    if not out.is_float or (e.options.compute_dtype is None and out not in LOW_PRECISION):
         return f"{fn}({', '.join(operands)}, {keywords}precision=PRECISION){add}"
     args = ", ".join(operands if e.options.compute_dtype is None
                      else (f"{a}.astype(COMPUTE_DTYPE)" for a in operands))
@@ -121,12 +132,9 @@ def _linear(e: JaxEmit, node: Node) -> str:
 
 
 def _attention(e: JaxEmit, node: Node) -> str:
-    q, k, v = e.args(node)
-    scores = f"jnp.matmul({q}, jnp.swapaxes({k}, -1, -2), precision=PRECISION) * {node.attrs['scale']!r}"
-    if node.attrs["causal"]:  # query i sees keys j <= i
-        length, source = (e.dim(x.shape[-2]) for x in node.operands[:2])
-        scores = f"jnp.where(jnp.tri({length}, {source}, dtype=bool), {scores}, -jnp.inf)"
-    return f"jnp.matmul(jax.nn.softmax({scores}, axis=-1), {v}, precision=PRECISION)"
+    return attention(e, node, "jnp.matmul({q}, jnp.swapaxes({k}, -1, -2), precision=PRECISION) * {scale}",
+                     "jnp.where(jnp.tri({length}, {source}, dtype=bool), {scores}, -jnp.inf)",
+                     "jnp.matmul(jax.nn.softmax({scores}, axis=-1), {v}, precision=PRECISION)")
 
 
 def _conv2d(e: JaxEmit, node: Node) -> str:

@@ -28,6 +28,7 @@ from .writer import (
     Namespace,
     Rule,
     Target,
+    attention,
     computed_in,
     inline_scalars,
     pads_last_dim_first,
@@ -117,18 +118,14 @@ def _layer_norm(e: Emit, node: Node) -> str:
 
 
 def _attention(e: Emit, node: Node) -> str:
-    q, k, v = e.args(node)
     # q @ k^T with the transpose folded into the kernel rather than copied (1.11x -> 1.05x the
-    # hand-written example transformer's time).
-    transposed_matmul = "ops.BatchMatMul(transpose_b=True)" if node.operands[0].type.rank > 2 else \
-        "ops.MatMul(transpose_b=True)"
-    scores = f"{transposed_matmul}({q}, {k}) * {e.float(node.result.dtype, node.attrs['scale'])}"
-    if node.attrs["causal"]:  # query i sees keys j <= i
-        length, source = (e.dim(x.shape[-2]) for x in node.operands[:2])
-        future = f"ops.arange({source}) > ops.reshape(ops.arange({length}), ({length}, 1))"
-        # A Python float fill would make masked_fill compute float64 scores in float32.
-        scores = f"ops.masked_fill({scores}, {future}, {e.float(node.result.dtype, -np.inf)})"
-    return f"ops.matmul(ops.softmax({scores}, -1), {v})"
+    # hand-written example transformer's time). The fill is a tensor for float64: a Python float
+    # would make masked_fill compute float64 scores in float32.
+    matmul = "ops.BatchMatMul" if node.operands[0].type.rank > 2 else "ops.MatMul"
+    return attention(e, node, matmul + "(transpose_b=True)({q}, {k}) * {scale}",
+                     "ops.masked_fill({scores}, ops.arange({source}) > ops.reshape(ops.arange({length}), "
+                     "({length}, 1)), {fill})",
+                     "ops.matmul(ops.softmax({scores}, -1), {v})")
 
 
 def _linear(e: Emit, node: Node) -> str:

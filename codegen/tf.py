@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..ir.types import DType, Sym
+from ..ir.types import LOW_PRECISION, DType, Sym
 from .module import GeneratedModule, write_module
 from .writer import (
     Code,
     Emit,
     Namespace,
     Target,
+    attention,
     computed_in,
     inline_scalars,
     is_global_average,
@@ -25,8 +26,6 @@ from .writer import (
     param_path,
     py_literal,
 )
-
-LOW_PRECISION = frozenset({DType.f16, DType.bf16})
 
 
 def _spatial_pads(padding: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
@@ -106,12 +105,9 @@ def _linear(e: Emit, node: Node) -> str:
 
 
 def _attention(e: Emit, node: Node) -> str:
-    q, k, v = e.args(node)
-    scores = f"tf.matmul({q}, {k}, transpose_b=True) * {node.attrs['scale']!r}"
-    if node.attrs["causal"]:  # query i sees keys j <= i
-        length, source = (e.dim(x.shape[-2]) for x in node.operands[:2])
-        scores = f"tf.where(tf.range({source})[None, :] <= tf.range({length})[:, None], {scores}, float('-inf'))"
-    return f"tf.matmul(tf.nn.softmax({scores}, axis=-1), {v})"
+    return attention(e, node, "tf.matmul({q}, {k}, transpose_b=True) * {scale}",
+                     "tf.where(tf.range({source})[None, :] <= tf.range({length})[:, None], {scores}, {fill})",
+                     "tf.matmul(tf.nn.softmax({scores}, axis=-1), {v})")
 
 
 def _split(e: Emit, node: Node) -> str:

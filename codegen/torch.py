@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
-from ..ir.types import DType
+from ..ir.types import LOW_PRECISION, DType
 from .module import GeneratedModule, write_module
 from .writer import (
     Code,
@@ -70,8 +70,6 @@ def _iota(e: Emit, node: Node) -> str:
     return f"torch.arange({e.dim(node.attrs['length'])}, dtype={e.dtype(node.attrs['dtype'])}, device=device)"
 
 
-_LOW = frozenset({DType.f16, DType.bf16})
-
 RULES = {
     **{name: f"torch.{name}({{0}})" for name in ("abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh",
                                                  "erf", "floor", "sigmoid", "relu", "logical_not", "neg")},
@@ -97,11 +95,11 @@ RULES = {
     "softmax": "F.softmax({0}, dim={axis})",
     # Its 16-bit CPU kernel subtracts a rounded logsumexp, which cancels: bf16 log_softmax of
     # [15.125, 9.75, ...] gave -0.0078 for -0.0046.
-    "log_softmax": computed_in("F.log_softmax({0}, dim={axis})", _LOW, DType.f32, "{x}.to({dtype})"),
+    "log_softmax": computed_in("F.log_softmax({0}, dim={axis})", LOW_PRECISION, DType.f32, "{x}.to({dtype})"),
     "layer_norm": _layer_norm,
     # Its CPU kernel folds weight and variance into one scale in the 16-bit dtype, rounding twice.
     "batch_norm": computed_in("F.batch_norm({0}, {1}, {2}, {3}, {4}, training=False, eps={eps})",
-                              _LOW, DType.f32, "{x}.to({dtype})"),
+                              LOW_PRECISION, DType.f32, "{x}.to({dtype})"),
     "reshape": "torch.reshape({0}, {shape})",
     "transpose": "torch.permute({0}, {perm})",
     "broadcast_to": "{0}.expand({shape})",

@@ -208,9 +208,9 @@ class Emit:
     def statement(self, code: Code, node: Node) -> list[Value]:
         """The node's assignment; the values it names."""
         if node in self._inline:
-            text = self._inline[node]
             dtype = node.result.dtype
-            self.values[node.result] = self.float(dtype, float(text)) if dtype.is_float else text
+            scalar = np.asarray(node.attrs["value"], dtype=dtype.numpy).item()
+            self.values[node.result] = self.float(dtype, scalar) if dtype.is_float else repr(scalar)
             return []
         if node.loc and (node.loc.file, node.loc.line) != self._last_loc:
             code(f"# {source_comment(node.loc)}")
@@ -321,6 +321,18 @@ def pair(v: tuple[int, ...]) -> tuple[int, int]:
     return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
 
 
+def attention(e: Emit, node: Node, scores: str, causal: str, out: str) -> str:
+    """softmax(q @ k^T * scale [causal mask]) @ v in a target's spellings: `scores` formats q, k and
+    scale; `causal` formats scores, length (queries), source (keys) and fill (-inf at the result's
+    dtype) into scores where query i sees only keys j <= i; `out` formats scores and v."""
+    q, k, v = e.args(node)
+    text = scores.format(q=q, k=k, scale=e.float(node.result.dtype, node.attrs["scale"]))
+    if node.attrs["causal"]:
+        length, source = (e.dim(x.shape[-2]) for x in node.operands[:2])
+        text = causal.format(scores=text, length=length, source=source, fill=e.float(node.result.dtype, -np.inf))
+    return out.format(scores=text, v=v)
+
+
 def is_global_average(node: Node) -> bool:
     """An avg_pool2d whose one window covers the whole unpadded image: a mean over H and W, which
     XLA reduces faster than a reduce_window."""
@@ -343,10 +355,10 @@ def py_literal(value: Any) -> str:
 SCALAR_OPERAND_OPS = frozenset({"add", "sub", "mul", "div"})
 
 
-def inline_scalars(graph: Graph) -> dict[Node, str]:
+def inline_scalars(graph: Graph) -> set[Node]:
     """Rank-0 numeric constants read only as an operator's operand beside a tensor: `x * 0.5`."""
     users = graph.users()
-    out: dict[Node, str] = {}
+    out: set[Node] = set()
     for node in graph.nodes:
         if (node.op != "constant" or node.result.type.rank or node.result.dtype is DType.bool
                 or not np.isfinite(node.attrs["value"])):
@@ -354,7 +366,7 @@ def inline_scalars(graph: Graph) -> dict[Node, str]:
         readers = users.get(node.result, [])
         if readers and all(u.op in SCALAR_OPERAND_OPS and any(v is not node.result for v in u.operands)
                            and not any(v.producer in out for v in u.operands) for u in readers):
-            out[node] = repr(np.asarray(node.attrs["value"], dtype=node.attrs["dtype"].numpy).item())
+            out.add(node)
     return out
 
 

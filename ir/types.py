@@ -72,6 +72,8 @@ class DType(enum.Enum):
 
 
 _FLOATS = (DType.f16, DType.bf16, DType.f32, DType.f64)
+#: The 16-bit floats, which frameworks compute in float32 and round (or should).
+LOW_PRECISION = frozenset({DType.f16, DType.bf16})
 _ITEMSIZE = {DType.f16: 2, DType.bf16: 2, DType.f32: 4, DType.f64: 8, DType.i32: 4, DType.i64: 8, DType.bool: 1}
 _NUMPY_NAMES = {DType.f16: "float16", DType.f32: "float32", DType.f64: "float64",
                 DType.i32: "int32", DType.i64: "int64", DType.bool: "bool"}
