@@ -10,11 +10,16 @@ Per model (examples/*.sp, weights from seed 0, frozen at -O3 as for deployment):
 3. inference time of the generated program at -O0 and -O3 on each installed target, measured as
    benchmarks/generated_vs_handwritten.py measures (its helpers are reused): inputs converted to
    framework tensors once, the module's own call path, samples of ~20 ms alternating -O0/-O3,
-   median over `--repeats`, each target in its own worker process (pinned to `--threads` cores).
+   median over `--repeats`, each model and target in a worker process of its own (pinned to
+   `--threads` cores).
    The inputs are that benchmark's (mlp B=64, cnn B=16, transformer B=8 T=64) or `--dims`.
+   Outputs are checked against the numpy reference after timing: run first, its large freed
+   arrays leave glibc's allocator holding freed memory, which spares -O0's many temporaries their
+   page faults (`--warm-allocator` measures that state).
 
     python benchmarks/passes.py                                  # everything
     python benchmarks/passes.py --targets torch --dims B=1,T=32  # torch only, small inputs
+    python benchmarks/passes.py --warm-allocator                 # timings after a numpy reference run
 """
 
 from __future__ import annotations
@@ -84,40 +89,41 @@ def compression(model: str, dims: dict[str, int]) -> str:
             f"| {(full + sparse) / 1024:,.0f} ({full / (full + sparse):.1f}x) | {p_err:.2e} | {p_top1:.0%} |")
 
 
-def timing(target: str, models: list[str], dims: dict[str, int] | None, repeats: int) -> list[str]:
-    """Rows of the timing table for one target (run in a worker process)."""
+def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, warm_allocator: bool = False) -> str:
+    """The timing row of one model on one target, in a worker process of its own: a process's
+    allocator remembers what ran before, and that moves -O0's time more than -O3's. The outputs
+    are checked against the numpy reference after timing, unless `warm_allocator`."""
     import safetensors.numpy
     from shipei.runtime.executable import import_module_file
 
-    rows = []
     tmp = Path(tempfile.mkdtemp(prefix="shipei-passes-"))
     baseline = importlib.import_module(f"baselines.{target}_models")
-    for model in models:
-        graph = shipei.parse(EXAMPLES / model)
-        inputs = (random_inputs(graph, seed=0, dims=dims) if dims else
-                  gvh.MODELS[model.removesuffix(".sp")][1](np.random.default_rng(0)))
-        want = shipei.reference(graph, inputs)[0]
-        sides = []
-        for opt in (3, 0):
-            compiled = shipei.compile(graph, target, opt=opt, freeze=opt > 0)
-            weights = tmp / f"{model}-O{opt}.safetensors"
-            safetensors.numpy.save_file({k: np.asarray(v, order="C") for k, v in compiled.weights.items()},
-                                        str(weights))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                module = import_module_file(compiled.save(tmp / f"{model}-O{opt}"))
-                loaded = module.load(str(weights), "cpu")
-            to_tensor, call = gvh.GENERATED[target](module, loaded)
-            tensors = [to_tensor(x) for x in inputs]
-            got = baseline.to_numpy(call(*tensors))
-            if not compare(got, want, DType.f32).ok:
-                raise AssertionError(f"{model} -O{opt} on {target} does not match the reference")
-            sides.append((call, baseline.sync, tensors))
-        t = gvh.compare(*sides, repeats=repeats, sample_s=0.02, warmup=5)
-        shape = ", ".join(f"{list(np.shape(x))}" for x in inputs)
-        rows.append(f"| {model} | {target} | {shape} | {t['handwritten_ms']:.3f} | {t['generated_ms']:.3f} "
-                    f"| {1 / t['ratio']:.2f}x | {1 / t['pair_ratio']:.2f}x | {1 / t['cpu_ratio']:.2f}x |")
-    return rows
+    graph = shipei.parse(EXAMPLES / model)
+    inputs = (random_inputs(graph, seed=0, dims=dims) if dims else
+              gvh.MODELS[model.removesuffix(".sp")][1](np.random.default_rng(0)))
+    if warm_allocator:
+        shipei.reference(graph, inputs)
+    sides, outputs = [], []
+    for opt in (3, 0):
+        compiled = shipei.compile(graph, target, opt=opt, freeze=opt > 0)
+        weights = tmp / f"{model}-O{opt}.safetensors"
+        safetensors.numpy.save_file({k: np.asarray(v, order="C") for k, v in compiled.weights.items()}, str(weights))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = import_module_file(compiled.save(tmp / f"{model}-O{opt}"))
+            loaded = module.load(str(weights), "cpu")
+        to_tensor, call = gvh.GENERATED[target](module, loaded)
+        tensors = [to_tensor(x) for x in inputs]
+        outputs.append(baseline.to_numpy(call(*tensors)))
+        sides.append((call, baseline.sync, tensors))
+    t = gvh.compare(*sides, repeats=repeats, sample_s=0.02, warmup=5)
+    want = shipei.reference(graph, inputs)[0]
+    for opt, got in zip((3, 0), outputs):
+        if not compare(got, want, DType.f32).ok:
+            raise AssertionError(f"{model} -O{opt} on {target} does not match the reference")
+    shape = ", ".join(f"{list(np.shape(x))}" for x in inputs)
+    return (f"| {model} | {target} | {shape} | {t['handwritten_ms']:.3f} | {t['generated_ms']:.3f} "
+            f"| {1 / t['ratio']:.2f}x | {1 / t['pair_ratio']:.2f}x | {1 / t['cpu_ratio']:.2f}x |")
 
 
 def main() -> None:
@@ -129,6 +135,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50, help="interleaved samples per side")
     parser.add_argument("--threads", type=int, default=1, help="cores and intra-op threads per target worker "
                         "(default 1: steadier on a shared machine; 0: the frameworks' defaults)")
+    parser.add_argument("--warm-allocator", action="store_true", help="run the numpy reference before timing, "
+                        "not after: glibc then keeps freed memory mapped (its large frees raise the trim "
+                        "threshold), so a program's temporaries stop costing page faults")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # run one target's timings, print rows
     args = parser.parse_args()
     dims = {k: int(v) for k, v in (item.split("=") for item in args.dims.split(",") if item)}
@@ -137,7 +146,7 @@ def main() -> None:
         if args.threads:
             gvh.limit_threads(args.threads)
             gvh.set_framework_threads(args.worker, args.threads)
-        print("\n".join(timing(args.worker, models, dims, args.repeats)))
+        print(timing(args.worker, args.models, dims, args.repeats, args.warm_allocator))
         return
     plan_dims = dims or {"B": 1, "T": 32}
     print(f"IR and activation memory at {plan_dims} (-O3, frozen weights):\n")
@@ -153,16 +162,18 @@ def main() -> None:
         print(compression(model, plan_dims))
     print(f"\nInference time, ms per call: median of {args.repeats} alternating samples; speedup = -O0 / -O3 "
           f"by median wall time, by the median of per-pair ratios, and by median CPU time "
-          f"({gvh.machine_note()}; {args.threads or 'default'} thread(s) per target):\n")
+          f"({gvh.machine_note()}; {args.threads or 'default'} thread(s) per target"
+          f"{'; allocator warmed by a numpy reference run' if args.warm_allocator else ''}):\n")
     print("| model | target | inputs | -O0 ms | -O3 ms | speedup | pair speedup | CPU speedup |")
     print("|---|---|---|---:|---:|---:|---:|---:|", flush=True)
     for target in args.targets.split(","):
-        cmd = [sys.executable, __file__, "--worker", target, "--models", args.models, "--repeats", str(args.repeats),
-               "--threads", str(args.threads), "--dims", args.dims]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-        print("\n".join(rows) if rows else f"| {target} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]} |",
-              flush=True)
+        for model in models:
+            cmd = [sys.executable, __file__, "--worker", target, "--models", model, "--repeats", str(args.repeats),
+                   "--threads", str(args.threads), "--dims", args.dims] + ["--warm-allocator"] * args.warm_allocator
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+            print("\n".join(rows) if rows else
+                  f"| {model} | {target} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,13 @@ def get_target(name: str) -> Target:
     return importlib.import_module(f"{__name__}.{name}").TARGET
 
 
-def emit(graph: Graph, target: str, source: str = "<graph>", **options: Any) -> GeneratedModule:
+def emit(graph: Graph, target: str, source: str = "<graph>", *, planned: bool = False,
+         **options: Any) -> GeneratedModule:
     """Generate `target`'s program for `graph`; `source` names the DSL file in comments and
-    `options` are the target's own (e.g. jax's `compute_dtype`, torch's `amp`)."""
-    get_target(target)
+    `options` are the target's own (e.g. jax's `compute_dtype`, torch's `amp`). `planned` says
+    the pipeline planned memory (-O3): an eager target then reuses dying buffers unless told not to."""
+    if get_target(target).inplace and planned:
+        options.setdefault("reuse_buffers", True)
     return importlib.import_module(f"{__name__}.{target}").emit(graph, source, **options)
 
 

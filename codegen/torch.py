@@ -8,6 +8,11 @@ Options of `emit`, written at the top of the generated module so that it describ
   where PyTorch has it, else the older `allow_tf32` flags).
 - `compile=True`: `load()` wraps the model in `torch.compile` (slow to start: ~17 s cold here).
 - `channels_last=True`: weights and 4-D inputs use the NHWC memory format convnets prefer.
+- `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
+  dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.inplace` finds that
+  safe, sparing the allocator and page faults. For inference: autograd refuses to differentiate
+  through an overwritten value. Off under `amp`, where an in-place op would keep autocast's
+  lower dtype instead of promoting.
 """
 
 from __future__ import annotations
@@ -163,6 +168,28 @@ def run(model, inputs, device="cpu"):
     return [(y.float() if y.dtype == torch.bfloat16 else y).cpu().numpy() for y in outputs]
 '''
 
+_UNARY_INPLACE = ("abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "floor", "sigmoid", "neg")
+
+#: In-place spellings: the result overwrites operand 0 (see codegen/inplace.py).
+INPLACE = {
+    **{name: f"{{0}}.{name}_()" for name in _UNARY_INPLACE},
+    "relu": "torch.relu_({0})",
+    "silu": "F.silu({0}, inplace=True)",
+    "gelu": "torch.ops.aten.gelu_({0}, approximate={approximate})",
+    "add": "{0}.add_({1})", "sub": "{0}.sub_({1})", "mul": "{0}.mul_({1})", "div": "{0}.div_({1})",
+    "maximum": "torch.maximum({0}, {1}, out={0})", "minimum": "torch.minimum({0}, {1}, out={0})",
+}
+
+#: Ops whose torch spelling always returns a new tensor. The rest may return a view of their
+#: operand (reshape, permute, split, slice, expand; gather, as `w[i]` with a 0-d index is a
+#: view) or the operand itself (eval-mode dropout, `.to` of its own dtype).
+FRESH = frozenset({
+    *_UNARY_INPLACE, "relu", "silu", "gelu", "logical_not", "add", "sub", "mul", "div", "pow", "maximum", "minimum",
+    "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "where", "matmul", "linear", "attention",
+    "conv2d", "max_pool2d", "avg_pool2d", "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "softmax",
+    "log_softmax", "layer_norm", "batch_norm", "concat", "iota",
+})
+
 TARGET = Target(
     name="torch", framework="torch", extra="torch",
     imports=("import safetensors.torch", "import torch", "import torch.nn.functional as F"),
@@ -171,6 +198,8 @@ TARGET = Target(
             DType.f64: "torch.float64", DType.i32: "torch.int32", DType.i64: "torch.int64", DType.bool: "torch.bool"},
     rules=RULES,
     free_dead_values=True,
+    inplace=INPLACE,
+    fresh=FRESH,
 )
 
 # nn.Module's own attributes: torch refuses a param or sub-module of one of these names.
@@ -251,6 +280,7 @@ class Options:
     tf32: bool = False
     compile: bool = False
     channels_last: bool = False
+    reuse_buffers: bool = False
 
     def __post_init__(self) -> None:
         if self.amp is not None and self.amp not in AMP_DTYPES:
@@ -258,10 +288,11 @@ class Options:
 
 
 def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = False, compile: bool = False,
-         channels_last: bool = False) -> GeneratedModule:
+         channels_last: bool = False, reuse_buffers: bool = False) -> GeneratedModule:
     """The standalone PyTorch program for `graph`; see the module docstring for the options."""
-    options = Options(amp, tf32, compile, channels_last)
-    return write_module(TARGET, graph, source, functools.partial(_write_model, options=options))
+    options = Options(amp, tf32, compile, channels_last, reuse_buffers)
+    return write_module(TARGET, graph, source, functools.partial(_write_model, options=options),
+                        reuse_buffers=reuse_buffers and amp is None)
 
 
 def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:

@@ -105,6 +105,11 @@ class Target:
     free_dead_values: bool = False
     #: dtype -> how a float literal of that dtype is written (`{}` is its repr); plain repr if absent.
     float_literals: dict[DType, str] = field(default_factory=dict)
+    #: op -> its spelling that writes the result over operand 0 (`{0}.add_({1})`), used where
+    #: `codegen.inplace` finds that safe when the body reuses buffers; empty for traced targets.
+    inplace: dict[str, Rule | str] = field(default_factory=dict)
+    #: ops the target computes into a new tensor, never a view of an operand.
+    fresh: frozenset[str] = frozenset()
 
     def supports(self, op: str, dtype: DType) -> bool:
         return op in self.rules and dtype not in self.unsupported_dtypes.get(op, frozenset())
@@ -178,12 +183,16 @@ class Emit:
                     self.symbols[str(d)] = self.names.fresh(str(d))
                     code(f"{self.symbols[str(d)]} = {self.target.shape_of.format(x=name, axis=axis)}")
 
-    def body(self, code: Code) -> None:
+    def body(self, code: Code, reuse_buffers: bool = False) -> None:
         """One assignment per node, each DSL statement's block headed by its source line; each
-        fused region (a run of nodes with one `Node.group`) is a local function (`region`)."""
+        fused region (a run of nodes with one `Node.group`) is a local function (`region`).
+        With `reuse_buffers`, results overwrite dying operands where `inplace_writes` allows."""
+        from .inplace import inplace_writes
+
         self._last_loc: tuple[str, int] | None = None
         self._count = 0
         self._inline = inline_scalars(self.graph)
+        self._writes = inplace_writes(self.graph, self.target) if reuse_buffers else {}
         for value in self.graph.params:
             self.values[value] = self.param_ref(value)
         nodes = self.graph.nodes
@@ -216,8 +225,11 @@ class Emit:
             code(f"# {source_comment(node.loc)}")
             self._last_loc = (node.loc.file, node.loc.line)
         rule = self.rule_for(node)
-        expr = self.constant_ref(node) if node.op == "constant" else (
-            rule(self, node) if callable(rule) else self.format(rule, node))
+        if node in self._writes:  # the overwritten operand goes first: add(x, y) as x.add_(y)
+            rule = self.target.inplace[node.op]
+            if self._writes[node]:
+                node = Node(node.op, node.operands[::-1], node.attrs, node.results, node.loc)
+        expr = self.constant_ref(node) if node.op == "constant" else render(rule, self, node)
         names = [self.names.fresh(f"v{self._count + i}") for i in range(len(node.results))]
         self._count += len(names)
         for value, name in zip(node.results, names):

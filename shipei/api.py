@@ -122,7 +122,7 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     ctx.frozen = freeze
     ctx.options = {"target": target, **ctx.options, **dict(pass_options or {})}
     graph = optimize(graph, opt, passes=passes, disable=disable, context=ctx)
-    module = emit(graph, target, _source_name(src), **dict(options or {}))
+    module = emit(graph, target, _source_name(src), planned="memory_plan" in ctx.options, **dict(options or {}))
     return Compiled(graph, target, module, ctx.weights, ctx)
 
 

@@ -204,11 +204,13 @@ def lazy_declared(graph: Graph, inputs: Arrays, weights: Weights) -> Callable[[]
     return get
 
 
-def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, device: str = "cpu") -> list[np.ndarray]:
-    """Emit, load and run `target`'s program in this process; numpy in, numpy out."""
+def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, device: str = "cpu",
+               **options: Any) -> list[np.ndarray]:
+    """Emit (with `codegen.emit`'s `options`), load and run `target`'s program in this process;
+    numpy in, numpy out."""
     from ..runtime import Executable
 
-    module = emit(graph, target)
+    module = emit(graph, target, **options)
     with tempfile.TemporaryDirectory(prefix="shipei-check-") as tmp:
         path = Path(tmp) / module.filename
         path.write_text(module.source)

@@ -1,0 +1,159 @@
+"""Buffer reuse on eager targets: which results overwrite a dying operand, and that doing so keeps
+every result, input and weight as it was."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given
+from shipei.codegen import emit, get_target
+from shipei.codegen.inplace import inplace_writes
+from shipei.ir.graph import Builder, Graph, Init
+from shipei.ir.init import init_params
+from shipei.ir.types import DType, Sym, TensorType
+from shipei.runtime import Executable
+from shipei.runtime.executable import import_module_file
+
+import shipei
+from shipei.testing import graphs
+from shipei.testing.lowering import check_outputs, lazy_declared, sample_inputs
+
+TORCH = get_target("torch")
+B = Sym.named("B")
+
+
+def _graph(dtype: DType = DType.f32) -> tuple[Graph, Builder, object, object]:
+    g = Graph("G")
+    b = Builder(g)
+    x = b.input("x", TensorType(dtype, (B, 4)))
+    w = b.add_param("w", TensorType(dtype, (4, 4)), Init("ones"))
+    return g, b, x, w
+
+
+def _writes(g: Graph) -> list[tuple[str, int]]:
+    return [(node.op, k) for node, k in inplace_writes(g, TORCH).items()]
+
+
+def test_a_dying_temporary_is_overwritten_and_inputs_weights_and_outputs_never_are() -> None:
+    g, b, x, w = _graph()
+    y = b("matmul", x, w)          # fresh, dies at relu
+    r = b("relu", y)               # fresh, read twice later
+    s = b("add", r, x)             # r is read again below: out of place
+    t = b("mul", s, r)             # s dies here: in place; r dies too but is operand 1 of a mul...
+    u = b("add", x, t)             # ...t dies at operand 1 of a commutative op: swapped
+    g.outputs = [u, b("exp", u)]   # u is an output: exp is out of place
+    assert _writes(g) == [("relu", 0), ("mul", 0), ("add", 1)]
+    source = emit(g, "torch", reuse_buffers=True).source
+    assert "v1 = torch.relu_(v0)" in source and "v3 = v2.mul_(v1)" in source and "v4 = v3.add_(x)" in source
+    assert "v2 = v1 + x" in source and "v5 = torch.exp(v4)" in source
+    assert ".add_(" not in emit(g, "torch").source  # only when asked
+
+
+def test_a_value_whose_view_is_read_later_is_not_overwritten() -> None:
+    g, b, x, w = _graph()
+    y = b("exp", x)
+    view = b("reshape", y, shape=(B, 2, 2))
+    z = b("neg", y)                 # y dies here, but its view is read below
+    g.outputs = [z, view]
+    assert _writes(g) == []
+
+
+def test_a_view_is_never_overwritten_even_when_its_base_is_dead() -> None:
+    g, b, x, w = _graph()
+    view = b("transpose", b("exp", b("matmul", x, w)), perm=(1, 0))
+    g.outputs = [b("neg", view)]
+    assert _writes(g) == [("exp", 0)]
+
+
+def test_sub_keeps_its_order_integers_and_broadcast_operands_stay_out_of_place() -> None:
+    g, b, x, w = _graph()
+    row = b("reduce_sum", b("exp", x), axes=(0,), keepdims=True)   # f32[1, 4]
+    g.outputs = [b("sub", x, b("exp", x)), b("add", row, b("neg", x))]
+    assert _writes(g) == [("add", 1)]  # sub's dying operand is its second; row would broadcast
+    gi = Graph("I")
+    bi = Builder(gi)
+    xi = bi.input("x", TensorType(DType.i32, (4,)))
+    gi.outputs = [bi("neg", bi("abs", xi))]
+    assert _writes(gi) == []
+
+
+def test_an_operand_read_twice_by_the_node_is_not_overwritten() -> None:
+    g, b, x, w = _graph()
+    y = b("exp", x)
+    g.outputs = [b("mul", y, y)]
+    assert _writes(g) == []
+
+
+def _run(graph: Graph, inputs, weights, **options) -> list[np.ndarray]:
+    module = emit(graph, "torch", **options)
+    with tempfile.TemporaryDirectory(prefix="shipei-inplace-") as tmp:
+        path = Path(tmp) / module.filename
+        path.write_text(module.source)
+        exe = Executable(graph, "torch", path, weights, "cpu")
+        return [exe.run(*inputs), exe.run(*inputs)]
+
+
+@given(graphs(max_nodes=10, targets=["torch"]))
+def test_reusing_buffers_keeps_results_inputs_and_weights(graph: Graph) -> None:
+    weights = init_params(graph, 0)
+    inputs, ref = sample_inputs(graph, 0, weights)
+    assume(ref.problem is None)
+    kept = [np.array(a, copy=True) for a in inputs]
+    first, second = _run(graph, inputs, weights, reuse_buffers=True)
+    assert check_outputs(graph, first, ref, "torch", lazy_declared(graph, inputs, weights)) is None
+    for a, b in zip(inputs, kept):  # the program reads numpy inputs without a copy
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    for a, b in zip(first, second):  # weights and constants are as loaded
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+
+
+def test_o3_programs_reuse_buffers_and_an_option_turns_it_off() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "transformer.sp"
+    o3 = shipei.compile(example, "torch", opt=3, freeze=True).source
+    assert "torch.ops.aten.gelu_(" in o3 and o3.count(".add_(") == 4  # the residual adds
+    assert ".add_(" not in shipei.compile(example, "torch", opt=3, options={"reuse_buffers": False}).source
+    assert ".add_(" not in shipei.compile(example, "torch", opt=2).source
+    assert ".add_(" not in shipei.compile(example, "torch", opt=3, options={"amp": "bf16"}).source
+
+
+def test_forward_leaves_the_tensors_it_is_given_as_they_were() -> None:
+    """Tensors handed to forward() directly, not copied from numpy by run()."""
+    source = """
+    model M() {
+        forward(x: f32[B, 8]) -> f32[B, 8] {
+            y = exp(x)
+            return relu(y * 2.0) + x
+        }
+    }
+    """
+    compiled = shipei.compile(source, "torch", opt=3)
+    assert "torch.relu_(" in compiled.source
+    with tempfile.TemporaryDirectory(prefix="shipei-inplace-") as tmp:
+        module = import_module_file(compiled.save(tmp))
+        model = module.load(compiled.weights)
+    x = torch.randn(3, 8)
+    before = x.clone()
+    with torch.inference_mode():
+        y = model(x)
+    assert torch.equal(x, before) and torch.allclose(y, torch.relu(torch.exp(before) * 2) + before)
+
+
+@pytest.mark.parametrize("op", sorted(TORCH.inplace))
+def test_every_in_place_spelling_is_fresh_and_lowerable(op: str) -> None:
+    assert op in TORCH.fresh and op in TORCH.rules
+
+
+def test_a_gather_by_a_scalar_index_is_a_view_and_not_overwritten() -> None:
+    g = Graph("G")
+    b = Builder(g)
+    table = b.add_param("table", TensorType(DType.f32, (3, 4)), Init("ones"))
+    i = b.input("i", TensorType(DType.i64, ()))
+    g.outputs = [b("exp", b("gather", table, i, axis=0))]  # torch: table[i], a view of the weight
+    assert _writes(g) == []
+    weights = {"table": np.arange(12, dtype=np.float32).reshape(3, 4)}
+    first, second = _run(g, [np.array(1)], weights, reuse_buffers=True)
+    assert np.array_equal(first[0], second[0])
