@@ -1,5 +1,6 @@
 """Running generated programs: device choice, weight binding, execution."""
 
 from .executable import DeviceFallbackWarning, Executable, require_framework
+from .memory import MemoryEstimate, estimate_memory
 
-__all__ = ["DeviceFallbackWarning", "Executable", "require_framework"]
+__all__ = ["DeviceFallbackWarning", "Executable", "MemoryEstimate", "estimate_memory", "require_framework"]

@@ -17,6 +17,7 @@ from ..codegen import get_target
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph
 from ..ir.interpreter import bind_symbols, coerce_input
+from .memory import MemoryEstimate, estimate_memory
 
 #: What users may write for a device, per target's own spelling.
 DEVICE_ALIASES = {"gpu": "cuda", "npu": "ascend"}
@@ -104,6 +105,10 @@ class Executable:
         arrays = [coerce_input(v, a) for v, a in zip(self.graph.inputs, inputs)]
         outputs = self.module.run(self._model, arrays, self.device)
         return [np.asarray(y).astype(v.dtype.numpy, copy=False) for y, v in zip(outputs, self.graph.outputs)]
+
+    def estimate_memory(self, **dims: int) -> MemoryEstimate:
+        """Weights, inputs and planned activations at these shape symbols, e.g. `B=64`."""
+        return estimate_memory(self.graph, dims)
 
     def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """One array for a one-output model, else a tuple, as the frameworks return."""

@@ -23,7 +23,7 @@ from .ir.passes.manager import DEFAULT_OPT, PassContext, pipeline, run_passes
 from .ir.passes.rewrite import clone
 from .ir.printer import print_graph
 from .ir.verifier import verify
-from .runtime import Executable
+from .runtime import Executable, MemoryEstimate, estimate_memory
 
 Source = str | os.PathLike | Graph
 
@@ -82,6 +82,10 @@ class Compiled:
         safetensors.numpy.save_file({k: np.asarray(v, order="C") for k, v in self.weights.items()},
                                     str(out / weights_filename(self.ir.name)))
         return out / self.module.filename
+
+    def estimate_memory(self, **dims: int) -> MemoryEstimate:
+        """Weights, inputs and planned activations at these shape symbols (`B=64`), before loading."""
+        return estimate_memory(self.ir, dims)
 
     def load(self, device: str = "auto", allow_fallback: bool = True) -> Executable:
         """Load the program on `device` ("auto" prefers the target's accelerator)."""

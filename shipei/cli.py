@@ -23,6 +23,7 @@ from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.init import init_params
 from .ir.inputs import random_inputs
+from .ir.interpreter import bind_symbols
 from .ir.passes.manager import DEFAULT_OPT, PassContext
 from .ir.printer import print_graph
 from .ir.tolerance import compare
@@ -135,6 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{graph.name} on {args.target} ({exe.device})")
     for value, out in zip(graph.outputs, outputs):
         print(f"  output {value.type.dtype}{list(out.shape)}: mean {np.mean(out, dtype=np.float64):.6g}")
+    if args.memory:
+        print(f"  {exe.estimate_memory(**bind_symbols(exe.graph, inputs))}")
     if not args.check:
         return 0
     expected = api.reference(graph, inputs, seed=args.seed)  # the model as written, before any pass
@@ -227,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="value of a shape symbol")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true", help="compare with the numpy reference; exit 1 on mismatch")
+    p.add_argument("--memory", action="store_true", help="print the memory estimate at these inputs' shapes: "
+                   "weights, inputs and the activations plan-memory plans")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("fuzz", help="differential-test every target against the reference on random graphs")
     p.add_argument("--targets", default="all", help="all, or a comma-separated list such as torch,jax")

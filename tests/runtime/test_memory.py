@@ -1,0 +1,72 @@
+"""Memory estimates: weights and inputs at their sizes, activations as plan-memory plans them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shipei.ir.errors import ShipeiError
+from shipei.ir.passes.plan_memory import plan_memory
+
+import shipei
+from shipei.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_the_estimate_adds_weights_inputs_and_planned_activations() -> None:
+    compiled = shipei.compile(EXAMPLES / "transformer.sp", "torch", opt=3, freeze=True)
+    small, large = compiled.estimate_memory(B=8, T=64), compiled.estimate_memory(B=64, T=64)
+    assert small.weights_bytes == sum(np.asarray(w).nbytes for w in compiled.weights.values())
+    assert small.inputs_bytes == 8 * 64 * 8 and large.inputs_bytes == 64 * 64 * 8  # int64 tokens
+    assert small.activations == plan_memory(compiled.ir, {"B": 8, "T": 64})
+    assert small.total_bytes == small.weights_bytes + small.inputs_bytes + small.activations.planned_bytes
+    assert large.weights_bytes == small.weights_bytes
+    assert 7 * small.activations.planned_bytes <= large.activations.planned_bytes <= 9 * small.activations.planned_bytes
+    assert str(small).startswith("memory at B=8, T=64: weights 2.0 MiB + inputs 4.0 KiB + activations ")
+
+
+def test_o3_plans_less_activation_memory_than_the_program_as_written() -> None:
+    graph = shipei.parse(EXAMPLES / "transformer.sp")
+    o0 = shipei.compile(graph, "torch", opt=0).estimate_memory(B=8, T=64)
+    o3 = shipei.compile(graph, "torch", opt=3).estimate_memory(B=8, T=64)
+    assert o3.activations.planned_bytes < o0.activations.planned_bytes <= o0.activations.naive_bytes
+
+
+def test_every_shape_symbol_needs_a_value_and_no_other_is_taken() -> None:
+    compiled = shipei.compile(EXAMPLES / "transformer.sp", "torch")
+    with pytest.raises(ShipeiError, match=r"\(B, T\); missing T"):
+        compiled.estimate_memory(B=8)
+    with pytest.raises(ShipeiError, match="unknown N"):
+        compiled.estimate_memory(B=8, T=4, N=3)
+
+
+def test_run_prints_the_estimate_at_its_inputs_shapes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(EXAMPLES / "mlp.sp"), "-O3", "--dim", "B=32", "--memory"]) == 0
+    assert "  memory at B=32: weights 795.0 KiB + inputs 98.0 KiB + activations " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("example", "dims"), [("mlp.sp", {"B": 64}), ("cnn.sp", {"B": 16}),
+                                               ("transformer.sp", {"B": 8, "T": 64})])
+def test_torch_at_o3_allocates_no_more_than_the_planned_activations(example: str, dims: dict[str, int],
+                                                                     tmp_path: Path) -> None:
+    """The peak of what torch allocates during one forward (its profiler's allocation events, in
+    order), against the plan: torch's views share storage, so it may hold less, never more."""
+    import torch
+    from shipei.ir.inputs import random_inputs
+    from shipei.runtime.executable import import_module_file
+    from torch.profiler import ProfilerActivity, profile
+
+    compiled = shipei.compile(EXAMPLES / example, "torch", opt=3, freeze=True)
+    model = import_module_file(compiled.save(tmp_path)).load(compiled.weights)
+    x = [torch.from_numpy(a) for a in random_inputs(compiled.ir, seed=0, dims=dims)]
+    with torch.inference_mode():
+        model(*x)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model(*x)
+    live = peak = 0
+    for event in sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    assert 0 < peak <= compiled.estimate_memory(**dims).activations.planned_bytes
