@@ -39,9 +39,11 @@ def inplace_writes(graph: Graph, target: Target) -> dict[Node, int]:
             if k is not None:
                 storage[r] = storage[node.operands[k]]
                 whole.add(r)
-            elif node.op in target.fresh or not node.operands:
+            elif node.op in target.fresh:
                 storage[r] = r
-                whole.update([r] if node.op in target.fresh else [])
+                whole.add(r)
+            elif not node.operands:  # a constant: the module's buffer, never written
+                storage[r] = r
             else:  # may be a view of (or be) its first operand
                 storage[r] = storage.get(node.operands[0], node.operands[0])
             read_until[storage[r]] = max(read_until.get(storage[r], -1), last.get(r, -1))
