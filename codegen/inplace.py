@@ -18,15 +18,18 @@ through an overwritten value, so only inference programs (-O3, which plans memor
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..ir.graph import Graph, Node, Value
 from ..ir.registry import get_op
-from .writer import Target
+
+if TYPE_CHECKING:
+    from .writer import Target
 
 
-def inplace_writes(graph: Graph, target: Target) -> dict[Node, int]:
-    """node -> the index of the operand its result overwrites, for every node that may."""
-    last = {v: i for i, node in enumerate(graph.nodes) for v in node.operands}
-    last.update({v: len(graph.nodes) for v in graph.outputs})
+def inplace_writes(graph: Graph, target: Target, last: dict[Value, int]) -> dict[Node, int]:
+    """node -> the index of the operand its result overwrites, for every node that may. `last`
+    maps each value to its last reader's schedule index (outputs: past the end)."""
     storage: dict[Value, Value] = {}  # value -> the fresh result whose storage it is or may view
     whole: set[Value] = set()         # values that are all of the program's own storage
     read_until: dict[Value, int] = {}  # storage -> the last schedule index reading it

@@ -75,7 +75,7 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
          "",
          f"WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), {weights_filename(graph.name)!r})",
          "INPUTS = [  # name, example shape, dtype")
-    env = {s: EXAMPLE_DIM for v in graph.inputs for d in v.shape for s in getattr(d, "symbols", ())}
+    env = dict.fromkeys(graph.symbols(), EXAMPLE_DIM)
     for v in graph.inputs:
         shape = tuple(eval_dim(d, env) for d in v.shape)
         code(f"    ({v.name!r}, {shape!r}, {v.dtype.numpy.name!r}),")

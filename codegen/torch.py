@@ -292,7 +292,7 @@ def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = Fals
     """The standalone PyTorch program for `graph`; see the module docstring for the options."""
     options = Options(amp, tf32, compile, channels_last, reuse_buffers)
     return write_module(TARGET, graph, source, functools.partial(_write_model, options=options),
-                        reuse_buffers=reuse_buffers and amp is None)
+                        reuse_buffers=options.reuse_buffers and options.amp is None)
 
 
 def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:

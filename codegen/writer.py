@@ -23,6 +23,7 @@ from ..ir.errors import ShipeiError, SourceLoc
 from ..ir.graph import Graph, Node, Value
 from ..ir.registry import AttrKind, get_op
 from ..ir.types import Dim, DType, Sym
+from .inplace import inplace_writes
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -187,16 +188,14 @@ class Emit:
         """One assignment per node, each DSL statement's block headed by its source line; each
         fused region (a run of nodes with one `Node.group`) is a local function (`region`).
         With `reuse_buffers`, results overwrite dying operands where `inplace_writes` allows."""
-        from .inplace import inplace_writes
-
         self._last_loc: tuple[str, int] | None = None
         self._count = 0
         self._inline = inline_scalars(self.graph)
-        self._writes = inplace_writes(self.graph, self.target) if reuse_buffers else {}
+        last_read = self.graph.last_reads()
+        self._writes = inplace_writes(self.graph, self.target, last_read) if reuse_buffers else {}
         for value in self.graph.params:
             self.values[value] = self.param_ref(value)
         nodes = self.graph.nodes
-        last_read = _last_reads(self.graph) if self.target.free_dead_values else {}
         live: list[Value] = []
         start = 0
         while start < len(nodes):
@@ -305,13 +304,6 @@ def computed_in(rule: Rule | str, when: frozenset[DType], compute: DType, cast: 
 def render(rule: Rule | str, e: Emit, node: Node) -> str:
     """A rule's expression for `node`: a callable rule is called, a template is filled."""
     return rule(e, node) if callable(rule) else e.format(rule, node)
-
-
-def _last_reads(graph: Graph) -> dict[Value, int]:
-    """Each value's last reader's index in the schedule; outputs are read after the last node."""
-    out = {v: i for i, node in enumerate(graph.nodes) for v in node.operands}
-    out.update({v: len(graph.nodes) for v in graph.outputs})
-    return out
 
 
 def _free_names(lines: list[str]) -> set[str]:

@@ -120,7 +120,7 @@ class _Unparser:
         if not graph.outputs:
             raise ShipeiError(f"graph {graph.name} has no outputs; a DSL model returns at least one tensor")
         self.graph = graph
-        symbols = {s for v in graph.inputs for d in v.shape for s in getattr(d, "symbols", ())}
+        symbols = set(graph.symbols())
         clash = symbols & _reserved()
         if clash:
             raise ShipeiError(f"shape symbol '{sorted(clash)[0]}' is a DSL name and cannot be declared")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ShipeiError, SourceLoc
-from .types import Dim, DType, TensorType
+from .types import Dim, DType, TensorType, dim_symbols
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,16 @@ class Graph:
             if p.name == name:
                 return p
         raise KeyError(name)
+
+    def symbols(self) -> list[str]:
+        """The shape symbols the inputs declare, in order of first appearance."""
+        return list(dict.fromkeys(s for v in self.inputs for d in v.shape for s in sorted(dim_symbols(d))))
+
+    def last_reads(self) -> dict[Value, int]:
+        """Each value's last reader's index in the schedule; outputs are read after the last node."""
+        out = {v: i for i, node in enumerate(self.nodes) for v in node.operands}
+        out.update({v: len(self.nodes) for v in self.outputs})
+        return out
 
     def users(self) -> dict[Value, list[Node]]:
         """Map each value to the nodes that read it (computed, so it is never stale)."""

@@ -11,7 +11,6 @@ from ..ir.errors import ShipeiError
 from ..ir.graph import Graph
 from ..ir.passes.plan_memory import MemoryPlan, plan_memory
 from ..ir.passes.rewrite import elements
-from ..ir.types import dim_symbols
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class MemoryEstimate:
 def estimate_memory(graph: Graph, dims: Mapping[str, int]) -> MemoryEstimate:
     """The estimate for `graph` with its shape symbols bound to `dims`; every symbol of its inputs
     needs a value."""
-    symbols = sorted({s for v in graph.inputs for d in v.shape for s in dim_symbols(d)})
+    symbols = graph.symbols()
     unknown = sorted(set(dims) - set(symbols))
     missing = [s for s in symbols if s not in dims]
     if unknown or missing:

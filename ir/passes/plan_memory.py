@@ -69,16 +69,12 @@ def _activations(graph: Graph) -> list[Value]:
 
 def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None) -> MemoryPlan:
     """The buffer plan of `graph`'s schedule with symbols bound to `dims` (others 1)."""
-    env = {s: 1 for v in graph.inputs for d in v.shape for s in getattr(d, "symbols", ())}
+    env = dict.fromkeys(graph.symbols(), 1)
     env.update(dims or {})
     values = _activations(graph)
     nbytes = {v: elements(v.type, env) * v.dtype.itemsize for v in values}
-    outputs = set(graph.outputs)
-    last = {v: len(graph.nodes) if v in outputs else -1 for v in values}
-    for i, node in enumerate(graph.nodes):
-        for v in node.operands:
-            if v in last and v not in outputs:
-                last[v] = max(last[v], i)
+    reads = graph.last_reads()
+    last = {v: reads.get(v, -1) for v in values}
     plan = MemoryPlan(dict(env), sum(size_class(n) for n in nbytes.values()), 0, 0)
     free: dict[int, list[int]] = {}
     live = 0

@@ -643,7 +643,7 @@ def make_inputs(graph: Graph, seed: int = 0, dims: dict[str, int] | None = None,
     `dims[name]`, else 3.
     """
     rng = np.random.default_rng(seed)
-    env = {s: SYMBOL_VALUE for v in graph.inputs for d in v.shape for s in getattr(d, "symbols", ())}
+    env = dict.fromkeys(graph.symbols(), SYMBOL_VALUE)
     env.update(dims or {})
     domains: dict[Value, set[str]] = {}
     bounds: dict[Value, int] = {}

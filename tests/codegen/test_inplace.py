@@ -35,7 +35,7 @@ def _graph(dtype: DType = DType.f32) -> tuple[Graph, Builder, object, object]:
 
 
 def _writes(g: Graph) -> list[tuple[str, int]]:
-    return [(node.op, k) for node, k in inplace_writes(g, TORCH).items()]
+    return [(node.op, k) for node, k in inplace_writes(g, TORCH, g.last_reads()).items()]
 
 
 def test_a_dying_temporary_is_overwritten_and_inputs_weights_and_outputs_never_are() -> None:
