@@ -212,7 +212,8 @@ def test_symbolic_dims_follow_the_inputs(tmp_path):
 
 def test_fused_region_reads_no_self(tmp_path):
     """A fused group becomes a local function; constants and helpers are module globals, so
-    it reads nothing through `self` (MindSpore's compiler takes no argument named self)."""
+    it reads nothing through `self` (MindSpore's compiler takes no argument named self). Fused
+    groups turn on graph-kernel fusion (jit_level O1), which runs on CPU as well."""
     graph = Graph("Fused")
     b = Builder(graph)
     x = b.input("x", TensorType(DType.f32, (2, 3, 4, 4)))
@@ -222,10 +223,12 @@ def test_fused_region_reads_no_self(tmp_path):
     h = b("max_pool2d", b("dropout", b("relu", h)), kernel=(2,), stride=(2,))
     graph.outputs = [b("layer_norm", h, b.add_param("ln.weight", TensorType(DType.f32, (2, 2)), Init("ones")),
                        b.add_param("ln.bias", TensorType(DType.f32, (2, 2)), Init("zeros")))]
+    assert "    @ms.jit\n    def construct(self, x):" in emit(graph, "fused.sp").source
     for node in graph.nodes[1:]:
         node.group = 0
     source = emit(graph, "fused.sp").source
     assert "CONST0 = ms.Tensor([[[0.0]], [[1.0]], [[2.0]]], dtype=ms.float32)" in source
+    assert "    @ms.jit(jit_level='O1')\n    def construct(self, x):" in source
     weights = init_params(graph)
     module, model = _load(graph, tmp_path, weights)
     xs = [np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)]
