@@ -7,6 +7,8 @@ Options of `emit`, written at the top of the generated module so that it describ
 - `tf32=True`: float32 matmul and conv may use TF32 on NVIDIA GPUs (the `fp32_precision` API
   where PyTorch has it, else the older `allow_tf32` flags).
 - `compile=True`: `load()` wraps the model in `torch.compile` (slow to start: ~17 s cold here).
+- `compile="groups"`: each fused group (-O3) is a module-level function under `@torch.compile`,
+  PyTorch's regional compilation: the graph between groups stays eager.
 - `channels_last=True`: weights and 4-D inputs use the NHWC memory format convnets prefer.
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.inplace` finds that
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Literal
 
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
@@ -147,7 +150,7 @@ def load(weights=WEIGHTS, device="cpu"):
         model = model.to(memory_format=torch.channels_last)
     if TF32:
         enable_tf32()
-    return torch.compile(model) if COMPILE else model
+    return torch.compile(model) if COMPILE is True else model
 
 
 def _tensor(x):
@@ -200,6 +203,7 @@ TARGET = Target(
     free_dead_values=True,
     inplace=INPLACE,
     fresh=FRESH,
+    locals=frozenset({"device"}),
 )
 
 # nn.Module's own attributes: torch refuses a param or sub-module of one of these names.
@@ -278,19 +282,25 @@ class Options:
 
     amp: str | None = None
     tf32: bool = False
-    compile: bool = False
+    compile: bool | Literal["groups"] = False
     channels_last: bool = False
     reuse_buffers: bool = False
 
     def __post_init__(self) -> None:
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ShipeiError(f"torch: amp must be None or one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
+        if self.compile not in (False, True, "groups"):
+            raise ShipeiError(f"torch: compile must be False, True or 'groups', got {self.compile!r}")
 
 
-def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = False, compile: bool = False,
+def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = False,
+         compile: bool | Literal["groups"] = False,
          channels_last: bool = False, reuse_buffers: bool = False) -> GeneratedModule:
     """The standalone PyTorch program for `graph`; see the module docstring for the options."""
     options = Options(amp, tf32, compile, channels_last, reuse_buffers)
+    if compile == "groups" and all(n.group is None for n in graph.nodes):
+        raise ShipeiError("torch: compile='groups' compiles the fused groups, and this graph has none",
+                          hint="compile at -O3, or with the fuse pass; compile=True compiles the whole model")
     return write_module(TARGET, graph, source, functools.partial(_write_model, options=options),
                         reuse_buffers=options.reuse_buffers and options.amp is None)
 
@@ -299,10 +309,12 @@ def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:
     names = Namespace({"torch", "F", "np", "device"})
     constants: dict[Node, str] = {}
     amp = AMP_DTYPES.get(options.amp)
+    compiles = ("each fused group is torch.compile'd" if options.compile == "groups"
+                else "load() wraps the model in torch.compile")
     code("# Generation options; regenerate to change them.",
          f"AMP_DTYPE = {TARGET.dtypes[amp] if amp else None}  # autocast dtype of forward (None: off)",
          f"TF32 = {options.tf32}  # float32 matmul/conv may use TF32 on NVIDIA GPUs",
-         f"COMPILE = {options.compile}  # load() wraps the model in torch.compile",
+         f"COMPILE = {options.compile!r}  # {compiles}",
          f"CHANNELS_LAST = {options.channels_last}  # NHWC memory format for weights and 4-D inputs",
          "", "")
 
@@ -310,6 +322,16 @@ def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:
         return f"self.{constants[node]}"
 
     e = Emit(TARGET, graph, names, lambda v: _path_expr(_torch_path(v.name)), constant_ref)
+    model = Code()
+    if options.compile == "groups":
+        e.hoist = (code, "@torch.compile")  # before the class, which `model` holds meanwhile
+        names.fresh(graph.name)  # so that no group function shadows the class
+    _write_class(model, graph, e, emit_body, amp, names, constants)
+    code(*model.lines)
+
+
+def _write_class(code: Code, graph: Graph, e: Emit, emit_body, amp: DType | None, names: Namespace,
+                 constants: dict[Node, str]) -> None:
     with code.block(f"class {graph.name}(torch.nn.Module):"):
         with code.block("def __init__(self):"):
             code("super().__init__()")

@@ -111,6 +111,9 @@ class Target:
     inplace: dict[str, Rule | str] = field(default_factory=dict)
     #: ops the target computes into a new tensor, never a view of an operand.
     fresh: frozenset[str] = frozenset()
+    #: names the model function binds for its rules besides values and symbols (torch's
+    #: `device`): a fused group hoisted out of that function takes those it reads as arguments.
+    locals: frozenset[str] = frozenset()
 
     def supports(self, op: str, dtype: DType) -> bool:
         return op in self.rules and dtype not in self.unsupported_dtypes.get(op, frozenset())
@@ -128,6 +131,9 @@ class Emit:
         self.constant_ref = constant_ref
         self.values: dict[Value, str] = {}
         self.symbols: dict[str, str] = {}
+        #: where fused groups go as module-level functions, each under this decorator line
+        #: (torch's regional compilation); None keeps them local functions of the model.
+        self.hoist: tuple[Code, str] | None = None
 
     # -- helpers for rules ------------------------------------------------------------------
     def arg(self, node: Node, i: int) -> str:
@@ -239,7 +245,8 @@ class Emit:
     def region(self, code: Code, nodes: list[Node]) -> list[Value]:
         """A fused group as a local function: the values it reads (params included) and the shape
         symbols it uses are its arguments, and it returns the values read after it; a target's
-        own names (imports, `device`) it reads as usual. Returns the values the call names."""
+        own names (imports, `device`) it reads as usual, or as arguments where `hoist` puts it at
+        module level. Returns the values the call names."""
         inside = {r for n in nodes for r in n.results}
         later = set(self.graph.outputs) | {v for n in self.graph.nodes[self.graph.nodes.index(nodes[-1]) + 1:]
                                            for v in n.operands}
@@ -257,13 +264,18 @@ class Emit:
             self.statement(body, node)
         results = [v for v in dict.fromkeys(r for n in nodes for r in n.results) if v in later]
         body(f"return {', '.join(self.values[v] for v in results)}" if results else "return None")
-        local = set(self.values.values()) | set(self.symbols.values())
+        local = set(self.values.values()) | set(self.symbols.values()) | (self.target.locals if self.hoist else set())
         for name in sorted((_free_names(body.lines) & local) - set(outer)):
             outer[name] = name  # a shape symbol or value the body reads by name
         fn = self.names.fresh(f"group{nodes[0].group}")
-        code(f"# fused group {nodes[0].group}: {', '.join(dict.fromkeys(n.op for n in nodes))}")
-        with code.block(f"def {fn}({', '.join(outer)}):"):
-            code(*body.lines)
+        where = self.hoist[0] if self.hoist else code
+        where(f"# fused group {nodes[0].group}: {', '.join(dict.fromkeys(n.op for n in nodes))}")
+        if self.hoist:
+            where(self.hoist[1])
+        with where.block(f"def {fn}({', '.join(outer)}):"):
+            where(*body.lines)
+        if self.hoist:
+            where("", "")
         names = [self.values[v] for v in results]
         self.values.update({k: v for k, v in saved.items() if k not in inside})
         code(f"{', '.join(names) or '_'} = {fn}({', '.join(outer.values())})")

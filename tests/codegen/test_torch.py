@@ -5,6 +5,7 @@ Every op x dtype against the reference is in test_ops_all_targets.py.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -58,9 +59,37 @@ def test_compile_option_wraps_the_model_in_torch_compile() -> None:
     assert type(exe._model).__name__ == "OptimizedModule"
 
 
+@pytest.mark.parametrize("example", ["mlp.sp", "cnn.sp", "transformer.sp"])
+def test_compile_groups_puts_each_fused_group_under_torch_compile(example: str) -> None:
+    """Regional compilation: each fused group is a module-level function under @torch.compile.
+    Inductor's cold compile (~10 s a model here) stays out of the suite: torch's own switch
+    (TORCH_COMPILE_DISABLE) runs the same functions eagerly, which checks how they are hoisted,
+    the transformer's `device` argument included."""
+    compiled = shipei.compile(EXAMPLES / example, "torch", opt=3, options={"compile": "groups"})
+    n_groups = len({n.group for n in compiled.ir.nodes if n.group is not None})
+    assert compiled.source.count("\n@torch.compile\ndef group") == n_groups > 0
+    assert "COMPILE = 'groups'" in compiled.source
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 2, "T": 8})
+    with torch._dynamo.config.patch(disable=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exe = compiled.load(device="cpu")
+        got = exe.run(*x)[0]
+    assert compare(got, shipei.reference(compiled.ir, x, compiled.weights)[0], DType.f32).ok
+    module = sys.modules[type(exe._model).__module__]
+    functions = [f for name, f in vars(module).items() if name.startswith("group")]
+    assert len(functions) == n_groups and all(hasattr(f, "_torchdynamo_orig_callable") for f in functions)
+
+
+def test_compile_groups_without_groups_is_a_clear_error() -> None:
+    with pytest.raises(shipei.ShipeiError, match="compile='groups' compiles the fused groups, and this graph has none"):
+        shipei.compile(EXAMPLES / "mlp.sp", "torch", opt=2, options={"compile": "groups"})
+
+
 def test_unknown_option_value_is_a_clear_error() -> None:
     with pytest.raises(shipei.ShipeiError, match="amp must be None or one of bf16, fp16"):
         shipei.compile(EXAMPLES / "mlp.sp", "torch", options={"amp": "fp8"})
+    with pytest.raises(shipei.ShipeiError, match="compile must be False, True or 'groups', got 'model'"):
+        shipei.compile(EXAMPLES / "mlp.sp", "torch", options={"compile": "model"})
 
 
 def test_every_op_has_a_rule() -> None:
