@@ -159,6 +159,44 @@ def test_each_group_is_one_function_in_the_generated_code() -> None:
     assert TORCH_FORWARD in source
 
 
+TORCH_COMPILED_GROUPS = """\
+# fused group 0: matmul, add, relu
+@torch.compile
+def group0(x, w1, b1):
+    v0 = x @ w1
+    v1 = v0 + b1
+    v2 = torch.relu(v1)
+    return v2
+
+
+# fused group 1: matmul, add
+@torch.compile
+def group1(v2, w2, b2):
+    v3 = v2 @ w2
+    v4 = v3 + b2
+    return v4
+
+
+class MLP(torch.nn.Module):
+"""
+
+TORCH_COMPILED_FORWARD = """\
+    def forward(self, x):
+        B = x.shape[0]
+        v2 = group0(x, self.w1, self.b1)
+        v4 = group1(v2, self.w2, self.b2);  del v2
+        v5 = F.softmax(v4, dim=1);  del v4
+        return v5
+"""
+
+
+def test_torch_compile_of_groups_hoists_each_group_to_module_level() -> None:
+    from shipei.codegen import emit
+
+    source = emit(parse_ir(MLP_FUSED), "torch", "mlp.sp", compile="groups").source
+    assert TORCH_COMPILED_GROUPS in source and TORCH_COMPILED_FORWARD in source
+
+
 def test_a_group_returns_every_value_read_after_it_and_takes_shape_symbols() -> None:
     from shipei.codegen import emit
 
