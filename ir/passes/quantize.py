@@ -1,8 +1,9 @@
 """quantize: post-training int8 weight quantization, per output channel, symmetric.
 
 Each layer weight (`layer_weights`: matmul and conv weights, and gathered embedding tables, one
-scale per row) with at least `ctx.options["quantize_min_elements"]` elements (default 1024)
-becomes `q = round(w / s)` in [-127, 127] with `s = max|w| / 127` per output channel, and its
+scale per row) with at least `ctx.options["quantize_min_elements"]` elements (default 1024) and
+at least two per channel (so that it shrinks; this also leaves a gathered scale alone, which keeps
+the pass idempotent) becomes `q = round(w / s)` in [-127, 127] with `s = max|w| / 127` per output channel, and its
 readers read the dequantized `cast(q, f32) * s` instead (a gather dequantizes only the rows it reads):
 
     %w_q: buffer i32[10, 256]          // int8 values: stored as int8 in the weights file
@@ -60,8 +61,8 @@ class Quantize:
         chosen: dict[Value, tuple[Value, Value]] = {}
         for p, axis in layer_weights(graph, tables=True).items():
             w = np.asarray(weights[p.name])
-            if w.size < limit:
-                continue
+            if w.size < limit or w.size < 2 * w.shape[axis]:
+                continue  # small, or one value per channel: int8 plus an f32 scale would not shrink it
             q, scale = quantize_array(w, axis)
             report[p.name] = float(np.abs(q * scale - w).max() / max(np.abs(w).max(), 1e-30))
             chosen[p] = (add_weight(graph, ctx, f"{p.name}_q", q, DType.i32, buffer=True, storage=np.int8),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from pass_testing import after, assert_preserves, assert_same_outputs, run
+from pass_testing import after, assert_preserves, assert_same_outputs, idempotent, run
 from shipei.ir.graph import Builder, Graph, Init
 from shipei.ir.parser import parse_ir
 from shipei.ir.types import DType, Sym, TensorType
@@ -53,6 +53,10 @@ def test_golden() -> None:
     np.testing.assert_allclose(weights["conv.folded_weight"].reshape(-1), [0.5, 12.0])
     np.testing.assert_allclose(weights["conv.folded_bias"], [-0.25, -17.5])
     assert set(weights) == {"conv.folded_weight", "conv.folded_bias"}
+
+
+def test_idempotent() -> None:
+    assert idempotent(BEFORE, "fold-batch-norm", "dce", weights=_weights(), frozen=True)
 
 
 def test_needs_frozen_weights() -> None:

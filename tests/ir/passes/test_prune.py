@@ -70,6 +70,13 @@ def test_sparsity_is_met_by_the_smallest(w: np.ndarray, sparsity: float, axis: i
     assert np.all((out == 0) | (out == w))
 
 
+@given(arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=st.floats(-9, 9, width=32)),
+       st.floats(0, 1), st.sampled_from([None, 0, 1]))
+def test_pruning_twice_is_pruning_once(w: np.ndarray, sparsity: float, axis: int | None) -> None:
+    once = prune_array(w, sparsity, axis)
+    np.testing.assert_array_equal(prune_array(once, sparsity, axis), once)
+
+
 @given(graphs(ops=["matmul", "conv2d", "add", "relu", "transpose"], max_nodes=6, dtypes=["f32"]))
 def test_no_sparsity_changes_nothing(graph) -> None:
     weights = init_params(graph)

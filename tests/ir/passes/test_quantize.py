@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from pass_testing import after, assert_same_outputs, run
+from pass_testing import after, assert_same_outputs, idempotent, run
 from shipei.ir.init import init_params
 from shipei.ir.inputs import random_inputs
 from shipei.ir.interpreter import interpret
@@ -74,6 +74,14 @@ def test_golden() -> None:
     assert weights["fc.weight_q"].dtype == np.int8 and weights["fc.weight_q"].tolist() == [
         [127, -64, 32, 0], [127, 64, -64, 32]]
     np.testing.assert_allclose(weights["fc.weight_scale"].reshape(-1), [1 / 127, 2 / 127])
+
+
+def test_idempotent() -> None:
+    """A quantized weight is read through its dequantize, and a gathered scale has one value per
+    row, which would not shrink: a second run finds nothing to do."""
+    weights = _weights()
+    assert idempotent(BEFORE, "quantize", "dce", weights=weights, frozen=True, quantize_min_elements=1)
+    assert set(weights) == {"fc.weight_q", "fc.weight_scale", "emb_q", "emb_scale"}
 
 
 def test_int8_matmul_folds_the_scale_past_the_matmul() -> None:
