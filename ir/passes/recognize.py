@@ -61,10 +61,9 @@ class Recognize:
                 return [rw.emit("linear", *parts)]
             if node.op == "add":
                 for mm, bias in (node.operands, reversed(node.operands)):
-                    if mm.producer is not None and _bias_add(mm.producer, readers) is node:
-                        parts = _linear_parts(mm.producer)
-                        if parts is not None:
-                            return [rw.emit("linear", *parts, bias)]
+                    parts = _linear_parts(mm.producer) if mm.producer is not None else None
+                    if parts is not None and _bias_add(mm.producer, readers) is node:
+                        return [rw.emit("linear", *parts, bias)]
             return None
 
         rewrite(graph, rule)

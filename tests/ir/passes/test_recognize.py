@@ -72,6 +72,17 @@ def test_golden_attention() -> None:
     assert idempotent(ATTENTION, "recognize", "dce")
 
 
+def test_an_add_of_a_result_of_a_many_result_op_is_left_alone() -> None:
+    """Found by `shipei fuzz -O3`: the add rule asked a split for its one result and crashed."""
+    text = """graph @G(%x: f32[3, 2]) -> (f32[3, 1]) {
+  %0, %1 = split(%x) {sizes = [1, 1], axis = -1} : f32[3, 1], f32[3, 1]
+  %2 = add(%1, %1) : f32[3, 1]
+  return %2
+}
+"""
+    assert after(text, "recognize") == after(text)
+
+
 def test_a_mask_that_is_not_causal_is_left_alone() -> None:
     for original, changed in (("lt(%5, %6)", "le(%5, %6)"), ("lt(%5, %6)", "lt(%6, %5)"),
                               ("value = array<-inf>", "value = array<-1.0>")):
