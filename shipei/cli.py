@@ -171,7 +171,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     ops, dtypes = ([x.strip() for x in arg.split(",") if x.strip()] if arg else None for arg in (args.ops, args.dtypes))
     fuzzer = Fuzzer(resolve_targets(args.targets), seconds=args.time, seed=args.seed, max_nodes=args.max_nodes,
                     out=args.out, batch=args.batch or BATCH, timeout=args.timeout, device=args.device,
-                    shrink=not args.no_minimize, inject=args.inject, ops=ops, dtypes=dtypes)
+                    shrink=not args.no_minimize, inject=args.inject, ops=ops, dtypes=dtypes, opt=args.opt)
     summary = fuzzer.run()
     print(summary.table(), end="")
     print(f"summary written to {Path(args.out) / 'summary.txt'}")
@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a worker may take for one batch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-minimize", action="store_true", help="save failures as found, without shrinking")
+    p.add_argument("-O", "--opt", type=int, choices=range(4), default=0, metavar="N",
+                   help="run the -O N pipeline, weights frozen, before lowering (default -O0: the graphs as drawn)")
     p.add_argument("--inject", help=argparse.SUPPRESS)  # TARGET:OP=TEMPLATE, a broken rule for self-tests
     p.set_defaults(func=cmd_fuzz)
     return parser

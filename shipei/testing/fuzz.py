@@ -14,6 +14,10 @@ worker, deduplicated, and saved as `NNN-target-kind-op.sp` (the DSL program), `.
 inputs, by name) and `.txt` (what failed and the `shipei run ... --check` command that replays
 it). A summary table ends the run and is saved as `summary.txt`.
 
+With `opt` (`shipei fuzz -O N`) every batch runs through the -O pipeline with frozen weights
+before the target lowers it, as `shipei.compile(..., opt=N, freeze=True)` does: the reference of the
+graph as drawn judges the optimized program.
+
 Workers are started as `python -m shipei.testing.fuzz --worker TARGET`. `inject` (for the
 fuzzer's own tests) replaces one lowering rule inside the workers, e.g. `torch:mul={0} + {1}`,
 to prove that a broken lowering is caught and minimized.
@@ -120,8 +124,9 @@ class Worker:
     only then, so a deadline never includes the import.
     """
 
-    def __init__(self, target: str, device: str, inject: str | None, log_dir: Path, startup: float = 180.0):
-        self.target, self.device, self.inject = target, device, inject
+    def __init__(self, target: str, device: str, inject: str | None, log_dir: Path, startup: float = 180.0,
+                 opt: int = 0):
+        self.target, self.device, self.inject, self.opt = target, device, inject, opt
         self.log = log_dir / f"{target}.log"
         self.startup = startup
         self.proc: subprocess.Popen | None = None
@@ -135,7 +140,8 @@ class Worker:
         """Spawn the process if none is running (without waiting for it)."""
         if self.proc is not None:
             return
-        cmd = [sys.executable, "-m", "shipei.testing.fuzz", "--worker", self.target, "--device", self.device]
+        cmd = [sys.executable, "-m", "shipei.testing.fuzz", "--worker", self.target, "--device", self.device,
+               "--opt", str(self.opt)]
         if self.inject:
             cmd += ["--inject", self.inject]
         with open(self.log, "ab") as log:
@@ -224,7 +230,7 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def worker_main(target: str, device: str, inject: str | None) -> None:
+def worker_main(target: str, device: str, inject: str | None, opt: int = 0) -> None:
     """A worker's loop: requests on stdin, replies on the original stdout; everything the
     framework prints goes to stderr (the log), so it cannot corrupt the replies."""
     import importlib
@@ -251,7 +257,7 @@ def worker_main(target: str, device: str, inject: str | None) -> None:
         except EOFError:
             return
         try:
-            outputs = run_target(request["graph"], target, request["inputs"], request["weights"], device)
+            outputs = run_target(request["graph"], target, request["inputs"], request["weights"], device, opt)
             message: dict[str, Any] = {"outputs": [np.asarray(o) for o in outputs]}
         except Exception as e:  # noqa: BLE001 - the framework's exception is the finding
             message = {"error": f"{type(e).__name__}: {e}"}
@@ -396,8 +402,9 @@ class Fuzzer:
                  out: str | os.PathLike | None = "fuzz-out", batch: int = BATCH, timeout: float = 60.0,
                  device: str = "cpu", shrink: bool = True, inject: str | None = None,
                  progress: TextIO | None = sys.stderr, min_nodes: int | None = None,
-                 ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None):
+                 ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None, opt: int = 0):
         self.targets = list(targets)
+        self.opt = opt
         self.seconds, self.seed, self.batch, self.timeout = seconds, seed, batch, timeout
         self.device, self.shrink, self.progress = device, shrink, progress
         # Graphs use any op x dtype some target lowers; each target runs the graphs it can lower.
@@ -409,7 +416,7 @@ class Fuzzer:
         self.space = dataclasses.replace(next(iter(spaces.values())), dtypes=table)
         self.out = Path(out) if out is not None else None
         self._logs = tempfile.TemporaryDirectory(prefix="shipei-fuzz-logs-")
-        self.workers = {t: Worker(t, device, inject, Path(self._logs.name)) for t in self.targets}
+        self.workers = {t: Worker(t, device, inject, Path(self._logs.name), opt=opt) for t in self.targets}
         self.stats = {t: TargetStats() for t in self.targets}
         self.ops: collections.Counter = collections.Counter()
         self.findings: list[Finding] = []
@@ -630,7 +637,8 @@ class Fuzzer:
         np.savez(npz, **{v.name: np.asarray(a).astype(np.float32) if v.dtype is DType.bf16 else np.asarray(a)
                          for v, a in zip(graph.inputs, inputs)})
         target = finding.target if finding.target != "reference" else self.targets[0]
-        replay = f"shipei run {sp} --target {target} --inputs {npz} --check --device {self.device}"
+        replay = (f"shipei run {sp} --target {target} --inputs {npz} --check --device {self.device} "
+                  f"-O{self.opt}{' --freeze' if self.opt else ''}")
         notes = [finding.description, "", f"replay: {replay}", f"generated from seed {seed}"]
         if steps:
             notes.append("minimized by: " + ", ".join(steps))
@@ -684,8 +692,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--worker", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--inject")
+    parser.add_argument("--opt", type=int, default=0)
     args = parser.parse_args(argv)
-    worker_main(args.worker, args.device, args.inject)
+    worker_main(args.worker, args.device, args.inject, args.opt)
 
 
 if __name__ == "__main__":

@@ -205,12 +205,19 @@ def lazy_declared(graph: Graph, inputs: Arrays, weights: Weights) -> Callable[[]
 
 
 def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, device: str = "cpu",
-               **options: Any) -> list[np.ndarray]:
+               opt: int = 0, **options: Any) -> list[np.ndarray]:
     """Emit (with `codegen.emit`'s `options`), load and run `target`'s program in this process;
-    numpy in, numpy out."""
+    numpy in, numpy out. With `opt` > 0 the program is what `shipei.compile(graph, target,
+    opt=opt, freeze=True)` makes: the -O pipeline runs first, with the weights frozen."""
     from ..runtime import Executable
 
-    module = emit(graph, target, **options)
+    if opt:
+        from ..api import compile as compile_
+
+        compiled = compile_(graph, target, opt=opt, freeze=True, weights=weights, options=options)
+        graph, weights, module = compiled.ir, compiled.weights, compiled.module
+    else:
+        module = emit(graph, target, **options)
     with tempfile.TemporaryDirectory(prefix="shipei-check-") as tmp:
         path = Path(tmp) / module.filename
         path.write_text(module.source)
@@ -221,15 +228,16 @@ def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, devi
 Probe = Callable[[Graph, Arrays, Weights], "Failure | None"]
 
 
-def probe_in_process(target: str, device: str = "cpu") -> Probe:
-    """A probe that runs `target` here; reference problems count as no failure."""
+def probe_in_process(target: str, device: str = "cpu", opt: int = 0) -> Probe:
+    """A probe that runs `target` here (at `opt`, as `run_target`); reference problems count as
+    no failure."""
 
     def probe(graph: Graph, inputs: Arrays, weights: Weights) -> Failure | None:
         ref = reference(graph, inputs, weights)
         if ref.problem:
             return None
         try:
-            outputs = run_target(graph, target, inputs, weights, device)
+            outputs = run_target(graph, target, inputs, weights, device, opt)
         except ShipeiError:
             raise
         except Exception as e:  # noqa: BLE001 - a framework's exception is the finding
@@ -392,14 +400,15 @@ def _in_hypothesis() -> bool:
 
 def assert_lowering_correct(graph_or_source: Graph | str, targets: Sequence[str] | None = None,
                             inputs: Arrays | None = None, seed: int = 0, *, device: str = "cpu",
-                            minimize_failure: bool | None = None) -> None:
+                            minimize_failure: bool | None = None, opt: int = 0) -> None:
     """Run the reference and each target on `graph_or_source` (a Graph, DSL text or a .sp path)
     and raise `LoweringMismatch` at the first target outside tolerance or failing.
 
     `targets` defaults to every available one. Without `inputs`, they are drawn by
     `make_inputs(graph, seed)` (the next seeds if values leave the dtype's range); weights are
     `init_params(graph, seed)`. A failure is minimized first unless running under Hypothesis,
-    which shrinks by itself (`minimize_failure` overrides).
+    which shrinks by itself (`minimize_failure` overrides). With `opt` > 0 each target runs the
+    program the -O pipeline makes with frozen weights, judged by the graph's own reference.
     """
     from ..api import parse
 
@@ -418,9 +427,9 @@ def assert_lowering_correct(graph_or_source: Graph | str, targets: Sequence[str]
         ref, input_seed = reference(graph, inputs, weights), getattr(inputs, "seed", None)
     declared = lazy_declared(graph, inputs, weights)
     for target in names:
-        probe = probe_in_process(target, device)
+        probe = probe_in_process(target, device, opt)
         try:
-            outputs = run_target(graph, target, inputs, weights, device)
+            outputs = run_target(graph, target, inputs, weights, device, opt)
             failure = check_outputs(graph, outputs, ref, target, declared)
         except ShipeiError:
             raise

@@ -1,5 +1,6 @@
 """Findings of `shipei fuzz`, kept: each `TARGET-OP-what.sp` with its inputs `.npz` (by input name),
-as the fuzzer saved them, must now lower correctly on TARGET."""
+as the fuzzer saved them, must now lower correctly on TARGET; a name ending `-O3` is a finding of
+`shipei fuzz -O3`, checked at that level."""
 
 from __future__ import annotations
 
@@ -24,4 +25,6 @@ def test_a_fuzzer_finding_stays_fixed(program: Path) -> None:
     graph = elaborate_file(program)
     arrays = np.load(program.with_suffix(".npz"))
     inputs = [arrays[v.name] for v in graph.inputs]
-    assert_lowering_correct(graph, targets=[program.stem.split("-")[0]], inputs=inputs)
+    level = program.stem.rpartition("-O")[2]
+    assert_lowering_correct(graph, targets=[program.stem.split("-")[0]], inputs=inputs,
+                            opt=int(level) if level.isdigit() else 0)

@@ -66,6 +66,16 @@ def test_a_broken_lowering_is_found_minimized_and_saved(tmp_path, capsys):
     assert main(argv) == 0  # the real mul is right: the replay passes without the injected rule
 
 
+def test_at_o3_the_workers_run_the_optimized_program_and_the_replay_says_so(tmp_path, capsys):
+    code = main(["fuzz", "--targets", "torch", "--time", "2", "--batch", "8", "--out", str(tmp_path), "-O3",
+                 "--ops", ",".join(SMALL_OPS), "--inject", "torch:mul={0} + {1}"])
+    assert code == 1 and "torch mismatch in mul" in capsys.readouterr().out
+    sp = next(tmp_path.glob("*-torch-mismatch-mul.sp"))
+    replay = next(line for line in sp.with_suffix(".txt").read_text().splitlines() if line.startswith("replay: "))
+    assert replay.endswith(" -O3 --freeze")
+    assert main(replay.removeprefix("replay: shipei ").split()) == 0
+
+
 def test_a_crashing_framework_is_a_finding_and_the_worker_comes_back(tmp_path):
     fuzzer = Fuzzer(["torch"], seconds=1, batch=2, max_nodes=2, out=tmp_path, progress=None, ops=["relu", "neg"],
                     inject="torch:relu=__import__('os')._exit(3) or {0}")

@@ -17,7 +17,15 @@ from shipei.ir.graph import Builder, Graph
 from shipei.ir.types import DType, TensorType
 
 from shipei.testing import LoweringMismatch, assert_lowering_correct, available_targets, graphs
-from shipei.testing.lowering import Failure, minimize, probe_in_process, reference, subgraph, tolerance_dtype
+from shipei.testing.lowering import (
+    Failure,
+    minimize,
+    probe_in_process,
+    reference,
+    run_target,
+    subgraph,
+    tolerance_dtype,
+)
 
 MLP = Path(__file__).resolve().parents[2] / "examples" / "mlp.sp"
 CHAIN = """\
@@ -69,6 +77,27 @@ def test_without_minimization_the_report_shows_the_source_and_the_seed(broken_mu
 def test_explicit_inputs_are_used_as_given():
     x = np.full((3, 4), -1.0, np.float32)
     assert_lowering_correct(CHAIN, targets=["torch"], inputs=[x, np.ones(4, np.float32)])
+
+
+LINEAR = """\
+model Linear() {
+    forward(x: f32[3, 4], w: f32[2, 4], b: f32[2]) -> f32[3, 2] {
+        return x @ transpose(w, [1, 0]) + b
+    }
+}
+"""
+
+
+def test_run_target_at_an_opt_level_lowers_the_optimized_graph(monkeypatch):
+    """At -O2 recognize turns the matmul and add into `linear`, so only then does a broken
+    linear rule show; the reference of the graph as written judges both."""
+    g = elaborate_source(LINEAR)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs]
+    want = reference(g, xs, {}).outputs[0]
+    monkeypatch.setitem(get_target("torch").rules, "linear", "{0} @ {1}.T")  # drops the bias
+    np.testing.assert_allclose(run_target(g, "torch", xs, {})[0], want, rtol=1e-5)
+    assert not np.allclose(run_target(g, "torch", xs, {}, opt=2)[0], want)
 
 
 def test_a_target_exception_is_a_lowering_failure(monkeypatch):
