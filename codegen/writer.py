@@ -372,12 +372,14 @@ SCALAR_OPERAND_OPS = frozenset({"add", "sub", "mul", "div"})
 
 
 def inline_scalars(graph: Graph) -> set[Node]:
-    """Rank-0 numeric constants read only as an operator's operand beside a tensor: `x * 0.5`."""
+    """Rank-0 numeric constants read only as an operator's operand beside a tensor: `x * 0.5`.
+    A graph output stays a tensor: the program returns tensors."""
     users = graph.users()
+    outputs = set(graph.outputs)
     out: set[Node] = set()
     for node in graph.nodes:
         if (node.op != "constant" or node.result.type.rank or node.result.dtype is DType.bool
-                or not np.isfinite(node.attrs["value"])):
+                or not np.isfinite(node.attrs["value"]) or node.result in outputs):
             continue
         readers = users.get(node.result, [])
         if readers and all(u.op in SCALAR_OPERAND_OPS and any(v is not node.result for v in u.operands)

@@ -1,6 +1,6 @@
 """Findings of `shipei fuzz`, kept: each `TARGET-OP-what.sp` with its inputs `.npz` (by input name),
-as the fuzzer saved them, must now lower correctly on TARGET; a name ending `-O3` is a finding of
-`shipei fuzz -O3`, checked at that level."""
+as the fuzzer saved them, must now lower correctly on TARGET; a name ending `-ON` is a finding of
+`shipei fuzz -O N`, checked at that level."""
 
 from __future__ import annotations
 
