@@ -328,6 +328,7 @@ class Summary:
     startup: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     out: Path | None = None
+    opt: int = 0  # the -O level the targets ran
 
     @property
     def rate(self) -> float:
@@ -350,7 +351,7 @@ class Summary:
             rows.append((name, str(s.graphs), *(str(s.counts[k]) for k in KINDS)))
         lines = _columns(rows)
         total = len(all_ops())
-        lines += ["", f"{self.graphs} graphs in {self.seconds:.1f} s ({self.rate:.1f} graphs/s; "
+        lines += ["", f"{self.graphs} graphs at -O{self.opt} in {self.seconds:.1f} s ({self.rate:.1f} graphs/s; "
                   f"{self.steady_rate:.1f} after {self.startup:.1f} s of worker start-up), "
                   f"{self.skipped} redrawn for out-of-range or ill-conditioned values; "
                   f"ops covered {len(self.ops)}/{total}"]
@@ -450,7 +451,7 @@ class Fuzzer:
             cpu["parent"] = time.process_time() - parent_cpu
         self.show(final=True)
         summary = Summary(self.stats, self.ops, self.findings, self.elapsed(), self.count, self.skipped,
-                          self.startup, cpu, self.out)
+                          self.startup, cpu, self.out, self.opt)
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "summary.txt").write_text(summary.table())

@@ -73,6 +73,7 @@ def test_at_o3_the_workers_run_the_optimized_program_and_the_replay_says_so(tmp_
     sp = next(tmp_path.glob("*-torch-mismatch-mul.sp"))
     replay = next(line for line in sp.with_suffix(".txt").read_text().splitlines() if line.startswith("replay: "))
     assert replay.endswith(" -O3 --freeze")
+    assert " graphs at -O3 in " in (tmp_path / "summary.txt").read_text()
     assert main(replay.removeprefix("replay: shipei ").split()) == 0
 
 
