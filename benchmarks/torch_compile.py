@@ -37,11 +37,15 @@ MODES = {"groups": "groups", "model": True}
 
 def measure(model: str, mode: str, repeats: int) -> str:
     """One row: cold first call and steady time of `mode` against eager, both -O3 with frozen weights."""
+    with tempfile.TemporaryDirectory(prefix="shipei-compile-") as tmp:
+        return _measure(model, mode, repeats, Path(tmp))
+
+
+def _measure(model: str, mode: str, repeats: int, tmp: Path) -> str:
     import safetensors.numpy
     import torch
     from shipei.runtime.executable import import_module_file
 
-    tmp = Path(tempfile.mkdtemp(prefix="shipei-compile-"))
     graph = shipei.parse(EXAMPLES / model)
     inputs = gvh.MODELS[model.removesuffix(".sp")][1](np.random.default_rng(0))
     tensors = [torch.from_numpy(x.copy()) for x in inputs]

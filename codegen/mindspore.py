@@ -425,7 +425,7 @@ def _write_model(code: Code, graph: Graph, emit_body, note: str = "", target: Ta
         for v, n in zip(graph.inputs, inputs, strict=True):
             e.values[v] = n
         if any(n.group is not None for n in graph.nodes):
-            code("# jit_level O1: graph-kernel fusion of the fused groups' ops on Ascend and GPU")
+            code("# jit_level O1: MindSpore's graph-kernel fusion (Ascend, GPU)")
             code("@ms.jit(jit_level='O1')")
         else:
             code("@ms.jit")

@@ -8,7 +8,8 @@ Options of `emit`, written at the top of the generated module so that it describ
   where PyTorch has it, else the older `allow_tf32` flags).
 - `compile=True`: `load()` wraps the model in `torch.compile` (slow to start: ~17 s cold here).
 - `compile="groups"`: each fused group (-O3) is a module-level function under `@torch.compile`,
-  PyTorch's regional compilation: the graph between groups stays eager.
+  PyTorch's regional compilation: the graph between groups stays eager. Each group is a function
+  of its own, so groups repeated across layers are compiled once each, not shared.
 - `channels_last=True`: weights and 4-D inputs use the NHWC memory format convnets prefer.
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.inplace` finds that
@@ -203,7 +204,7 @@ TARGET = Target(
     free_dead_values=True,
     inplace=INPLACE,
     fresh=FRESH,
-    locals=frozenset({"device"}),
+    model_locals=frozenset({"self", "device"}),
 )
 
 # nn.Module's own attributes: torch refuses a param or sub-module of one of these names.
@@ -289,7 +290,7 @@ class Options:
     def __post_init__(self) -> None:
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ShipeiError(f"torch: amp must be None or one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
-        if self.compile not in (False, True, "groups"):
+        if not (isinstance(self.compile, bool) or self.compile == "groups"):
             raise ShipeiError(f"torch: compile must be False, True or 'groups', got {self.compile!r}")
 
 
@@ -300,7 +301,8 @@ def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = Fals
     options = Options(amp, tf32, compile, channels_last, reuse_buffers)
     if compile == "groups" and all(n.group is None for n in graph.nodes):
         raise ShipeiError("torch: compile='groups' compiles the fused groups, and this graph has none",
-                          hint="compile at -O3, or with the fuse pass; compile=True compiles the whole model")
+                          hint="fusion runs at -O3 (or with --passes ...,fuse) and may find nothing to "
+                               "group; compile=True compiles the whole model")
     return write_module(TARGET, graph, source, functools.partial(_write_model, options=options),
                         reuse_buffers=options.reuse_buffers and options.amp is None)
 
@@ -310,7 +312,7 @@ def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:
     constants: dict[Node, str] = {}
     amp = AMP_DTYPES.get(options.amp)
     compiles = ("each fused group is torch.compile'd" if options.compile == "groups"
-                else "load() wraps the model in torch.compile")
+                else "True: load() wraps the model in torch.compile; 'groups': each fused group")
     code("# Generation options; regenerate to change them.",
          f"AMP_DTYPE = {TARGET.dtypes[amp] if amp else None}  # autocast dtype of forward (None: off)",
          f"TF32 = {options.tf32}  # float32 matmul/conv may use TF32 on NVIDIA GPUs",
@@ -325,7 +327,7 @@ def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:
     model = Code()
     if options.compile == "groups":
         e.hoist = (code, "@torch.compile")  # before the class, which `model` holds meanwhile
-        names.fresh(graph.name)  # so that no group function shadows the class
+        names.reserve(graph.name)  # so that no group function shadows the class
     _write_class(model, graph, e, emit_body, amp, names, constants)
     code(*model.lines)
 

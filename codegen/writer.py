@@ -111,9 +111,9 @@ class Target:
     inplace: dict[str, Rule | str] = field(default_factory=dict)
     #: ops the target computes into a new tensor, never a view of an operand.
     fresh: frozenset[str] = frozenset()
-    #: names the model function binds for its rules besides values and symbols (torch's
-    #: `device`): a fused group hoisted out of that function takes those it reads as arguments.
-    locals: frozenset[str] = frozenset()
+    #: names the model function reads for its rules besides values and symbols (torch's `self`
+    #: and `device`): a fused group hoisted out of that function takes those it reads as arguments.
+    model_locals: frozenset[str] = frozenset()
 
     def supports(self, op: str, dtype: DType) -> bool:
         return op in self.rules and dtype not in self.unsupported_dtypes.get(op, frozenset())
@@ -192,7 +192,8 @@ class Emit:
 
     def body(self, code: Code, reuse_buffers: bool = False) -> None:
         """One assignment per node, each DSL statement's block headed by its source line; each
-        fused region (a run of nodes with one `Node.group`) is a local function (`region`).
+        fused region (a run of nodes with one `Node.group`) is a function (`region`): local, or
+        at module level where `hoist` says.
         With `reuse_buffers`, results overwrite dying operands where `inplace_writes` allows."""
         self._last_loc: tuple[str, int] | None = None
         self._count = 0
@@ -264,7 +265,9 @@ class Emit:
             self.statement(body, node)
         results = [v for v in dict.fromkeys(r for n in nodes for r in n.results) if v in later]
         body(f"return {', '.join(self.values[v] for v in results)}" if results else "return None")
-        local = set(self.values.values()) | set(self.symbols.values()) | (self.target.locals if self.hoist else set())
+        local = set(self.values.values()) | set(self.symbols.values())
+        if self.hoist:
+            local |= self.target.model_locals
         for name in sorted((_free_names(body.lines) & local) - set(outer)):
             outer[name] = name  # a shape symbol or value the body reads by name
         fn = self.names.fresh(f"group{nodes[0].group}")

@@ -1,10 +1,11 @@
 """quantize: post-training int8 weight quantization, per output channel, symmetric.
 
 Each layer weight (`layer_weights`: matmul and conv weights, and gathered embedding tables, one
-scale per row) with at least `ctx.options["quantize_min_elements"]` elements (default 1024) and
-at least two per channel (so that it shrinks; this also leaves a gathered scale alone, which keeps
-the pass idempotent) becomes `q = round(w / s)` in [-127, 127] with `s = max|w| / 127` per output channel, and its
-readers read the dequantized `cast(q, f32) * s` instead (a gather dequantizes only the rows it reads):
+scale per row) with at least `ctx.options["quantize_min_elements"]` elements (default 1024),
+and at least two per channel so that it shrinks (which also leaves a gathered scale alone and
+keeps the pass idempotent), becomes `q = round(w / s)` in [-127, 127] with `s = max|w| / 127`
+per output channel, and its readers read the dequantized `cast(q, f32) * s` instead (a gather
+dequantizes only the rows it reads):
 
     %w_q: buffer i32[10, 256]          // int8 values: stored as int8 in the weights file
     %w_scale: param f32[10, 1]

@@ -354,7 +354,7 @@ class Summary:
         lines += ["", f"{self.graphs} graphs at -O{self.opt} in {self.seconds:.1f} s ({self.rate:.1f} graphs/s; "
                   f"{self.steady_rate:.1f} after {self.startup:.1f} s of worker start-up), "
                   f"{self.skipped} redrawn for out-of-range or ill-conditioned values; "
-                  f"ops covered {len(self.ops)}/{total}"]
+                  f"ops covered {len(self.ops)}/{total}{' (as drawn, before the passes)' if self.opt else ''}"]
         if self.cpu and self.graphs:
             lines.append("CPU after start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.cpu.items())
                          + f"; {self.cpu_per_graph * 1e3:.0f} ms per graph")
@@ -404,6 +404,8 @@ class Fuzzer:
                  device: str = "cpu", shrink: bool = True, inject: str | None = None,
                  progress: TextIO | None = sys.stderr, min_nodes: int | None = None,
                  ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None, opt: int = 0):
+        if opt not in range(4):
+            raise ShipeiError(f"fuzz: -O{opt} is not a level", hint="levels are 0 to 3")
         self.targets = list(targets)
         self.opt = opt
         self.seconds, self.seed, self.batch, self.timeout = seconds, seed, batch, timeout
@@ -625,7 +627,8 @@ class Fuzzer:
         if self.out is None:
             return None
         self.out.mkdir(parents=True, exist_ok=True)
-        parts = [f"{len(self.findings) + 1:03d}", finding.target, finding.kind, finding.op]
+        parts = [f"{len(self.findings) + 1:03d}", finding.target, finding.kind, finding.op,
+                 f"O{self.opt}" if self.opt else ""]
         stem = "-".join(p for p in parts if p)
         sp, npz, txt = (self.out / f"{stem}{ext}" for ext in (".sp", ".npz", ".txt"))
         try:

@@ -204,6 +204,10 @@ def lazy_declared(graph: Graph, inputs: Arrays, weights: Weights) -> Callable[[]
     return get
 
 
+class PipelineError(RuntimeError):
+    """A pass crashed on a graph `run_target` was to lower: shipei's bug, not the target's."""
+
+
 def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, device: str = "cpu",
                opt: int = 0, **options: Any) -> list[np.ndarray]:
     """Emit (with `codegen.emit`'s `options`), load and run `target`'s program in this process;
@@ -214,7 +218,13 @@ def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, devi
     if opt:
         from ..api import compile as compile_
 
-        compiled = compile_(graph, target, opt=opt, freeze=True, weights=weights, options=options)
+        try:
+            compiled = compile_(graph, target, opt=opt, freeze=True, weights=weights, options=options)
+        except ShipeiError:
+            raise
+        except Exception as e:  # noqa: BLE001 - named as shipei's, so a finding does not blame the framework
+            raise PipelineError(f"shipei's -O{opt} pipeline, before {target} saw the graph: "
+                                f"{type(e).__name__}: {e}") from e
         graph, weights, module = compiled.ir, compiled.weights, compiled.module
     else:
         module = emit(graph, target, **options)

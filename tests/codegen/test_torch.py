@@ -63,8 +63,8 @@ def test_compile_option_wraps_the_model_in_torch_compile() -> None:
 def test_compile_groups_puts_each_fused_group_under_torch_compile(example: str) -> None:
     """Regional compilation: each fused group is a module-level function under @torch.compile.
     Inductor's cold compile (~10 s a model here) stays out of the suite: torch's own switch
-    (TORCH_COMPILE_DISABLE) runs the same functions eagerly, which checks how they are hoisted,
-    the transformer's `device` argument included."""
+    (`torch._dynamo.config.disable`, what TORCH_COMPILE_DISABLE=1 sets) runs the same functions
+    eagerly, which checks how they are hoisted, the transformer's `device` argument included."""
     compiled = shipei.compile(EXAMPLES / example, "torch", opt=3, options={"compile": "groups"})
     n_groups = len({n.group for n in compiled.ir.nodes if n.group is not None})
     assert compiled.source.count("\n@torch.compile\ndef group") == n_groups > 0
@@ -80,6 +80,25 @@ def test_compile_groups_puts_each_fused_group_under_torch_compile(example: str) 
     assert len(functions) == n_groups and all(hasattr(f, "_torchdynamo_orig_callable") for f in functions)
 
 
+def test_a_hoisted_group_takes_the_module_when_it_reads_through_self() -> None:
+    """Training-mode dropout reads `self.training`; at module level the group needs `self`."""
+    source = """
+model M() {
+    fc = Linear(4, 3)
+    forward(x: f32[B, 4]) -> f32[B, 3] {
+        return relu(dropout(fc(x), p=0.5))
+    }
+}
+"""
+    compiled = shipei.compile(source, "torch", opt=3, pass_options={"training": True}, options={"compile": "groups"})
+    assert "def group0(x, fc_weight, fc_bias, self):\n" in compiled.source
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 2})
+    with torch._dynamo.config.patch(disable=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = compiled.load(device="cpu").run(*x)[0]  # eval mode: dropout passes values through
+    assert compare(got, shipei.reference(compiled.ir, x, compiled.weights)[0], DType.f32).ok
+
+
 def test_compile_groups_without_groups_is_a_clear_error() -> None:
     with pytest.raises(shipei.ShipeiError, match="compile='groups' compiles the fused groups, and this graph has none"):
         shipei.compile(EXAMPLES / "mlp.sp", "torch", opt=2, options={"compile": "groups"})
@@ -88,8 +107,9 @@ def test_compile_groups_without_groups_is_a_clear_error() -> None:
 def test_unknown_option_value_is_a_clear_error() -> None:
     with pytest.raises(shipei.ShipeiError, match="amp must be None or one of bf16, fp16"):
         shipei.compile(EXAMPLES / "mlp.sp", "torch", options={"amp": "fp8"})
-    with pytest.raises(shipei.ShipeiError, match="compile must be False, True or 'groups', got 'model'"):
-        shipei.compile(EXAMPLES / "mlp.sp", "torch", options={"compile": "model"})
+    for value in ("model", 1):
+        with pytest.raises(shipei.ShipeiError, match=f"compile must be False, True or 'groups', got {value!r}"):
+            shipei.compile(EXAMPLES / "mlp.sp", "torch", options={"compile": value})
 
 
 def test_every_op_has_a_rule() -> None:

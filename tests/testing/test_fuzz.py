@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shipei.frontend import elaborate_file
+from shipei.frontend import elaborate_file, elaborate_source
 from shipei.ir.init import init_params
 from shipei.ir.interpreter import interpret
 
@@ -66,11 +66,33 @@ def test_a_broken_lowering_is_found_minimized_and_saved(tmp_path, capsys):
     assert main(argv) == 0  # the real mul is right: the replay passes without the injected rule
 
 
-def test_at_o3_the_workers_run_the_optimized_program_and_the_replay_says_so(tmp_path, capsys):
+LINEAR = """\
+model Linear() {
+    forward(x: f32[3, 4], w: f32[2, 4], b: f32[2]) -> f32[3, 2] {
+        return x @ transpose(w, [1, 0]) + b
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("opt", [0, 2])
+def test_a_worker_at_an_opt_level_lowers_the_optimized_graph(tmp_path, opt):
+    """Only -O2's recognize makes a `linear`, so only then does a broken linear rule show."""
+    worker = Worker("torch", "cpu", "torch:linear={0} @ {1}.T", tmp_path, opt=opt)  # drops the bias
+    g = elaborate_source(LINEAR)
+    inputs = [np.random.default_rng(0).standard_normal(v.shape).astype(np.float32) for v in g.inputs]
+    try:
+        got = worker.run(g, inputs, {}, timeout=60).outputs[0]
+    finally:
+        worker.stop()
+    assert np.allclose(got, interpret(g, inputs, {})[0], rtol=1e-5) == (opt == 0)
+
+
+def test_at_o3_the_replay_and_the_summary_say_the_level(tmp_path, capsys):
     code = main(["fuzz", "--targets", "torch", "--time", "2", "--batch", "8", "--out", str(tmp_path), "-O3",
                  "--ops", ",".join(SMALL_OPS), "--inject", "torch:mul={0} + {1}"])
     assert code == 1 and "torch mismatch in mul" in capsys.readouterr().out
-    sp = next(tmp_path.glob("*-torch-mismatch-mul.sp"))
+    sp = next(tmp_path.glob("*-torch-mismatch-mul-O3.sp"))
     replay = next(line for line in sp.with_suffix(".txt").read_text().splitlines() if line.startswith("replay: "))
     assert replay.endswith(" -O3 --freeze")
     assert " graphs at -O3 in " in (tmp_path / "summary.txt").read_text()
