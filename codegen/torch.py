@@ -308,7 +308,7 @@ def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = Fals
 
 
 def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:
-    names = Namespace({"torch", "F", "np", "device"})
+    names = Namespace({"torch", "F", "np", "device", "AMP_DTYPE"})  # names forward reads besides its own
     constants: dict[Node, str] = {}
     amp = AMP_DTYPES.get(options.amp)
     compiles = ("each fused group is torch.compile'd" if options.compile == "groups"

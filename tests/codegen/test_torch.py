@@ -116,6 +116,14 @@ def test_every_op_has_a_rule() -> None:
     assert set(capabilities("torch")) == set(all_ops())
 
 
+def test_an_input_named_like_a_module_global_does_not_shadow_it() -> None:
+    source = "model M() {\n    forward(AMP_DTYPE: f32[2, 3]) -> f32[2, 3] {\n        return relu(AMP_DTYPE)\n    }\n}\n"
+    compiled = shipei.compile(source, "torch", options={"amp": "bf16"})
+    x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
+    got = compiled.load(device="cpu").run(x)[0]
+    assert compare(got, shipei.reference(compiled.ir, [x])[0], DType.f32, MIXED_PRECISION).ok
+
+
 def test_a_name_torch_reserves_is_a_compile_error_not_a_crash() -> None:
     g = Graph("M")
     b = Builder(g)
