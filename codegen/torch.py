@@ -8,8 +8,8 @@ Options of `emit`, written at the top of the generated module so that it describ
   where PyTorch has it, else the older `allow_tf32` flags).
 - `compile=True`: `load()` wraps the model in `torch.compile` (slow to start: ~17 s cold here).
 - `compile="groups"`: each fused group (-O3) is a module-level function under `@torch.compile`,
-  PyTorch's regional compilation: the graph between groups stays eager. Each group is a function
-  of its own, so groups repeated across layers are compiled once each, not shared.
+  PyTorch's regional compilation: the graph between groups stays eager. Groups that compute the
+  same on values of the same types (a repeated layer's) call one function, compiled once.
 - `channels_last=True`: weights and 4-D inputs use the NHWC memory format convnets prefer.
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.inplace` finds that

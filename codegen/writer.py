@@ -200,6 +200,7 @@ class Emit:
         self._inline = inline_scalars(self.graph)
         last_read = self.graph.last_reads()
         self._writes = inplace_writes(self.graph, self.target, last_read) if reuse_buffers else {}
+        self._hoisted: dict[str, str] = {}  # a hoisted group's canonical text -> its function
         for value in self.graph.params:
             self.values[value] = self.param_ref(value)
         nodes = self.graph.nodes
@@ -270,15 +271,22 @@ class Emit:
             local |= self.target.model_locals
         for name in sorted((_free_names(body.lines) & local) - set(outer)):
             outer[name] = name  # a shape symbol or value the body reads by name
-        fn = self.names.fresh(f"group{nodes[0].group}")
-        where = self.hoist[0] if self.hoist else code
-        where(f"# fused group {nodes[0].group}: {', '.join(dict.fromkeys(n.op for n in nodes))}")
-        if self.hoist:
-            where(self.hoist[1])
-        with where.block(f"def {fn}({', '.join(outer)}):"):
-            where(*body.lines)
-        if self.hoist:
-            where("", "")
+        # A hoisted group computing what an earlier one does, on values of the same types (the
+        # same layer, repeated), calls that function: one compilation where its compiler caches.
+        types = " ".join(str(v.type) for n in nodes for v in (*n.operands, *n.results))
+        key = f"{types}\n{_canonical(list(outer), body.lines)}" if self.hoist else None
+        fn = self._hoisted.get(key) if key is not None else None
+        if fn is None:
+            fn = self.names.fresh(f"group{nodes[0].group}")
+            where = self.hoist[0] if self.hoist else code
+            where(f"# fused group {nodes[0].group}: {', '.join(dict.fromkeys(n.op for n in nodes))}")
+            if self.hoist:
+                self._hoisted[key] = fn
+                where(self.hoist[1])
+            with where.block(f"def {fn}({', '.join(outer)}):"):
+                where(*body.lines)
+            if self.hoist:
+                where("", "")
         names = [self.values[v] for v in results]
         self.values.update({k: v for k, v in saved.items() if k not in inside})
         code(f"{', '.join(names) or '_'} = {fn}({', '.join(outer.values())})")
@@ -319,6 +327,20 @@ def computed_in(rule: Rule | str, when: frozenset[DType], compute: DType, cast: 
 def render(rule: Rule | str, e: Emit, node: Node) -> str:
     """A rule's expression for `node`: a callable rule is called, a template is filled."""
     return rule(e, node) if callable(rule) else e.format(rule, node)
+
+
+def _canonical(args: list[str], lines: list[str]) -> str:
+    """A function's text with its arguments and locals renamed by position, comments dropped:
+    equal for two groups that compute the same on different values (a repeated layer's)."""
+    tree = ast.parse("\n".join(lines))
+    names = {a: f"_a{i}" for i, a in enumerate(args)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in names:
+            names[node.id] = f"_t{len(names)}"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            node.id = names.get(node.id, node.id)
+    return f"({', '.join(names[a] for a in args)})\n{ast.unparse(tree)}"
 
 
 def _free_names(lines: list[str]) -> set[str]:

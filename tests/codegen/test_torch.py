@@ -5,6 +5,7 @@ Every op x dtype against the reference is in test_ops_all_targets.py.
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -59,15 +60,18 @@ def test_compile_option_wraps_the_model_in_torch_compile() -> None:
     assert type(exe._model).__name__ == "OptimizedModule"
 
 
-@pytest.mark.parametrize("example", ["mlp.sp", "cnn.sp", "transformer.sp"])
-def test_compile_groups_puts_each_fused_group_under_torch_compile(example: str) -> None:
-    """Regional compilation: each fused group is a module-level function under @torch.compile.
-    Inductor's cold compile (~10 s a model here) stays out of the suite: torch's own switch
-    (`torch._dynamo.config.disable`, what TORCH_COMPILE_DISABLE=1 sets) runs the same functions
-    eagerly, which checks how they are hoisted, the transformer's `device` argument included."""
+@pytest.mark.parametrize("example, n_functions", [("mlp.sp", 1), ("cnn.sp", 3), ("transformer.sp", 6)])
+def test_compile_groups_puts_each_fused_group_under_torch_compile(example: str, n_functions: int) -> None:
+    """Regional compilation: each fused group calls a module-level function under @torch.compile,
+    one per distinct group (the transformer's second layer calls the first's: 11 groups, 6
+    functions). Inductor's cold compile (~10 s a model here) stays out of the suite: torch's own
+    switch (`torch._dynamo.config.disable`, what TORCH_COMPILE_DISABLE=1 sets) runs the same
+    functions eagerly, which checks how they are hoisted, the transformer's `device` included."""
     compiled = shipei.compile(EXAMPLES / example, "torch", opt=3, options={"compile": "groups"})
     n_groups = len({n.group for n in compiled.ir.nodes if n.group is not None})
-    assert compiled.source.count("\n@torch.compile\ndef group") == n_groups > 0
+    forward = compiled.source[compiled.source.index("    def forward("):]
+    assert len(re.findall(r" = group\d+\(", forward)) == n_groups
+    assert compiled.source.count("\n@torch.compile\ndef group") == n_functions
     assert "COMPILE = 'groups'" in compiled.source
     x = random_inputs(compiled.ir, seed=0, dims={"B": 2, "T": 8})
     with torch._dynamo.config.patch(disable=True), warnings.catch_warnings():
@@ -77,7 +81,7 @@ def test_compile_groups_puts_each_fused_group_under_torch_compile(example: str) 
     assert compare(got, shipei.reference(compiled.ir, x, compiled.weights)[0], DType.f32).ok
     module = sys.modules[type(exe._model).__module__]
     functions = [f for name, f in vars(module).items() if name.startswith("group")]
-    assert len(functions) == n_groups and all(hasattr(f, "_torchdynamo_orig_callable") for f in functions)
+    assert len(functions) == n_functions and all(hasattr(f, "_torchdynamo_orig_callable") for f in functions)
 
 
 def test_a_hoisted_group_takes_the_module_when_it_reads_through_self() -> None:

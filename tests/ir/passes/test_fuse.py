@@ -197,6 +197,31 @@ def test_torch_compile_of_groups_hoists_each_group_to_module_level() -> None:
     assert TORCH_COMPILED_GROUPS in source and TORCH_COMPILED_FORWARD in source
 
 
+def test_compiled_groups_that_compute_the_same_share_one_function() -> None:
+    """Groups 0 and 1 differ only in names: one function. Group 2 is the same code on other
+    types, so it gets its own (torch.compile would recompile for them anyway)."""
+    from shipei.codegen import emit
+
+    text = """graph @G(%x: f32[B, 4], %y: f32[B, 4], %z: f32[B, 2]) -> (f32[B, 4], f32[B, 4], f32[B, 2]) {
+      group 0 {
+        %0 = exp(%x) : f32[B, 4]
+        %1 = relu(%0) : f32[B, 4]
+      }
+      group 1 {
+        %2 = exp(%y) : f32[B, 4]
+        %3 = relu(%2) : f32[B, 4]
+      }
+      group 2 {
+        %4 = exp(%z) : f32[B, 2]
+        %5 = relu(%4) : f32[B, 2]
+      }
+      return %1, %3, %5
+    }"""
+    source = emit(parse_ir(text), "torch", "g.sp", compile="groups").source
+    assert source.count("@torch.compile\n") == 2
+    assert "        v1 = group0(x)\n        v3 = group0(y)\n        v5 = group2(z)\n" in source
+
+
 def test_a_group_returns_every_value_read_after_it_and_takes_shape_symbols() -> None:
     from shipei.codegen import emit
 
