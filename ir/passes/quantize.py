@@ -49,6 +49,12 @@ def _only_along(scale: Value, axis: int) -> bool:
     return all(d == 1 for i, d in enumerate(scale.shape) if i != axis % scale.type.rank)
 
 
+def _scales_rows(scale: Value, table: Value, axis: int) -> bool:
+    """Whether `scale` has one value per slice of `table` along `axis`, so a gather along it can
+    gather the scale too (a table that is also a conv weight may be scaled along another axis)."""
+    return _only_along(scale, axis) and scale.shape[axis] == table.shape[axis]
+
+
 class Quantize:
     name = "quantize"
 
@@ -80,7 +86,7 @@ class Quantize:
             if not any(v in chosen for v in node.operands):
                 return None
             table = node.operands[0]
-            if node.op == "gather" and table in chosen and _only_along(chosen[table][1], node.attrs["axis"]):
+            if node.op == "gather" and table in chosen and _scales_rows(chosen[table][1], table, node.attrs["axis"]):
                 q, scale = chosen[table]  # dequantize the gathered rows, not the whole table
                 rows = rw.emit("cast", rw.emit("gather", q, node.operands[1], **node.attrs), dtype=table.dtype)
                 return [rw.emit("mul", rows, rw.emit("gather", scale, node.operands[1], **node.attrs))]

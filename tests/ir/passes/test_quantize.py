@@ -115,9 +115,30 @@ def test_computes_the_float_graph_with_dequantized_weights(graph) -> None:
     out, ctx = run(graph, ["quantize"], weights, quantize_min_elements=1)
     dequantized = dict(weights)
     for p, axis in layer_weights(graph, tables=True).items():
+        if weights[p.name].size < 2 * weights[p.name].shape[axis]:
+            continue  # one value per channel: left float
         q, scale = quantize_array(weights[p.name], axis)
         dequantized[p.name] = (q * scale).astype(np.float32)
     assert_same_outputs(graph, dequantized, out, ctx.weights, list(make_inputs(graph, 0)))
+
+
+def test_a_table_scaled_along_another_axis_is_dequantized_whole_before_the_gather() -> None:
+    """Found by the `long` profile: w1 is a conv weight (scaled per output channel, axis 0) and
+    a table gathered along axis 2; gathering its [1, 1, 1, 1] scale with index 1 was out of range."""
+    graph = shipei.parse("""
+model G() {
+    param w0: f32[1, 1, 3, 3] = uniform(low=-1.0, high=1.0)
+    param w1: f32[1, 1, 2, 1] = uniform(low=-1.0, high=1.0)
+    forward(x0: i64[]) -> (f32[1, 1, 2, 3], f32[1, 1, 1]) {
+        return conv2d(w0, w1), gather(w1, x0, axis=2)
+    }
+}
+""")
+    weights = init_params(graph)
+    out, ctx = run(graph, ["quantize"], weights, quantize_min_elements=1)
+    q, scale = quantize_array(weights["w1"], 0)
+    dequantized = {**weights, "w1": (q * scale).astype(np.float32)}  # w0 is conv2d's input, left float
+    assert_same_outputs(graph, dequantized, out, ctx.weights, [np.array(1)])
 
 
 @pytest.mark.parametrize("target", available_targets())
