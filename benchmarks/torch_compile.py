@@ -42,7 +42,6 @@ def measure(model: str, mode: str, repeats: int) -> str:
 
 
 def _measure(model: str, mode: str, repeats: int, tmp: Path) -> str:
-    import safetensors.numpy
     import torch
     from shipei.runtime.executable import import_module_file
 
@@ -52,12 +51,10 @@ def _measure(model: str, mode: str, repeats: int, tmp: Path) -> str:
     sides = []
     for compile_ in (MODES[mode], False):
         compiled = shipei.compile(graph, "torch", opt=3, freeze=True, options={"compile": compile_})
-        weights = tmp / f"{compile_}.safetensors"
-        safetensors.numpy.save_file({k: np.asarray(v, order="C") for k, v in compiled.weights.items()}, str(weights))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = import_module_file(compiled.save(tmp / str(compile_)))
-            _, call = gvh.GENERATED["torch"](module, module.load(str(weights), "cpu"))
+            module = import_module_file(compiled.save(tmp / str(compile_)))  # weights beside it
+            _, call = gvh.GENERATED["torch"](module, module.load(module.WEIGHTS, "cpu"))
             start = time.perf_counter()
             out = call(*tensors)
             first_s = time.perf_counter() - start

@@ -424,7 +424,7 @@ def _write_model(code: Code, graph: Graph, emit_body, note: str = "", target: Ta
         inputs = [names.fresh(v.name) for v in graph.inputs]
         for v, n in zip(graph.inputs, inputs, strict=True):
             e.values[v] = n
-        if any(n.group is not None for n in graph.nodes):
+        if graph.groups():
             code("# jit_level O1: MindSpore's graph-kernel fusion (Ascend, GPU)")
             code("@ms.jit(jit_level='O1')")
         else:

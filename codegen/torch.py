@@ -299,7 +299,7 @@ def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = Fals
          channels_last: bool = False, reuse_buffers: bool = False) -> GeneratedModule:
     """The standalone PyTorch program for `graph`; see the module docstring for the options."""
     options = Options(amp, tf32, compile, channels_last, reuse_buffers)
-    if compile == "groups" and all(n.group is None for n in graph.nodes):
+    if compile == "groups" and not graph.groups():
         raise ShipeiError("torch: compile='groups' compiles the fused groups, and this graph has none",
                           hint="fusion runs at -O3 (or with --passes ...,fuse) and may find nothing to "
                                "group; compile=True compiles the whole model")

@@ -271,26 +271,32 @@ class Emit:
             local |= self.target.model_locals
         for name in sorted((_free_names(body.lines) & local) - set(outer)):
             outer[name] = name  # a shape symbol or value the body reads by name
-        # A hoisted group computing what an earlier one does, on values of the same types (the
-        # same layer, repeated), calls that function: one compilation where its compiler caches.
-        types = " ".join(str(v.type) for n in nodes for v in (*n.operands, *n.results))
-        key = f"{types}\n{_canonical(list(outer), body.lines)}" if self.hoist else None
-        fn = self._hoisted.get(key) if key is not None else None
-        if fn is None:
-            fn = self.names.fresh(f"group{nodes[0].group}")
-            where = self.hoist[0] if self.hoist else code
-            where(f"# fused group {nodes[0].group}: {', '.join(dict.fromkeys(n.op for n in nodes))}")
-            if self.hoist:
-                self._hoisted[key] = fn
-                where(self.hoist[1])
-            with where.block(f"def {fn}({', '.join(outer)}):"):
-                where(*body.lines)
-            if self.hoist:
-                where("", "")
+        args = list(outer)
+        fn = self._hoisted_function(nodes, args, body) if self.hoist else self._function(code, nodes, args, body)
         names = [self.values[v] for v in results]
         self.values.update({k: v for k, v in saved.items() if k not in inside})
         code(f"{', '.join(names) or '_'} = {fn}({', '.join(outer.values())})")
         return results
+
+    def _function(self, code: Code, nodes: list[Node], args: list[str], body: Code, *decorators: str) -> str:
+        """Write a group's function into `code`; returns its name."""
+        fn = self.names.fresh(f"group{nodes[0].group}")
+        code(f"# fused group {nodes[0].group}: {', '.join(dict.fromkeys(n.op for n in nodes))}", *decorators)
+        with code.block(f"def {fn}({', '.join(args)}):"):
+            code(*body.lines)
+        return fn
+
+    def _hoisted_function(self, nodes: list[Node], args: list[str], body: Code) -> str:
+        """A group's module-level function under the hoist decorator. A group computing what an
+        earlier one does, on values of the same types (the same layer, repeated), calls that
+        function instead: one compilation where its compiler caches."""
+        where, decorator = self.hoist
+        types = " ".join(str(v.type) for n in nodes for v in (*n.operands, *n.results))
+        key = f"{types}\n{_canonical(args, body.lines)}"
+        if key not in self._hoisted:
+            self._hoisted[key] = self._function(where, nodes, args, body, decorator)
+            where("", "")
+        return self._hoisted[key]
 
     def rule_for(self, node: Node) -> Rule | str:
         rule = self.target.rules.get(node.op)

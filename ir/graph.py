@@ -104,6 +104,10 @@ class Graph:
         out.update({v: len(self.nodes) for v in self.outputs})
         return out
 
+    def groups(self) -> set[int]:
+        """The fused groups' ids (see the fuse pass); empty before fusion."""
+        return {n.group for n in self.nodes if n.group is not None}
+
     def users(self) -> dict[Value, list[Node]]:
         """Map each value to the nodes that read it (computed, so it is never stale)."""
         out: dict[Value, list[Node]] = {}
