@@ -10,12 +10,13 @@ Per model (examples/*.sp, weights from seed 0, frozen at -O3 as for deployment):
 3. inference time of the generated program at -O0 and -O3 on each installed target, measured as
    benchmarks/generated_vs_handwritten.py measures (its helpers are reused): inputs converted to
    framework tensors once, the module's own call path, samples of ~20 ms alternating -O0/-O3,
-   median over `--repeats`, each model and target in a worker process of its own (pinned to
-   `--threads` cores).
+   median over `--repeats`, each model and target in `--processes` fresh worker processes
+   (pinned to `--threads` cores), with the medians over those processes and the speedup's range.
    The inputs are that benchmark's (mlp B=64, cnn B=16, transformer B=8 T=64) or `--dims`.
    Outputs are checked against the numpy reference after timing: run first, its large freed
    arrays leave glibc's allocator holding freed memory, which spares -O0's many temporaries their
-   page faults (`--warm-allocator` measures that state).
+   page faults (`--warm-allocator` measures that state). Which state a fresh process starts in
+   varies, so the table also counts each side's minor page faults per call.
 
     python benchmarks/passes.py                                  # everything
     python benchmarks/passes.py --targets torch --dims B=1,T=32  # torch only, small inputs
@@ -26,6 +27,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,10 +93,19 @@ def compression(model: str, dims: dict[str, int]) -> str:
             f"| {(full + sparse) / 1024:,.0f} ({full / (full + sparse):.1f}x) | {p_err:.2e} | {p_top1:.0%} |")
 
 
-def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, warm_allocator: bool = False) -> str:
-    """The timing row of one model on one target, in a worker process of its own: a process's
-    allocator remembers what ran before, and that moves -O0's time more than -O3's. The outputs
-    are checked against the numpy reference after timing, unless `warm_allocator`."""
+def minor_faults_per_call(call, sync, tensors, calls: int = 20) -> float:
+    """Pages the process touched for the first time per call: what -O0's fresh temporaries cost
+    when glibc has handed freed memory back to the OS."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        sync(call(*tensors))
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
+def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, warm_allocator: bool = False) -> dict:
+    """The timings of one model on one target, -O3 against -O0, in a worker process of its own: a
+    process's allocator remembers what ran before, and that moves -O0's time more than -O3's. The
+    outputs are checked against the numpy reference after timing, unless `warm_allocator`."""
     from shipei.runtime.executable import import_module_file
 
     baseline = importlib.import_module(f"baselines.{target}_models")
@@ -115,13 +128,38 @@ def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, w
             outputs.append(baseline.to_numpy(call(*tensors)))
             sides.append((call, baseline.sync, tensors))
         t = gvh.compare(*sides, repeats=repeats, sample_s=0.02, warmup=5)
+        faults = [minor_faults_per_call(*side) for side in sides]
     want = shipei.reference(graph, inputs)[0]
     for opt, got in zip((3, 0), outputs):
         if not compare(got, want, DType.f32).ok:
             raise AssertionError(f"{model} -O{opt} on {target} does not match the reference")
-    shape = ", ".join(f"{list(np.shape(x))}" for x in inputs)
-    return (f"| {model} | {target} | {shape} | {t['handwritten_ms']:.3f} | {t['generated_ms']:.3f} "
-            f"| {1 / t['ratio']:.2f}x | {1 / t['pair_ratio']:.2f}x | {1 / t['cpu_ratio']:.2f}x |")
+    return {"inputs": ", ".join(f"{list(np.shape(x))}" for x in inputs),
+            "o0_ms": t["handwritten_ms"], "o3_ms": t["generated_ms"], "speedup": 1 / t["ratio"],
+            "pair_speedup": 1 / t["pair_ratio"], "cpu_speedup": 1 / t["cpu_ratio"],
+            "o0_faults": faults[1], "o3_faults": faults[0]}
+
+
+def timing_row(target: str, model: str, runs: list[dict]) -> str:
+    """Medians over worker processes, and the range of the speedup: each process starts its
+    allocator in a state of its own, which moves -O0 by up to 2x."""
+    med = {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "inputs"}
+    low, high = min(run["speedup"] for run in runs), max(run["speedup"] for run in runs)
+    return (f"| {model} | {target} | {runs[0]['inputs']} | {med['o0_ms']:.3f} | {med['o3_ms']:.3f} "
+            f"| {med['speedup']:.2f}x | {low:.2f}-{high:.2f}x | {med['pair_speedup']:.2f}x "
+            f"| {med['cpu_speedup']:.2f}x | {med['o0_faults']:,.0f} | {med['o3_faults']:,.0f} |")
+
+
+def worker_runs(target: str, model: str, args: argparse.Namespace) -> list[dict] | str:
+    """`args.processes` timings of one row, each in a fresh worker; or why a worker failed."""
+    cmd = [sys.executable, __file__, "--worker", target, "--models", model, "--repeats", str(args.repeats),
+           "--threads", str(args.threads), "--dims", args.dims] + ["--warm-allocator"] * args.warm_allocator
+    runs = []
+    for _ in range(args.processes):
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            return (proc.stderr.strip().splitlines() or ["?"])[-1]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return runs
 
 
 def main() -> None:
@@ -136,7 +174,9 @@ def main() -> None:
     parser.add_argument("--warm-allocator", action="store_true", help="run the numpy reference before timing, "
                         "not after: glibc then keeps freed memory mapped (its large frees raise the trim "
                         "threshold), so a program's temporaries stop costing page faults")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # run one target's timings, print rows
+    parser.add_argument("--processes", type=int, default=3, help="worker processes per model and target; "
+                        "the table shows their medians and the speedup's range")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # time one model on one target, print JSON
     args = parser.parse_args()
     dims = {k: int(v) for k, v in (item.split("=") for item in args.dims.split(",") if item)}
     models = args.models.split(",")
@@ -144,7 +184,7 @@ def main() -> None:
         if args.threads:
             gvh.limit_threads(args.threads)
             gvh.set_framework_threads(args.worker, args.threads)
-        print(timing(args.worker, args.models, dims, args.repeats, args.warm_allocator))
+        print(json.dumps(timing(args.worker, args.models, dims, args.repeats, args.warm_allocator)))
         return
     plan_dims = dims or {"B": 1, "T": 32}
     print(f"IR and activation memory at {plan_dims} (-O3, frozen weights):\n")
@@ -158,20 +198,19 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in models:
         print(compression(model, plan_dims))
-    print(f"\nInference time, ms per call: median of {args.repeats} alternating samples; speedup = -O0 / -O3 "
+    print(f"\nInference time, ms per call: median of {args.repeats} alternating samples in each of "
+          f"{args.processes} worker processes, median over the processes; speedup = -O0 / -O3 "
           f"by median wall time, by the median of per-pair ratios, and by median CPU time "
           f"({gvh.machine_note()}; {args.threads or 'default'} thread(s) per target"
           f"{'; allocator warmed by a numpy reference run' if args.warm_allocator else ''}):\n")
-    print("| model | target | inputs | -O0 ms | -O3 ms | speedup | pair speedup | CPU speedup |")
-    print("|---|---|---|---:|---:|---:|---:|---:|", flush=True)
+    print("| model | target | inputs | -O0 ms | -O3 ms | speedup | speedup range | pair speedup | CPU speedup "
+          "| -O0 faults/call | -O3 faults/call |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for target in args.targets.split(","):
         for model in models:
-            cmd = [sys.executable, __file__, "--worker", target, "--models", model, "--repeats", str(args.repeats),
-                   "--threads", str(args.threads), "--dims", args.dims] + ["--warm-allocator"] * args.warm_allocator
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-            print("\n".join(rows) if rows else
-                  f"| {model} | {target} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]} |", flush=True)
+            runs = worker_runs(target, model, args)
+            print(timing_row(target, model, runs) if isinstance(runs, list) else
+                  f"| {model} | {target} failed: {runs} |", flush=True)
 
 
 if __name__ == "__main__":
