@@ -32,7 +32,7 @@ from ..ir.init import init_params
 from ..ir.interpreter import bind_symbols, interpret, resolve_attrs
 from ..ir.registry import get_op
 from ..ir.tolerance import TOLERANCES, Mismatch, compare
-from ..ir.types import LOW_PRECISION, DType
+from ..ir.types import DType
 from ..ir.verifier import verify
 from .strategies import Inputs, make_inputs
 
@@ -78,13 +78,15 @@ def reference(graph: Graph, inputs: Arrays, weights: Weights) -> Reference:
 
 
 def _conditioning_problem(graph: Graph, inputs: Arrays, weights: Weights, exact: list[np.ndarray]) -> str | None:
-    """Why these inputs make the graph ill-conditioned in 16 bits: moving every f16/bf16 op result
-    of the f64 reference by half an ulp, as rounding in a framework may, moves an output beyond
+    """Why these inputs make the graph ill-conditioned: moving every float op result of the f64
+    reference by half an ulp of its dtype, as rounding in a framework may, moves an output beyond
     its tolerance. A mismatch there says nothing about the lowering: it happens where, say, a
-    layer norm of nearly equal values follows a 16-bit op. (NNSmith-style generators likewise
-    reject numerically unstable inputs.) The moves go both ways at random, then alternately
-    along each array, which pulls neighbours apart as a norm over them feels most."""
-    if not any(r.dtype in LOW_PRECISION for node in graph.nodes for r in node.results):
+    layer norm of nearly equal values follows a 16-bit op, `sin` reads an f32 value near 314
+    (half an ulp there moves sin by 1.5e-5), or a layer norm with eps=0 reads a constant row (0/0,
+    which rounding turns into NaN or into +-1). (NNSmith-style generators likewise reject
+    numerically unstable inputs.) The moves go both ways at random, then alternately along each
+    array, which pulls neighbours apart as a norm over them feels most."""
+    if not any(r.dtype.is_float for node in graph.nodes for r in node.results):
         return None
     rng = np.random.default_rng(0)
     for signs in (lambda shape: rng.choice([-1.0, 1.0], size=shape),
@@ -92,13 +94,13 @@ def _conditioning_problem(graph: Graph, inputs: Arrays, weights: Weights, exact:
         nudged = interpret(graph, inputs, weights, "f64", perturb=functools.partial(_nudge, signs))
         for i, (v, a, b) in enumerate(zip(graph.outputs, exact, nudged)):
             if not compare(b, a, tolerance_dtype(v)).ok:
-                return f"ill-conditioned: half-ulp changes in 16-bit intermediates move output {i} beyond tolerance"
+                return f"ill-conditioned: half-ulp changes in float intermediates move output {i} beyond tolerance"
     return None
 
 
 def _nudge(signs: Callable[[tuple[int, ...]], np.ndarray], value: Value, array: np.ndarray) -> np.ndarray:
-    """A 16-bit result moved by half an ulp in the direction `signs` gives each element."""
-    if value.dtype not in LOW_PRECISION:
+    """A float result moved by half an ulp in the direction `signs` gives each element."""
+    if not value.dtype.is_float:
         return array
     return array * (1 + float(ml_dtypes.finfo(value.dtype.numpy).eps) / 2 * signs(array.shape))
 

@@ -153,6 +153,34 @@ def test_inputs_whose_16_bit_rounding_decides_the_output_are_ill_conditioned():
     assert far.problem is None
 
 
+def test_f32_inputs_whose_rounding_decides_the_output_are_ill_conditioned():
+    """`sin` of an f32 value near 314, where half an ulp (1.9e-5) moves sin by more than its
+    tolerance (1.3e-5 at sin = 0.03): jax and tf were held to that by the fuzzer. Near 2.25 it
+    is fine."""
+    graph = elaborate_source("model G() { forward(x: f32[1]) -> (f32[1]) { return sin(x * x) } }", "sin.sp")
+    near = reference(graph, [np.array([17.7254], np.float32)], {})
+    far = reference(graph, [np.array([1.5], np.float32)], {})
+    assert near.problem is not None and near.problem.startswith("ill-conditioned")
+    assert far.problem is None
+
+
+def test_a_layer_norm_with_eps_0_of_a_constant_row_is_ill_conditioned():
+    """0/0: the reference's two-pass variance of three 0.1s is a rounding residue (so +-1 comes
+    out), torch's Welford variance is exactly 0 (so NaN does). A row of distinct values is fine."""
+    graph = elaborate_source("""
+model G() {
+    forward(x: f64[3], w: f64[3], b: f64[3]) -> (f64[3]) {
+        return layer_norm(x * w, w, b, eps=0.0)
+    }
+}""", "ln.sp")
+    ones, zeros = np.ones(3), np.zeros(3)
+    constant = reference(graph, [np.full(3, 0.1), ones, zeros], {})
+    distinct = reference(graph, [np.array([0.1, 0.2, 0.4]), ones, zeros], {})
+    assert np.isfinite(constant.outputs[0]).all()  # the residue, not 0/0
+    assert constant.problem is not None and constant.problem.startswith("ill-conditioned")
+    assert distinct.problem is None
+
+
 @pytest.mark.parametrize("target", available_targets())
 def test_random_graphs_lower_correctly(target):
     @settings(max_examples=max(10, settings.default.max_examples // 10))  # ci: 10, long: 100
