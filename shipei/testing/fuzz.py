@@ -12,7 +12,8 @@ restarted; an exception is reported as an error. Such a batch is bisected to the
 cause it. Every failure is minimized with `lowering.minimize`, each probe run by the same
 worker, deduplicated, and saved as `NNN-target-kind-op.sp` (the DSL program), `.npz` (its
 inputs, by name) and `.txt` (what failed and the `shipei run ... --check` command that replays
-it). A summary table ends the run and is saved as `summary.txt`.
+it). A jax or tf mismatch is replayed in a worker with XLA's default optimizations before it
+counts (see `DEPLOYED_ENV`). A summary table ends the run and is saved as `summary.txt`.
 
 With `opt` (`shipei fuzz -O N`) every batch runs through the -O pipeline with frozen weights
 before the target lowers it, as `shipei.compile(..., opt=N, freeze=True)` does: the reference of the
@@ -75,6 +76,11 @@ WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_v": "3", "OMP_NUM_THREADS": "1"
               "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "PYTHONWARNINGS": "ignore",
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false --xla_cpu_use_fusion_emitters=false "
                            "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+#: A worker as `shipei run` compiles: XLA with its default optimizations. Code XLA compiles without
+#: them can round differently (an f16 rsqrt next to a rounding midpoint, an f16 convolution's sums),
+#: so a jax or tf mismatch counts only if it shows here too.
+DEPLOYED_ENV = {k: v for k, v in WORKER_ENV.items() if k != "XLA_FLAGS"}
+FAST_XLA_TARGETS = frozenset({"jax", "tf"})
 KINDS = ("mismatch", "error", "crash", "timeout")
 #: How many batches a fast worker may run ahead of the slowest.
 LEAD = 2
@@ -125,8 +131,8 @@ class Worker:
     """
 
     def __init__(self, target: str, device: str, inject: str | None, log_dir: Path, startup: float = 180.0,
-                 opt: int = 0):
-        self.target, self.device, self.inject, self.opt = target, device, inject, opt
+                 opt: int = 0, env: dict[str, str] = WORKER_ENV):
+        self.target, self.device, self.inject, self.opt, self.env = target, device, inject, opt, env
         self.log = log_dir / f"{target}.log"
         self.startup = startup
         self.proc: subprocess.Popen | None = None
@@ -146,7 +152,7 @@ class Worker:
             cmd += ["--inject", self.inject]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         env={**os.environ, **WORKER_ENV}, start_new_session=True)
+                                         env={**os.environ, **self.env}, start_new_session=True)
         self.is_ready = False
 
     def ready(self) -> Reply:
@@ -307,6 +313,7 @@ class Finding:
     path: Path | None
     description: str
     count: int = 1
+    deployed_passes: bool = False  # a jax/tf mismatch that XLA's default optimizations do not show
 
 
 @dataclass
@@ -329,6 +336,7 @@ class Summary:
     cpu: dict[str, float] = field(default_factory=dict)
     out: Path | None = None
     opt: int = 0  # the -O level the targets ran
+    not_counted: list[Finding] = field(default_factory=list)  # those with deployed_passes
 
     @property
     def rate(self) -> float:
@@ -372,6 +380,10 @@ class Summary:
         for f in self.findings:
             where = f" -> {f.path}" if f.path else ""
             lines.append(f"{f.target} {f.kind} in {f.op or '?'} (seen {f.count}x){where}")
+        for f in self.not_counted:
+            where = f" -> {f.path}" if f.path else ""
+            lines.append(f"not counted: {f.target} {f.kind} in {f.op or '?'} (seen {f.count}x) passes with XLA's "
+                         f"default optimizations{where}")
         return "\n".join(lines) + "\n"
 
 
@@ -409,7 +421,7 @@ class Fuzzer:
         self.targets = list(targets)
         self.opt = opt
         self.seconds, self.seed, self.batch, self.timeout = seconds, seed, batch, timeout
-        self.device, self.shrink, self.progress = device, shrink, progress
+        self.device, self.shrink, self.progress, self.inject = device, shrink, progress, inject
         # Graphs use any op x dtype some target lowers; each target runs the graphs it can lower.
         spaces = {t: make_space(ops, dtypes, [t], min_nodes or max(1, max_nodes // 2), max_nodes)
                   for t in self.targets}
@@ -420,9 +432,11 @@ class Fuzzer:
         self.out = Path(out) if out is not None else None
         self._logs = tempfile.TemporaryDirectory(prefix="shipei-fuzz-logs-")
         self.workers = {t: Worker(t, device, inject, Path(self._logs.name), opt=opt) for t in self.targets}
+        self.deployed: dict[str, Worker] = {}  # started for the first jax/tf mismatch to replay
         self.stats = {t: TargetStats() for t in self.targets}
         self.ops: collections.Counter = collections.Counter()
         self.findings: list[Finding] = []
+        self.not_counted: list[Finding] = []
         self.seen: dict[tuple[str, ...], Finding] = {}
         self.count = 0
         self.startup = 0.0
@@ -445,7 +459,7 @@ class Fuzzer:
             parent_cpu = time.process_time()
             self.loop()
         finally:
-            for w in self.workers.values():
+            for w in [*self.workers.values(), *self.deployed.values()]:
                 w.stop()
             self._logs.cleanup()
         cpu = {t: w.cpu for t, w in self.workers.items()}
@@ -453,7 +467,7 @@ class Fuzzer:
             cpu["parent"] = time.process_time() - parent_cpu
         self.show(final=True)
         summary = Summary(self.stats, self.ops, self.findings, self.elapsed(), self.count, self.skipped,
-                          self.startup, cpu, self.out, self.opt)
+                          self.startup, cpu, self.out, self.opt, self.not_counted)
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "summary.txt").write_text(summary.table())
@@ -599,12 +613,22 @@ class Fuzzer:
             self.seen[key] = self.seen[shrunk]
             return
         finding = Finding(failure.target, failure.kind, _failing_op(graph, failure), None, failure.describe(graph))
+        finding.deployed_passes = (failure.kind == "mismatch" and failure.target in FAST_XLA_TARGETS
+                                   and self.probe(failure.target, self.deployed_worker(failure.target))(
+                                       graph, inputs, weights) is None)
         finding.path = self.save(finding, graph, inputs, seed, steps)
-        self.findings.append(finding)
+        (self.not_counted if finding.deployed_passes else self.findings).append(finding)
         self.seen[key] = self.seen[shrunk] = finding
 
-    def probe(self, target: str):
-        worker = self.workers[target]
+    def deployed_worker(self, target: str) -> Worker:
+        if target not in self.deployed:
+            self.deployed[target] = Worker(target, self.device, self.inject, Path(self._logs.name), opt=self.opt,
+                                           env=DEPLOYED_ENV)
+        return self.deployed[target]
+
+    def probe(self, target: str, worker: Worker | None = None):
+        """A probe for `minimize`: runs `target` in `worker` (the fuzzing one by default)."""
+        worker = worker or self.workers[target]
 
         def probe(graph: Graph, inputs, weights) -> Failure | None:
             ref = reference(graph, inputs, weights)
@@ -627,7 +651,7 @@ class Fuzzer:
         if self.out is None:
             return None
         self.out.mkdir(parents=True, exist_ok=True)
-        parts = [f"{len(self.findings) + 1:03d}", finding.target, finding.kind, finding.op,
+        parts = [f"{len(self.findings) + len(self.not_counted) + 1:03d}", finding.target, finding.kind, finding.op,
                  f"O{self.opt}" if self.opt else ""]
         stem = "-".join(p for p in parts if p)
         sp, npz, txt = (self.out / f"{stem}{ext}" for ext in (".sp", ".npz", ".txt"))
@@ -644,6 +668,9 @@ class Fuzzer:
         replay = (f"shipei run {sp} --target {target} --inputs {npz} --check --device {self.device} "
                   f"-O{self.opt}{' --freeze' if self.opt else ''}")
         notes = [finding.description, "", f"replay: {replay}", f"generated from seed {seed}"]
+        if finding.deployed_passes:
+            notes.append("not counted: it passes with XLA's default optimizations, which the fuzz workers "
+                         "leave out to compile faster (so the replay passes too)")
         if steps:
             notes.append("minimized by: " + ", ".join(steps))
         if not exact:

@@ -10,8 +10,8 @@ from shipei.ir.interpreter import interpret
 
 from shipei.cli import main
 from shipei.testing import available_targets
-from shipei.testing.fuzz import Case, Fuzzer, Worker, join
-from shipei.testing.lowering import sample_inputs
+from shipei.testing.fuzz import Case, Fuzzer, Summary, Worker, join
+from shipei.testing.lowering import reference, sample_inputs
 from shipei.testing.strategies import generate, make_space
 
 SMALL_OPS = ["add", "mul", "relu", "neg", "exp", "tanh", "reduce_sum", "transpose"]
@@ -97,6 +97,44 @@ def test_at_o3_the_replay_and_the_summary_say_the_level(tmp_path, capsys):
     assert replay.endswith(" -O3 --freeze")
     assert " graphs at -O3 in " in (tmp_path / "summary.txt").read_text()
     assert main(replay.removeprefix("replay: shipei ").split()) == 0
+
+
+RSQRT_NORM = """\
+model G() {
+    forward(x2: f16[3], x4: f16[3]) -> (f16[3]) {
+        v0 = rsqrt(x2)
+        return layer_norm(v0, v0, x4, eps=1e-05)
+    }
+}
+"""
+
+
+def test_a_jax_mismatch_that_xla_s_default_optimizations_do_not_show_is_not_counted(tmp_path):
+    """Found by `shipei fuzz -O3 --seed 81`: XLA without its LLVM optimizations computes rsqrt(0.7085)
+    as 1.1875 (1.18848 rounded right), which the layer norm amplifies past tolerance. As `shipei run`
+    compiles it, it passes; so it is saved, but not counted as a finding."""
+    graph = elaborate_source(RSQRT_NORM)
+    inputs = [np.array([1.1171875, 0.70849609375, 1.3701171875], np.float16),
+              np.array([0.79296875, 0.74658203125, -0.107421875], np.float16)]
+    fuzzer = Fuzzer(["jax"], out=tmp_path, progress=None, shrink=False)
+    try:
+        failure = fuzzer.probe("jax")(graph, inputs, {})
+        assert failure is not None and failure.kind == "mismatch"  # in the fast fuzzing worker
+        fuzzer.record("jax", Case(81, graph, inputs, {}, reference(graph, inputs, {})), failure)
+    finally:
+        for worker in [*fuzzer.workers.values(), *fuzzer.deployed.values()]:
+            worker.stop()
+    assert fuzzer.findings == [] and [f.op for f in fuzzer.not_counted] == ["layer_norm"]
+    assert "not counted: it passes with XLA's default optimizations" in fuzzer.not_counted[0].path.with_suffix(
+        ".txt").read_text()
+    summary = Summary(fuzzer.stats, fuzzer.ops, fuzzer.findings, 1.0, 1, 0, not_counted=fuzzer.not_counted)
+    assert "no findings" in summary.table() and "not counted: jax mismatch in layer_norm" in summary.table()
+
+
+def test_a_broken_jax_lowering_still_counts_after_the_deployed_replay(tmp_path, capsys):
+    code = main(["fuzz", "--targets", "jax", "--time", "2", "--batch", "8", "--out", str(tmp_path),
+                 "--ops", ",".join(SMALL_OPS), "--inject", "jax:mul={0} + {1}"])
+    assert code == 1 and "jax mismatch in mul" in capsys.readouterr().out
 
 
 def test_a_crashing_framework_is_a_finding_and_the_worker_comes_back(tmp_path):
