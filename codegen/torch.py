@@ -32,6 +32,7 @@ from .writer import (
     Code,
     Emit,
     Namespace,
+    Rule,
     Target,
     computed_in,
     inline_scalars,
@@ -79,12 +80,20 @@ def _iota(e: Emit, node: Node) -> str:
     return f"torch.arange({e.dim(node.attrs['length'])}, dtype={e.dtype(node.attrs['dtype'])}, device=device)"
 
 
+#: Float unary ops spelled `torch.NAME(x)`, and `x.NAME_()` in place.
+_UNARY = ("abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "floor", "sigmoid", "neg")
+
+
+def _rsqrt(spelling: str) -> Rule:
+    """rsqrt's 16-bit CPU kernel rounds sqrt before the reciprocal where it does not vectorize
+    (small tensors, loop tails): a quarter of f16 results came out 1 ulp off, rsqrt(0.7085) 1.1875.
+    So 16-bit rsqrt is computed in f32, in place or not."""
+    return computed_in(spelling, LOW_PRECISION, DType.f32, "{x}.to({dtype})")
+
+
 RULES = {
-    **{name: f"torch.{name}({{0}})" for name in ("abs", "exp", "log", "sqrt", "sin", "cos", "tanh",
-                                                 "erf", "floor", "sigmoid", "relu", "logical_not", "neg")},
-    # Its 16-bit CPU kernel rounds sqrt before the reciprocal where it does not vectorize (small
-    # tensors, loop tails): a quarter of f16 results came out 1 ulp off, rsqrt(0.7085) 1.1875.
-    "rsqrt": computed_in("torch.rsqrt({0})", LOW_PRECISION, DType.f32, "{x}.to({dtype})"),
+    **{name: f"torch.{name}({{0}})" for name in (*_UNARY, "relu", "logical_not")},
+    "rsqrt": _rsqrt("torch.rsqrt({0})"),
     "silu": "F.silu({0})",
     "gelu": "F.gelu({0}, approximate={approximate})",
     "dropout": "F.dropout({0}, p={p}, training=self.training)",
@@ -177,11 +186,10 @@ def run(model, inputs, device="cpu"):
     return [(y.float() if y.dtype == torch.bfloat16 else y).cpu().numpy() for y in outputs]
 '''
 
-_UNARY_INPLACE = ("abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "floor", "sigmoid", "neg")
-
 #: In-place spellings: the result overwrites operand 0 (see codegen/inplace.py).
 INPLACE = {
-    **{name: f"{{0}}.{name}_()" for name in _UNARY_INPLACE},
+    **{name: f"{{0}}.{name}_()" for name in _UNARY},
+    "rsqrt": _rsqrt("{0}.rsqrt_()"),
     "relu": "torch.relu_({0})",
     "silu": "F.silu({0}, inplace=True)",
     "gelu": "torch.ops.aten.gelu_({0}, approximate={approximate})",
@@ -193,7 +201,7 @@ INPLACE = {
 #: operand (reshape, permute, split, slice, expand; gather, as `w[i]` with a 0-d index is a
 #: view) or the operand itself (eval-mode dropout, `.to` of its own dtype).
 FRESH = frozenset({
-    *_UNARY_INPLACE, "relu", "silu", "gelu", "logical_not", "add", "sub", "mul", "div", "pow", "maximum", "minimum",
+    *_UNARY, "rsqrt", "relu", "silu", "gelu", "logical_not", "add", "sub", "mul", "div", "pow", "maximum", "minimum",
     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "where", "matmul", "linear", "attention",
     "conv2d", "max_pool2d", "avg_pool2d", "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "softmax",
     "log_softmax", "layer_norm", "batch_norm", "concat", "iota",

@@ -627,7 +627,8 @@ class Fuzzer:
         return self.deployed[target]
 
     def probe(self, target: str, worker: Worker | None = None):
-        """A probe for `minimize`: runs `target` in `worker` (the fuzzing one by default)."""
+        """A probe for `minimize` and the deployed replay: runs `target` in `worker` (the fuzzing one
+        by default)."""
         worker = worker or self.workers[target]
 
         def probe(graph: Graph, inputs, weights) -> Failure | None:
