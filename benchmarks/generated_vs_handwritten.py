@@ -130,6 +130,21 @@ def _sample(fn, sync, inputs, number: int) -> tuple[float, float]:
     return (time.perf_counter() - t0) / number, (time.process_time() - c0) / number
 
 
+def measure(side, repeats: int, sample_s: float, warmup: int) -> dict:
+    """Medians over `repeats` samples of one side, (fn, sync, inputs): wall and process CPU ms."""
+    for _ in range(warmup):
+        _sample(*side, 1)
+    number = max(1, math.ceil(sample_s / max(statistics.median(_sample(*side, 1)[0] for _ in range(11)), 1e-6)))
+    gc.collect()
+    gc.disable()
+    try:
+        samples = [_sample(*side, number) for _ in range(repeats)]
+    finally:
+        gc.enable()
+    return {"ms": statistics.median(a for a, _ in samples) * 1e3,
+            "cpu_ms": statistics.median(b for _, b in samples) * 1e3}
+
+
 def compare(gen, base, repeats: int, sample_s: float, warmup: int) -> dict:
     """Medians over `repeats` interleaved samples of each side. `gen`/`base` are (fn, sync, inputs).
 

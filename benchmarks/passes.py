@@ -9,14 +9,16 @@ Per model (examples/*.sp, weights from seed 0, frozen at -O3 as for deployment):
    random inputs (max |error| relative to max |output|, and how often the arg-max agrees);
 3. inference time of the generated program at -O0 and -O3 on each installed target, measured as
    benchmarks/generated_vs_handwritten.py measures (its helpers are reused): inputs converted to
-   framework tensors once, the module's own call path, samples of ~20 ms alternating -O0/-O3,
-   median over `--repeats`, each model and target in `--processes` fresh worker processes
-   (pinned to `--threads` cores), with the medians over those processes and the speedup's range.
+   framework tensors once, the module's own call path, samples of ~20 ms, median over
+   `--repeats`. Each program runs alone in a fresh worker process (pinned to `--threads` cores),
+   as a user's process runs it, in `--processes` rounds of -O0, -O3 and a third worker that
+   alternates samples of both (steadier when the machine's load drifts, but the two programs
+   then share one allocator). The table shows medians over the rounds, the speedup's range over
+   the rounds' pairs and each program's minor page faults per call.
    The inputs are that benchmark's (mlp B=64, cnn B=16, transformer B=8 T=64) or `--dims`.
    Outputs are checked against the numpy reference after timing: run first, its large freed
    arrays leave glibc's allocator holding freed memory, which spares -O0's many temporaries their
-   page faults (`--warm-allocator` measures that state). Which state a fresh process starts in
-   varies, so the table also counts each side's minor page faults per call.
+   page faults (`--warm-allocator` measures that state).
 
     python benchmarks/passes.py                                  # everything
     python benchmarks/passes.py --targets torch --dims B=1,T=32  # torch only, small inputs
@@ -102,10 +104,11 @@ def minor_faults_per_call(call, sync, tensors, calls: int = 20) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
-def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, warm_allocator: bool = False) -> dict:
-    """The timings of one model on one target, -O3 against -O0, in a worker process of its own: a
-    process's allocator remembers what ran before, and that moves -O0's time more than -O3's. The
-    outputs are checked against the numpy reference after timing, unless `warm_allocator`."""
+def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, opts: tuple[int, ...],
+           warm_allocator: bool = False) -> dict:
+    """The timings of one model on one target in this worker process: of one program alone (`opts`
+    = (0,) or (3,)), as a user's process runs it, or of -O3 against -O0 in alternating samples.
+    The outputs are checked against the numpy reference after timing, unless `warm_allocator`."""
     from shipei.runtime.executable import import_module_file
 
     baseline = importlib.import_module(f"baselines.{target}_models")
@@ -117,7 +120,7 @@ def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, w
     sides, outputs = [], []
     # The programs' files stay until timing ends: MindSpore's jit reads the source when it compiles.
     with tempfile.TemporaryDirectory(prefix="shipei-passes-") as tmp:
-        for opt in (3, 0):
+        for opt in opts:
             compiled = shipei.compile(graph, target, opt=opt, freeze=opt > 0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -127,39 +130,50 @@ def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, w
             tensors = [to_tensor(x) for x in inputs]
             outputs.append(baseline.to_numpy(call(*tensors)))
             sides.append((call, baseline.sync, tensors))
-        t = gvh.compare(*sides, repeats=repeats, sample_s=0.02, warmup=5)
+        if len(sides) == 1:
+            times = [gvh.measure(sides[0], repeats=repeats, sample_s=0.02, warmup=5)["ms"]]
+        else:
+            t = gvh.compare(*sides, repeats=repeats, sample_s=0.02, warmup=5)
+            times = [t["generated_ms"], t["handwritten_ms"]]
         faults = [minor_faults_per_call(*side) for side in sides]
     want = shipei.reference(graph, inputs)[0]
-    for opt, got in zip((3, 0), outputs):
+    for opt, got in zip(opts, outputs):
         if not compare(got, want, DType.f32).ok:
             raise AssertionError(f"{model} -O{opt} on {target} does not match the reference")
     return {"inputs": ", ".join(f"{list(np.shape(x))}" for x in inputs),
-            "o0_ms": t["handwritten_ms"], "o3_ms": t["generated_ms"], "speedup": 1 / t["ratio"],
-            "pair_speedup": 1 / t["pair_ratio"], "cpu_speedup": 1 / t["cpu_ratio"],
-            "o0_faults": faults[1], "o3_faults": faults[0]}
+            **{f"o{opt}_ms": ms for opt, ms in zip(opts, times)},
+            **{f"o{opt}_faults": n for opt, n in zip(opts, faults)}}
 
 
-def timing_row(target: str, model: str, runs: list[dict]) -> str:
-    """Medians over worker processes, and the range of the speedup: each process starts its
-    allocator in a state of its own, which moves -O0 by up to 2x."""
-    med = {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "inputs"}
-    low, high = min(run["speedup"] for run in runs), max(run["speedup"] for run in runs)
-    return (f"| {model} | {target} | {runs[0]['inputs']} | {med['o0_ms']:.3f} | {med['o3_ms']:.3f} "
-            f"| {med['speedup']:.2f}x | {low:.2f}-{high:.2f}x | {med['pair_speedup']:.2f}x "
-            f"| {med['cpu_speedup']:.2f}x | {med['o0_faults']:,.0f} | {med['o3_faults']:,.0f} |")
+#: What each round of a row runs, one worker process each: -O0 alone, -O3 alone, both alternating.
+ROUND = ((0,), (3,), (3, 0))
 
 
-def worker_runs(target: str, model: str, args: argparse.Namespace) -> list[dict] | str:
-    """`args.processes` timings of one row, each in a fresh worker; or why a worker failed."""
+def timing_row(target: str, model: str, rounds: list[list[dict]]) -> str:
+    """Medians over rounds: each program's time and faults alone, the speedup of those medians
+    and its range over the rounds' pairs, and the median speedup of the alternating workers."""
+    alone0, alone3, together = zip(*rounds)
+    o0, o3, faults0, faults3 = (statistics.median(run[f"o{opt}_{key}"] for run in runs)
+                                for key in ("ms", "faults") for opt, runs in ((0, alone0), (3, alone3)))
+    pairs = [a["o0_ms"] / b["o3_ms"] for a, b in zip(alone0, alone3)]
+    both = statistics.median(run["o0_ms"] / run["o3_ms"] for run in together)
+    return (f"| {model} | {target} | {alone0[0]['inputs']} | {o0:.3f} | {o3:.3f} | {o0 / o3:.2f}x "
+            f"| {min(pairs):.2f}-{max(pairs):.2f}x | {faults0:,.0f} | {faults3:,.0f} | {both:.2f}x |")
+
+
+def worker_runs(target: str, model: str, args: argparse.Namespace) -> list[list[dict]] | str:
+    """`args.processes` rounds of one row, each worker a fresh process; or why a worker failed."""
     cmd = [sys.executable, __file__, "--worker", target, "--models", model, "--repeats", str(args.repeats),
            "--threads", str(args.threads), "--dims", args.dims] + ["--warm-allocator"] * args.warm_allocator
-    runs = []
+    rounds = []
     for _ in range(args.processes):
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            return (proc.stderr.strip().splitlines() or ["?"])[-1]
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return runs
+        rounds.append([])
+        for opts in ROUND:
+            proc = subprocess.run(cmd + ["--opts", ",".join(map(str, opts))], capture_output=True, text=True)
+            if proc.returncode:
+                return (proc.stderr.strip().splitlines() or ["?"])[-1]
+            rounds[-1].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rounds
 
 
 def main() -> None:
@@ -174,9 +188,10 @@ def main() -> None:
     parser.add_argument("--warm-allocator", action="store_true", help="run the numpy reference before timing, "
                         "not after: glibc then keeps freed memory mapped (its large frees raise the trim "
                         "threshold), so a program's temporaries stop costing page faults")
-    parser.add_argument("--processes", type=int, default=3, help="worker processes per model and target; "
-                        "the table shows their medians and the speedup's range")
+    parser.add_argument("--processes", type=int, default=3, help="rounds of worker processes per model and "
+                        "target; the table shows their medians and the speedup's range")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # time one model on one target, print JSON
+    parser.add_argument("--opts", default="3,0", help=argparse.SUPPRESS)  # the worker's programs
     args = parser.parse_args()
     dims = {k: int(v) for k, v in (item.split("=") for item in args.dims.split(",") if item)}
     models = args.models.split(",")
@@ -184,7 +199,8 @@ def main() -> None:
         if args.threads:
             gvh.limit_threads(args.threads)
             gvh.set_framework_threads(args.worker, args.threads)
-        print(json.dumps(timing(args.worker, args.models, dims, args.repeats, args.warm_allocator)))
+        opts = tuple(int(o) for o in args.opts.split(","))
+        print(json.dumps(timing(args.worker, args.models, dims, args.repeats, opts, args.warm_allocator)))
         return
     plan_dims = dims or {"B": 1, "T": 32}
     print(f"IR and activation memory at {plan_dims} (-O3, frozen weights):\n")
@@ -198,14 +214,15 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in models:
         print(compression(model, plan_dims))
-    print(f"\nInference time, ms per call: median of {args.repeats} alternating samples in each of "
-          f"{args.processes} worker processes, median over the processes; speedup = -O0 / -O3 "
-          f"by median wall time, by the median of per-pair ratios, and by median CPU time "
-          f"({gvh.machine_note()}; {args.threads or 'default'} thread(s) per target"
-          f"{'; allocator warmed by a numpy reference run' if args.warm_allocator else ''}):\n")
-    print("| model | target | inputs | -O0 ms | -O3 ms | speedup | speedup range | pair speedup | CPU speedup "
-          "| -O0 faults/call | -O3 faults/call |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print(f"\nInference time, ms per call, each program alone in its own worker process as a user's "
+          f"process runs it: median of {args.repeats} samples per process, median over {args.processes} "
+          f"processes per program; speedup = -O0 / -O3 of those medians, its range over the rounds' "
+          f"pairs; minor page faults per call; and the median speedup with both programs in one "
+          f"process, alternating samples ({gvh.machine_note()}; {args.threads or 'default'} thread(s) per "
+          f"target{'; allocator warmed by a numpy reference run' if args.warm_allocator else ''}):\n")
+    print("| model | target | inputs | -O0 ms | -O3 ms | speedup | speedup range | -O0 faults/call "
+          "| -O3 faults/call | speedup in one process |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for target in args.targets.split(","):
         for model in models:
             runs = worker_runs(target, model, args)

@@ -27,9 +27,12 @@ def emit(graph: Graph, target: str, source: str = "<graph>", *, planned: bool = 
          **options: Any) -> GeneratedModule:
     """Generate `target`'s program for `graph`; `source` names the DSL file in comments and
     `options` are the target's own (e.g. jax's `compute_dtype`, torch's `amp`). `planned` says
-    the pipeline planned memory (-O3): an eager target then reuses dying buffers unless told not to."""
+    the pipeline planned memory (-O3): an eager target then reuses dying buffers and keeps
+    buffers between calls unless told not to (see `codegen.buffers`)."""
     if get_target(target).inplace and planned:
         options.setdefault("reuse_buffers", True)
+    if get_target(target).into and planned:
+        options.setdefault("keep_buffers", True)
     return importlib.import_module(f"{__name__}.{target}").emit(graph, source, **options)
 
 

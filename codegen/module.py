@@ -55,10 +55,9 @@ if __name__ == "__main__":
 '''
 
 
-def write_module(target: Target, graph: Graph, source: str, write_model: ModelWriter,
-                 reuse_buffers: bool = False) -> GeneratedModule:
+def write_module(target: Target, graph: Graph, source: str, write_model: ModelWriter) -> GeneratedModule:
     """Assemble a standalone module: `write_model` writes the model, using the shared body walk
-    (which overwrites dying operands in place with `reuse_buffers`; see `codegen.inplace`)."""
+    (where results go as `Emit.plan` decided; see `codegen.buffers`)."""
     if not IDENTIFIER.match(graph.name):
         raise ShipeiError(f"model name {graph.name!r} is not an identifier")
     code = Code()
@@ -69,6 +68,7 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
          '"""',
          "",
          "import os",
+         *target.std_imports,
          "",
          "import numpy as np",
          *target.imports,
@@ -80,7 +80,7 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
         shape = tuple(eval_dim(d, env) for d in v.shape)
         code(f"    ({v.name!r}, {shape!r}, {v.dtype.numpy.name!r}),")
     code("]", "", "")
-    write_model(code, graph, lambda e, c: e.body(c, reuse_buffers))
+    write_model(code, graph, lambda e, c: e.body(c))
     runtime = target.runtime_code.replace("{name}", graph.name).replace("{{", "{").replace("}}", "}")
     code("", "", *runtime.strip("\n").splitlines(), "", *_MAIN.format(dim=EXAMPLE_DIM).splitlines())
     return GeneratedModule(target.name, graph.name, code.text())

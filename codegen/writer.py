@@ -23,7 +23,7 @@ from ..ir.errors import ShipeiError, SourceLoc
 from ..ir.graph import Graph, Node, Value
 from ..ir.registry import AttrKind, get_op
 from ..ir.types import Dim, DType, Sym
-from .inplace import inplace_writes
+from .buffers import BufferPlan, plan_buffers
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -98,6 +98,7 @@ class Target:
     dtypes: dict[DType, str]
     rules: dict[str, Rule | str]
     imports: tuple[str, ...] = ()
+    std_imports: tuple[str, ...] = ()  # of the standard library, beside the module's `import os`
     runtime_code: str = ""
     shape_of: str = "{x}.shape[{axis}]"
     unsupported_dtypes: dict[str, frozenset[DType]] = field(default_factory=dict)
@@ -107,8 +108,14 @@ class Target:
     #: dtype -> how a float literal of that dtype is written (`{}` is its repr); plain repr if absent.
     float_literals: dict[DType, str] = field(default_factory=dict)
     #: op -> its spelling that writes the result over operand 0 (`{0}.add_({1})`), used where
-    #: `codegen.inplace` finds that safe when the body reuses buffers; empty for traced targets.
+    #: `codegen.buffers` finds that safe when the body reuses buffers; empty for traced targets.
     inplace: dict[str, Rule | str] = field(default_factory=dict)
+    #: op -> its spelling that writes the result into `{out}`, a buffer the program keeps between
+    #: calls (`codegen.buffers`), for results in `into_dtypes`; `kept_buffer` spells that buffer,
+    #: with {slot}, {shape} and {dtype}.
+    into: dict[str, Rule | str] = field(default_factory=dict)
+    into_dtypes: frozenset[DType] = frozenset()
+    kept_buffer: str = ""
     #: ops the target computes into a new tensor, never a view of an operand.
     fresh: frozenset[str] = frozenset()
     #: names the model function reads for its rules besides values and symbols (torch's `self`
@@ -131,6 +138,9 @@ class Emit:
         self.constant_ref = constant_ref
         self.values: dict[Value, str] = {}
         self.symbols: dict[str, str] = {}
+        #: the buffers the body writes into (`plan_buffers`), known once `body` has begun
+        self.buffers = BufferPlan()
+        self.out = ""  # the kept buffer of the node being rendered with an `into` rule
         #: where fused groups go as module-level functions, each under this decorator line
         #: (torch's regional compilation); None keeps them local functions of the model.
         self.hoist: tuple[Code, str] | None = None
@@ -167,6 +177,8 @@ class Emit:
         attrs = {k: self.literal(node.op, k, v) for k, v in node.attrs.items()}
         if node.results:
             attrs["out_dtype"] = self.dtype(node.results[0].dtype)
+        if self.out:
+            attrs["out"] = self.out
         return template.format(*self.args(node), args=", ".join(self.args(node)), **attrs)
 
     def literal(self, op: str, attr: str, value: Any) -> str:
@@ -190,16 +202,23 @@ class Emit:
                     self.symbols[str(d)] = self.names.fresh(str(d))
                     code(f"{self.symbols[str(d)]} = {self.target.shape_of.format(x=name, axis=axis)}")
 
-    def body(self, code: Code, reuse_buffers: bool = False) -> None:
+    def plan(self, reuse_buffers: bool = False, keep_buffers: bool = False) -> BufferPlan:
+        """Decide, before the body is written, which results overwrite dying operands
+        (`reuse_buffers`) and which go into kept buffers (`keep_buffers`): see `codegen.buffers`."""
+        if reuse_buffers or keep_buffers:
+            self.buffers = plan_buffers(self.graph, self.target, self.graph.last_reads(), keep_buffers)
+            if not reuse_buffers:
+                self.buffers.writes.clear()
+        return self.buffers
+
+    def body(self, code: Code) -> None:
         """One assignment per node, each DSL statement's block headed by its source line; each
         fused region (a run of nodes with one `Node.group`) is a function (`region`): local, or
-        at module level where `hoist` says.
-        With `reuse_buffers`, results overwrite dying operands where `inplace_writes` allows."""
+        at module level where `hoist` says. Results go where `plan` put them."""
         self._last_loc: tuple[str, int] | None = None
         self._count = 0
         self._inline = inline_scalars(self.graph)
         last_read = self.graph.last_reads()
-        self._writes = inplace_writes(self.graph, self.target, last_read) if reuse_buffers else {}
         self._hoisted: dict[str, str] = {}  # a hoisted group's canonical text -> its function
         for value in self.graph.params:
             self.values[value] = self.param_ref(value)
@@ -232,11 +251,19 @@ class Emit:
             code(f"# {source_comment(node.loc)}")
             self._last_loc = (node.loc.file, node.loc.line)
         rule = self.rule_for(node)
-        if node in self._writes:  # the overwritten operand goes first: add(x, y) as x.add_(y)
+        writes, slots = self.buffers.writes, self.buffers.slots
+        if node in writes:  # the overwritten operand goes first: add(x, y) as x.add_(y)
             rule = self.target.inplace[node.op]
-            if self._writes[node]:
+            if writes[node]:
                 node = Node(node.op, node.operands[::-1], node.attrs, node.results, node.loc)
-        expr = self.constant_ref(node) if node.op == "constant" else render(rule, self, node)
+        elif node in slots:
+            rule = self.target.into[node.op]
+            self.out = self.target.kept_buffer.format(slot=slots[node], shape=self.dims(node.result.shape),
+                                                      dtype=self.dtype(node.result.dtype))
+        try:
+            expr = self.constant_ref(node) if node.op == "constant" else render(rule, self, node)
+        finally:
+            self.out = ""
         names = [self.names.fresh(f"v{self._count + i}") for i in range(len(node.results))]
         self._count += len(names)
         for value, name in zip(node.results, names):

@@ -133,7 +133,7 @@ def test_a_name_torch_reserves_is_a_compile_error_not_a_crash() -> None:
     b = Builder(g)
     x = b.input("x", TensorType(DType.f32, (2,)))
     g.outputs = [b("add", x, b.add_param("blocks.0.training", TensorType(DType.f32, (2,)), Init("ones")))]
-    with pytest.raises(shipei.ShipeiError, match="'training' is a torch.nn.Module attribute"):
+    with pytest.raises(shipei.ShipeiError, match="'training' is an attribute of the generated torch.nn.Module"):
         emit(g, "torch")
 
 

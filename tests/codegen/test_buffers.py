@@ -1,0 +1,316 @@
+"""Buffer reuse on eager targets: which results overwrite a dying operand or go into a buffer kept
+between calls, and that doing so keeps every result, input and weight as it was."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given
+from shipei.codegen import emit, get_target
+from shipei.codegen.buffers import plan_buffers
+from shipei.ir.graph import Builder, Graph, Init
+from shipei.ir.init import init_params
+from shipei.ir.registry import get_op
+from shipei.ir.types import DType, Sym, TensorType
+from shipei.runtime import Executable
+from shipei.runtime.executable import import_module_file
+
+import shipei
+from shipei.testing import graphs
+from shipei.testing.lowering import check_outputs, lazy_declared, sample_inputs
+
+TORCH = get_target("torch")
+B = Sym.named("B")
+
+
+def _graph(dtype: DType = DType.f32) -> tuple[Graph, Builder, object, object]:
+    g = Graph("G")
+    b = Builder(g)
+    x = b.input("x", TensorType(dtype, (B, 4)))
+    w = b.add_param("w", TensorType(dtype, (4, 4)), Init("ones"))
+    return g, b, x, w
+
+
+def _writes(g: Graph) -> list[tuple[str, int]]:
+    return [(node.op, k) for node, k in plan_buffers(g, TORCH, g.last_reads()).writes.items()]
+
+
+def test_a_dying_temporary_is_overwritten_and_inputs_weights_and_outputs_never_are() -> None:
+    g, b, x, w = _graph()
+    y = b("matmul", x, w)          # fresh, dies at relu
+    r = b("relu", y)               # fresh, read twice later
+    s = b("add", r, x)             # r is read again below: out of place
+    t = b("mul", s, r)             # s dies here: in place; r dies too but is operand 1 of a mul...
+    u = b("add", x, t)             # ...t dies at operand 1 of a commutative op: swapped
+    g.outputs = [u, b("exp", u)]   # u is an output: exp is out of place
+    assert _writes(g) == [("relu", 0), ("mul", 0), ("add", 1)]
+    source = emit(g, "torch", reuse_buffers=True).source
+    assert "v1 = torch.relu_(v0)" in source and "v3 = v2.mul_(v1)" in source and "v4 = v3.add_(x)" in source
+    assert "v2 = v1 + x" in source and "v5 = torch.exp(v4)" in source
+    assert ".add_(" not in emit(g, "torch").source  # only when asked
+
+
+def test_a_value_whose_view_is_read_later_is_not_overwritten() -> None:
+    g, b, x, w = _graph()
+    y = b("exp", x)
+    view = b("reshape", y, shape=(B, 2, 2))
+    z = b("neg", y)                 # y dies here, but its view is read below
+    g.outputs = [z, view]
+    assert _writes(g) == []
+
+
+def test_a_view_is_never_overwritten_even_when_its_base_is_dead() -> None:
+    g, b, x, w = _graph()
+    view = b("transpose", b("exp", b("matmul", x, w)), perm=(1, 0))
+    g.outputs = [b("neg", view)]
+    assert _writes(g) == [("exp", 0)]
+
+
+def test_sub_keeps_its_order_integers_and_broadcast_operands_stay_out_of_place() -> None:
+    g, b, x, w = _graph()
+    row = b("reduce_sum", b("exp", x), axes=(0,), keepdims=True)   # f32[1, 4]
+    g.outputs = [b("sub", x, b("exp", x)), b("add", row, b("neg", x))]
+    assert _writes(g) == [("add", 1)]  # sub's dying operand is its second; row would broadcast
+    gi = Graph("I")
+    bi = Builder(gi)
+    xi = bi.input("x", TensorType(DType.i32, (4,)))
+    gi.outputs = [bi("neg", bi("abs", xi))]
+    assert _writes(gi) == []
+
+
+def test_an_operand_read_twice_by_the_node_is_not_overwritten() -> None:
+    g, b, x, w = _graph()
+    y = b("exp", x)
+    g.outputs = [b("mul", y, y)]
+    assert _writes(g) == []
+
+
+def _run(graph: Graph, inputs, weights, **options) -> list[np.ndarray]:
+    module = emit(graph, "torch", **options)
+    with tempfile.TemporaryDirectory(prefix="shipei-inplace-") as tmp:
+        path = Path(tmp) / module.filename
+        path.write_text(module.source)
+        exe = Executable(graph, "torch", path, weights, "cpu")
+        return [exe.run(*inputs), exe.run(*inputs)]
+
+
+@given(graphs(max_nodes=10, targets=["torch"]))
+def test_reusing_buffers_keeps_results_inputs_and_weights(graph: Graph) -> None:
+    weights = init_params(graph, 0)
+    inputs, ref = sample_inputs(graph, 0, weights)
+    assume(ref.problem is None)
+    kept = [np.array(a, copy=True) for a in inputs]
+    first, second = _run(graph, inputs, weights, reuse_buffers=True)
+    assert check_outputs(graph, first, ref, "torch", lazy_declared(graph, inputs, weights)) is None
+    for a, b in zip(inputs, kept):  # the program reads numpy inputs without a copy
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    for a, b in zip(first, second):  # weights and constants are as loaded
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+
+
+def test_o3_programs_reuse_and_keep_buffers_and_options_turn_each_off() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "transformer.sp"
+    o3 = shipei.compile(example, "torch", opt=3, freeze=True).source
+    # the residual adds, and the position embedding's onto the token embedding, now a kept buffer
+    assert "torch.ops.aten.gelu_(" in o3 and o3.count(".add_(") == 5
+    # the embeddings and every linear but the LM head's, whose result is the output
+    assert o3.count("out=self._kept.get(") == 10 and "self.lm_head.weight, out=" not in o3
+    assert "out=" not in shipei.compile(example, "torch", opt=3, options={"keep_buffers": False}).source
+    assert ".add_(" not in shipei.compile(example, "torch", opt=3, options={"reuse_buffers": False,
+                                                                           "keep_buffers": False}).source
+    for other in ({"opt": 2}, {"opt": 3, "options": {"amp": "bf16"}}, {"opt": 3, "options": {"compile": "groups"}}):
+        source = shipei.compile(example, "torch", **other).source
+        assert "out=self._kept" not in source and "KeptBuffers()" not in source
+
+
+def test_forward_leaves_the_tensors_it_is_given_as_they_were() -> None:
+    """Tensors handed to forward() directly, not copied from numpy by run()."""
+    source = """
+    model M() {
+        forward(x: f32[B, 8]) -> f32[B, 8] {
+            y = exp(x)
+            return relu(y * 2.0) + x
+        }
+    }
+    """
+    compiled = shipei.compile(source, "torch", opt=3)
+    assert "torch.relu_(" in compiled.source
+    with tempfile.TemporaryDirectory(prefix="shipei-inplace-") as tmp:
+        module = import_module_file(compiled.save(tmp))
+        model = module.load(compiled.weights)
+    x = torch.randn(3, 8)
+    before = x.clone()
+    with torch.inference_mode():
+        y = model(x)
+    assert torch.equal(x, before) and torch.allclose(y, torch.relu(torch.exp(before) * 2) + before)
+
+
+@pytest.mark.parametrize("op", sorted(TORCH.inplace))
+def test_every_in_place_spelling_is_fresh_and_lowerable(op: str) -> None:
+    assert op in TORCH.fresh and op in TORCH.rules
+
+
+@pytest.mark.parametrize("dtype", [DType.f16, DType.bf16, DType.f32])
+@pytest.mark.parametrize("op", sorted(TORCH.inplace))
+def test_every_in_place_spelling_computes_bit_for_bit_what_its_rule_does(op: str, dtype: DType) -> None:
+    """On a few elements, where torch's kernels take their unvectorized path: 16-bit rsqrt in
+    place once skipped the rule's f32 computation and came out 1 ulp off (rsqrt(0.7085))."""
+    g = Graph("G")
+    b = Builder(g)
+    x = b.input("x", TensorType(dtype, (5,)))
+    fresh = b("abs", x)  # the program's own storage, dying at `op`
+    g.outputs = [b(op, fresh, x) if len(get_op(op).operands) == 2 else b(op, fresh)]
+    inputs = [np.array([0.70849609375, 1.1171875, 2.5, 0.1, 3.0], np.float32)]
+    assert _writes(g) == [(op, 0)]
+    in_place, out_of_place = (_run(g, inputs, {}, reuse_buffers=reuse)[0] for reuse in (True, False))
+    assert np.array_equal(in_place, out_of_place)
+
+
+def test_a_gather_by_a_scalar_index_is_a_view_and_not_overwritten() -> None:
+    g = Graph("G")
+    b = Builder(g)
+    table = b.add_param("table", TensorType(DType.f32, (3, 4)), Init("ones"))
+    i = b.input("i", TensorType(DType.i64, ()))
+    g.outputs = [b("exp", b("gather", table, i, axis=0))]  # torch: table[i], a view of the weight
+    assert _writes(g) == []
+    weights = {"table": np.arange(12, dtype=np.float32).reshape(3, 4)}
+    first, second = _run(g, [np.array(1)], weights, reuse_buffers=True)
+    assert np.array_equal(first[0], second[0])
+
+
+def _slots(g: Graph) -> list[tuple[str, int]]:
+    return [(node.op, k) for node, k in plan_buffers(g, TORCH, g.last_reads(), keep=True).slots.items()]
+
+
+def test_kept_buffers_go_to_results_of_one_type_whose_lifetimes_do_not_overlap() -> None:
+    g, b, x, w = _graph()
+    h1 = b("matmul", x, w)              # buffer 0
+    h2 = b("matmul", b("relu", h1), w)  # relu writes over h1; h1's storage is read here: buffer 1
+    h3 = b("matmul", h2, w)             # buffer 0 is free again
+    wide = b("concat", h3, h3, axis=1)  # another type: buffer 2
+    g.outputs = [b("reduce_sum", wide, axes=(1,), keepdims=False)]
+    assert _slots(g) == [("matmul", 0), ("matmul", 1), ("matmul", 0), ("concat", 2)]
+
+
+def test_what_an_output_may_be_or_view_is_never_kept() -> None:
+    g, b, x, w = _graph()
+    viewed = b("matmul", x, w)
+    overwritten = b("matmul", x, w)
+    kept = b("matmul", x, w)
+    g.outputs = [b("reshape", viewed, shape=(B, 2, 2)),     # a view of `viewed`
+                 b("add", b("exp", overwritten), x),         # in place twice: the output is its storage
+                 b("softmax", kept, axis=1)]                 # never in place: a new tensor
+    assert _slots(g) == [("matmul", 0)]
+    assert plan_buffers(g, TORCH, g.last_reads(), keep=True).slots.keys() == {kept.producer}
+
+
+def test_a_kept_buffer_is_held_while_a_view_of_it_is_read() -> None:
+    g, b, x, w = _graph()
+    y = b("matmul", x, w)
+    view = b("reshape", y, shape=(B, 4, 1))
+    z = b("matmul", x, w)  # y's buffer is still viewed: another one
+    g.outputs = [b("concat", b("reduce_sum", view, axes=(2,), keepdims=False), z, axis=1)]
+    assert _slots(g) == [("matmul", 0), ("matmul", 1)]
+
+
+def test_integer_and_16_bit_results_are_not_kept() -> None:
+    for dtype in (DType.i32, DType.f16, DType.bf16):
+        g, b, x, w = _graph(dtype)
+        g.outputs = [b("reduce_sum", b("matmul", x, w), axes=(1,), keepdims=False)]
+        assert _slots(g) == []
+
+
+KEPT_GOLDEN = '''\
+    def forward(self, x):
+        device = x.device
+        B = x.shape[0]
+        v0 = torch.matmul(x, self.w, out=self._kept.get(0, (B, 4), torch.float32, device))
+        v1 = torch.relu_(v0);  del v0
+        v2 = torch.matmul(v1, self.w, out=self._kept.get(1, (B, 4), torch.float32, device));  del v1
+        v3 = torch.matmul(v2, self.w, out=self._kept.get(0, (B, 4), torch.float32, device));  del v2
+        v4 = F.softmax(v3, dim=1);  del v3
+        return v4
+'''
+
+
+def test_a_program_with_kept_buffers_reads_as_written() -> None:
+    g, b, x, w = _graph()
+    g.outputs = [b("softmax", b("matmul", b("matmul", b("relu", b("matmul", x, w)), w), w), axis=1)]
+    source = emit(g, "torch", reuse_buffers=True, keep_buffers=True).source
+    assert KEPT_GOLDEN in source
+    assert "self._kept = KeptBuffers()" in source and "self.requires_grad_(False)" in source
+
+
+def _load(graph: Graph, weights, **options):
+    compiled = emit(graph, "torch", **options)
+    tmp = tempfile.mkdtemp(prefix="shipei-kept-")
+    path = Path(tmp) / compiled.filename
+    path.write_text(compiled.source)
+    module = import_module_file(path)
+    return module, module.load(weights)
+
+
+@given(graphs(max_nodes=10, targets=["torch"]))
+def test_kept_buffers_never_change_a_result_the_caller_holds(graph: Graph) -> None:
+    """A second call on other inputs computes its own results and leaves the first call's as they
+    were: no output is, or views, a kept buffer."""
+    weights = init_params(graph, 0)
+    (inputs, ref), (other, other_ref) = (sample_inputs(graph, seed, weights) for seed in (0, 1))
+    assume(ref.problem is None and other_ref.problem is None)
+    module, model = _load(graph, weights, reuse_buffers=True, keep_buffers=True)
+    first = module.run(model, inputs)
+    held = [np.array(a, copy=True) for a in first]
+    second = module.run(model, other)
+    for a, b in zip(first, held):
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    declared = lazy_declared(graph, inputs, weights)
+    assert check_outputs(graph, first, ref, "torch", declared) is None
+    assert check_outputs(graph, second, other_ref, "torch", lazy_declared(graph, other, weights)) is None
+
+
+def _mlp() -> Graph:
+    return shipei.parse(Path(__file__).resolve().parents[2] / "examples" / "mlp.sp")
+
+
+def test_threads_calling_one_model_each_write_their_own_buffers() -> None:
+    """Torch releases the GIL inside its kernels: with one set of buffers for both threads, one
+    thread's linear would write over the other's between its two layers."""
+    graph = _mlp()
+    compiled = shipei.compile(graph, "torch", opt=3, freeze=True)
+    assert "out=self._kept.get(" in compiled.source
+    with tempfile.TemporaryDirectory(prefix="shipei-kept-") as tmp:
+        module = import_module_file(compiled.save(tmp))
+        model = module.load(compiled.weights)
+    inputs = [torch.randn(256, 784, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    with torch.inference_mode():
+        want = [model(x) for x in inputs]
+    wrong: list[int] = []
+
+    def call(i: int) -> None:
+        with torch.inference_mode():
+            wrong.extend(i for _ in range(200) if not torch.equal(model(inputs[i]), want[i]))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+def test_a_model_with_kept_buffers_copies_and_runs_with_grad_enabled() -> None:
+    graph = _mlp()
+    compiled = shipei.compile(graph, "torch", opt=3, freeze=True)
+    with tempfile.TemporaryDirectory(prefix="shipei-kept-") as tmp:
+        module = import_module_file(compiled.save(tmp))
+        model = module.load(compiled.weights)
+    x = torch.randn(4, 784)
+    y = model(x)  # grad mode: the parameters do not require grad, so out= is allowed
+    twin = copy.deepcopy(model)
+    assert twin._kept is not model._kept and torch.equal(twin(x), y)
