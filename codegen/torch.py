@@ -190,19 +190,32 @@ def _tensor(x):
 class KeptBuffers(threading.local):
     """Where forward writes results it keeps memory for between calls (one set per thread), so
     that large results do not go back to malloc and fault in again on every call. Results of one
-    type whose lifetimes do not overlap share a buffer, as shipei's memory plan assigns them."""
+    type whose lifetimes do not overlap share a buffer, as shipei's memory plan assigns them.
+    Buffers made under inference mode serve only calls under it, as torch requires."""
 
     def __init__(self):
-        self.slots = {{}}
+        self.buffers = {{}}  # (slot, device, inference mode) -> a flat tensor
+        self.views = {{}}    # (slot, shape, device, inference mode) -> a view of its buffer
 
     def __reduce__(self):  # a copy of the model starts with buffers of its own
         return type(self), ()
 
     def get(self, slot, shape, dtype, device):
+        key = (slot, shape, device, torch.is_inference_mode_enabled())
+        view = self.views.get(key)
+        if view is None:
+            view = self.views[key] = self._view(key, dtype)
+        return view
+
+    def _view(self, key, dtype):
+        slot, shape, device, inference = key
         size = torch.Size(shape).numel()
-        buffer = self.slots.get(slot)
-        if buffer is None or buffer.numel() < size or buffer.dtype != dtype or buffer.device != device:
-            buffer = self.slots[slot] = torch.empty(size, dtype=dtype, device=device)
+        buffer = self.buffers.get((slot, device, inference))
+        if buffer is None or buffer.numel() < size:
+            buffer = self.buffers[slot, device, inference] = torch.empty(size, dtype=dtype, device=device)
+            self.views = {{}}  # views of the buffer it replaces
+        elif len(self.views) > 256:
+            self.views = {{}}  # many shapes came: start over rather than hold a view of each
         return buffer[:size].view(shape)
 
 

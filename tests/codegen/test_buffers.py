@@ -304,13 +304,41 @@ def test_threads_calling_one_model_each_write_their_own_buffers() -> None:
     assert wrong == []
 
 
-def test_a_model_with_kept_buffers_copies_and_runs_with_grad_enabled() -> None:
-    graph = _mlp()
-    compiled = shipei.compile(graph, "torch", opt=3, freeze=True)
+def _loaded_mlp():
+    compiled = shipei.compile(_mlp(), "torch", opt=3, freeze=True)
     with tempfile.TemporaryDirectory(prefix="shipei-kept-") as tmp:
         module = import_module_file(compiled.save(tmp))
-        model = module.load(compiled.weights)
+        return module.load(compiled.weights), compiled
+
+
+def test_a_model_with_kept_buffers_runs_in_every_grad_mode_at_every_batch_size() -> None:
+    """Buffers made under inference mode are inference tensors, which torch lets no other mode
+    write; and a larger batch needs larger buffers, a smaller one a part of them."""
+    model, compiled = _loaded_mlp()
+    fresh, _ = _run_fresh(compiled)
+    for b, mode in [(4, torch.inference_mode), (4, torch.no_grad), (64, torch.enable_grad),
+                    (8, torch.inference_mode), (64, torch.no_grad), (4, torch.enable_grad)]:
+        x = torch.randn(b, 784)
+        with mode():
+            y = model(x)  # with grad enabled too: the parameters do not require grad, so out= is allowed
+        with torch.inference_mode():
+            assert torch.equal(y, fresh(x))
+
+
+def _run_fresh(compiled):
+    """The same model without kept buffers."""
+    source = shipei.compile(compiled.ir, "torch", options={"keep_buffers": False}).source
+    assert "_kept" not in source
+    with tempfile.TemporaryDirectory(prefix="shipei-kept-") as tmp:
+        path = Path(tmp) / "fresh_torch.py"
+        path.write_text(source)
+        module = import_module_file(path)
+    return module.load(compiled.weights), module
+
+
+def test_a_copy_of_a_model_keeps_buffers_of_its_own() -> None:
+    model, _ = _loaded_mlp()
     x = torch.randn(4, 784)
-    y = model(x)  # grad mode: the parameters do not require grad, so out= is allowed
+    y = model(x)
     twin = copy.deepcopy(model)
     assert twin._kept is not model._kept and torch.equal(twin(x), y)
