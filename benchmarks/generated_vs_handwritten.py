@@ -121,28 +121,13 @@ GENERATED = {"torch": _generated_torch, "jax": _generated_jax, "tf": _generated_
 # --- measurement ---------------------------------------------------------------------------------------
 
 
-def _sample(fn, sync, inputs, number: int) -> tuple[float, float]:
+def sample(fn, sync, inputs, number: int) -> tuple[float, float]:
     """(wall s, process CPU s) per call, averaged over `number` calls, each blocked until its
     result is ready."""
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(number):
         sync(fn(*inputs))
     return (time.perf_counter() - t0) / number, (time.process_time() - c0) / number
-
-
-def measure(side, repeats: int, sample_s: float, warmup: int) -> dict:
-    """Medians over `repeats` samples of one side, (fn, sync, inputs): wall and process CPU ms."""
-    for _ in range(warmup):
-        _sample(*side, 1)
-    number = max(1, math.ceil(sample_s / max(statistics.median(_sample(*side, 1)[0] for _ in range(11)), 1e-6)))
-    gc.collect()
-    gc.disable()
-    try:
-        samples = [_sample(*side, number) for _ in range(repeats)]
-    finally:
-        gc.enable()
-    return {"ms": statistics.median(a for a, _ in samples) * 1e3,
-            "cpu_ms": statistics.median(b for _, b in samples) * 1e3}
 
 
 def compare(gen, base, repeats: int, sample_s: float, warmup: int) -> dict:
@@ -153,10 +138,10 @@ def compare(gen, base, repeats: int, sample_s: float, warmup: int) -> dict:
     pinned worker, the time it actually ran, without the time it waited for a core) and the
     calls per sample."""
     for _ in range(warmup):
-        _sample(*gen, 1)
-        _sample(*base, 1)
-    probe = max(statistics.median(_sample(*gen, 1)[0] for _ in range(11)),
-                statistics.median(_sample(*base, 1)[0] for _ in range(11)))
+        sample(*gen, 1)
+        sample(*base, 1)
+    probe = max(statistics.median(sample(*gen, 1)[0] for _ in range(11)),
+                statistics.median(sample(*base, 1)[0] for _ in range(11)))
     number = max(1, math.ceil(sample_s / max(probe, 1e-6)))
     g, h = [], []
     gc.collect()
@@ -164,11 +149,11 @@ def compare(gen, base, repeats: int, sample_s: float, warmup: int) -> dict:
     try:
         for r in range(repeats):
             if r % 2 == 0:
-                g.append(_sample(*gen, number))
-                h.append(_sample(*base, number))
+                g.append(sample(*gen, number))
+                h.append(sample(*base, number))
             else:
-                h.append(_sample(*base, number))
-                g.append(_sample(*gen, number))
+                h.append(sample(*base, number))
+                g.append(sample(*gen, number))
     finally:
         gc.enable()
     wall_g, wall_h = statistics.median(a for a, _ in g), statistics.median(a for a, _ in h)

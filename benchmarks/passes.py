@@ -9,12 +9,13 @@ Per model (examples/*.sp, weights from seed 0, frozen at -O3 as for deployment):
    random inputs (max |error| relative to max |output|, and how often the arg-max agrees);
 3. inference time of the generated program at -O0 and -O3 on each installed target, measured as
    benchmarks/generated_vs_handwritten.py measures (its helpers are reused): inputs converted to
-   framework tensors once, the module's own call path, samples of ~20 ms, median over
-   `--repeats`. Each program runs alone in a fresh worker process (pinned to `--threads` cores),
-   as a user's process runs it, in `--processes` rounds of -O0, -O3 and a third worker that
-   alternates samples of both (steadier when the machine's load drifts, but the two programs
-   then share one allocator). The table shows medians over the rounds, the speedup's range over
-   the rounds' pairs and each program's minor page faults per call.
+   framework tensors once, the module's own call path, samples of `--sample-ms`, median over
+   `--repeats`. Each program runs in a worker process of its own (pinned to `--threads` cores),
+   as a user's process runs it, and the parent alternates samples between the two workers, so
+   that drift in the machine's load meets both; `--processes` rounds of fresh workers. The table
+   shows medians over the rounds, the speedup's range over them and each program's minor page
+   faults per call: a process's allocator state, which the two programs must not share, moves
+   -O0's time by up to 1.6x.
    The inputs are that benchmark's (mlp B=64, cnn B=16, transformer B=8 T=64) or `--dims`.
    Outputs are checked against the numpy reference after timing: run first, its large freed
    arrays leave glibc's allocator holding freed memory, which spares -O0's many temporaries their
@@ -28,6 +29,7 @@ Per model (examples/*.sp, weights from seed 0, frozen at -O3 as for deployment):
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import resource
@@ -96,19 +98,19 @@ def compression(model: str, dims: dict[str, int]) -> str:
 
 
 def minor_faults_per_call(call, sync, tensors, calls: int = 20) -> float:
-    """Pages the process touched for the first time per call: what -O0's fresh temporaries cost
-    when glibc has handed freed memory back to the OS."""
+    """Pages the process touched for the first time per call: what fresh temporaries cost when
+    glibc has handed freed memory back to the OS."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(calls):
         sync(call(*tensors))
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
-def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, opts: tuple[int, ...],
-           warm_allocator: bool = False) -> dict:
-    """The timings of one model on one target in this worker process: of one program alone (`opts`
-    = (0,) or (3,)), as a user's process runs it, or of -O3 against -O0 in alternating samples.
-    The outputs are checked against the numpy reference after timing, unless `warm_allocator`."""
+def serve(target: str, model: str, opt: int, dims: dict[str, int] | None, warm_allocator: bool) -> None:
+    """A worker: load one program, then answer the parent on stdin/stdout. `N` runs N calls and
+    prints their mean wall seconds; `faults` prints minor page faults per call; end of input
+    checks the output against the numpy reference (skipped with `warm_allocator`, which runs
+    the reference before anything else instead)."""
     from shipei.runtime.executable import import_module_file
 
     baseline = importlib.import_module(f"baselines.{target}_models")
@@ -117,63 +119,86 @@ def timing(target: str, model: str, dims: dict[str, int] | None, repeats: int, o
               gvh.MODELS[model.removesuffix(".sp")][1](np.random.default_rng(0)))
     if warm_allocator:
         shipei.reference(graph, inputs)
-    sides, outputs = [], []
-    # The programs' files stay until timing ends: MindSpore's jit reads the source when it compiles.
+    # The program's files stay while it runs: MindSpore's jit reads the source when it compiles.
     with tempfile.TemporaryDirectory(prefix="shipei-passes-") as tmp:
-        for opt in opts:
-            compiled = shipei.compile(graph, target, opt=opt, freeze=opt > 0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                module = import_module_file(compiled.save(Path(tmp) / f"O{opt}"))  # weights beside it
-                loaded = module.load(module.WEIGHTS, "cpu")
-            to_tensor, call = gvh.GENERATED[target](module, loaded)
-            tensors = [to_tensor(x) for x in inputs]
-            outputs.append(baseline.to_numpy(call(*tensors)))
-            sides.append((call, baseline.sync, tensors))
-        if len(sides) == 1:
-            times = [gvh.measure(sides[0], repeats=repeats, sample_s=0.02, warmup=5)["ms"]]
-        else:
-            t = gvh.compare(*sides, repeats=repeats, sample_s=0.02, warmup=5)
-            times = [t["generated_ms"], t["handwritten_ms"]]
-        faults = [minor_faults_per_call(*side) for side in sides]
-    want = shipei.reference(graph, inputs)[0]
-    for opt, got in zip(opts, outputs):
-        if not compare(got, want, DType.f32).ok:
-            raise AssertionError(f"{model} -O{opt} on {target} does not match the reference")
-    return {"inputs": ", ".join(f"{list(np.shape(x))}" for x in inputs),
-            **{f"o{opt}_ms": ms for opt, ms in zip(opts, times)},
-            **{f"o{opt}_faults": n for opt, n in zip(opts, faults)}}
+        compiled = shipei.compile(graph, target, opt=opt, freeze=opt > 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = import_module_file(compiled.save(Path(tmp) / f"O{opt}"))  # weights beside it
+            loaded = module.load(module.WEIGHTS, "cpu")
+        to_tensor, call = gvh.GENERATED[target](module, loaded)
+        tensors = [to_tensor(x) for x in inputs]
+        got = baseline.to_numpy(call(*tensors))
+        print(json.dumps({"inputs": ", ".join(f"{list(np.shape(x))}" for x in inputs)}), flush=True)
+        gc.collect()
+        gc.disable()  # as gvh.compare does: no collection inside a sample
+        for line in sys.stdin:
+            if line.strip() == "faults":
+                print(minor_faults_per_call(call, baseline.sync, tensors), flush=True)
+            else:
+                print(gvh.sample(call, baseline.sync, tensors, int(line))[0], flush=True)
+    if not warm_allocator and not compare(got, shipei.reference(graph, inputs)[0], DType.f32).ok:
+        raise SystemExit(f"{model} -O{opt} on {target} does not match the reference")
 
 
-#: What each round of a row runs, one worker process each: -O0 alone, -O3 alone, both alternating.
-ROUND = ((0,), (3,), (3, 0))
+class Worker:
+    """A `serve` process: one program in a process of its own, as a user's process runs it."""
+
+    def __init__(self, target: str, model: str, opt: int, args: argparse.Namespace):
+        cmd = [sys.executable, __file__, "--worker", target, "--models", model, "--opt", str(opt),
+               "--threads", str(args.threads), "--dims", args.dims] + ["--warm-allocator"] * args.warm_allocator
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.ready = json.loads(self._reply())
+
+    def ask(self, line: str) -> float:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return float(self._reply())
+
+    def close(self) -> str | None:
+        """End the worker; its last words if it failed (a mismatch, a crash)."""
+        _, err = self.proc.communicate()
+        return (err.strip().splitlines() or ["worker failed"])[-1] if self.proc.returncode else None
+
+    def _reply(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("worker ended early")
+        return line
 
 
-def timing_row(target: str, model: str, rounds: list[list[dict]]) -> str:
-    """Medians over rounds: each program's time and faults alone, the speedup of those medians
-    and its range over the rounds' pairs, and the median speedup of the alternating workers."""
-    alone0, alone3, together = zip(*rounds)
-    o0, o3, faults0, faults3 = (statistics.median(run[f"o{opt}_{key}"] for run in runs)
-                                for key in ("ms", "faults") for opt, runs in ((0, alone0), (3, alone3)))
-    pairs = [a["o0_ms"] / b["o3_ms"] for a, b in zip(alone0, alone3)]
-    both = statistics.median(run["o0_ms"] / run["o3_ms"] for run in together)
-    return (f"| {model} | {target} | {alone0[0]['inputs']} | {o0:.3f} | {o3:.3f} | {o0 / o3:.2f}x "
-            f"| {min(pairs):.2f}-{max(pairs):.2f}x | {faults0:,.0f} | {faults3:,.0f} | {both:.2f}x |")
+def timing_round(target: str, model: str, args: argparse.Namespace) -> dict:
+    """-O0 and -O3 each in a worker process of its own, sampled alternately (so that drift in
+    the machine's load meets both): medians of `args.repeats` samples of `args.sample_ms` each."""
+    workers = {opt: Worker(target, model, opt, args) for opt in (0, 3)}
+    try:
+        for w in workers.values():
+            w.ask("5")  # warm-up
+        probe = max(statistics.median(w.ask("1") for _ in range(11)) for w in workers.values())
+        number = max(1, round(args.sample_ms / 1e3 / max(probe, 1e-6)))
+        samples: dict[int, list[float]] = {0: [], 3: []}
+        for r in range(args.repeats):
+            for opt in ((0, 3) if r % 2 == 0 else (3, 0)):
+                samples[opt].append(workers[opt].ask(str(number)))
+        faults = {opt: w.ask("faults") for opt, w in workers.items()}
+    finally:
+        failures = [e for e in (w.close() for w in workers.values()) if e]
+        if failures:
+            raise RuntimeError(failures[0])  # the worker's reason, not the parent's symptom
+    ms = {opt: statistics.median(s) * 1e3 for opt, s in samples.items()}
+    return {"inputs": workers[0].ready["inputs"], "o0_ms": ms[0], "o3_ms": ms[3],
+            "pair_speedup": statistics.median(a / b for a, b in zip(samples[0], samples[3])),
+            "o0_faults": faults[0], "o3_faults": faults[3]}
 
 
-def worker_runs(target: str, model: str, args: argparse.Namespace) -> list[list[dict]] | str:
-    """`args.processes` rounds of one row, each worker a fresh process; or why a worker failed."""
-    cmd = [sys.executable, __file__, "--worker", target, "--models", model, "--repeats", str(args.repeats),
-           "--threads", str(args.threads), "--dims", args.dims] + ["--warm-allocator"] * args.warm_allocator
-    rounds = []
-    for _ in range(args.processes):
-        rounds.append([])
-        for opts in ROUND:
-            proc = subprocess.run(cmd + ["--opts", ",".join(map(str, opts))], capture_output=True, text=True)
-            if proc.returncode:
-                return (proc.stderr.strip().splitlines() or ["?"])[-1]
-            rounds[-1].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return rounds
+def timing_row(target: str, model: str, rounds: list[dict]) -> str:
+    """Medians over rounds, the range of the speedup over them, and the median per-pair speedup."""
+    med = {key: statistics.median(run[key] for run in rounds) for key in rounds[0] if key != "inputs"}
+    speedups = [run["o0_ms"] / run["o3_ms"] for run in rounds]
+    return (f"| {model} | {target} | {rounds[0]['inputs']} | {med['o0_ms']:.3f} | {med['o3_ms']:.3f} "
+            f"| {med['o0_ms'] / med['o3_ms']:.2f}x | {min(speedups):.2f}-{max(speedups):.2f}x "
+            f"| {med['pair_speedup']:.2f}x | {med['o0_faults']:,.0f} | {med['o3_faults']:,.0f} |")
 
 
 def main() -> None:
@@ -182,16 +207,18 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--dims", default="", help="shape symbols for timing, e.g. B=1,T=32 (default: "
                         "generated_vs_handwritten's inputs); memory planning uses them too, else B=1,T=32")
-    parser.add_argument("--repeats", type=int, default=50, help="interleaved samples per side")
+    parser.add_argument("--repeats", type=int, default=30, help="interleaved samples per side")
+    parser.add_argument("--sample-ms", type=float, default=100, help="length of a sample: long enough that "
+                        "refilling the caches after the other worker's sample does not count")
     parser.add_argument("--threads", type=int, default=1, help="cores and intra-op threads per target worker "
                         "(default 1: steadier on a shared machine; 0: the frameworks' defaults)")
     parser.add_argument("--warm-allocator", action="store_true", help="run the numpy reference before timing, "
                         "not after: glibc then keeps freed memory mapped (its large frees raise the trim "
                         "threshold), so a program's temporaries stop costing page faults")
-    parser.add_argument("--processes", type=int, default=3, help="rounds of worker processes per model and "
-                        "target; the table shows their medians and the speedup's range")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # time one model on one target, print JSON
-    parser.add_argument("--opts", default="3,0", help=argparse.SUPPRESS)  # the worker's programs
+    parser.add_argument("--processes", type=int, default=3, help="rounds per model and target, each with a "
+                        "fresh worker process per program; the table shows their medians and the speedup's range")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # serve one program of one model on this target
+    parser.add_argument("--opt", type=int, default=0, help=argparse.SUPPRESS)  # the worker's program
     args = parser.parse_args()
     dims = {k: int(v) for k, v in (item.split("=") for item in args.dims.split(",") if item)}
     models = args.models.split(",")
@@ -199,8 +226,7 @@ def main() -> None:
         if args.threads:
             gvh.limit_threads(args.threads)
             gvh.set_framework_threads(args.worker, args.threads)
-        opts = tuple(int(o) for o in args.opts.split(","))
-        print(json.dumps(timing(args.worker, args.models, dims, args.repeats, opts, args.warm_allocator)))
+        serve(args.worker, args.models, args.opt, dims, args.warm_allocator)
         return
     plan_dims = dims or {"B": 1, "T": 32}
     print(f"IR and activation memory at {plan_dims} (-O3, frozen weights):\n")
@@ -214,20 +240,22 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in models:
         print(compression(model, plan_dims))
-    print(f"\nInference time, ms per call, each program alone in its own worker process as a user's "
-          f"process runs it: median of {args.repeats} samples per process, median over {args.processes} "
-          f"processes per program; speedup = -O0 / -O3 of those medians, its range over the rounds' "
-          f"pairs; minor page faults per call; and the median speedup with both programs in one "
-          f"process, alternating samples ({gvh.machine_note()}; {args.threads or 'default'} thread(s) per "
-          f"target{'; allocator warmed by a numpy reference run' if args.warm_allocator else ''}):\n")
-    print("| model | target | inputs | -O0 ms | -O3 ms | speedup | speedup range | -O0 faults/call "
-          "| -O3 faults/call | speedup in one process |")
+    print(f"\nInference time, ms per call, each program in a worker process of its own as a user's process "
+          f"runs it, samples alternating between the two: median of {args.repeats} samples, median over "
+          f"{args.processes} rounds of fresh workers; speedup = -O0 / -O3 of those medians, its range over "
+          f"the rounds, the median per-pair speedup, and minor page faults per call "
+          f"({gvh.machine_note()}; {args.threads or 'default'} thread(s) per target"
+          f"{'; allocator warmed by a numpy reference run' if args.warm_allocator else ''}):\n")
+    print("| model | target | inputs | -O0 ms | -O3 ms | speedup | speedup range | pair speedup "
+          "| -O0 faults/call | -O3 faults/call |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for target in args.targets.split(","):
         for model in models:
-            runs = worker_runs(target, model, args)
-            print(timing_row(target, model, runs) if isinstance(runs, list) else
-                  f"| {model} | {target} failed: {runs} |", flush=True)
+            try:
+                row = timing_row(target, model, [timing_round(target, model, args) for _ in range(args.processes)])
+            except RuntimeError as e:
+                row = f"| {model} | {target} failed: {e} |"
+            print(row, flush=True)
 
 
 if __name__ == "__main__":
