@@ -46,9 +46,10 @@ class BufferPlan:
     slot_types: list[TensorType] = field(default_factory=list)  # each kept buffer's type
 
 
-def plan_buffers(graph: Graph, target: Target, last: dict[Value, int], keep: bool = False) -> BufferPlan:
-    """In-place writes, and with `keep` kept buffers, for `graph` on `target`. `last` maps each
-    value to its last reader's schedule index (outputs: past the end)."""
+def plan_buffers(graph: Graph, target: Target, last: dict[Value, int], *, reuse: bool = True,
+                 keep: bool = False) -> BufferPlan:
+    """In-place writes (with `reuse`) and kept buffers (with `keep`) for `graph` on `target`.
+    `last` maps each value to its last reader's schedule index (outputs: past the end)."""
     plan = BufferPlan()
     escaping = _reaching_outputs(graph, target) if keep else set()
     storage: dict[Value, Value] = {}  # value -> the fresh result whose storage it is or may view
@@ -60,7 +61,7 @@ def plan_buffers(graph: Graph, target: Target, last: dict[Value, int], keep: boo
         for slot in [s for s, root in held.items() if read_until[root] < i]:
             free.setdefault(plan.slot_types[slot], []).append(slot)
             del held[slot]
-        k = _donor(node, i, target, storage, whole, read_until, last)
+        k = _donor(node, i, target, storage, whole, read_until, last) if reuse else None
         if k is not None:
             plan.writes[node] = k
         elif keep and _keepable(node, target, escaping):

@@ -206,9 +206,8 @@ class Emit:
         """Decide, before the body is written, which results overwrite dying operands
         (`reuse_buffers`) and which go into kept buffers (`keep_buffers`): see `codegen.buffers`."""
         if reuse_buffers or keep_buffers:
-            self.buffers = plan_buffers(self.graph, self.target, self.graph.last_reads(), keep_buffers)
-            if not reuse_buffers:
-                self.buffers.writes.clear()
+            self.buffers = plan_buffers(self.graph, self.target, self.graph.last_reads(), reuse=reuse_buffers,
+                                        keep=keep_buffers)
         return self.buffers
 
     def body(self, code: Code) -> None:

@@ -219,6 +219,18 @@ def test_a_kept_buffer_is_held_while_a_view_of_it_is_read() -> None:
     assert _slots(g) == [("matmul", 0), ("matmul", 1)]
 
 
+def test_without_in_place_writes_the_result_an_operand_would_have_taken_is_kept() -> None:
+    g, b, x, w = _graph()
+    g.outputs = [b("softmax", b("exp", b("matmul", x, w)), axis=1)]
+    assert _slots(g) == [("matmul", 0)]  # exp overwrites the matmul's buffer
+    plan = plan_buffers(g, TORCH, g.last_reads(), reuse=False, keep=True)
+    assert plan.writes == {} and [(n.op, k) for n, k in plan.slots.items()] == [("matmul", 0), ("exp", 1)]
+    x_in = np.arange(8, dtype=np.float32).reshape(2, 4) / 8
+    first, second = _run(g, [x_in], {"w": np.ones((4, 4), np.float32)}, keep_buffers=True)
+    want = np.exp(x_in @ np.ones((4, 4)))
+    assert np.allclose(first[0], want / want.sum(1, keepdims=True)) and np.array_equal(first[0], second[0])
+
+
 def test_integer_and_16_bit_results_are_not_kept() -> None:
     for dtype in (DType.i32, DType.f16, DType.bf16):
         g, b, x, w = _graph(dtype)
