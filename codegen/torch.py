@@ -230,7 +230,7 @@ def run(model, inputs, device="cpu"):
     return [(y.float() if y.dtype == torch.bfloat16 else y).cpu().numpy() for y in outputs]
 '''
 
-#: In-place spellings: the result overwrites operand 0 (see codegen/inplace.py).
+#: In-place spellings: the result overwrites operand 0 (see codegen/buffers.py).
 INPLACE = {
     **{name: f"{{0}}.{name}_()" for name in _UNARY},
     "rsqrt": _rsqrt("{0}.rsqrt_()"),
