@@ -142,13 +142,15 @@ def serve(target: str, model: str, opt: int, dims: dict[str, int] | None, warm_a
 
 
 class Worker:
-    """A `serve` process: one program in a process of its own, as a user's process runs it."""
+    """A `serve` process: one program in a process of its own, as a user's process runs it. Its
+    stderr goes to a file, which frameworks' start-up logs cannot fill as they can a pipe."""
 
     def __init__(self, target: str, model: str, opt: int, args: argparse.Namespace):
         cmd = [sys.executable, __file__, "--worker", target, "--models", model, "--opt", str(opt),
                "--threads", str(args.threads), "--dims", args.dims] + ["--warm-allocator"] * args.warm_allocator
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self.log = tempfile.TemporaryFile("w+")
+        self.failure: str | None = None
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.ready = json.loads(self._reply())
 
     def ask(self, line: str) -> float:
@@ -157,22 +159,29 @@ class Worker:
         return float(self._reply())
 
     def close(self) -> str | None:
-        """End the worker; its last words if it failed (a mismatch, a crash)."""
-        _, err = self.proc.communicate()
-        return (err.strip().splitlines() or ["worker failed"])[-1] if self.proc.returncode else None
+        """End the worker (once); its last words if it failed (a mismatch, a crash)."""
+        if not self.log.closed:
+            self.proc.communicate()
+            self.log.seek(0)
+            words = (self.log.read().strip().splitlines() or ["worker failed"])[-1]
+            self.log.close()
+            self.failure = words if self.proc.returncode else None
+        return self.failure
 
     def _reply(self) -> str:
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError("worker ended early")
+            raise RuntimeError(self.close() or "worker ended early")
         return line
 
 
 def timing_round(target: str, model: str, args: argparse.Namespace) -> dict:
     """-O0 and -O3 each in a worker process of its own, sampled alternately (so that drift in
     the machine's load meets both): medians of `args.repeats` samples of `args.sample_ms` each."""
-    workers = {opt: Worker(target, model, opt, args) for opt in (0, 3)}
+    workers: dict[int, Worker] = {}
     try:
+        for opt in (0, 3):
+            workers[opt] = Worker(target, model, opt, args)
         for w in workers.values():
             w.ask("5")  # warm-up
         probe = max(statistics.median(w.ask("1") for _ in range(11)) for w in workers.values())
