@@ -93,7 +93,7 @@ def _take(plan: BufferPlan, free: dict[TensorType, list[int]], type_: TensorType
 
 def _keepable(node: Node, target: Target, escaping: set[Value]) -> bool:
     return (node.op in target.into and len(node.results) == 1 and node.result.dtype in target.into_dtypes
-            and node.result not in escaping)
+            and node.result not in escaping and any(v.dtype == node.result.dtype for v in node.operands))
 
 
 def _reaching_outputs(graph: Graph, target: Target) -> set[Value]:

@@ -3,6 +3,7 @@ and the `__main__` block. A target fills in only its model code and its runtime 
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -83,4 +84,21 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
     write_model(code, graph, lambda e, c: e.body(c))
     runtime = target.runtime_code.replace("{name}", graph.name).replace("{{", "{").replace("}}", "}")
     code("", "", *runtime.strip("\n").splitlines(), "", *_MAIN.format(dim=EXAMPLE_DIM).splitlines())
-    return GeneratedModule(target.name, graph.name, code.text())
+    text = code.text()
+    if _module_names(text).count(graph.name) > 1:  # the model's class and a name of the module's own
+        raise ShipeiError(f"model name '{graph.name}' is taken by the generated {target.name} module's own "
+                          f"'{graph.name}'", hint="rename the model")
+    return GeneratedModule(target.name, graph.name, text)
+
+
+def _module_names(text: str) -> list[str]:
+    """The names a module binds at its top level, once per binding."""
+    names = []
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names += [(a.asname or a.name).split(".")[0] for a in node.names]
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return names

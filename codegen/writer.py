@@ -112,7 +112,8 @@ class Target:
     inplace: dict[str, Rule | str] = field(default_factory=dict)
     #: op -> its spelling that writes the result into `{out}`, a buffer the program keeps between
     #: calls (`codegen.buffers`), for results in `into_dtypes`; `kept_buffer` spells that buffer,
-    #: with {slot}, {shape} and {dtype}.
+    #: with {slot}, {shape} and {like}: an operand of the result's dtype, whose runtime dtype and
+    #: device the buffer takes (a model moved to another device or dtype keeps working).
     into: dict[str, Rule | str] = field(default_factory=dict)
     into_dtypes: frozenset[DType] = frozenset()
     kept_buffer: str = ""
@@ -257,8 +258,9 @@ class Emit:
                 node = Node(node.op, node.operands[::-1], node.attrs, node.results, node.loc)
         elif node in slots:
             rule = self.target.into[node.op]
+            like = next(v for v in node.operands if v.dtype == node.result.dtype)
             self.out = self.target.kept_buffer.format(slot=slots[node], shape=self.dims(node.result.shape),
-                                                      dtype=self.dtype(node.result.dtype))
+                                                      like=self.values[like])
         try:
             expr = self.constant_ref(node) if node.op == "constant" else render(rule, self, node)
         finally:

@@ -240,12 +240,11 @@ def test_integer_and_16_bit_results_are_not_kept() -> None:
 
 KEPT_GOLDEN = '''\
     def forward(self, x):
-        device = x.device
         B = x.shape[0]
-        v0 = torch.matmul(x, self.w, out=self._kept.get(0, (B, 4), torch.float32, device))
+        v0 = torch.matmul(x, self.w, out=self._kept.get(0, (B, 4), x))
         v1 = torch.relu_(v0);  del v0
-        v2 = torch.matmul(v1, self.w, out=self._kept.get(1, (B, 4), torch.float32, device));  del v1
-        v3 = torch.matmul(v2, self.w, out=self._kept.get(0, (B, 4), torch.float32, device));  del v2
+        v2 = torch.matmul(v1, self.w, out=self._kept.get(1, (B, 4), v1));  del v1
+        v3 = torch.matmul(v2, self.w, out=self._kept.get(0, (B, 4), v2));  del v2
         v4 = F.softmax(v3, dim=1);  del v3
         return v4
 '''
@@ -354,3 +353,31 @@ def test_a_copy_of_a_model_keeps_buffers_of_its_own() -> None:
     y = model(x)
     twin = copy.deepcopy(model)
     assert twin._kept is not model._kept and torch.equal(twin(x), y)
+
+
+def test_a_model_with_kept_buffers_follows_its_weights_to_another_dtype_or_device() -> None:
+    """A buffer takes the dtype and device of an operand at run time, not those written in the
+    program: `model.double()` and a model without inputs moved off the CPU keep working."""
+    model, compiled = _loaded_mlp()
+    fresh, _ = _run_fresh(compiled)
+    x = torch.randn(4, 784, dtype=torch.float64)
+    with torch.inference_mode():
+        assert torch.equal(model.double()(x), fresh.double()(x))
+    source = """
+    model M() {
+        fc = Linear(4, 4)
+        forward() -> f32[4, 4] { return softmax(fc(fc.weight), axis=1) * 2.0 }
+    }
+    """
+    no_inputs = shipei.compile(source, "torch", opt=3)
+    assert "out=self._kept.get(" in no_inputs.source
+    with tempfile.TemporaryDirectory(prefix="shipei-kept-") as tmp:
+        meta = import_module_file(no_inputs.save(tmp)).load(no_inputs.weights).to("meta")
+    assert meta().device.type == "meta"
+
+
+@pytest.mark.parametrize("name", ["KeptBuffers", "threading", "run", "torch"])
+def test_a_model_named_like_a_name_of_its_module_is_a_clear_error(name: str) -> None:
+    source = f"model {name}() {{ forward(x: f32[2]) -> f32[2] {{ return exp(x) }} }}"
+    with pytest.raises(shipei.ShipeiError, match=f"model name '{name}' is taken by the generated torch module"):
+        shipei.compile(source, "torch", opt=3)
