@@ -151,28 +151,35 @@ class Worker:
         self.log = tempfile.TemporaryFile("w+")
         self.failure: str | None = None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.ready = json.loads(self._reply())
+        self.ready = self._reply(json.loads)
 
     def ask(self, line: str) -> float:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        return float(self._reply())
+        return self._reply(float)
 
     def close(self) -> str | None:
         """End the worker (once); its last words if it failed (a mismatch, a crash)."""
         if not self.log.closed:
-            self.proc.communicate()
+            try:
+                self.proc.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
             self.log.seek(0)
             words = (self.log.read().strip().splitlines() or ["worker failed"])[-1]
             self.log.close()
             self.failure = words if self.proc.returncode else None
         return self.failure
 
-    def _reply(self) -> str:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(self.close() or "worker ended early")
-        return line
+    def _reply(self, parse):
+        """The worker's next answer; lines a framework printed to stdout in between are skipped."""
+        while line := self.proc.stdout.readline():
+            try:
+                return parse(line)
+            except ValueError:
+                continue
+        raise RuntimeError(self.close() or "worker ended early")
 
 
 def timing_round(target: str, model: str, args: argparse.Namespace) -> dict:
