@@ -93,7 +93,13 @@ def _take(plan: BufferPlan, free: dict[TensorType, list[int]], type_: TensorType
 
 def _keepable(node: Node, target: Target, escaping: set[Value]) -> bool:
     return (node.op in target.into and len(node.results) == 1 and node.result.dtype in target.into_dtypes
-            and node.result not in escaping and any(v.dtype == node.result.dtype for v in node.operands))
+            and node.result not in escaping and like_operand(node) is not None)
+
+
+def like_operand(node: Node) -> Value | None:
+    """The first operand of the result's dtype: a kept buffer takes its dtype and device at run
+    time, so that a model moved to another dtype or device keeps working."""
+    return next((v for v in node.operands if v.dtype == node.result.dtype), None)
 
 
 def _reaching_outputs(graph: Graph, target: Target) -> set[Value]:

@@ -23,7 +23,7 @@ from ..ir.errors import ShipeiError, SourceLoc
 from ..ir.graph import Graph, Node, Value
 from ..ir.registry import AttrKind, get_op
 from ..ir.types import Dim, DType, Sym
-from .buffers import BufferPlan, plan_buffers
+from .buffers import BufferPlan, like_operand, plan_buffers
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -112,8 +112,7 @@ class Target:
     inplace: dict[str, Rule | str] = field(default_factory=dict)
     #: op -> its spelling that writes the result into `{out}`, a buffer the program keeps between
     #: calls (`codegen.buffers`), for results in `into_dtypes`; `kept_buffer` spells that buffer,
-    #: with {slot}, {shape} and {like}: an operand of the result's dtype, whose runtime dtype and
-    #: device the buffer takes (a model moved to another device or dtype keeps working).
+    #: with {slot}, {shape} and {like} (`codegen.buffers.like_operand`).
     into: dict[str, Rule | str] = field(default_factory=dict)
     into_dtypes: frozenset[DType] = frozenset()
     kept_buffer: str = ""
@@ -139,7 +138,7 @@ class Emit:
         self.constant_ref = constant_ref
         self.values: dict[Value, str] = {}
         self.symbols: dict[str, str] = {}
-        #: the buffers the body writes into (`plan_buffers`), known once `body` has begun
+        #: where results go besides new tensors, as `plan` decided (nowhere until it runs)
         self.buffers = BufferPlan()
         self.out = ""  # the kept buffer of the node being rendered with an `into` rule
         #: where fused groups go as module-level functions, each under this decorator line
@@ -203,13 +202,12 @@ class Emit:
                     self.symbols[str(d)] = self.names.fresh(str(d))
                     code(f"{self.symbols[str(d)]} = {self.target.shape_of.format(x=name, axis=axis)}")
 
-    def plan(self, reuse_buffers: bool = False, keep_buffers: bool = False) -> BufferPlan:
+    def plan(self, reuse_buffers: bool = False, keep_buffers: bool = False) -> None:
         """Decide, before the body is written, which results overwrite dying operands
         (`reuse_buffers`) and which go into kept buffers (`keep_buffers`): see `codegen.buffers`."""
         if reuse_buffers or keep_buffers:
             self.buffers = plan_buffers(self.graph, self.target, self.graph.last_reads(), reuse=reuse_buffers,
                                         keep=keep_buffers)
-        return self.buffers
 
     def body(self, code: Code) -> None:
         """One assignment per node, each DSL statement's block headed by its source line; each
@@ -258,9 +256,8 @@ class Emit:
                 node = Node(node.op, node.operands[::-1], node.attrs, node.results, node.loc)
         elif node in slots:
             rule = self.target.into[node.op]
-            like = next(v for v in node.operands if v.dtype == node.result.dtype)
             self.out = self.target.kept_buffer.format(slot=slots[node], shape=self.dims(node.result.shape),
-                                                      like=self.values[like])
+                                                      like=self.values[like_operand(node)])
         try:
             expr = self.constant_ref(node) if node.op == "constant" else render(rule, self, node)
         finally:

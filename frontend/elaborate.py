@@ -556,7 +556,7 @@ def check_cparam(cp: ast.CParam, value: Any, loc: SourceLoc) -> Any:
 def elaborate(defs: Definitions, model: str | None, params: dict[str, Any]) -> Graph:
     """Build the graph of one model from parsed definitions."""
     mdef = defs.pick_model(model)
-    graph = Graph(mdef.name)
+    graph = Graph(mdef.name, loc=mdef.loc)
     elab = Elaborator(defs, graph)
     unknown = sorted(set(params) - {cp.name for cp in mdef.cparams})
     if unknown:

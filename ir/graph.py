@@ -87,6 +87,7 @@ class Graph:
     params: list[Value] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     outputs: list[Value] = field(default_factory=list)
+    loc: SourceLoc | None = field(default=None, repr=False)  # where the model is declared
 
     def param(self, name: str) -> Value:
         for p in self.params:

@@ -379,5 +379,6 @@ def test_a_model_with_kept_buffers_follows_its_weights_to_another_dtype_or_devic
 @pytest.mark.parametrize("name", ["KeptBuffers", "threading", "run", "torch"])
 def test_a_model_named_like_a_name_of_its_module_is_a_clear_error(name: str) -> None:
     source = f"model {name}() {{ forward(x: f32[2]) -> f32[2] {{ return exp(x) }} }}"
-    with pytest.raises(shipei.ShipeiError, match=f"model name '{name}' is taken by the generated torch module"):
+    with pytest.raises(shipei.ShipeiError, match=f"model name '{name}' is taken by the generated torch module") as e:
         shipei.compile(source, "torch", opt=3)
+    assert (e.value.loc.line, e.value.loc.col) == (1, 7)  # the model's declaration
