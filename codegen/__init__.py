@@ -5,7 +5,9 @@ Targets are loaded lazily by name, so generating torch code never imports jax.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 from typing import Any
 
 from ..ir.errors import ShipeiError
@@ -29,11 +31,25 @@ def emit(graph: Graph, target: str, source: str = "<graph>", *, planned: bool = 
     `options` are the target's own (e.g. jax's `compute_dtype`, torch's `amp`). `planned` says
     the pipeline planned memory (-O3): an eager target then reuses dying buffers and keeps
     buffers between calls unless told not to (see `codegen.buffers`)."""
-    if get_target(target).inplace and planned:
+    spec = get_target(target)
+    write = importlib.import_module(f"{__name__}.{target}").emit
+    _check_options(target, options, write)
+    if spec.inplace and planned:
         options.setdefault("reuse_buffers", True)
-    if get_target(target).into and planned:
+    if spec.into and planned:
         options.setdefault("keep_buffers", True)
-    return importlib.import_module(f"{__name__}.{target}").emit(graph, source, **options)
+    return write(graph, source, **options)
+
+
+def _check_options(target: str, options: dict[str, Any], write: Any) -> None:
+    """An option the target's `emit` does not take is a typo: name it, and what the target takes."""
+    known = [n for n, p in inspect.signature(write).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, 1)
+            takes = f"{target} takes {', '.join(known)}" if known else f"{target} takes no options"
+            raise ShipeiError(f"unknown option '{name}' for target '{target}'",
+                              hint=f"did you mean '{close[0]}'? {takes}" if close else takes)
 
 
 def capabilities(target: str) -> dict[str, frozenset[DType]]:

@@ -377,6 +377,9 @@ class Options:
             raise ShipeiError(f"torch: amp must be None or one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
         if not (isinstance(self.compile, bool) or self.compile == "groups"):
             raise ShipeiError(f"torch: compile must be False, True or 'groups', got {self.compile!r}")
+        for name in ("tf32", "channels_last", "reuse_buffers", "keep_buffers"):
+            if not isinstance(getattr(self, name), bool):
+                raise ShipeiError(f"torch: {name} must be True or False, got {getattr(self, name)!r}")
 
 
 def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = False,

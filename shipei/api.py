@@ -19,7 +19,7 @@ from .ir.graph import Graph
 from .ir.init import init_params
 from .ir.interpreter import Precision, interpret
 from .ir.parser import parse_ir
-from .ir.passes.manager import DEFAULT_OPT, PassContext, pipeline, run_passes
+from .ir.passes.manager import DEFAULT_OPT, PassContext, check_pass_options, run_passes, select_passes
 from .ir.passes.rewrite import clone
 from .ir.printer import print_graph
 from .ir.verifier import verify
@@ -95,12 +95,15 @@ class Compiled:
 
 
 def optimize(graph: Graph, opt: int = 2, *, passes: Sequence[str] | None = None, disable: Sequence[str] = (),
-             context: PassContext | None = None) -> Graph:
+             pass_options: Mapping[str, Any] | None = None, context: PassContext | None = None) -> Graph:
     """Run the `-O{opt}` pipeline (or the `passes` named, in order), less `disable`, on `graph`
-    in place. `context` carries the weights (rewritten when `context.frozen`), pass options,
-    dumps and timings; see `shipei.ir.passes.manager`."""
-    names = pipeline(opt, disable) if passes is None else [p for p in passes if p not in disable]
-    return run_passes(graph, names, context)
+    in place. `pass_options` are settings the passes read (an unknown name is an error);
+    `context` carries the weights (rewritten when `context.frozen`), dumps and timings; see
+    `shipei.ir.passes.manager`."""
+    ctx = context or PassContext()
+    check_pass_options(pass_options or {})
+    ctx.options.update(pass_options or {})
+    return run_passes(graph, select_passes(opt, passes, disable, ctx.frozen), ctx)
 
 
 def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | None = None,
@@ -124,8 +127,8 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     ctx = context or PassContext()
     ctx.weights = dict(weights) if weights is not None else init_params(graph, seed)
     ctx.frozen = freeze
-    ctx.options = {"target": target, **ctx.options, **dict(pass_options or {})}
-    graph = optimize(graph, opt, passes=passes, disable=disable, context=ctx)
+    ctx.options = {"target": target, **ctx.options}
+    graph = optimize(graph, opt, passes=passes, disable=disable, pass_options=pass_options, context=ctx)
     module = emit(graph, target, _source_name(src), planned="memory_plan" in ctx.options, **dict(options or {}))
     return Compiled(graph, target, module, ctx.weights, ctx)
 

@@ -41,6 +41,14 @@ def _value(text: str) -> Any:
     raise ShipeiError(f"'{text}' is not an int, float or bool")
 
 
+def _setting(text: str) -> Any:
+    """An option's value: int, float or bool when it reads as one, else the text itself."""
+    try:
+        return _value(text)
+    except ShipeiError:
+        return text
+
+
 def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
     out = {}
     for item in items:
@@ -75,19 +83,38 @@ def _context(args: argparse.Namespace) -> PassContext:
     return PassContext(print_after=print_after, time_passes=args.time_passes)
 
 
+def _pass_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: _setting(v) for k, v in _pairs(args.pass_option, "--pass-option").items()}
+
+
 def _compile(args: argparse.Namespace, graph: Graph, target: str) -> api.Compiled:
     passes = [p for p in args.passes.split(",") if p] if args.passes is not None else None
-    return api.compile(graph, target, seed=args.seed, opt=args.opt, passes=passes, disable=args.disable_pass,
-                       freeze=args.freeze, context=_context(args))
+    options = {k: _setting(v) for k, v in _pairs(args.option, "--option").items()}
+    compiled = api.compile(graph, target, seed=args.seed, opt=args.opt, passes=passes, disable=args.disable_pass,
+                           freeze=args.freeze, pass_options=_pass_options(args), options=options,
+                           context=_context(args))
+    for line in _compression(compiled):
+        print(line)
+    return compiled
+
+
+def _compression(compiled: api.Compiled) -> list[str]:
+    """What quantize and prune did, when they ran, in a line each, in the order they ran."""
+    from .ir.passes import prune, quantize
+
+    summaries = {"quantize_report": quantize.summary, "prune_report": prune.summary}
+    reports = compiled.passes.options
+    return [summaries[key](report) for key, report in reports.items() if key in summaries and report]
 
 
 def cmd_ir(args: argparse.Namespace) -> int:
     graph = _graph(args)
-    if args.opt or args.passes is not None:
+    if args.opt or args.passes is not None or args.pass_option:
         passes = [p for p in args.passes.split(",") if p] if args.passes is not None else None
         ctx = _context(args)
         ctx.weights, ctx.frozen = init_params(graph, args.seed), args.freeze
-        graph = api.optimize(graph, args.opt, passes=passes, disable=args.disable_pass, context=ctx)
+        graph = api.optimize(graph, args.opt, passes=passes, disable=args.disable_pass,
+                             pass_options=_pass_options(args), context=ctx)
     print(print_graph(graph, locs=args.locs), end="")
     return 0
 
@@ -141,6 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.check:
         return 0
     expected = api.reference(graph, inputs, seed=args.seed)  # the model as written, before any pass
+    if _compression(compiled):
+        print("  the check compares with the model as written: compression changes its results by design")
     failed = False
     for i, (value, out, ref) in enumerate(zip(graph.outputs, outputs, expected)):
         worst = compare(out, ref, value.dtype)
@@ -199,11 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--passes", metavar="A,B,...", help="run these passes, in order, instead of the -O level's")
         g.add_argument("--disable-pass", action="append", default=[], metavar="PASS", help="skip a pass")
         g.add_argument("--freeze", action="store_true",
-                       help="make the weights part of the program (fold BatchNorm, precompute weight transposes)")
+                       help="make the weights part of the program (fold BatchNorm, precompute weight transposes; "
+                            "needed by quantize and prune)")
+        g.add_argument("--pass-option", action="append", default=[], metavar="NAME=VALUE",
+                       help="a setting the passes read, e.g. sparsity=0.7, structured=true, layout=NHWC, "
+                            "max_group_size=8")
         g.add_argument("--time-passes", action="store_true", help="print each pass's time to stderr")
         g.add_argument("--print-after", action="append", default=[], metavar="PASS",
                        help="print the IR after a pass to stderr")
         g.add_argument("--print-after-all", action="store_true", help="print the IR after every pass to stderr")
+
+    def target_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                       help="a target option, e.g. amp=bf16 or compile=true (torch), compute_dtype=bf16 (jax), "
+                            "mixed_precision=fp16 (mindspore)")
 
     p = sub.add_parser("devices", help="installed frameworks and the devices each sees")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per framework probe")
@@ -216,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ir)
     p = command("compile", "write the generated program, weights and IR")
     p.add_argument("--target", default="torch", help=f"{', '.join(TARGETS)} or all")
+    target_options(p)
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="weight initialization seed")
     passes(p)
@@ -223,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", "compile, run and optionally check against the reference")
     passes(p)
     p.add_argument("--target", default="torch", choices=TARGETS)
+    target_options(p)
     p.add_argument("--device", default="auto")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--inputs", help=".npz file with one array per input name")

@@ -16,7 +16,7 @@ import numpy as np
 from ..graph import Graph, Node, Value
 from ..registry import AttrKind, FusionKind, get_op
 from ..types import normalize_axis
-from .manager import PassContext
+from .manager import Pass, PassContext
 from .rewrite import Rewriter, constant_value, infers_same, rewrite, splat
 
 #: Comparison -> the same comparison with its operands swapped.
@@ -82,7 +82,7 @@ def _axes(rw: Rewriter, node: Node) -> list[Value] | None:
 RULES = (_operand_order, _scalar_constants, _constant_dtype, _axes)
 
 
-class Canonicalize:
+class Canonicalize(Pass):
     name = "canonicalize"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..graph import Graph, Node, Value
 from ..registry import get_op
-from .manager import PassContext
+from .manager import Pass, PassContext
 from .rewrite import Rewriter, rewrite
 
 
@@ -36,7 +36,7 @@ def expression_key(node: Node, ids: dict[Value, int]) -> tuple:
     return node.op, tuple(operands), attrs, node.device
 
 
-class CSE:
+class CSE(Pass):
     name = "cse"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:

@@ -8,11 +8,11 @@ unfrozen graph keeps its signature, so a PyTorch state_dict still loads into it 
 from __future__ import annotations
 
 from ..graph import Graph
-from .manager import PassContext
+from .manager import Pass, PassContext
 from .rewrite import drop_unused_params
 
 
-class DCE:
+class DCE(Pass):
     name = "dce"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Node, Value
-from .manager import PassContext
+from .manager import Pass, PassContext
 from .rewrite import Rewriter, add_weight, drop_unused_params, first_param, frozen_weights, rewrite, static_value
 
 
@@ -48,8 +48,9 @@ def _layer_prefix(value: Value) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
-class FoldBatchNorm:
+class FoldBatchNorm(Pass):
     name = "fold-batch-norm"
+    frozen_only = True
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         weights = frozen_weights(ctx)

@@ -11,14 +11,17 @@ literal in the generated program. The folded-away operands are left for `dce`.
 from __future__ import annotations
 
 from ..graph import Graph, Node, Value
-from .manager import PassContext
+from .manager import Pass, PassContext, PassOption
 from .rewrite import Rewriter, constant_value, evaluate, rewrite
 
 DEFAULT_LIMIT = 1024
 
 
-class FoldConstants:
+class FoldConstants(Pass):
     name = "fold-constants"
+    options = {
+        "fold_limit": PassOption(int, f"most elements a fold may add to its operands' (default {DEFAULT_LIMIT})"),
+    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         limit = int(ctx.options.get("fold_limit", DEFAULT_LIMIT))

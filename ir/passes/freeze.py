@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Node, Value
-from .manager import PassContext
+from .manager import Pass, PassContext, PassOption
 from .rewrite import (
     Rewriter,
     add_weight,
@@ -73,8 +73,12 @@ class _Static:
         return self.arrays[v]
 
 
-class Freeze:
+class Freeze(Pass):
     name = "freeze"
+    frozen_only = True
+    options = {
+        "freeze_inline": PassOption(int, f"most elements of a frozen value inlined (default {DEFAULT_INLINE})"),
+    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         weights = frozen_weights(ctx)

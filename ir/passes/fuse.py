@@ -24,7 +24,7 @@ import heapq
 
 from ..graph import Graph, Node
 from ..registry import FusionKind, get_op
-from .manager import PassContext
+from .manager import Pass, PassContext, PassOption
 
 DEFAULT_MAX_GROUP = 32
 
@@ -93,8 +93,11 @@ class _Groups:
         return False
 
 
-class Fuse:
+class Fuse(Pass):
     name = "fuse"
+    options = {
+        "max_group_size": PassOption(int, f"the most nodes in one fused group (default {DEFAULT_MAX_GROUP})"),
+    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         limit = int(ctx.options.get("max_group_size", DEFAULT_MAX_GROUP))

@@ -31,7 +31,7 @@ from ..errors import ShipeiError
 from ..graph import Graph, Node, Value
 from ..registry import FusionKind, get_op
 from ..types import DType
-from .manager import PassContext
+from .manager import Pass, PassContext, PassOption
 from .rewrite import Rewriter, rewrite
 from .simplify import RULES as SIMPLIFY_RULES
 
@@ -120,8 +120,11 @@ def layout_for(ctx: PassContext) -> str:
     return str(layout)
 
 
-class Layout:
+class Layout(Pass):
     name = "layout"
+    options = {
+        "layout": PassOption(str, "NCHW or NHWC (default: the target's preference)"),
+    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         if layout_for(ctx) == "NCHW" or not any(n.op in CHANNELS_FIRST for n in graph.nodes):

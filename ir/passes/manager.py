@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import ClassVar, TextIO
 
 import numpy as np
 
@@ -56,25 +56,81 @@ PIPELINES: dict[int, list[str]] = {0: [], 1: _O1, 2: _O2, 3: _O3}
 DEFAULT_OPT = 2
 
 
-class Pass(Protocol):
-    name: str
+@dataclass(frozen=True)
+class PassOption:
+    """A setting a pass reads from `PassContext.options`, which the user may give."""
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph: ...
+    kind: type  # int, float, bool, str or dict
+    help: str
+
+    @property
+    def described(self) -> str:
+        return {int: "an int", float: "a float", bool: "true or false", str: "a string"}.get(self.kind, "a mapping")
+
+    def accepts(self, value: object) -> bool:
+        if self.kind is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.kind is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, self.kind)
+
+
+class Pass:
+    """A rewrite of the graph, by name. `options` are the settings it reads; a `frozen_only` pass
+    rewrites weights, so it does nothing unless the user froze them."""
+
+    name: ClassVar[str]
+    options: ClassVar[Mapping[str, PassOption]] = {}
+    frozen_only: ClassVar[bool] = False
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        raise NotImplementedError
 
 
 def register_pass(name: str, module: str, cls: str) -> None:
     PASSES[name] = (module, cls)
 
 
+def _unknown(what: str, name: str, known: Sequence[str]) -> ShipeiError:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), 1)
+    return ShipeiError(f"unknown {what} '{name}'",
+                       hint=f"did you mean '{close[0]}'?" if close else f"{what}s: {', '.join(sorted(known))}")
+
+
 def get_pass(name: str) -> Pass:
     if name not in PASSES:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(PASSES), 1)
-        raise ShipeiError(f"unknown pass '{name}'",
-                          hint=f"did you mean '{close[0]}'?" if close else f"passes: {', '.join(sorted(PASSES))}")
+        raise _unknown("pass", name, list(PASSES))
     module, cls = PASSES[name]
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
+
+
+def check_pass_options(options: Mapping[str, object]) -> None:
+    """Refuse a setting no pass reads, or of the wrong kind: a typo must not be ignored."""
+    known = {key: (p.name, option) for p in map(get_pass, PASSES) for key, option in p.options.items()}
+    for key, value in options.items():
+        if key not in known:
+            raise _unknown("pass option", key, list(known))
+        owner, option = known[key]
+        if not option.accepts(value):
+            raise ShipeiError(f"pass option '{key}' expects {option.described}, got {value!r}",
+                              hint=f"{owner} reads {key}: {option.help}")
+
+
+def select_passes(opt: int, passes: Sequence[str] | None, disabled: Sequence[str], frozen: bool) -> list[str]:
+    """The `-O{opt}` pipeline, or the `passes` named; less `disabled`. Naming a pass that rewrites
+    weights when they are not frozen is an error, as it would silently do nothing."""
+    if passes is None:
+        return pipeline(opt, disabled)
+    for name in disabled:
+        get_pass(name)
+    names = [p for p in passes if p not in disabled]
+    for name in names:
+        if get_pass(name).frozen_only and not frozen:
+            raise ShipeiError(f"pass '{name}' rewrites the weights, which are not frozen, so it would do nothing",
+                              hint="add --freeze (freeze=True in shipei.compile) to make them part of the program")
+    return names
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..graph import Graph, Value
 from ..registry import FusionKind, get_op
-from .manager import PassContext
+from .manager import Pass, PassContext, PassOption
 from .rewrite import elements
 
 
@@ -105,8 +105,11 @@ def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None) -> MemoryPl
     return plan
 
 
-class PlanMemory:
+class PlanMemory(Pass):
     name = "plan-memory"
+    options = {
+        "dims": PassOption(dict, "the shape symbols' values to plan at, e.g. {'B': 8} (others are 1)"),
+    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         ctx.options["memory_plan"] = plan_memory(graph, ctx.options.get("dims"))  # type: ignore[arg-type]

@@ -11,18 +11,19 @@ For each layer weight (`layer_weights`: matmul and conv weights) with at least
 The graph keeps its shape; the weights change in place (frozen weights only). Per weight,
 `ctx.options["prune_report"]` records the zeros and the stored size of a sparse encoding: a bitmap
 of nonzeros plus their values (unstructured), or the kept channels plus a channel bitmap
-(structured), against the dense size.
+(structured), against the dense size; `summary` says it in one line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ShipeiError
 from ..graph import Graph
-from .manager import PassContext
+from .manager import Pass, PassContext, PassOption
 from .rewrite import frozen_weights, layer_weights
 
 DEFAULT_SPARSITY = 0.5
@@ -35,6 +36,15 @@ class Pruned:
     total: int
     dense_bytes: int
     sparse_bytes: int
+
+
+def summary(report: Mapping[str, Pruned]) -> str:
+    zeros = sum(r.zeros for r in report.values())
+    total = sum(r.total for r in report.values())
+    dense = sum(r.dense_bytes for r in report.values())
+    sparse = sum(r.sparse_bytes for r in report.values())
+    return (f"prune: {len(report)} weight(s), {zeros:,} of {total:,} values zero ({zeros / max(total, 1):.0%}); "
+            f"stored sparse {dense / 1024:,.1f} KiB -> {sparse / 1024:,.1f} KiB")
 
 
 def prune_array(w: np.ndarray, sparsity: float, axis: int | None) -> np.ndarray:
@@ -64,8 +74,14 @@ def sparse_bytes(w: np.ndarray, axis: int | None) -> int:
     return kept * moved.shape[1] * w.itemsize + -(-w.shape[axis] // 8)
 
 
-class Prune:
+class Prune(Pass):
     name = "prune"
+    frozen_only = True
+    options = {
+        "sparsity": PassOption(float, f"fraction of weights (or channels) set to zero (default {DEFAULT_SPARSITY})"),
+        "structured": PassOption(bool, "prune whole output channels instead of single weights (default false)"),
+        "prune_min_elements": PassOption(int, f"fewest elements of a weight to prune (default {DEFAULT_MIN_ELEMENTS})"),
+    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         weights = frozen_weights(ctx)

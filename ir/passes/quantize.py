@@ -17,23 +17,42 @@ a quarter of f32; a target widens it when it loads it). Where the target multipl
 directly (`INT8_MATMUL`, or `ctx.options["int8_matmul"]`), the scale of a matmul weight is folded
 past the matmul instead: `matmul(x, cast(q)) * s[N]`, the form an int8 GEMM with a float rescale
 computes. CPU targets keep the dequantize before the matmul. Frozen weights only; run it last
-(freeze leaves the dequantize alone: folding it would grow the model). The relative error of
-each quantized weight is in `ctx.options["quantize_report"]`.
+(freeze leaves the dequantize alone: folding it would grow the model). Per weight,
+`ctx.options["quantize_report"]` records its relative error and its bytes before and after;
+`summary` says it in one line.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..graph import Graph, Node, Value
 from ..types import DType
-from .manager import PassContext
+from .manager import Pass, PassContext, PassOption
 from .rewrite import Rewriter, add_weight, drop_unused_params, frozen_weights, layer_weights, rewrite
 
 DEFAULT_MIN_ELEMENTS = 1024
 
 #: Targets whose generated code multiplies int8 weights directly (none of the four yet).
 INT8_MATMUL: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Quantized:
+    error: float        # max |dequantized - w| / max |w|
+    dense_bytes: int
+    stored_bytes: int   # int8 values plus scales
+
+
+def summary(report: Mapping[str, Quantized]) -> str:
+    dense = sum(r.dense_bytes for r in report.values())
+    stored = sum(r.stored_bytes for r in report.values())
+    worst = max(report, key=lambda name: report[name].error)
+    return (f"quantize: {len(report)} weight(s) to int8 per channel, {dense / 1024:,.1f} KiB -> "
+            f"{stored / 1024:,.1f} KiB; largest relative error {report[worst].error:.2g} ({worst})")
 
 
 def quantize_array(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,8 +74,14 @@ def _scales_rows(scale: Value, table: Value, axis: int) -> bool:
     return _only_along(scale, axis) and scale.shape[axis] == table.shape[axis]
 
 
-class Quantize:
+class Quantize(Pass):
     name = "quantize"
+    frozen_only = True
+    options = {
+        "quantize_min_elements": PassOption(
+            int, f"fewest elements of a weight to quantize (default {DEFAULT_MIN_ELEMENTS})"),
+        "int8_matmul": PassOption(bool, "fold scales past the matmul, as for int8 GEMMs (default: the target's)"),
+    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         weights = frozen_weights(ctx)
@@ -71,9 +96,11 @@ class Quantize:
             if w.size < limit or w.size < 2 * w.shape[axis]:
                 continue  # small, or one value per channel: int8 plus an f32 scale would not shrink it
             q, scale = quantize_array(w, axis)
-            report[p.name] = float(np.abs(q * scale - w).max() / max(np.abs(w).max(), 1e-30))
+            scale = scale.astype(p.dtype.numpy)
+            error = float(np.abs(q * scale - w).max() / max(np.abs(w).max(), 1e-30))
+            report[p.name] = Quantized(error, int(w.nbytes), int(q.nbytes + scale.nbytes))
             chosen[p] = (add_weight(graph, ctx, f"{p.name}_q", q, DType.i32, buffer=True, storage=np.int8),
-                         add_weight(graph, ctx, f"{p.name}_scale", scale.astype(p.dtype.numpy), p.dtype))
+                         add_weight(graph, ctx, f"{p.name}_scale", scale, p.dtype))
         dequantized: dict[Value, Value] = {}
 
         def dequantize(rw: Rewriter, p: Value) -> Value:

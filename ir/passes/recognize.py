@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ..graph import Graph, Node, Value
 from ..types import Dim, normalize_axis
-from .manager import PassContext
+from .manager import Pass, PassContext
 from .rewrite import Rewriter, is_splat_of, rewrite, splat
 
 
@@ -44,7 +44,7 @@ class _Readers:
         return node if node is not None and node.op == op and self.only(v) is reader else None
 
 
-class Recognize:
+class Recognize(Pass):
     name = "recognize"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:

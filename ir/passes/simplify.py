@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..graph import Graph, Node, Value
 from ..registry import FusionKind, get_op
-from .manager import PassContext
+from .manager import Pass, PassContext, PassOption
 from .rewrite import Rewriter, Rule, infers_same, is_splat_of, rewrite, splat
 
 
@@ -149,8 +149,11 @@ def _unbroadcast(rw: Rewriter, node: Node) -> list[Value] | None:
     return rw.emit_op(node.op, *operands, **node.attrs)
 
 
-class Simplify:
+class Simplify(Pass):
     name = "simplify"
+    options = {
+        "training": PassOption(bool, "true for a training graph: dropout stays (default false)"),
+    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         rules = dict(RULES)

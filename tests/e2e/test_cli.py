@@ -77,3 +77,30 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "shipei", "check", str(bad)], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 1 and f"{bad}:1:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_compression_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """quantize and prune say what they did; --check then compares with the float model."""
+    assert main(["run", MLP, "--passes", "quantize,dce", "--freeze", "--check"]) == 1
+    out = capsys.readouterr().out
+    dense, int8 = (784 + 10) * 256 * 4, (784 + 10) * 256 + (256 + 10) * 4  # int8 values plus f32 scales
+    assert out.startswith(f"quantize: 2 weight(s) to int8 per channel, {dense / 1024:,.1f} KiB -> "
+                          f"{int8 / 1024:,.1f} KiB; largest relative error ")
+    assert "the check compares with the model as written" in out and "MISMATCH" in out
+    assert main(["compile", MLP, "-o", str(tmp_path), "--passes", "prune", "--freeze", "--pass-option", "sparsity=0.7",
+                 "--pass-option", "structured=true", "--target", "jax", "--option", "matmul_precision=high"]) == 0
+    assert ", 142,128 of 203,264 values zero (70%)" in capsys.readouterr().out  # 179 of 256 rows, 7 of 10
+    assert (tmp_path / "mlp_jax.py").exists()
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--pass-option", "sparsty=0.5"], "error: unknown pass option 'sparsty'\nhint: did you mean 'sparsity'?"),
+    (["--pass-option", "sparsity"], "error: --pass-option 'sparsity' should look like NAME=VALUE"),
+    (["--pass-option", "sparsity=half"], "error: pass option 'sparsity' expects a float, got 'half'"),
+    (["--option", "colour=red"], "error: unknown option 'colour' for target 'torch'"),
+    (["--option", "compile=groups", "-O0"], "error: torch: compile='groups' compiles the fused groups"),
+    (["--passes", "quantize"], "error: pass 'quantize' rewrites the weights, which are not frozen"),
+])
+def test_bad_options_exit_1_with_a_message(args: list[str], error: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", MLP, *args]) == 1
+    assert capsys.readouterr().err.startswith(error)

@@ -136,3 +136,47 @@ def test_cli_optimization_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert " ok" in capsys.readouterr().out
     assert main(["ir", mlp, "-O2", "--disable-pass", "fold-bn"]) == 1
     assert "unknown pass 'fold-bn'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(PASSES))
+def test_a_pass_declares_exactly_the_options_it_reads(name: str) -> None:
+    """A setting a pass reads but does not declare would be refused from the user; one declared
+    but never read would be accepted and ignored."""
+    import re
+
+    module, _ = PASSES[name]
+    source = (Path(shipei.__file__).parents[1] / "ir" / "passes" / f"{module}.py").read_text()
+    read = set(re.findall(r'ctx\.options\.get\("(\w+)"', source)) - {"target"}  # the target is set by compile
+    assert read == set(get_pass(name).options)
+
+
+def test_pass_options_are_checked_by_name_and_kind() -> None:
+    graph = shipei.parse(EXAMPLES / "mlp.sp")
+    with pytest.raises(ShipeiError, match="unknown pass option 'sparsty'") as e:
+        shipei.compile(graph, "torch", pass_options={"sparsty": 0.5})
+    assert e.value.hint == "did you mean 'sparsity'?"
+    with pytest.raises(ShipeiError, match="unknown pass option 'target'"):
+        shipei.compile(graph, "torch", pass_options={"target": "jax"})  # compile's to set, not the user's
+    with pytest.raises(ShipeiError, match="pass option 'sparsity' expects a float, got 'half'") as e:
+        shipei.compile(graph, "torch", pass_options={"sparsity": "half"})
+    assert e.value.hint.startswith("prune reads sparsity: fraction of weights")
+    with pytest.raises(ShipeiError, match="pass option 'structured' expects true or false, got 1"):
+        shipei.compile(graph, "torch", pass_options={"structured": 1})
+    with pytest.raises(ShipeiError, match="pass option 'max_group_size' expects an int, got 2.5"):
+        shipei.compile(graph, "torch", pass_options={"max_group_size": 2.5})
+    fused = shipei.compile(graph, "torch", opt=3, pass_options={"max_group_size": 1})
+    assert not fused.ir.groups()  # read: groups of one node are left ungrouped
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(PASSES) if get_pass(n).frozen_only])
+def test_naming_a_weight_pass_without_frozen_weights_is_an_error(name: str) -> None:
+    graph = shipei.parse(EXAMPLES / "cnn.sp")
+    with pytest.raises(ShipeiError, match=f"pass '{name}' rewrites the weights, which are not frozen") as e:
+        shipei.compile(graph, "torch", passes=[name])
+    assert "--freeze" in e.value.hint
+    assert [t.name for t in shipei.compile(graph, "torch", passes=[name], freeze=True).passes.timings] == [name]
+    assert "batch_norm" in str(shipei.compile(graph, "torch", opt=3).ir)  # a level's pipeline skips it
+
+
+def test_the_weight_passes_are_frozen_only() -> None:
+    assert {n for n in PASSES if get_pass(n).frozen_only} == {"fold-batch-norm", "freeze", "quantize", "prune"}

@@ -14,8 +14,9 @@ from pass_testing import after, assert_same_outputs, idempotent, run
 from shipei.ir.init import init_params
 from shipei.ir.inputs import random_inputs
 from shipei.ir.interpreter import interpret
+from shipei.ir.parser import parse_ir
 from shipei.ir.passes.manager import pipeline
-from shipei.ir.passes.quantize import quantize_array
+from shipei.ir.passes.quantize import quantize_array, summary
 from shipei.ir.passes.rewrite import layer_weights
 from shipei.ir.tolerance import compare
 from shipei.ir.types import DType
@@ -94,6 +95,18 @@ def test_freeze_leaves_the_dequantize_alone() -> None:
     weights = _weights()
     once = after(BEFORE, "quantize", "dce", weights=weights, frozen=True, quantize_min_elements=1)
     assert after(once, "freeze", "dce", weights=weights, frozen=True) == once  # not widened back to f32
+
+
+def test_report_gives_each_weights_error_and_bytes() -> None:
+    _, ctx = run(parse_ir(BEFORE), ["quantize"], _weights(), quantize_min_elements=1)
+    report = ctx.options["quantize_report"]
+    assert (report["fc.weight"].dense_bytes, report["fc.weight"].stored_bytes) == (32, 8 + 2 * 4)
+    assert (report["emb"].dense_bytes, report["emb"].stored_bytes) == (48, 12 + 3 * 4)
+    # row 2's 1.0 is 63.5 steps of 2/127: off by half a step (1/127), over the largest |w|, 2
+    assert report["fc.weight"].error == pytest.approx(1 / 127 / 2)
+    assert report["emb"].error < report["fc.weight"].error
+    assert summary(report) == ("quantize: 2 weight(s) to int8 per channel, 0.1 KiB -> 0.0 KiB; "
+                               f"largest relative error {report['fc.weight'].error:.2g} (fc.weight)")
 
 
 def test_small_weights_stay_float() -> None:
