@@ -238,6 +238,10 @@ def main() -> None:
     args = parser.parse_args()
     dims = {k: int(v) for k, v in (item.split("=") for item in args.dims.split(",") if item)}
     models = args.models.split(",")
+    unknown = [m for m in models if not (EXAMPLES / m).is_file()]
+    if unknown:
+        examples = ", ".join(sorted(p.name for p in EXAMPLES.glob("*.sp")))
+        parser.error(f"no example {', '.join(unknown)}; examples: {examples}")
     if args.worker:
         if args.threads:
             gvh.limit_threads(args.threads)
