@@ -24,6 +24,7 @@ from .ir.graph import Graph
 from .ir.init import init_params
 from .ir.inputs import random_inputs
 from .ir.interpreter import bind_symbols
+from .ir.passes import prune, quantize
 from .ir.passes.manager import DEFAULT_OPT, PassContext
 from .ir.printer import print_graph
 from .ir.tolerance import compare
@@ -90,18 +91,12 @@ def _pass_options(args: argparse.Namespace) -> dict[str, Any]:
 def _compile(args: argparse.Namespace, graph: Graph, target: str) -> api.Compiled:
     passes = [p for p in args.passes.split(",") if p] if args.passes is not None else None
     options = {k: _setting(v) for k, v in _pairs(args.option, "--option").items()}
-    compiled = api.compile(graph, target, seed=args.seed, opt=args.opt, passes=passes, disable=args.disable_pass,
-                           freeze=args.freeze, pass_options=_pass_options(args), options=options,
-                           context=_context(args))
-    for line in _compression(compiled):
-        print(line)
-    return compiled
+    return api.compile(graph, target, seed=args.seed, opt=args.opt, passes=passes, disable=args.disable_pass,
+                       freeze=args.freeze, pass_options=_pass_options(args), options=options, context=_context(args))
 
 
 def _compression(compiled: api.Compiled) -> list[str]:
     """What quantize and prune did, when they ran, in a line each, in the order they ran."""
-    from .ir.passes import prune, quantize
-
     summaries = {"quantize_report": quantize.summary, "prune_report": prune.summary}
     reports = compiled.passes.options
     return [summaries[key](report) for key, report in reports.items() if key in summaries and report]
@@ -129,9 +124,11 @@ def _targets(name: str) -> list[str]:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     graph = _graph(args)
-    for target in _targets(args.target):
-        path = _compile(args, graph, target).save(args.output)
-        print(f"wrote {path}")
+    for i, target in enumerate(_targets(args.target)):
+        compiled = _compile(args, graph, target)
+        if i == 0:  # the passes do the same for every target
+            print("\n".join(_compression(compiled) + [""]), end="")
+        print(f"wrote {compiled.save(args.output)}")
     return 0
 
 
@@ -153,6 +150,7 @@ def _inputs(args: argparse.Namespace, graph: Graph) -> list[np.ndarray]:
 def cmd_run(args: argparse.Namespace) -> int:
     graph = _graph(args)
     compiled = _compile(args, graph, args.target)
+    print("\n".join(_compression(compiled) + [""]), end="")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         exe = compiled.load(args.device)
