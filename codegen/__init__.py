@@ -5,12 +5,11 @@ Targets are loaded lazily by name, so generating torch code never imports jax.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from typing import Any
 
-from ..ir.errors import ShipeiError
+from ..ir.errors import ShipeiError, did_you_mean
 from ..ir.graph import Graph
 from ..ir.types import DType
 from .module import GeneratedModule
@@ -46,10 +45,10 @@ def _check_options(target: str, options: dict[str, Any], write: Any) -> None:
     known = [n for n, p in inspect.signature(write).parameters.items() if p.kind is p.KEYWORD_ONLY]
     for name in options:
         if name not in known:
-            close = difflib.get_close_matches(name, known, 1)
             takes = f"{target} takes {', '.join(known)}" if known else f"{target} takes no options"
+            close = did_you_mean(name, known)
             raise ShipeiError(f"unknown option '{name}' for target '{target}'",
-                              hint=f"did you mean '{close[0]}'? {takes}" if close else takes)
+                              hint=f"{close} {takes}" if close else takes)
 
 
 def capabilities(target: str) -> dict[str, frozenset[DType]]:

@@ -8,14 +8,13 @@ Most builtins are one registry op with its attributes renamed to what PyTorch us
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..ir.errors import ShipeiError, SourceLoc
+from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from ..ir.graph import Builder, Value
 from ..ir.types import Dim, DType, Sym, dim_floordiv, dim_product, normalize_axis
 
@@ -38,9 +37,8 @@ class Builtin:
         bound = dict(zip(names, args))
         for key, value in kwargs.items():
             if key not in names:
-                close = difflib.get_close_matches(key, names, 1)
                 raise ShipeiError(f"{self.name}() has no argument '{key}'", loc,
-                                  hint=f"did you mean '{close[0]}'?" if close else f"{self.name}({', '.join(names)})")
+                                  hint=did_you_mean(key, names, f"{self.name}({', '.join(names)})"))
             if key in bound:
                 raise ShipeiError(f"{self.name}() got argument '{key}' twice", loc)
             bound[key] = value
@@ -350,8 +348,7 @@ def tensor_attribute(c: Context, x: Value, name: str) -> Any:
         return c.op("transpose", x, perm=tuple(perm))
     if name in BUILTINS:
         return BoundMethod(BUILTINS[name], x)
-    close = difflib.get_close_matches(name, ["shape", "dtype", "T", *BUILTINS], 1)
-    raise c.error(f"a tensor has no attribute '{name}'", hint=f"did you mean '{close[0]}'?" if close else None)
+    raise c.error(f"a tensor has no attribute '{name}'", hint=did_you_mean(name, ["shape", "dtype", "T", *BUILTINS]))
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,13 @@ so generated code quotes the user's line, not the prelude's.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ir.errors import ShipeiError, SourceLoc
+from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from ..ir.graph import Builder, Graph, Init, Value
 from ..ir.init import check_init
 from ..ir.types import Dim, DType, Sym, TensorType, dim_add, dim_floordiv, dim_mod, dim_mul, dim_neg, dim_sub
@@ -127,9 +126,8 @@ class Elaborator:
         given = dict(zip(names, args))
         for key, value in kwargs.items():
             if key not in names:
-                close = difflib.get_close_matches(key, names, 1)
                 raise ShipeiError(f"{ldef.name} has no parameter '{key}'", loc,
-                                  hint=f"did you mean '{close[0]}'?" if close else f"{ldef.name}({', '.join(names)})")
+                                  hint=did_you_mean(key, names, f"{ldef.name}({', '.join(names)})"))
             if key in given:
                 raise ShipeiError(f"{ldef.name} got parameter '{key}' twice", loc)
             given[key] = value
@@ -259,9 +257,8 @@ class Elaborator:
             self.exec_stmts(stmt.then if self.condition(stmt.cond, scope) else stmt.orelse, scope)
         elif isinstance(stmt, ast.On):
             if stmt.device not in DEVICES:
-                close = difflib.get_close_matches(stmt.device, DEVICES, 1)
                 raise ShipeiError(f"unknown device '{stmt.device}'", stmt.loc,
-                                  hint=f"did you mean '{close[0]}'?" if close else f"devices are {', '.join(DEVICES)}")
+                                  hint=did_you_mean(stmt.device, DEVICES, f"devices are {', '.join(DEVICES)}"))
             outer, self.b.device = self.b.device, stmt.device
             try:
                 self.exec_stmts(stmt.body, scope)
@@ -338,9 +335,8 @@ class Elaborator:
         try:
             return scope.lookup(expr.id)
         except KeyError:
-            close = difflib.get_close_matches(expr.id, sorted(scope.visible()), 1)
             raise ShipeiError(f"unknown name '{expr.id}'", expr.loc,
-                              hint=f"did you mean '{close[0]}'?" if close else None) from None
+                              hint=did_you_mean(expr.id, sorted(scope.visible()))) from None
 
     def eval_Int(self, expr: ast.Int, scope: Scope) -> int:
         return expr.value
@@ -560,9 +556,8 @@ def elaborate(defs: Definitions, model: str | None, params: dict[str, Any]) -> G
     elab = Elaborator(defs, graph)
     unknown = sorted(set(params) - {cp.name for cp in mdef.cparams})
     if unknown:
-        close = difflib.get_close_matches(unknown[0], [cp.name for cp in mdef.cparams], 1)
         raise ShipeiError(f"model {mdef.name} has no parameter '{unknown[0]}'", mdef.loc,
-                          hint=f"did you mean '{close[0]}'?" if close else None)
+                          hint=did_you_mean(unknown[0], [cp.name for cp in mdef.cparams]))
     inst = elab.instantiate(mdef, [], params, "", mdef.loc)
     method = inst.forward
     scope = Scope(inst.scope)

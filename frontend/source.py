@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from ..ir.errors import ShipeiError
+from ..ir.errors import ShipeiError, did_you_mean
 from . import ast
 from .parse import parse_file, parse_source
 
@@ -79,7 +78,6 @@ class Definitions:
         if name is None:
             return list(self.models.values())[-1]
         if name not in self.models:
-            close = difflib.get_close_matches(name, list(self.models), 1)
             raise ShipeiError(f"no model named '{name}'",
-                              hint=f"did you mean '{close[0]}'?" if close else f"models: {', '.join(self.models)}")
+                              hint=did_you_mean(name, list(self.models), f"models: {', '.join(self.models)}"))
         return self.models[name]

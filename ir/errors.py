@@ -7,6 +7,8 @@ renders the file:line:col header, the source line and a caret, the way compilers
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -41,3 +43,9 @@ class ShipeiError(Exception):
         if self.hint:
             parts.append(f"hint: {self.hint}")
         return "\n".join(parts)
+
+
+def did_you_mean(name: str, candidates: Iterable[str], otherwise: str | None = None) -> str | None:
+    """The hint for a misspelt `name`: the closest of `candidates`, else `otherwise`."""
+    close = difflib.get_close_matches(name, list(candidates), 1)
+    return f"did you mean '{close[0]}'?" if close else otherwise

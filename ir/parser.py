@@ -13,7 +13,6 @@ and defaults may be left out, and `//` starts a comment.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import math
@@ -25,7 +24,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
 
-from .errors import ShipeiError, SourceLoc
+from .errors import ShipeiError, SourceLoc, did_you_mean
 from .graph import Graph, Init, Node, ParamInfo, Value
 from .init import check_init
 from .registry import AttrKind, OpDef, all_ops, coerce_attr, get_op
@@ -367,8 +366,7 @@ class _Builder:
         try:
             return get_op(op)
         except ShipeiError:
-            close = difflib.get_close_matches(op, all_ops(), 1)
-            raise _error(f"unknown op '{op}'", op, hint=f"did you mean '{close[0]}'?" if close else None) from None
+            raise _error(f"unknown op '{op}'", op, hint=did_you_mean(op, all_ops())) from None
 
     @staticmethod
     def _attrs(opdef: OpDef, text: _NodeText) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import ClassVar, TextIO
 
 import numpy as np
 
-from ..errors import ShipeiError
+from ..errors import ShipeiError, did_you_mean
 from ..graph import Graph
 
 #: CLI name -> (module in ir/passes, class name).
@@ -92,11 +92,8 @@ def register_pass(name: str, module: str, cls: str) -> None:
 
 
 def _unknown(what: str, name: str, known: Sequence[str]) -> ShipeiError:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), 1)
-    return ShipeiError(f"unknown {what} '{name}'",
-                       hint=f"did you mean '{close[0]}'?" if close else f"{what}s: {', '.join(sorted(known))}")
+    listed = f"{what}s: {', '.join(sorted(known))}"
+    return ShipeiError(f"unknown {what} '{name}'", hint=did_you_mean(name, known, listed))
 
 
 def get_pass(name: str) -> Pass:
@@ -108,6 +105,8 @@ def get_pass(name: str) -> Pass:
 
 def check_pass_options(options: Mapping[str, object]) -> None:
     """Refuse a setting no pass reads, or of the wrong kind: a typo must not be ignored."""
+    if not options:
+        return  # spares importing every pass
     known = {key: (p.name, option) for p in map(get_pass, PASSES) for key, option in p.options.items()}
     for key, value in options.items():
         if key not in known:
