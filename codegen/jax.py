@@ -32,7 +32,7 @@ from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
 from ..ir.registry import FusionKind, all_ops
 from ..ir.types import LOW_PRECISION, DType, Sym, normalize_axis
-from .module import GeneratedModule, write_module
+from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
     Emit,
@@ -328,6 +328,13 @@ def run(model, inputs, device="cpu"):
     return unpad_batch([_numpy(y) for y in (outputs if isinstance(outputs, tuple) else (outputs,))], batch)
 '''
 
+#: The generation options, written at the top of the module so that it describes itself.
+_OPTIONS = """# Generation options; regenerate to change them.
+COMPUTE_DTYPE = {compute}  # matmul/conv operand dtype, accumulating in float32 (None: the declared dtype)
+PRECISION = jax.lax.Precision.{precision}  # of every matmul and conv
+PAD_TO = {pad_to!r}  # run() pads the batch dim to a multiple of this and slices it back
+"""
+
 TARGET = Target(
     name="jax", framework="jax", extra="jax",
     imports=("import jax", "import jax.numpy as jnp", "import safetensors.numpy"),
@@ -335,13 +342,9 @@ TARGET = Target(
     dtypes={DType.f16: "jnp.float16", DType.bf16: "jnp.bfloat16", DType.f32: "jnp.float32",
             DType.f64: "jnp.float64", DType.i32: "jnp.int32", DType.i64: "jnp.int64", DType.bool: "jnp.bool_"},
     rules=RULES,
+    helpers=(_OPTIONS, _RUN_PADDED),
+    defines=frozenset({"PARAMS", "forward", "pad_batch", "unpad_batch"}),
 )
-
-# Names the module defines or forward's body reads; user-derived names are made around them.
-_RESERVED = {"jax", "jnp", "np", "os", "safetensors", "params", "forward", "load", "run", "available_devices",
-             "example_inputs", "pad_batch", "unpad_batch", "inputs", "outputs", "extra", "WEIGHTS", "INPUTS",
-             "PARAMS", "COMPUTE_DTYPE", "PRECISION", "PAD_TO"}
-
 
 def emit(graph: Graph, source: str, *, compute_dtype: str | None = None, matmul_precision: str = "highest",
          pad_to: int | None = None) -> GeneratedModule:
@@ -355,19 +358,16 @@ def _numpy_dtype(dtype: DType) -> str:
     return "jnp.bfloat16" if dtype is DType.bf16 else f"np.{dtype.numpy.name}"
 
 
-def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:
-    names = Namespace(_RESERVED)
+def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, options: Options) -> None:
+    names = module.names
     batch = _batch_layout(graph) if options.pad_to is not None else None
     code("PARAMS = [  # name, shape, dtype")
     for p in graph.params:
         code(f"    ({p.name!r}, {tuple(p.shape)!r}, {p.dtype.numpy.name!r}),")
     code("]", "")
     compute = COMPUTE_DTYPES.get(options.compute_dtype)
-    code("# Generation options; regenerate to change them.",
-         f"COMPUTE_DTYPE = {TARGET.dtypes[compute] if compute else None}"
-         "  # matmul/conv operand dtype, accumulating in float32 (None: the declared dtype)",
-         f"PRECISION = jax.lax.Precision.{PRECISIONS[options.matmul_precision]}  # of every matmul and conv",
-         f"PAD_TO = {options.pad_to!r}  # run() pads the batch dim to a multiple of this and slices it back")
+    code(*_OPTIONS.format(compute=TARGET.dtypes[compute] if compute else None,
+                          precision=PRECISIONS[options.matmul_precision], pad_to=options.pad_to).splitlines())
     constants: dict[Node, str] = {}
     inlined = inline_scalars(graph)
     for node in graph.nodes:

@@ -19,14 +19,15 @@ AKG compiler only expands composite ops, measured at the same results and speed 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import numpy as np
 
 from ..ir.errors import ShipeiError
-from ..ir.graph import Graph, Node
+from ..ir.graph import Graph, Node, Value
 from ..ir.types import DType
-from .module import GeneratedModule, write_module
+from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
     Emit,
@@ -325,6 +326,7 @@ TARGET = Target(
     runtime_code=_runtime(False),
     dtypes=_DTYPES,
     rules=RULES,
+    helpers=tuple(_HELPERS.values()),
     # bfloat16: MindSpore 2.10's CPU kernels lack it for 38 of the 53 ops taking it (even reshape), and,
     # built for numpy 1 but run under numpy 2, it can neither create bfloat16 Parameters nor fold
     # constants through a cast to or from bfloat16. Ascend users get bfloat16 as mixed precision.
@@ -336,31 +338,17 @@ TARGET = Target(
                         "conv2d": frozenset({DType.bf16, DType.f64}), "avg_pool2d": frozenset({DType.bf16, DType.f64})},
 )
 
-#: Public attributes of an `nn.Cell` instance (MindSpore 2.10); a param's attribute never takes one.
-CELL_ATTRS = frozenset({
-    "IGNORE_LIST", "T_destination", "add_flags", "add_flags_recursive", "apply", "arguments_key", "bprop_debug",
-    "buffers", "cast_inputs", "cell_init_args", "cell_type", "cells", "cells_and_names", "check_names",
-    "check_names_and_refresh_name", "cls_name", "compile", "compile_and_run", "compile_cache", "compile_phase",
-    "compiled", "construct", "create_time", "enable_backward_hook", "exist_names", "exist_objs", "extend_repr",
-    "generate_scope", "get_buffer", "get_extra_state", "get_flags", "get_func_graph_proto", "get_inputs",
-    "get_mixed_precision_type", "get_parameters", "get_scope", "get_sub_cell", "global_cells", "grad_ops_label",
-    "has_bprop", "init_parameters_data", "insert_child_to_cell", "insert_param_to_cell", "is_top_cell",
-    "jit_config_dict", "load_state_dict", "mixed_precision_type", "name_cells", "named_buffers", "offload",
-    "parallel_parameter_merge_net_dict", "parallel_parameter_name_list", "param_prefix", "parameter_layout_dict",
-    "parameters_and_names", "parameters_broadcast_dict", "parameters_dict", "phase", "phase_cache",
-    "pipeline_segment", "pipeline_stage", "recompute", "register_backward_hook", "register_backward_pre_hook",
-    "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_load_state_dict_post_hook",
-    "register_load_state_dict_pre_hook", "register_parameter_forward_hook", "register_saved_tensors_hooks",
-    "register_state_dict_post_hook", "register_state_dict_pre_hook", "remove_redundant_parameters",
-    "requires_grad", "run_construct", "set_boost", "set_broadcast_flag", "set_comm_fusion", "set_data_parallel",
-    "set_extra_state", "set_grad", "set_inputs", "set_jit_config", "set_mixed_precision_type", "set_train",
-    "shard", "state_dict", "to", "to_empty", "to_float", "total_instance_count", "trainable_params", "training",
-    "untrainable_params", "update_cell_prefix", "update_cell_type", "update_parameters_name",
-})
+@functools.cache
+def cell_attributes() -> frozenset[str]:
+    """The names an `nn.Cell` instance defines, asked of MindSpore itself: a param's attribute
+    never takes one (the state_dict keeps the user's name, as each Parameter's `name`)."""
+    try:
+        from mindspore import nn
+    except ImportError:
+        raise ShipeiError("generating the mindspore program needs mindspore: it asks nn.Cell which names an "
+                          "attribute may take", hint="pip install 'shipei[mindspore]'") from None
+    return frozenset(dir(nn.Cell()))
 
-_GLOBALS = frozenset({"logging", "sys", "types", "ms", "safetensors", "nn", "ops", "initializer", "np", "os",
-                      "WEIGHTS", "INPUTS", "example_inputs", "available_devices", "load", "run",
-                      "_tensor", "_DEVICE_TARGETS", *(f"_{op}" for op in _HELPERS)})
 
 _LOW = {"fp16": DType.f16, "bf16": DType.bf16}
 _MIXED_PRECISION_OPS = ("matmul", "linear", "conv2d")
@@ -381,22 +369,24 @@ def emit(graph: Graph, source: str, *, mixed_precision: MixedPrecision | None = 
     amp = {op: computed_in(RULES[op], frozenset({DType.f32}), low, _CAST) for op in _MIXED_PRECISION_OPS}
     needs_device = low is DType.bf16 and any(n.op in amp for n in graph.nodes)
     target = dataclasses.replace(TARGET, rules={**RULES, **amp}, runtime_code=_runtime(needs_device))
-    return write_module(target, graph, source, lambda code, g, body: _write_model(
-        code, g, body, f"# Mixed precision: float32 {' and '.join(amp)} compute in {TARGET.dtypes[low]}.", target))
+    note = f"# Mixed precision: float32 {' and '.join(amp)} compute in {TARGET.dtypes[low]}."
+    return write_module(target, graph, source, lambda code, g, module, body: _write_model(
+        code, g, module, body, note, target))
 
 
-def _attr_hint(name: str) -> str:
-    hint = "_".join(param_path(name))
+def _attr_hint(value: Value) -> str:
+    hint = "_".join(param_path(value))
     return "p" + hint if hint.startswith("_") else hint  # Cell keeps its internals in _names
 
 
-def _write_model(code: Code, graph: Graph, emit_body, note: str = "", target: Target = TARGET) -> None:
+def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, note: str = "",
+                 target: Target = TARGET) -> None:
     for op, helper in _HELPERS.items():
         if any(n.op == op for n in graph.nodes):
             code(*helper.strip("\n").splitlines(), "", "")
-    attrs = Namespace(CELL_ATTRS)
-    names = Namespace(_GLOBALS)
-    params = {p: attrs.fresh(_attr_hint(p.name)) for p in graph.params}
+    attrs = Namespace(cell_attributes())
+    names = module.names
+    params = {p: attrs.fresh(_attr_hint(p)) for p in graph.params}
     constants: dict[Node, str] = {}
     e = Emit(target, graph, names, lambda v: f"self.{params[v]}", lambda n: constants[n])
     # Constants live at module level, not on the cell, so that the body never reads `self` but for
@@ -412,7 +402,7 @@ def _write_model(code: Code, graph: Graph, emit_body, note: str = "", target: Ta
         code("", "")
     if note:
         code(note)
-    with code.block(f"class {graph.name}(nn.Cell):"):
+    with code.block(f"class {module.model}(nn.Cell):"):
         with code.block("def __init__(self):"):
             code("super().__init__()")
             for p, attr in params.items():

@@ -12,11 +12,10 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 from ..ir.types import LOW_PRECISION, DType, Sym
-from .module import GeneratedModule, write_module
+from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
     Emit,
-    Namespace,
     Target,
     attention,
     computed_in,
@@ -292,6 +291,7 @@ TARGET = Target(
     dtypes={DType.f16: "tf.float16", DType.bf16: "tf.bfloat16", DType.f32: "tf.float32",
             DType.f64: "tf.float64", DType.i32: "tf.int32", DType.i64: "tf.int64", DType.bool: "tf.bool"},
     rules=RULES,
+    helpers=tuple(HELPERS.values()),
 )
 
 
@@ -318,18 +318,17 @@ def _constant_literal(e: Emit, node: Node) -> str:
     return f"tf.constant({e.literal('constant', 'value', value)}, {e.dtype(dtype)})"
 
 
-def _write_model(code: Code, graph: Graph, emit_body) -> None:
-    helpers = _helpers(graph)
-    names = Namespace({"tf", "np", "os", "safetensors", *HELPERS})
+def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body) -> None:
+    names = module.names
     constants: dict[Node, str] = {}
-    for name in helpers:
+    for name in _helpers(graph):
         code(*HELPERS[name].strip("\n").splitlines(), "", "")
     for p in graph.params:
-        param_path(p.name)  # validates the name; it reaches the code only as a repr'd key
+        param_path(p)  # validates the name; it reaches the code only as a repr'd key
     e = Emit(TARGET, graph, names, lambda v: f"self.params[{v.name!r}]", lambda node: f"self.{constants[node]}")
-    with code.block(f"class {graph.name}(tf.Module):"):
+    with code.block(f"class {module.model}(tf.Module):"):
         with code.block("def __init__(self):"):
-            code(f"super().__init__(name={graph.name!r})")
+            code(f"super().__init__(name={module.model!r})")
             if graph.params:
                 code("# Keyed by the DSL's dotted names, as in the weights file; `load` assigns the values.")
                 with code.block("self.params = {"):

@@ -28,13 +28,14 @@ Options of `emit`, written at the top of the generated module so that it describ
 from __future__ import annotations
 
 import functools
+import keyword
 from dataclasses import dataclass
 from typing import Literal
 
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
 from ..ir.types import LOW_PRECISION, DType
-from .module import GeneratedModule, write_module
+from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
     Emit,
@@ -271,6 +272,15 @@ FRESH = frozenset({
     "log_softmax", "layer_norm", "batch_norm", "concat", "iota",
 })
 
+#: The generation options, written at the top of the module so that it describes itself.
+_OPTIONS = """# Generation options; regenerate to change them.
+AMP_DTYPE = {amp}  # autocast dtype of forward (None: off)
+TF32 = {tf32}  # float32 matmul/conv may use TF32 on NVIDIA GPUs
+COMPILE = {compile}  # {compiles}
+CHANNELS_LAST = {channels_last}  # NHWC memory format for weights and 4-D inputs
+"""
+
+
 TARGET = Target(
     name="torch", framework="torch", extra="torch",
     std_imports=("import threading",),
@@ -284,39 +294,44 @@ TARGET = Target(
     fresh=FRESH,
     into=INTO,
     into_dtypes=frozenset({DType.f32, DType.f64}),
-    kept_buffer="self._kept.get({slot}, {shape}, {like})",
+    kept_buffer="self._kept.get({slot}, {shape}, {like})",  # KEPT
     model_locals=frozenset({"self", "device"}),
+    helpers=(_OPTIONS,),
 )
 
-# nn.Module's own attributes, and the generated model's kept buffers: torch refuses a param or
-# sub-module of one of these names.
-_MODULE_ATTRS = frozenset({
-    "_kept", "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children",
-    "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer",
-    "get_extra_state",
-    "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers",
-    "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook",
-    "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
-    "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
-    "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook",
-    "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
-    "training", "type", "xpu", "zero_grad",
-})
+#: The attribute where the generated model keeps its buffers (see `KeptBuffers`).
+KEPT = "_kept"
 
 
-def _torch_path(name: str) -> list[str]:
-    """A param's path, refusing names that would shadow what nn.Module already defines."""
-    parts = param_path(name)
+@functools.cache
+def module_attributes() -> frozenset[str]:
+    """The names a `torch.nn.Module` or `ModuleList` instance defines, asked of torch itself, and the
+    generated model's own. A layer or param of one of these names would shadow it, or, like
+    `__class__`, rebind torch's own class; torch refuses them in state_dicts too."""
+    try:
+        import torch
+    except ImportError:
+        raise ShipeiError("generating the torch program needs torch: it asks torch.nn.Module which names "
+                          "a layer may take", hint="pip install 'shipei[torch]'") from None
+    return frozenset(dir(torch.nn.Module())) | frozenset(dir(torch.nn.ModuleList())) | {KEPT}
+
+
+def _torch_path(value: Value) -> list[str]:
+    """A param's path, refusing names that torch's containers already define, where the user
+    declared the param or its layer."""
+    parts = param_path(value)
     for part in parts:
-        if part in _MODULE_ATTRS:
-            raise ShipeiError(f"parameter '{name}': '{part}' is an attribute of the generated torch.nn.Module and "
-                              "cannot name a layer or parameter on the torch target",
-                              hint="rename the layer or parameter")
+        if part in module_attributes():
+            raise ShipeiError(f"'{part}' (in parameter '{value.name}') cannot name a layer or parameter on the "
+                              "torch target: torch.nn.Module defines it", value.param.loc,
+                              hint="rename it; the jax, tf and mindspore targets take any name")
     return parts
 
 
 def _attr(obj: str, part: str) -> str:
-    return f"{obj}[{part}]" if part.isdigit() else f"{obj}.{part}"
+    if part.isdigit():
+        return f"{obj}[{part}]"
+    return f"getattr({obj}, {part!r})" if keyword.iskeyword(part) else f"{obj}.{part}"
 
 
 def _module_tree(code: Code, params: list[Value]) -> None:
@@ -324,14 +339,14 @@ def _module_tree(code: Code, params: list[Value]) -> None:
     `a.0.b.w` lives at self.a[0].b.w and a reader sees each layer's params together."""
     numbered: dict[tuple[str, ...], int] = {}
     for p in params:
-        parts = _torch_path(p.name)
+        parts = _torch_path(p)
         for i in range(1, len(parts) - 1):
             if parts[i].isdigit():
                 key = tuple(parts[:i])
                 numbered[key] = max(numbered.get(key, 0), int(parts[i]) + 1)
     made: set[tuple[str, ...]] = set()
     for p in params:
-        *holder, leaf = _torch_path(p.name)
+        *holder, leaf = _torch_path(p)
         for i in range(1, len(holder) + 1):
             prefix = tuple(holder[:i])
             if prefix in made or prefix[-1].isdigit():
@@ -339,12 +354,20 @@ def _module_tree(code: Code, params: list[Value]) -> None:
             made.add(prefix)
             value = (f"torch.nn.ModuleList(torch.nn.Module() for _ in range({numbered[prefix]}))"
                      if prefix in numbered else "torch.nn.Module()")
-            code(f"{_path_expr(prefix)} = {value}")
+            code(_assign(prefix, value))
         empty = f"torch.empty({_dims(p.shape)}, dtype={TARGET.dtypes[p.dtype]})"
         if p.param.buffer:
             code(f"{_path_expr(holder)}.register_buffer({leaf!r}, {empty})")
         else:
-            code(f"{_path_expr([*holder, leaf])} = torch.nn.Parameter({empty})")
+            code(_assign([*holder, leaf], f"torch.nn.Parameter({empty})"))
+
+
+def _assign(parts: tuple[str, ...] | list[str], value: str) -> str:
+    """`self.a.b = value`, or setattr where the last name is a Python keyword."""
+    *holder, leaf = parts
+    if keyword.iskeyword(leaf):
+        return f"setattr({_path_expr(holder)}, {leaf!r}, {value})"
+    return f"{_path_expr(parts)} = {value}"
 
 
 def _dims(shape) -> str:
@@ -394,51 +417,48 @@ def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = Fals
     return write_module(TARGET, graph, source, functools.partial(_write_model, options=options))
 
 
-def _write_model(code: Code, graph: Graph, emit_body, options: Options) -> None:
-    names = Namespace({"torch", "F", "np", "device", "AMP_DTYPE"})  # names forward reads besides its own
+def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, options: Options) -> None:
+    names = module.names
     constants: dict[Node, str] = {}
     amp = AMP_DTYPES.get(options.amp)
     compiles = ("each fused group is torch.compile'd" if options.compile == "groups"
                 else "True: load() wraps the model in torch.compile; 'groups': each fused group")
-    code("# Generation options; regenerate to change them.",
-         f"AMP_DTYPE = {TARGET.dtypes[amp] if amp else None}  # autocast dtype of forward (None: off)",
-         f"TF32 = {options.tf32}  # float32 matmul/conv may use TF32 on NVIDIA GPUs",
-         f"COMPILE = {options.compile!r}  # {compiles}",
-         f"CHANNELS_LAST = {options.channels_last}  # NHWC memory format for weights and 4-D inputs",
-         "", "")
+    code(*_OPTIONS.format(amp=TARGET.dtypes[amp] if amp else None, tf32=options.tf32, compile=repr(options.compile),
+                          compiles=compiles, channels_last=options.channels_last).splitlines(), "", "")
 
     def constant_ref(node: Node) -> str:
         return f"self.{constants[node]}"
 
-    e = Emit(TARGET, graph, names, lambda v: _path_expr(_torch_path(v.name)), constant_ref)
+    e = Emit(TARGET, graph, names, lambda v: _path_expr(_torch_path(v)), constant_ref)
     model = Code()
     if options.compile == "groups":
         e.hoist = (code, "@torch.compile")  # before the class, which `model` holds meanwhile
-        names.reserve(graph.name)  # so that no group function shadows the class
     e.plan(reuse_buffers=options.reuse_buffers and amp is None,
            keep_buffers=options.keep_buffers and amp is None and not options.compile)
-    _write_class(model, graph, e, emit_body, amp, names, constants)
+    _write_class(model, graph, module.model, e, emit_body, amp, constants)
     code(*model.lines)
 
 
-def _write_class(code: Code, graph: Graph, e: Emit, emit_body, amp: DType | None, names: Namespace,
+def _write_class(code: Code, graph: Graph, name: str, e: Emit, emit_body, amp: DType | None,
                  constants: dict[Node, str]) -> None:
-    with code.block(f"class {graph.name}(torch.nn.Module):"):
+    # Constants are buffers beside the user's layers and params, named clear of them.
+    attrs = Namespace(module_attributes() | {p.name.split(".")[0] for p in graph.params})
+    with code.block(f"class {name}(torch.nn.Module):"):
         with code.block("def __init__(self):"):
             code("super().__init__()")
             _module_tree(code, graph.params)
             inlined = inline_scalars(graph)
             for node in graph.nodes:
                 if node.op == "constant" and node not in inlined:
-                    constants[node] = names.fresh(f"const{len(constants)}")
+                    constants[node] = attrs.fresh(f"const{len(constants)}")
                     value = e.literal("constant", "value", node.attrs["value"])
                     code(f"self.register_buffer({constants[node]!r}, torch.tensor({value}, "
                          f"dtype={e.dtype(node.attrs['dtype'])}), persistent=False)")
             if e.buffers.slots:
-                code("self._kept = KeptBuffers()",
+                code(f"self.{KEPT} = KeptBuffers()",
                      "self.requires_grad_(False)  # for inference: forward writes into kept buffers (out=)")
         code("")
-        inputs = [names.fresh(v.name) for v in graph.inputs]
+        inputs = [e.names.fresh(v.name) for v in graph.inputs]
         for v, n in zip(graph.inputs, inputs):
             e.values[v] = n
         with code.block(f"def forward(self, {', '.join(inputs)}):"):

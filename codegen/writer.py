@@ -10,6 +10,7 @@ identifiers) or `repr` (literals).
 from __future__ import annotations
 
 import ast
+import builtins
 import keyword
 import re
 from collections.abc import Callable, Iterator
@@ -29,10 +30,11 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class Namespace:
-    """Hands out legal, unique Python identifiers derived from hints (torch.fx's idea)."""
+    """Hands out legal, unique Python identifiers derived from hints (torch.fx's idea). A name
+    never shadows a keyword, a builtin or anything `reserved`."""
 
     def __init__(self, reserved: set[str] | frozenset[str] = frozenset()):
-        self._used = set(reserved) | set(keyword.kwlist) | {"self"}
+        self._used = set(reserved) | set(keyword.kwlist) | set(dir(builtins)) | {"self"}
 
     def reserve(self, name: str) -> None:
         self._used.add(name)
@@ -71,14 +73,50 @@ class Code:
         return "\n".join(self.lines).rstrip() + "\n"
 
 
-def param_path(name: str) -> list[str]:
-    """A param's dotted name as validated segments: identifiers or non-negative integers."""
-    parts = name.split(".")
+def names_in(*texts: str) -> frozenset[str]:
+    """Every identifier-like word in pieces of a module's fixed code, locals of its functions
+    included: what a module-level name those functions read (the model's class) must not be.
+    Words in strings and comments count too, which only reserves a few names more."""
+    return frozenset(word for text in texts for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+
+
+#: A statement at a module's top level that binds a name: a class or function, an assignment, an
+#: import. Only unindented lines are statements there, so a scan is as exact as parsing.
+_TOP_LEVEL = re.compile(r"^(?:(?:class|def)\s+(\w+)|(\w+)\s*=(?!=)|import\s+(\w+)[\w.]*(?:\s+as\s+(\w+))?"
+                        r"|from\s+\S+\s+import\s+([\w, ]+))", re.M)
+
+
+def top_level_names(*texts: str) -> frozenset[str]:
+    """The names pieces of a module's fixed code bind at its top level: the globals a name made from
+    user text must not shadow."""
+    names: set[str] = set()
+    for m in (m for text in texts for m in _TOP_LEVEL.finditer(text)):
+        defined, assigned, imported, alias, listed = m.groups()
+        if listed:
+            names.update(part.split()[-1] for part in listed.split(","))
+        else:
+            names.add(defined or assigned or alias or imported)
+    return frozenset(names)
+
+
+def param_path(value: Value) -> list[str]:
+    """A param's dotted name as validated segments: identifiers or non-negative integers. A
+    segment reaches generated code only as an attribute (a keyword one through getattr) or a
+    repr'd key; the error points at where the user declared it."""
+    parts = value.name.split(".")
     for part in parts:
-        if not (IDENTIFIER.match(part) or part.isdigit()) or keyword.iskeyword(part):
-            raise ShipeiError(f"parameter name '{name}' cannot be used in generated code",
+        if not (IDENTIFIER.match(part) or part.isdigit()):
+            raise ShipeiError(f"parameter name '{value.name}' cannot be used in generated code",
+                              value.param.loc if value.param else None,
                               hint="names are identifiers separated by dots")
     return parts
+
+
+def inert_text(text: str) -> str:
+    """User text (a path, a source line) made safe inside a docstring or a comment: what could end
+    either early, or escape a character — line breaks and other unprintables, quotes, backslashes —
+    becomes '?'."""
+    return "".join(c if c.isprintable() and c not in "\"'" else "?" for c in text)
 
 
 Rule = Callable[["Emit", Node], str]
@@ -121,6 +159,15 @@ class Target:
     #: names the model function reads for its rules besides values and symbols (torch's `self`
     #: and `device`): a fused group hoisted out of that function takes those it reads as arguments.
     model_locals: frozenset[str] = frozenset()
+    #: fixed code a module may hold besides `runtime_code`: helper functions, option constants.
+    helpers: tuple[str, ...] = ()
+    #: module-level names the target's model writer defines outside its fixed code (jax's `forward`).
+    defines: frozenset[str] = frozenset()
+
+    @property
+    def fixed_code(self) -> tuple[str, ...]:
+        """Every piece of code the target writes as it is, around the model."""
+        return (*self.std_imports, *self.imports, self.runtime_code, *self.helpers)
 
     def supports(self, op: str, dtype: DType) -> bool:
         return op in self.rules and dtype not in self.unsupported_dtypes.get(op, frozenset())

@@ -17,6 +17,7 @@ import numpy as np
 from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from ..ir.graph import Builder, Value
 from ..ir.types import Dim, DType, Sym, dim_floordiv, dim_product, normalize_axis
+from . import limits
 
 _REQUIRED = object()
 
@@ -315,7 +316,14 @@ def _range(c: Context, start, stop, step):
     args = (0, start) if stop is None else (start, stop)
     if not all(isinstance(a, int) and not isinstance(a, bool) for a in (*args, step)):
         raise c.error("range() needs compile-time ints")
-    return list(range(*args, step))
+    if step == 0:
+        raise c.error("range() step must not be zero")
+    items = range(*args, step)
+    budget = limits.active().loop
+    if len(items) > budget:  # before a list of them exists
+        raise c.error(f"range() of {len(items):,} items is past the limit of {budget:,} loop iterations",
+                      hint="raise it with --max-loop (shipei.parse(..., limits=Limits(loop=...)))")
+    return list(items)
 
 
 @builtin("len", "x")

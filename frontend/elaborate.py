@@ -10,7 +10,8 @@ so generated code quotes the user's line, not the prelude's.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from ..ir.graph import Builder, Graph, Init, Value
 from ..ir.init import check_init
 from ..ir.types import Dim, DType, Sym, TensorType, dim_add, dim_floordiv, dim_mod, dim_mul, dim_neg, dim_sub
-from . import ast
+from . import ast, limits
 from .builtins import BUILTINS, BoundMethod, Builtin, Context, describe, tensor_attribute
 from .signature import bind_signature, check_returns
 from .source import PRELUDE_FILE, Definitions
@@ -55,11 +56,13 @@ class Scope:
 
 @dataclass(eq=False)
 class LayerInstance:
-    """A layer with its compile-time arguments bound and its params declared under `path`."""
+    """A layer with its compile-time arguments bound and its params declared under `path`; `loc`
+    is where the user's source declares it (or the user's layer that holds it)."""
 
     definition: ast.LayerDef
     path: str
     scope: Scope
+    loc: SourceLoc
     forward: ast.Method | None = None
 
     def describe(self) -> str:
@@ -87,6 +90,34 @@ class LayerRef:
         return f"the layer definition {self.definition.name}"
 
 
+@contextmanager
+def _from_prelude(where: SourceLoc, what: str) -> Iterator[None]:
+    """Report an error raised inside a prelude layer at `where`, the user's line that led there,
+    with the prelude's line as a note: the user can change only their own source."""
+    try:
+        yield
+    except ShipeiError as e:
+        if e.loc is None or e.loc.file != PRELUDE_FILE or where.file == PRELUDE_FILE:
+            raise
+        raise ShipeiError(e.message, where, e.hint, ((f"inside {what}", e.loc), *e.notes)) from None
+
+
+def _check_new_member(scope: Scope, name: str, loc: SourceLoc) -> None:
+    """A layer's params, sub-layers and layer lists share one namespace, as their state_dict
+    paths do: a second declaration of a name is an error, not a silent replacement."""
+    existing = scope.names.get(name)
+    if isinstance(existing, Value) and existing.param is not None:
+        first = existing.param.loc
+    elif isinstance(existing, LayerInstance):
+        first = existing.loc
+    elif isinstance(existing, LayerList):
+        first = None
+    else:
+        return
+    raise ShipeiError(f"'{name}' is already declared in this layer", loc,
+                      hint=f"first declared at {first}" if first else None)
+
+
 class _Returned(Exception):
     """Unwinds statement execution at `return`."""
 
@@ -103,17 +134,59 @@ class Elaborator:
         self.globals.names.update(CONSTANTS)
         self.globals.names.update(BUILTINS)
         self.globals.names.update({name: LayerRef(d) for name, d in defs.layers.items()})
-        self.user_loc: SourceLoc | None = None
+        self.depth = 0  # nesting of expressions and layers being elaborated (limits.NESTING)
+        self.iterations = 0  # of every static for loop so far (limits.Limits.loop)
+        self.instances = 0  # layers instantiated so far, counted in limits.Limits.size
+
+    def nested(self, loc: SourceLoc) -> Any:
+        """A level of nesting; past `limits.NESTING` a located error rather than Python's stack."""
+        elab = self
+
+        class _Level:
+            def __enter__(self_inner) -> None:
+                elab.depth += 1
+                if elab.depth > limits.NESTING:
+                    elab.depth = 0  # the error unwinds every level
+                    raise ShipeiError(f"nested too deeply: more than {limits.NESTING} levels of expressions "
+                                      "and layer calls", loc, hint="name intermediate results, or use a for loop")
+
+            def __exit__(self_inner, *exc: Any) -> None:
+                elab.depth = max(elab.depth - 1, 0)
+
+        return _Level()
+
+    def check_size(self, loc: SourceLoc) -> None:
+        graph = self.b.graph
+        size = limits.active().size
+        if len(graph.nodes) + len(graph.params) + self.instances > size:
+            raise ShipeiError(f"the model grew past {size:,} ops, params and layers", loc,
+                              hint="raise the limit with --max-size (shipei.parse(..., limits=Limits(size=...)))")
+
+    def loop(self, stmt: ast.For, scope: Scope) -> Iterator[None]:
+        """Bind the loop variable to each item in turn, counting iterations against the limit."""
+        budget = limits.active().loop
+        for value in self.iterate(stmt.iter, scope):
+            self.iterations += 1
+            if self.iterations > budget:
+                raise ShipeiError(f"static loops ran past {budget:,} iterations in all", stmt.loc,
+                                  hint="raise the limit with --max-loop (shipei.parse(..., limits=Limits(loop=...)))")
+            scope.names[stmt.var] = value
+            yield
 
     # -- layers ---------------------------------------------------------------------------
     def instantiate(self, ldef: ast.LayerDef, args: Sequence[Any], kwargs: dict[str, Any], path: str,
-                    loc: SourceLoc) -> LayerInstance:
-        scope = self.bind_cparams(ldef, args, kwargs, loc)
-        inst = LayerInstance(ldef, path, scope)
-        self.exec_items(ldef.body, inst, scope)
-        if inst.forward is None:
-            raise ShipeiError(f"layer '{ldef.name}' has no forward method", ldef.loc)
-        return inst
+                    loc: SourceLoc, user_loc: SourceLoc) -> LayerInstance:
+        """Bind a layer's arguments and run its body. `loc` is the call that creates it and `user_loc`
+        the user's line it comes from: an error inside a prelude layer is reported there."""
+        with self.nested(loc), _from_prelude(loc, f"the prelude's {ldef.name}"):
+            self.instances += 1
+            self.check_size(loc)
+            scope = self.bind_cparams(ldef, args, kwargs, loc)
+            inst = LayerInstance(ldef, path, scope, loc if loc.file != PRELUDE_FILE else user_loc)
+            self.exec_items(ldef.body, inst, scope)
+            if inst.forward is None:
+                raise ShipeiError(f"layer '{ldef.name}' has no forward method", ldef.loc)
+            return inst
 
     def bind_cparams(self, ldef: ast.LayerDef, args: Sequence[Any], kwargs: dict[str, Any],
                      loc: SourceLoc) -> Scope:
@@ -143,6 +216,7 @@ class Elaborator:
 
     def exec_items(self, items: Sequence[Any], inst: LayerInstance, scope: Scope) -> None:
         for item in items:
+            self.check_size(item.loc)
             if isinstance(item, ast.ParamDecl):
                 self.declare_param(item, inst, scope)
             elif isinstance(item, ast.Method):
@@ -152,8 +226,7 @@ class Elaborator:
             elif isinstance(item, ast.Assign):
                 self.item_assign(item, inst, scope)
             elif isinstance(item, ast.For):
-                for value in self.iterate(item.iter, scope):
-                    scope.names[item.var] = value
+                for _ in self.loop(item, scope):
                     self.exec_items(item.body, inst, scope)
             elif isinstance(item, ast.If):
                 self.exec_items(item.then if self.condition(item.cond, scope) else item.orelse, inst, scope)
@@ -178,7 +251,8 @@ class Elaborator:
         except ShipeiError as e:
             raise ShipeiError(e.message, init.loc, e.hint) from None
         name = f"{inst.path}.{decl.name}" if inst.path else decl.name
-        with self.at(decl.loc):
+        _check_new_member(scope, decl.name, decl.loc)
+        with self.at(decl.loc if decl.loc.file != PRELUDE_FILE else inst.loc):
             scope.names[decl.name] = self.b.add_param(name, type_, spec, buffer=decl.kind == "buffer")
 
     def item_assign(self, item: ast.Assign, inst: LayerInstance, scope: Scope) -> None:
@@ -192,25 +266,30 @@ class Elaborator:
                                   index_expr.loc)
             holder = scope.names.get(base)
             if holder is None:
+                _check_new_member(scope, base, target.loc)
                 holder = scope.names[base] = LayerList(f"{inst.path}.{base}" if inst.path else base)
             if not isinstance(holder, LayerList):
                 raise ShipeiError(f"'{base}' is already {describe(holder)}", target.loc)
+            if index in holder.items:
+                raise ShipeiError(f"{holder.path}[{index}] is already declared", target.loc,
+                                  hint=f"first declared at {holder.items[index].loc}")
             path = f"{holder.path}.{index}"
-            holder.items[index] = self.sublayer(item.value, scope, path)
+            holder.items[index] = self.sublayer(item.value, scope, path, inst)
             return
         path = f"{inst.path}.{target.id}" if inst.path else target.id
         value = item.value
         if isinstance(value, ast.Call) and isinstance(self.eval(value.func, scope), LayerRef):
-            scope.names[target.id] = self.sublayer(value, scope, path)
+            _check_new_member(scope, target.id, target.loc)
+            scope.names[target.id] = self.sublayer(value, scope, path, inst)
         else:
             scope.names[target.id] = self.eval(value, scope)
 
-    def sublayer(self, call: ast.Expr, scope: Scope, path: str) -> LayerInstance:
+    def sublayer(self, call: ast.Expr, scope: Scope, path: str, parent: LayerInstance) -> LayerInstance:
         ref = self.eval(call.func, scope) if isinstance(call, ast.Call) else None
         if not isinstance(ref, LayerRef):
             raise ShipeiError("expected a layer instantiation such as Linear(4, 8)", call.loc)
         args, kwargs = self.call_args(call, scope)
-        return self.instantiate(ref.definition, args, kwargs, path, call.loc)
+        return self.instantiate(ref.definition, args, kwargs, path, call.loc, parent.loc)
 
     # -- forward --------------------------------------------------------------------------
     def call_layer(self, inst: LayerInstance, args: list[Any], loc: SourceLoc) -> Any:
@@ -219,11 +298,12 @@ class Elaborator:
         values = [Context(self.b, loc).tensor(a, what=f"argument {i + 1} of {inst.path}") for i, a in enumerate(args)]
         scope.names.update(bind_signature(method, values, inst.scope, self.eval_dim_expr, loc,
                                           f"{inst.path or inst.definition.name}"))
-        try:
-            self.exec_stmts(method.body, scope)
-        except _Returned as r:
-            return self.finish_call(method, r, scope, loc, inst)
-        raise ShipeiError(f"forward of '{inst.definition.name}' ends without return", method.loc)
+        with self.nested(loc), _from_prelude(loc, f"the forward of the prelude's {inst.definition.name}"):
+            try:
+                self.exec_stmts(method.body, scope)
+            except _Returned as r:
+                return self.finish_call(method, r, scope, loc, inst)
+            raise ShipeiError(f"forward of '{inst.definition.name}' ends without return", method.loc)
 
     def finish_call(self, method: ast.Method, r: _Returned, scope: Scope, loc: SourceLoc,
                     inst: LayerInstance) -> Any:
@@ -234,6 +314,7 @@ class Elaborator:
 
     def exec_stmts(self, stmts: Sequence[Any], scope: Scope) -> None:
         for stmt in stmts:
+            self.check_size(stmt.loc)
             with self.at(stmt.loc, statement=True):
                 self.exec_stmt(stmt, scope)
 
@@ -250,8 +331,7 @@ class Elaborator:
         elif isinstance(stmt, ast.Return):
             raise _Returned([self.eval(v, scope) for v in stmt.values], stmt.loc)
         elif isinstance(stmt, ast.For):
-            for value in self.iterate(stmt.iter, scope):
-                scope.names[stmt.var] = value
+            for _ in self.loop(stmt, scope):
                 self.exec_stmts(stmt.body, scope)
         elif isinstance(stmt, ast.If):
             self.exec_stmts(stmt.then if self.condition(stmt.cond, scope) else stmt.orelse, scope)
@@ -325,10 +405,11 @@ class Elaborator:
         if method is None:
             raise ShipeiError("this expression is not allowed here", expr.loc)
         try:
-            return method(expr, scope)
+            with self.nested(expr.loc):
+                return method(expr, scope)
         except ShipeiError as e:
             if e.loc is None:
-                raise ShipeiError(e.message, expr.loc, e.hint) from None
+                raise ShipeiError(e.message, expr.loc, e.hint, e.notes) from None
             raise
 
     def eval_Name(self, expr: ast.Name, scope: Scope) -> Any:
@@ -357,7 +438,19 @@ class Elaborator:
         return [self.eval(e, scope) for e in expr.elts]
 
     def eval_BinOp(self, expr: ast.BinOp, scope: Scope) -> Any:
-        left, right = self.eval(expr.left, scope), self.eval(expr.right, scope)
+        """A chain `a + b - c ...` (nested on its left) in a loop, so a long sum is one level deep."""
+        chain = [expr]
+        while isinstance(chain[-1].left, ast.BinOp):
+            chain.append(chain[-1].left)
+        value = self.eval(chain[-1].left, scope)
+        for node in reversed(chain):
+            try:
+                value = self.binop(node, value, self.eval(node.right, scope))
+            except ShipeiError as e:
+                raise e if e.loc else ShipeiError(e.message, node.loc, e.hint, e.notes) from None
+        return value
+
+    def binop(self, expr: ast.BinOp, left: Any, right: Any) -> Any:
         if isinstance(left, Value) or isinstance(right, Value):
             ctx = Context(self.b, expr.loc)
             if expr.op == "//":
@@ -376,7 +469,7 @@ class Elaborator:
         if isinstance(value, Sym):
             return dim_neg(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return -value
+            return checked_number(-value, f"-{value!r}", expr.loc)
         raise ShipeiError(f"cannot negate {describe(value)}", expr.loc)
 
     def eval_Compare(self, expr: ast.Compare, scope: Scope) -> Any:
@@ -454,7 +547,7 @@ class Elaborator:
             raise ShipeiError(f"{describe(value)} takes one index", expr.loc)
         index = self.eval(expr.items[0], scope)
         if isinstance(value, LayerList):
-            if index not in value.items:
+            if not isinstance(index, int) or isinstance(index, bool) or index not in value.items:
                 raise ShipeiError(f"{value.path} has no layer {index}", expr.loc,
                                   hint=f"it holds {', '.join(map(str, sorted(value.items)))}")
             return value.items[index]
@@ -476,7 +569,19 @@ class Elaborator:
 
     # -- types ----------------------------------------------------------------------------
     def eval_dim_expr(self, expr: Any, scope: Scope, free: dict[str, Sym] | None) -> Dim:
-        """A dim from type syntax. Unknown names become symbols when `free` collects them."""
+        """A dim from type syntax. Unknown names become symbols when `free` collects them. A chain
+        `B + 1 + 1 ...` is evaluated in a loop, so a long one is one level deep."""
+        if isinstance(expr, ast.BinOp) and expr.op in DIM_OPS:
+            chain = [expr]
+            while isinstance(chain[-1].left, ast.BinOp) and chain[-1].left.op in DIM_OPS:
+                chain.append(chain[-1].left)
+            value = self.eval_dim_expr(chain[-1].left, scope, free)
+            for node in reversed(chain):
+                try:
+                    value = DIM_OPS[node.op](value, self.eval_dim_expr(node.right, scope, free))
+                except ShipeiError as e:
+                    raise ShipeiError(e.message, node.loc) from None
+            return value
         if isinstance(expr, ast.Int):
             return expr.value
         if isinstance(expr, ast.Name):
@@ -490,13 +595,6 @@ class Elaborator:
             if isinstance(value, bool) or not isinstance(value, (int, Sym)):
                 raise ShipeiError(f"'{expr.id}' is {describe(value)}, not a dim", expr.loc)
             return value
-        if isinstance(expr, ast.BinOp) and expr.op in DIM_OPS:
-            left = self.eval_dim_expr(expr.left, scope, free)
-            right = self.eval_dim_expr(expr.right, scope, free)
-            try:
-                return DIM_OPS[expr.op](left, right)
-            except ShipeiError as e:
-                raise ShipeiError(e.message, expr.loc) from None
         raise ShipeiError("a dim is an int, a name or arithmetic of them", expr.loc)
 
     def tensor_type(self, t: ast.TensorTypeExpr, scope: Scope, free_symbols: bool) -> TensorType:
@@ -504,7 +602,10 @@ class Elaborator:
             raise ShipeiError("'...' is only allowed in forward signatures", t.loc)
         free: dict[str, Sym] | None = {} if free_symbols else None
         dims = tuple(self.eval_dim_expr(d, scope, free) for d in t.dims)
-        return TensorType(DType.parse(t.dtype), dims)
+        try:
+            return TensorType(DType.parse(t.dtype), dims)
+        except ShipeiError as e:  # a negative or huge dim
+            raise ShipeiError(e.message, t.loc, e.hint) from None
 
 
 TENSOR_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul"}
@@ -526,14 +627,29 @@ def compile_time_binop(op: str, left: Any, right: Any, loc: SourceLoc) -> Any:
         raise ShipeiError(f"operator '{op}' does not apply to {describe(left)} and {describe(right)}", loc)
     if not (isinstance(left, numbers) and isinstance(right, numbers)):
         raise ShipeiError(f"operator '{op}' does not apply to {describe(left)} and {describe(right)}", loc)
+    if (op == "**" and isinstance(left, int) and isinstance(right, int) and right > 0
+            and right * (abs(left).bit_length() - 1) > limits.INT_BITS):  # decided before Python computes it
+        raise ShipeiError(f"{left} ** {right} is past the 64-bit range of compile-time integers", loc)
     try:
-        return {"+": lambda: left + right, "-": lambda: left - right, "*": lambda: left * right,
-                "/": lambda: left / right, "//": lambda: left // right, "%": lambda: left % right,
-                "**": lambda: left ** right}[op]()
+        result = {"+": lambda: left + right, "-": lambda: left - right, "*": lambda: left * right,
+                  "/": lambda: left / right, "//": lambda: left // right, "%": lambda: left % right,
+                  "**": lambda: left ** right}[op]()
     except ZeroDivisionError:
         raise ShipeiError("division by zero at compile time", loc) from None
+    except OverflowError:
+        raise ShipeiError(f"{left!r} {op} {right!r} overflows a float", loc) from None
     except KeyError:
         raise ShipeiError(f"operator '{op}' needs tensors", loc) from None
+    return checked_number(result, f"{left!r} {op} {right!r}", loc)
+
+
+def checked_number(value: Any, what: str, loc: SourceLoc | None) -> Any:
+    """A compile-time result as the DSL has them: a real number, an integer within 64 bits."""
+    if isinstance(value, complex):
+        raise ShipeiError(f"{what} is not a real number", loc)
+    if isinstance(value, int) and value.bit_length() > limits.INT_BITS:
+        raise ShipeiError(f"{what} is past the 64-bit range of compile-time integers", loc)
+    return value
 
 
 CPARAM_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int), "bool": (bool,)}
@@ -549,16 +665,25 @@ def check_cparam(cp: ast.CParam, value: Any, loc: SourceLoc) -> Any:
     return float(value) if cp.type_name == "float" else value
 
 
-def elaborate(defs: Definitions, model: str | None, params: dict[str, Any]) -> Graph:
-    """Build the graph of one model from parsed definitions."""
+def elaborate(defs: Definitions, model: str | None, params: dict[str, Any],
+              bounds: limits.Limits | None = None) -> Graph:
+    """Build the graph of one model from parsed definitions, within `bounds` (the defaults if None)."""
     mdef = defs.pick_model(model)
+    with limits.using(bounds or limits.Limits()):
+        try:
+            return _elaborate_model(defs, mdef, params)
+        except RecursionError:  # the nesting limit should come first; if not, still no traceback
+            raise ShipeiError(f"model {mdef.name} nests too deeply to elaborate", mdef.loc) from None
+
+
+def _elaborate_model(defs: Definitions, mdef: ast.LayerDef, params: dict[str, Any]) -> Graph:
     graph = Graph(mdef.name, loc=mdef.loc)
     elab = Elaborator(defs, graph)
     unknown = sorted(set(params) - {cp.name for cp in mdef.cparams})
     if unknown:
         raise ShipeiError(f"model {mdef.name} has no parameter '{unknown[0]}'", mdef.loc,
                           hint=did_you_mean(unknown[0], [cp.name for cp in mdef.cparams]))
-    inst = elab.instantiate(mdef, [], params, "", mdef.loc)
+    inst = elab.instantiate(mdef, [], params, "", mdef.loc, mdef.loc)
     method = inst.forward
     scope = Scope(inst.scope)
     free: dict[str, Sym] = {}
@@ -578,10 +703,11 @@ def elaborate(defs: Definitions, model: str | None, params: dict[str, Any]) -> G
 
 
 def elaborate_source(text: str, file: str = "<string>", model: str | None = None,
-                     params: dict[str, Any] | None = None) -> Graph:
-    return elaborate(Definitions.from_source(text, file), model, params or {})
+                     params: dict[str, Any] | None = None, bounds: limits.Limits | None = None) -> Graph:
+    return elaborate(Definitions.from_source(text, file), model, params or {}, bounds)
 
 
-def elaborate_file(path: str | Path, model: str | None = None, params: dict[str, Any] | None = None) -> Graph:
-    return elaborate(Definitions.from_file(Path(path)), model, params or {})
+def elaborate_file(path: str | Path, model: str | None = None, params: dict[str, Any] | None = None,
+                   bounds: limits.Limits | None = None) -> Graph:
+    return elaborate(Definitions.from_file(Path(path)), model, params or {}, bounds)
 

@@ -8,6 +8,7 @@ and never recurses however deeply the input nests.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -16,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from lark.lexer import PatternStr
 from shipei.frontend import ast
 from shipei.ir.errors import ShipeiError, SourceLoc
@@ -43,25 +44,80 @@ def parse_file(path: str | Path) -> ast.Module:
     return parse_source(text, str(path))
 
 
-class _Brackets:
-    """Postlexer: a '(' or '[' on the same line right after an expression is a call or index.
+class _Postlexer:
+    """Retypes tokens where the grammar's rules depend on more than one token.
 
-    This is the grammar's one newline rule; it lets statements follow each other without
-    separators in an LALR(1) grammar.
+    - A '(' or '[' on the same line right after an expression is a call or index: the grammar's
+      one newline rule, which lets statements follow each other without separators in LALR(1).
+    - The DSL's own words are keywords only where they begin what they name (`CONTEXTUAL`), and a
+      name in backticks is that name, keyword or not.
+    - Names of the form `__x__` are Python's own and refused wherever they appear.
     """
 
     always_accept = ()
     _ENDS_EXPR = frozenset({"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "RPAR", "RSQB"})
     _POSTFIX = {"LPAR": "CALL_LPAR", "LSQB": "INDEX_LSQB"}
+    #: keyword -> the tokens that follow it where it is one (`model M`, `param w:`, `on gpu {`), and
+    #: whether they are on its line. At the end of the file, a prefix of them will do, so that a
+    #: truncated declaration reads as one.
+    CONTEXTUAL = {"MODEL": (("NAME",), True), "LAYER": (("NAME",), True),
+                  "PARAM": (("NAME", "COLON"), False), "BUFFER": (("NAME", "COLON"), False),
+                  "ON": (("NAME", "LBRACE"), False)}
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        ahead: list[Token] = []
+        tokens = iter(stream)
         prev = None
-        for tok in stream:
+        while True:
+            if not ahead:
+                ahead.extend(itertools.islice(tokens, 3))
+                if not ahead:
+                    return
+            tok = ahead.pop(0)
+            if tok.type in self.CONTEXTUAL:
+                ahead.extend(itertools.islice(tokens, 2 - len(ahead)))
+                tok = self._keyword_or_name(tok, ahead)
+            elif tok.type == "NAME":
+                tok = _checked_name(tok)
             if (tok.type in self._POSTFIX and prev is not None
                     and prev.type in self._ENDS_EXPR and prev.end_line == tok.line):
                 tok = Token.new_borrow_pos(self._POSTFIX[tok.type], tok.value, tok)
             prev = tok
             yield tok
+
+    def _keyword_or_name(self, tok: Token, ahead: list[Token]) -> Token:
+        follow, same_line = self.CONTEXTUAL[tok.type]
+        seen = ahead[:len(follow)]
+        if (tuple(t.type for t in seen) == follow[:len(seen)]
+                and (not same_line or all(t.line == tok.line for t in seen))):
+            return tok
+        return Token.new_borrow_pos("NAME", tok.value, tok)
+
+
+def is_python_name(name: str) -> bool:
+    """Whether `name` has the form `__x__` that Python reserves for its own names (`__class__`)."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def _checked_name(tok: Token) -> Token:
+    """A NAME with its backticks removed; a Python system name (`__class__`) is an error."""
+    name = tok.value.strip("`")
+    if is_python_name(name):
+        raise ShipeiError(f"'{name}' is reserved: names of the form __x__ are Python's own", _loc(tok),
+                          hint="rename it")
+    return tok if name == tok.value else Token.new_borrow_pos("NAME", name, tok)
+
+
+def escape_name(name: str) -> str:
+    """`name` as DSL source: in backticks where it is a keyword of the DSL."""
+    return f"`{name}`" if name in keywords() else name
+
+
+@functools.cache
+def keywords() -> frozenset[str]:
+    """The grammar's words (its alphabetic string terminals): `model`, `for`, `true`, ..."""
+    return frozenset(t.pattern.value for t in _parser().terminals
+                     if isinstance(t.pattern, PatternStr) and t.pattern.value.isalpha())
 
 
 # The file name and source lines of the parse in progress, for building locations: the parser
@@ -201,8 +257,8 @@ class _Build(Transformer):
         return ast.Name(tok.value, _loc(tok))
 
     def int_(self, tok: Token) -> ast.Int:
-        if len(tok) > 100:  # int() refuses past 4300 digits; no dim or constant needs 100
-            raise ShipeiError("integer literal too long", _loc(tok))
+        if len(tok) > 19 or int(tok) >= 2**63:  # compile-time integers are 64-bit, as in every framework
+            raise ShipeiError("integer literal past the 64-bit range", _loc(tok))
         return ast.Int(int(tok), _loc(tok))
 
     def float_(self, tok: Token) -> ast.Float:
@@ -265,7 +321,7 @@ def _assign_targets(targets: list[ast.Expr]) -> tuple[ast.Name | ast.Index, ...]
 @functools.cache
 def _parser() -> Lark:
     grammar = resources.files("shipei.grammars").joinpath("shipei.lark").read_text("utf-8")
-    return Lark(grammar, parser="lalr", lexer="basic", postlex=_Brackets(), transformer=_Build(),
+    return Lark(grammar, parser="lalr", lexer="basic", postlex=_Postlexer(), transformer=_Build(),
                 maybe_placeholders=True)
 
 
@@ -369,8 +425,24 @@ def _syntax_error(err: UnexpectedCharacters | UnexpectedToken, text: str, file: 
     elif (_is_keyword(tok.type) and "NAME" in accepts and "INT" not in accepts
           and not any(_is_keyword(t) for t in accepts)):
         message = f"'{tok}' is a reserved word and cannot be used as a name"
+        hint = f"write `{tok}` in backticks to use it as a name"
     else:
         opener = _unclosed(text, tok.end_pos if tok.type == "$END" else tok.start_pos)
-        if opener is not None and _CLOSER[opener.value] in accepts:
+        if opener is not None and _closing_helps(err, _CLOSER[opener.value]):
             hint = f"the '{opener}' at line {opener.line}, column {opener.column} is not closed"
     return ShipeiError(message, loc, hint)
+
+
+def _closing_helps(err: UnexpectedToken, closer: str) -> bool:
+    """Whether the token that failed would be accepted after `closer`: only then is an unclosed
+    bracket a likely cause (a misplaced statement inside a body is not one)."""
+    if closer not in err.accepts:
+        return False
+    if err.token.type == "$END":
+        return True
+    parser = err.interactive_parser.copy()
+    try:
+        parser.feed_token(Token(closer, _parser().get_terminal(closer).pattern.value))
+        return err.token.type in parser.accepts()
+    except (UnexpectedInput, ShipeiError):  # the closer alone does not fit, or builds nothing valid
+        return False

@@ -26,10 +26,9 @@ from ..ir.registry import AttrKind, get_op
 from ..ir.types import Dim, DType, Sym, TensorType
 from .builtins import BUILTINS
 from .elaborate import CONSTANTS
+from .parse import escape_name, is_python_name, keywords
 from .source import prelude
 
-KEYWORDS = frozenset({"model", "layer", "param", "buffer", "for", "in", "if", "else", "return", "on", "not", "and",
-                      "or", "true", "false", "import"})
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 #: Ops that the DSL writes as an operator rather than a call.
@@ -112,7 +111,7 @@ class _Names:
 
 
 def _reserved() -> set[str]:
-    return set(KEYWORDS) | set(BUILTINS) | set(CONSTANTS) | {d.name for d in prelude().items if hasattr(d, "cparams")}
+    return set(keywords()) | set(BUILTINS) | set(CONSTANTS) | {d.name for d in prelude().items if hasattr(d, "cparams")}
 
 
 class _Unparser:
@@ -139,7 +138,7 @@ class _Unparser:
         body = [self.statement(node) for node in self.graph.nodes]
         returned = ", ".join(self.ref(v) for v in self.graph.outputs)
         outs = ", ".join(format_type(v.type) for v in self.graph.outputs)
-        name = self.graph.name if _NAME.match(self.graph.name) else "Model"
+        name = escape_name(self.graph.name) if _NAME.match(self.graph.name) else "Model"
         lines = [*self.layers, f"model {name}() {{", *("    " + item for item in self.items)]
         if self.items:
             lines.append("")
@@ -162,27 +161,29 @@ class _Unparser:
             self.items.append(line)
         for p in self.graph.params:
             head, *rest = p.name.split(".")
-            self.values[p] = head + "".join(f"[{r}]" if r.isdigit() else f".{r}" for r in rest)
+            self.values[p] = escape_name(head) + "".join(f"[{r}]" if r.isdigit() else f".{escape_name(r)}"
+                                                         for r in rest)
 
     def layer_items(self, tree: dict[str, Any], path: str) -> list[str]:
         items = []
         for key, sub in tree.items():
-            if not (_NAME.match(key) or key.isdigit()) or key in KEYWORDS:
+            if not (_NAME.match(key) or key.isdigit()) or is_python_name(key):
                 raise ShipeiError(f"param name '{path}{key}' cannot be written in the DSL")
+            word = escape_name(key)
             if isinstance(sub, Value):
                 if key.isdigit():
                     raise ShipeiError(f"param '{path}{key}' is numbered directly under its parent")
                 kind = "buffer" if sub.param and sub.param.buffer else "param"
                 init = sub.param.init if sub.param else None
                 args = ", ".join(f"{k}={literal(v)}" for k, v in init.args) if init else ""
-                items.append(f"{kind} {key}: {format_type(sub.type)} = {init.name if init else 'zeros'}({args})")
+                items.append(f"{kind} {word}: {format_type(sub.type)} = {init.name if init else 'zeros'}({args})")
             elif all(k.isdigit() for k in sub):  # `blocks.0.w`: a layer list, `blocks[0] = _blocks_0()`
                 for index, entry in sub.items():
                     if isinstance(entry, Value):
                         raise ShipeiError(f"param '{path}{key}.{index}' is numbered directly under its parent")
-                    items.append(f"{key}[{index}] = {self.layer(entry, f'{path}{key}.{index}')}()")
+                    items.append(f"{word}[{index}] = {self.layer(entry, f'{path}{key}.{index}')}()")
             else:
-                items.append(f"{key} = {self.layer(sub, path + key)}()")
+                items.append(f"{word} = {self.layer(sub, path + key)}()")
             if not path:
                 self.names.taken.add(key)
         return items

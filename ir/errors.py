@@ -25,24 +25,35 @@ class SourceLoc:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-class ShipeiError(Exception):
-    """A user-facing error: a message, an optional location and an optional hint."""
+Note = tuple[str, "SourceLoc | None"]
 
-    def __init__(self, message: str, loc: SourceLoc | None = None, hint: str | None = None):
+
+class ShipeiError(Exception):
+    """A user-facing error: a message, an optional location, an optional hint, and notes that
+    point at related places (the prelude line an error inside a library layer came from)."""
+
+    def __init__(self, message: str, loc: SourceLoc | None = None, hint: str | None = None,
+                 notes: tuple[Note, ...] = ()):
         super().__init__(message)
         self.message = message
         self.loc = loc
         self.hint = hint
+        self.notes = notes
 
     def __str__(self) -> str:
-        head = f"{self.loc}: error: {self.message}" if self.loc else f"error: {self.message}"
-        parts = [head]
-        if self.loc and self.loc.text:
-            parts.append("    " + self.loc.text.rstrip("\n"))
-            parts.append("    " + " " * (self.loc.col - 1) + "^")
+        parts = [f"{self.loc}: error: {self.message}" if self.loc else f"error: {self.message}", *_caret(self.loc)]
         if self.hint:
             parts.append(f"hint: {self.hint}")
+        for text, loc in self.notes:
+            parts += [f"{loc}: note: {text}" if loc else f"note: {text}", *_caret(loc)]
         return "\n".join(parts)
+
+
+def _caret(loc: SourceLoc | None) -> list[str]:
+    """The source line and a caret under the column, as compilers show them."""
+    if not (loc and loc.text):
+        return []
+    return ["    " + loc.text.rstrip("\n"), "    " + " " * (loc.col - 1) + "^"]
 
 
 def did_you_mean(name: str, candidates: Iterable[str], otherwise: str | None = None) -> str | None:

@@ -28,10 +28,12 @@ class Init:
 
 @dataclass(frozen=True)
 class ParamInfo:
-    """Marks a graph input as a weight (`param`) or non-trained state (`buffer`)."""
+    """Marks a graph input as a weight (`param`) or non-trained state (`buffer`); `loc` is where the
+    user declared it, or declared the layer that holds it."""
 
     init: Init
     buffer: bool = False
+    loc: SourceLoc | None = field(default=None, compare=False)
 
 
 @dataclass(eq=False)
@@ -157,7 +159,7 @@ class Builder:
     def add_param(self, name: str, type: TensorType, init: Init, buffer: bool = False) -> Value:
         if any(p.name == name for p in self.graph.params):
             raise ShipeiError(f"parameter '{name}' is declared twice", self.loc)
-        v = Value(type, name=name, param=ParamInfo(init, buffer))
+        v = Value(type, name=name, param=ParamInfo(init, buffer, self.loc))
         self.graph.params.append(v)
         return v
 

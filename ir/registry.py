@@ -52,8 +52,11 @@ _REQUIRED = object()
 
 @dataclass(frozen=True)
 class Attr:
+    """An attribute's kind and default; `minimum` bounds each of its ints (a stride of at least 1)."""
+
     kind: AttrKind
     default: Any = _REQUIRED
+    minimum: int | None = None
 
     @property
     def required(self) -> bool:
@@ -91,6 +94,7 @@ class OpDef:
         for name, spec in self.attrs.items():
             if name in attrs:
                 out[name] = coerce_attr(self.name, name, spec.kind, attrs[name], loc)
+                _check_minimum(self.name, name, spec, out[name], loc)
             elif spec.required:
                 raise ShipeiError(f"{self.name} needs attribute '{name}'", loc)
             else:
@@ -105,6 +109,14 @@ class OpDef:
         elif len(operands) != n:
             raise ShipeiError(f"expects {n} operands, got {len(operands)}")
         return self.type_rule([v.type for v in operands], attrs)
+
+
+def _check_minimum(op: str, name: str, spec: Attr, value: Any, loc: SourceLoc | None) -> None:
+    if spec.minimum is None or value is None:
+        return
+    for v in value if isinstance(value, tuple) else (value,):
+        if v < spec.minimum:
+            raise ShipeiError(f"{op}: attribute '{name}' must be at least {spec.minimum}, got {v}", loc)
 
 
 def coerce_attr(op: str, name: str, kind: AttrKind, value: Any, loc: SourceLoc | None) -> Any:

@@ -114,6 +114,8 @@ class Sym:
 
 
 Dim = int | Sym
+#: The largest static dim: int32 indexing, which some frameworks' kernels use, reaches it.
+MAX_DIM = 2**31 - 1
 
 
 def _terms(d: Dim) -> dict[Monomial, int]:
@@ -122,7 +124,17 @@ def _terms(d: Dim) -> dict[Monomial, int]:
     return {(): d} if d else {}
 
 
+#: The largest degree of a symbolic dim's monomial (B*T*T is 3) and the largest coefficient: real
+#: shapes stay far below both, and unbounded ones grow without limit (a dim squared in a loop).
+MAX_DEGREE = 8
+MAX_COEFFICIENT = 2**63 - 1
+
+
 def _make(terms: dict[Monomial, int]) -> Dim:
+    for m, c in terms.items():
+        if len(m) > MAX_DEGREE or abs(c) > MAX_COEFFICIENT:
+            raise ShipeiError("symbolic dim too large", hint=f"a dim's terms have degree at most {MAX_DEGREE} "
+                                                              "and 64-bit coefficients")
     items = tuple(sorted((m, c) for m, c in terms.items() if c))
     if not items:
         return 0
@@ -150,6 +162,8 @@ def dim_mul(a: Dim, b: Dim) -> Dim:
     out: dict[Monomial, int] = {}
     for ma, ca in _terms(a).items():
         for mb, cb in _terms(b).items():
+            if len(ma) + len(mb) > MAX_DEGREE:
+                return _make({ma + mb: 1})  # refused there, before the product is built
             m = tuple(sorted(ma + mb))
             out[m] = out.get(m, 0) + ca * cb
     return _make(out)
@@ -217,10 +231,16 @@ def eval_dim(d: Dim, env: dict[str, int]) -> int:
 
 @dataclass(frozen=True)
 class TensorType:
-    """Element type and shape of an IR value. `f32[]` is a scalar."""
+    """Element type and shape of an IR value. `f32[]` is a scalar; a static dim is in [0, MAX_DIM]."""
 
     dtype: DType
     shape: tuple[Dim, ...]
+
+    def __post_init__(self) -> None:
+        for d in self.shape:
+            if isinstance(d, int) and not 0 <= d <= MAX_DIM:
+                raise ShipeiError(f"dim {d} of {self} is {'negative' if d < 0 else 'too large'}",
+                                  hint=f"a dim is between 0 and {MAX_DIM:,} (2**31 - 1)")
 
     @property
     def rank(self) -> int:

@@ -83,8 +83,8 @@ def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int
     return out.reshape(n, o, oh, ow).astype(x.dtype)
 
 
-_CONV_ATTRS = {"stride": Attr(AttrKind.INTS, (1, 1)), "padding": Attr(AttrKind.INTS, (0, 0)),
-               "dilation": Attr(AttrKind.INTS, (1, 1)), "groups": Attr(AttrKind.INT, 1)}
+_CONV_ATTRS = {"stride": Attr(AttrKind.INTS, (1, 1), minimum=1), "padding": Attr(AttrKind.INTS, (0, 0), minimum=0),
+               "dilation": Attr(AttrKind.INTS, (1, 1), minimum=1), "groups": Attr(AttrKind.INT, 1, minimum=1)}
 op("conv2d", ["x", "weight"], FusionKind.OUT_FUSABLE, _conv2d_rule, _conv2d, attrs=_CONV_ATTRS,
    doc="NCHW input, OIHW weight (PyTorch layout); bias is a separate add.")
 
@@ -122,7 +122,8 @@ def _avg_pool2d(x, kernel, stride, padding, count_include_pad: bool) -> np.ndarr
     return (total / ones.sum(axis=(-2, -1))).astype(x.dtype)
 
 
-_POOL_ATTRS = {"kernel": Attr(AttrKind.INTS), "stride": Attr(AttrKind.INTS), "padding": Attr(AttrKind.INTS, (0, 0))}
+_POOL_ATTRS = {"kernel": Attr(AttrKind.INTS, minimum=1), "stride": Attr(AttrKind.INTS, minimum=1),
+               "padding": Attr(AttrKind.INTS, (0, 0), minimum=0)}
 op("max_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _max_pool2d, attrs=dict(_POOL_ATTRS))
 op("avg_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _avg_pool2d,
    attrs={**_POOL_ATTRS, "count_include_pad": Attr(AttrKind.BOOL, True)})

@@ -74,8 +74,10 @@ BAD = [
     pytest.param(in_forward("    y = x[1:2:3:4]"), 3, 16, "expected ',' or ']' but found ':'", None,
                  id="slice-with-three-colons"),
     pytest.param("model", 1, 6, "unexpected end of file; expected a name", None, id="eof-after-model"),
-    pytest.param("layer L() { x = " + "9" * 101 + " }", 1, 17, "integer literal too long", None,
+    pytest.param("layer L() { x = " + "9" * 101 + " }", 1, 17, "integer literal past the 64-bit range", None,
                  id="huge-int"),
+    pytest.param("layer L() { x = 9223372036854775808 }", 1, 17, "integer literal past the 64-bit range", None,
+                 id="int-past-64-bits"),
 ]
 
 
