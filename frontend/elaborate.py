@@ -234,7 +234,7 @@ class Elaborator:
                 raise ShipeiError("this statement belongs inside forward", item.loc)
 
     def declare_param(self, decl: ast.ParamDecl, inst: LayerInstance, scope: Scope) -> None:
-        type_ = self.tensor_type(decl.type, scope, free_symbols=False)
+        type_ = self.tensor_type(decl.type, scope, None)
         init = decl.init
         if not (isinstance(init, ast.Call) and isinstance(init.func, ast.Name)):
             raise ShipeiError("a param's initializer is a call such as zeros() or normal(std=0.02)", init.loc)
@@ -597,10 +597,10 @@ class Elaborator:
             return value
         raise ShipeiError("a dim is an int, a name or arithmetic of them", expr.loc)
 
-    def tensor_type(self, t: ast.TensorTypeExpr, scope: Scope, free_symbols: bool) -> TensorType:
+    def tensor_type(self, t: ast.TensorTypeExpr, scope: Scope, free: dict[str, Sym] | None) -> TensorType:
+        """The type `t` names; dim names not in `scope` become symbols in `free` (None: an error)."""
         if any(isinstance(d, ast.EllipsisLit) for d in t.dims):
             raise ShipeiError("'...' is only allowed in forward signatures", t.loc)
-        free: dict[str, Sym] | None = {} if free_symbols else None
         dims = tuple(self.eval_dim_expr(d, scope, free) for d in t.dims)
         try:
             return TensorType(DType.parse(t.dtype), dims)
@@ -690,8 +690,10 @@ def _elaborate_model(defs: Definitions, mdef: ast.LayerDef, params: dict[str, An
     for arg in method.args:
         if any(isinstance(d, ast.EllipsisLit) for d in arg.type.dims):
             raise ShipeiError("a model's inputs need full shapes; '...' is for layers", arg.type.loc)
-        dims = tuple(elab.eval_dim_expr(d, inst.scope, free) for d in arg.type.dims)
-        scope.names[arg.name] = elab.b.input(arg.name, TensorType(DType.parse(arg.type.dtype), dims))
+        if any(p.name == arg.name for p in graph.params):
+            raise ShipeiError(f"input '{arg.name}' has the name of one of the model's params", arg.loc,
+                              hint="inputs and params are named apart, as in a state_dict and a call")
+        scope.names[arg.name] = elab.b.input(arg.name, elab.tensor_type(arg.type, inst.scope, free))
     scope.names.update(free)
     try:
         elab.exec_stmts(method.body, scope)

@@ -165,6 +165,9 @@ class _Build(Transformer):
 
     def method(self, name: Token, _lpar: Token, *rest) -> ast.Method:
         args = tuple(r for r in rest if isinstance(r, ast.Arg))
+        for i, arg in enumerate(args):
+            if any(a.name == arg.name for a in args[:i]):
+                raise ShipeiError(f"argument '{arg.name}' is declared twice", arg.loc)
         returns = tuple(r for r in rest if isinstance(r, ast.TensorTypeExpr))
         return ast.Method(name.value, args, returns, rest[-1], _loc(name))
 
@@ -372,6 +375,16 @@ def _expected(accepts: set[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def _keyword_before(text: str, tok: Token) -> Token | None:
+    """The keyword right before `tok`, if the token before it is one."""
+    before = None
+    for t in _parser().lex(text):
+        if t.start_pos >= tok.start_pos:
+            break
+        before = t
+    return before if before is not None and _is_keyword(before.type) else None
+
+
 def _unclosed(text: str, upto: int) -> Token | None:
     """The innermost bracket opened before `upto` and not closed there."""
     stack = []
@@ -426,6 +439,10 @@ def _syntax_error(err: UnexpectedCharacters | UnexpectedToken, text: str, file: 
           and not any(_is_keyword(t) for t in accepts)):
         message = f"'{tok}' is a reserved word and cannot be used as a name"
         hint = f"write `{tok}` in backticks to use it as a name"
+    elif tok.type in ("EQUAL", "DOT", "INDEX_LSQB", "CALL_LPAR") and (word := _keyword_before(text, tok)):
+        loc = at(word.line, word.column)  # `for = Linear(...)`: a keyword used as the name it stands for
+        message = f"'{word}' is a reserved word and cannot be used as a name"
+        hint = f"write `{word}` in backticks to use it as a name"
     else:
         opener = _unclosed(text, tok.end_pos if tok.type == "$END" else tok.start_pos)
         if opener is not None and _closing_helps(err, _CLOSER[opener.value]):

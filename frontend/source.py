@@ -7,7 +7,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from ..ir.errors import ShipeiError, did_you_mean
+from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from . import ast
 from .parse import parse_file, parse_source
 
@@ -27,6 +27,7 @@ class Definitions:
 
     layers: dict[str, ast.LayerDef]
     models: dict[str, ast.LayerDef]
+    loc: SourceLoc | None = None  # the start of the user's file
 
     @classmethod
     def from_source(cls, text: str, file: str, base: Path | None = None) -> Definitions:
@@ -38,7 +39,7 @@ class Definitions:
 
     @classmethod
     def _collect(cls, module: ast.Module, base: Path, seen: set[Path] | None = None) -> Definitions:
-        defs = cls({}, {})
+        defs = cls({}, {}, module.loc)
         defs._add(prelude())
         defs._load(module, base, seen or set())
         return defs
@@ -74,7 +75,7 @@ class Definitions:
 
     def pick_model(self, name: str | None) -> ast.LayerDef:
         if not self.models:
-            raise ShipeiError("no model is defined", hint="declare one with `model Name(...) { ... }`")
+            raise ShipeiError("no model is defined", self.loc, hint="declare one with `model Name(...) { ... }`")
         if name is None:
             return list(self.models.values())[-1]
         if name not in self.models:

@@ -262,6 +262,8 @@ class TensorType:
 
 def normalize_axis(axis: int, rank: int) -> int:
     """Python-style negative axes, checked against the rank."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ShipeiError(f"an axis must be an int, got {axis!r}")
     if not -rank <= axis < max(rank, 1):
         raise ShipeiError(f"axis {axis} is out of range for a rank-{rank} tensor")
     return axis % rank if rank else 0

@@ -193,16 +193,27 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
+    if args.frontend:
+        return _fuzz_frontend(args)
     from .testing.fuzz import BATCH, Fuzzer, resolve_targets
 
     ops, dtypes = ([x.strip() for x in arg.split(",") if x.strip()] if arg else None for arg in (args.ops, args.dtypes))
     fuzzer = Fuzzer(resolve_targets(args.targets), seconds=args.time, seed=args.seed, max_nodes=args.max_nodes,
-                    out=args.out, batch=args.batch or BATCH, timeout=args.timeout, device=args.device,
+                    out=args.out, batch=args.batch or BATCH, timeout=args.timeout or 60.0, device=args.device,
                     shrink=not args.no_minimize, inject=args.inject, ops=ops, dtypes=dtypes, opt=args.opt)
     summary = fuzzer.run()
     print(summary.table(), end="")
     print(f"summary written to {Path(args.out) / 'summary.txt'}")
     return 1 if summary.findings else 0
+
+
+def _fuzz_frontend(args: argparse.Namespace) -> int:
+    from .testing.fuzz_frontend import FrontendFuzzer
+
+    summary = FrontendFuzzer(seconds=args.time, seed=args.seed, timeout=args.timeout or 10.0, out=args.out).run()
+    print(summary.table(), end="")
+    print(f"summary written to {Path(args.out) / 'frontend-summary.txt'}")
+    return 1 if summary.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,7 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="store_true", help="print the memory estimate at these inputs' shapes: "
                    "weights, inputs and the activations plan-memory plans")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("fuzz", help="differential-test every target against the reference on random graphs")
+    p = sub.add_parser("fuzz", help="differential-test every target against the reference on random graphs, "
+                                    "or (--frontend) feed the front end broken and hostile programs")
+    p.add_argument("--frontend", action="store_true",
+                   help="mutated and hostile programs through the front end and the code generators: counts "
+                        "located and unlocated errors, tracebacks, unsafe generated code and hangs")
     p.add_argument("--targets", default="all", help="all, or a comma-separated list such as torch,jax")
     p.add_argument("--time", type=float, default=60.0, help="seconds of fuzzing once the workers are up (default 60)")
     p.add_argument("--seed", type=int, default=0)
@@ -280,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtypes", help="only values of these dtypes, comma-separated (default: all)")
     p.add_argument("--out", default="fuzz-out", help="where findings and summary.txt go (default fuzz-out)")
     p.add_argument("--batch", type=int, help="graphs compiled together as one program (default 48)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds a worker may take for one batch")
+    p.add_argument("--timeout", type=float, help="seconds a worker may take for one batch (default 60), or with "
+                   "--frontend for one program (default 10)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-minimize", action="store_true", help="save failures as found, without shrinking")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=0, metavar="N",
