@@ -118,6 +118,41 @@ def _check_new_member(scope: Scope, name: str, loc: SourceLoc) -> None:
                       hint=f"first declared at {first}" if first else None)
 
 
+class _Level:
+    """One level of nesting of expressions and layers (`Elaborator.nested`)."""
+
+    __slots__ = ("elab", "loc")
+
+    def __init__(self, elab: Elaborator, loc: SourceLoc):
+        self.elab, self.loc = elab, loc
+
+    def __enter__(self) -> None:
+        if self.elab.depth >= limits.NESTING:
+            raise ShipeiError(f"nested too deeply: more than {limits.NESTING} levels of expressions and layer calls",
+                              self.loc, hint="name intermediate results, or use a for loop")
+        self.elab.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.elab.depth -= 1
+
+
+class _At:
+    """The location new nodes get while it is entered (`Elaborator.at`); None keeps the current one."""
+
+    __slots__ = ("builder", "loc", "saved")
+
+    def __init__(self, builder: Builder, loc: SourceLoc | None):
+        self.builder, self.loc = builder, loc
+
+    def __enter__(self) -> None:
+        self.saved = self.builder.loc
+        if self.loc is not None:
+            self.builder.loc = self.loc
+
+    def __exit__(self, *exc: object) -> None:
+        self.builder.loc = self.saved
+
+
 class _Returned(Exception):
     """Unwinds statement execution at `return`."""
 
@@ -138,22 +173,9 @@ class Elaborator:
         self.iterations = 0  # of every static for loop so far (limits.Limits.loop)
         self.instances = 0  # layers instantiated so far, counted in limits.Limits.size
 
-    def nested(self, loc: SourceLoc) -> Any:
+    def nested(self, loc: SourceLoc) -> _Level:
         """A level of nesting; past `limits.NESTING` a located error rather than Python's stack."""
-        elab = self
-
-        class _Level:
-            def __enter__(self_inner) -> None:
-                elab.depth += 1
-                if elab.depth > limits.NESTING:
-                    elab.depth = 0  # the error unwinds every level
-                    raise ShipeiError(f"nested too deeply: more than {limits.NESTING} levels of expressions "
-                                      "and layer calls", loc, hint="name intermediate results, or use a for loop")
-
-            def __exit__(self_inner, *exc: Any) -> None:
-                elab.depth = max(elab.depth - 1, 0)
-
-        return _Level()
+        return _Level(self, loc)
 
     def check_size(self, loc: SourceLoc) -> None:
         graph = self.b.graph
@@ -354,20 +376,9 @@ class Elaborator:
             raise ShipeiError("only names can be assigned in forward", target.loc)
         return target.id
 
-    def at(self, loc: SourceLoc, statement: bool = False):
+    def at(self, loc: SourceLoc, statement: bool = False) -> _At:
         """Set the location new nodes get: the user's statement, never a prelude line."""
-        elab = self
-
-        class _At:
-            def __enter__(self_inner):
-                self_inner.saved = elab.b.loc
-                if not statement or loc.file != PRELUDE_FILE:
-                    elab.b.loc = loc
-
-            def __exit__(self_inner, *exc):
-                elab.b.loc = self_inner.saved
-
-        return _At()
+        return _At(self.b, loc if not statement or loc.file != PRELUDE_FILE else None)
 
     # -- expressions ----------------------------------------------------------------------
     def condition(self, expr: ast.Expr, scope: Scope) -> bool:

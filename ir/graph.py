@@ -150,6 +150,7 @@ class Builder:
         self.graph = graph
         self.loc: SourceLoc | None = None
         self.device: str | None = None
+        self._param_names = {p.name for p in graph.params}
 
     def input(self, name: str, type: TensorType) -> Value:
         v = Value(type, name=name)
@@ -157,10 +158,11 @@ class Builder:
         return v
 
     def add_param(self, name: str, type: TensorType, init: Init, buffer: bool = False) -> Value:
-        if any(p.name == name for p in self.graph.params):
+        if name in self._param_names:
             raise ShipeiError(f"parameter '{name}' is declared twice", self.loc)
         v = Value(type, name=name, param=ParamInfo(init, buffer, self.loc))
         self.graph.params.append(v)
+        self._param_names.add(name)
         return v
 
     def op(self, op: str, *operands: Value, **attrs: Any) -> list[Value]:
