@@ -292,16 +292,9 @@ def available_devices():
 
 def load(weights=WEIGHTS, device="cpu"):
     """The params pytree, from a .safetensors path or a name -> array mapping, placed on `device`."""
-    if isinstance(weights, str):
-        weights = safetensors.numpy.load_file(weights)
-    params = {}
+    arrays = checked_weights(weights)
     with jax.enable_x64(True):  # 64-bit weights stay 64-bit
-        for key, shape, dtype in PARAMS:
-            w = np.asarray(weights[key])
-            if w.shape != shape:
-                raise ValueError(f"weight {key!r}: expected shape {shape}, got {w.shape}")
-            params[key] = jax.device_put(w.astype(dtype), jax.devices(device)[0])
-    return params
+        return {key: jax.device_put(array, jax.devices(device)[0]) for key, array in arrays.items()}
 
 
 def _numpy(y):
@@ -337,13 +330,13 @@ PAD_TO = {pad_to!r}  # run() pads the batch dim to a multiple of this and slices
 
 TARGET = Target(
     name="jax", framework="jax", extra="jax",
-    imports=("import jax", "import jax.numpy as jnp", "import safetensors.numpy"),
+    imports=("import jax", "import jax.numpy as jnp"),
     runtime_code=_RUNTIME + _RUN,
     dtypes={DType.f16: "jnp.float16", DType.bf16: "jnp.bfloat16", DType.f32: "jnp.float32",
             DType.f64: "jnp.float64", DType.i32: "jnp.int32", DType.i64: "jnp.int64", DType.bool: "jnp.bool_"},
     rules=RULES,
     helpers=(_OPTIONS, _RUN_PADDED),
-    defines=frozenset({"PARAMS", "forward", "pad_batch", "unpad_batch"}),
+    defines=frozenset({"forward", "pad_batch", "unpad_batch"}),
 )
 
 def emit(graph: Graph, source: str, *, compute_dtype: str | None = None, matmul_precision: str = "highest",
@@ -361,10 +354,6 @@ def _numpy_dtype(dtype: DType) -> str:
 def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, options: Options) -> None:
     names = module.names
     batch = _batch_layout(graph) if options.pad_to is not None else None
-    code("PARAMS = [  # name, shape, dtype")
-    for p in graph.params:
-        code(f"    ({p.name!r}, {tuple(p.shape)!r}, {p.dtype.numpy.name!r}),")
-    code("]", "")
     compute = COMPUTE_DTYPES.get(options.compute_dtype)
     code(*_OPTIONS.format(compute=TARGET.dtypes[compute] if compute else None,
                           precision=PRECISIONS[options.matmul_precision], pad_to=options.pad_to).splitlines())

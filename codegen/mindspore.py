@@ -27,6 +27,7 @@ import numpy as np
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
 from ..ir.types import DType
+from .frameworks import require_framework
 from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
@@ -280,11 +281,7 @@ def load(weights=WEIGHTS, device="cpu"):
     """The model with weights from a .safetensors path or a name -> array mapping, on `device`."""
 {amp_check}    ms.set_device(_DEVICE_TARGETS[device])
     model = {name}()
-    arrays = safetensors.numpy.load_file(weights) if isinstance(weights, str) else weights
-    declared = {{p.name: p.dtype for p in model.get_parameters()}}
-    # A weights file may store narrower ints than declared (int8 quantized weights): widen them.
-    params = {{key: ms.Parameter(_tensor(value).astype(declared.get(key, _tensor(value).dtype)), name=key)
-              for key, value in arrays.items()}}
+    params = {{key: ms.Parameter(_tensor(value), name=key) for key, value in checked_weights(weights).items()}}
     missing, unexpected = ms.load_param_into_net(model, params, strict_load=True)
     if missing or unexpected:
         raise ValueError(f"weights do not match the model: missing {{missing}}, unexpected {{unexpected}}")
@@ -300,7 +297,13 @@ def _tensor(x):
 
 def run(model, inputs, device="cpu"):
     """Numpy in, numpy out (bfloat16 outputs come back as float32)."""
-    outputs = model(*(_tensor(x) for x in inputs))
+    try:
+        outputs = model(*(_tensor(x) for x in inputs))
+    except Exception:
+        # A kernel failing inside an ms.jit graph leaves that graph failing every later call ("Invalid
+        # output number for flatten stub output nodes"): drop the compiled graphs, so the next call recompiles.
+        ms.ms_memory_recycle()
+        raise
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     return [(y.astype(ms.float32) if y.dtype == ms.bfloat16 else y).asnumpy() for y in outputs]
 
@@ -321,7 +324,8 @@ _DTYPES = {DType.f16: "ms.float16", DType.bf16: "ms.bfloat16", DType.f32: "ms.fl
 
 TARGET = Target(
     name="mindspore", framework="mindspore", extra="mindspore",
-    imports=("import logging", "", "import mindspore as ms", "import safetensors.numpy",
+    std_imports=("import logging",),
+    imports=("import mindspore as ms",
              "from mindspore import nn, ops", "from mindspore.common.initializer import initializer"),
     runtime_code=_runtime(False),
     dtypes=_DTYPES,
@@ -342,11 +346,9 @@ TARGET = Target(
 def cell_attributes() -> frozenset[str]:
     """The names an `nn.Cell` instance defines, asked of MindSpore itself: a param's attribute
     never takes one (the state_dict keeps the user's name, as each Parameter's `name`)."""
-    try:
-        from mindspore import nn
-    except ImportError:
-        raise ShipeiError("generating the mindspore program needs mindspore: it asks nn.Cell which names an "
-                          "attribute may take", hint="pip install 'shipei[mindspore]'") from None
+    require_framework("mindspore")
+    from mindspore import nn
+
     return frozenset(dir(nn.Cell()))
 
 

@@ -65,8 +65,31 @@ if __name__ == "__main__":
 '''
 
 
+_WEIGHTS = '''
+
+def checked_weights(weights):
+    """Name -> numpy array from a .safetensors path or a mapping, held against PARAMS: the same
+    names, shapes and dtypes. An integer may be stored narrower (int8 quantized weights), and is
+    widened here; anything else of another dtype is refused, never cast."""
+    if isinstance(weights, str):
+        weights = safetensors.numpy.load_file(weights)
+    arrays = {key: np.asarray(value) for key, value in weights.items()}
+    names = {name for name, _, _ in PARAMS}
+    if set(arrays) != names:
+        raise ValueError(f"weights do not match the model: unexpected {sorted(set(arrays) - names)}, "
+                         f"missing {sorted(names - set(arrays))}")
+    for name, shape, dtype in PARAMS:
+        array = arrays[name]
+        narrower = array.dtype.kind in "iu" and dtype.startswith("int") and np.can_cast(array.dtype, dtype)
+        if array.shape != shape or (array.dtype.name != dtype and not narrower):
+            raise ValueError(f"weight {name!r}: expected {dtype}{list(shape)}, got {array.dtype}{list(array.shape)}")
+        arrays[name] = array.astype(dtype) if narrower else array
+    return arrays
+'''
+
 #: The skeleton's own code, whose names generated names must not shadow.
-_SKELETON = "import os\nimport numpy as np\nWEIGHTS INPUTS example_inputs" + _MAIN
+_SKELETON = "\n".join(["import os", "import numpy as np", "import safetensors.numpy", "WEIGHTS = INPUTS = PARAMS = 0",
+                       _MAIN, _WEIGHTS])
 
 
 def write_module(target: Target, graph: Graph, source: str, write_model: ModelWriter) -> GeneratedModule:
@@ -88,6 +111,7 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
          *target.std_imports,
          "",
          "import numpy as np",
+         "import safetensors.numpy",
          *target.imports,
          "",
          f"WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), {weights_filename(graph.name)!r})",
@@ -96,8 +120,12 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
     for v in graph.inputs:
         shape = tuple(eval_dim(d, env) for d in v.shape)
         code(f"    ({v.name!r}, {shape!r}, {v.dtype.numpy.name!r}),")
+    code("]", "PARAMS = [  # name, shape, dtype")
+    for p in graph.params:
+        code(f"    ({p.name!r}, {tuple(p.shape)!r}, {p.dtype.numpy.name!r}),")
     code("]", "", "")
     write_model(code, graph, module_names, lambda e, c: e.body(c))
     runtime = target.runtime_code.replace("{name}", module_names.model).replace("{{", "{").replace("}}", "}")
-    code("", "", *runtime.strip("\n").splitlines(), "", *_MAIN.format(dim=EXAMPLE_DIM).splitlines())
+    code("", "", *runtime.strip("\n").splitlines(), "", "", *_WEIGHTS.strip("\n").splitlines(),
+         "", *_MAIN.format(dim=EXAMPLE_DIM).splitlines())
     return GeneratedModule(target.name, graph.name, code.text())

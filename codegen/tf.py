@@ -259,13 +259,11 @@ def _strategy():
 
 def load(weights=WEIGHTS, device="cpu"):
     """The model with weights from a .safetensors path or a name -> array mapping, on `device`."""
-    arrays = safetensors.numpy.load_file(weights) if isinstance(weights, str) else dict(weights)
+    arrays = checked_weights(weights)
     with _strategy().scope() if device == "tpu" else tf.device(_DEVICES[device]):
         model = {name}()
-        if set(arrays) != set(model.params):
-            raise ValueError(f"weights do not match the model's params: {{sorted(set(arrays) ^ set(model.params))}}")
         for key, variable in model.params.items():
-            variable.assign(np.asarray(arrays[key]))
+            variable.assign(arrays[key])
     return model
 
 
@@ -285,7 +283,7 @@ def run(model, inputs, device="cpu"):
 
 TARGET = Target(
     name="tf", framework="tensorflow", extra="tf",
-    imports=("import safetensors.numpy", "import tensorflow as tf"),
+    imports=("import tensorflow as tf",),
     runtime_code=_RUNTIME,
     shape_of="tf.shape({x})[{axis}]",
     dtypes={DType.f16: "tf.float16", DType.bf16: "tf.bfloat16", DType.f32: "tf.float32",

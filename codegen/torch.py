@@ -35,6 +35,7 @@ from typing import Literal
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
 from ..ir.types import LOW_PRECISION, DType
+from .frameworks import require_framework
 from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
@@ -168,11 +169,7 @@ def enable_tf32():
 def load(weights=WEIGHTS, device="cpu"):
     """The model with weights from a .safetensors path or a name -> array mapping, on `device`."""
     model = {name}()
-    if isinstance(weights, str):
-        state = safetensors.torch.load_file(weights)
-    else:
-        state = {{key: _tensor(value) for key, value in weights.items()}}
-    model.load_state_dict(state)
+    model.load_state_dict({{key: _tensor(value) for key, value in checked_weights(weights).items()}})
     model = model.to(device).eval()
     if CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
@@ -182,7 +179,7 @@ def load(weights=WEIGHTS, device="cpu"):
 
 
 def _tensor(x):
-    x = np.asarray(x)
+    x = np.asarray(x, order="C")  # torch.as_tensor refuses negative strides (x[::-1])
     if x.dtype.name == "bfloat16":  # numpy has no bfloat16 of its own; ml_dtypes' goes via float32
         return torch.as_tensor(x.astype(np.float32)).to(torch.bfloat16)
     return torch.as_tensor(x)
@@ -284,7 +281,7 @@ CHANNELS_LAST = {channels_last}  # NHWC memory format for weights and 4-D inputs
 TARGET = Target(
     name="torch", framework="torch", extra="torch",
     std_imports=("import threading",),
-    imports=("import safetensors.torch", "import torch", "import torch.nn.functional as F"),
+    imports=("import torch", "import torch.nn.functional as F"),
     runtime_code=_RUNTIME,
     dtypes={DType.f16: "torch.float16", DType.bf16: "torch.bfloat16", DType.f32: "torch.float32",
             DType.f64: "torch.float64", DType.i32: "torch.int32", DType.i64: "torch.int64", DType.bool: "torch.bool"},
@@ -308,11 +305,7 @@ def module_attributes() -> frozenset[str]:
     """The names a `torch.nn.Module` or `ModuleList` instance defines, asked of torch itself, and the
     generated model's own. A layer or param of one of these names would shadow it, or, like
     `__class__`, rebind torch's own class; torch refuses them in state_dicts too."""
-    try:
-        import torch
-    except ImportError:
-        raise ShipeiError("generating the torch program needs torch: it asks torch.nn.Module which names "
-                          "a layer may take", hint="pip install 'shipei[torch]'") from None
+    torch = require_framework("torch")
     return frozenset(dir(torch.nn.Module())) | frozenset(dir(torch.nn.ModuleList())) | {KEPT}
 
 

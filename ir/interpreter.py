@@ -67,12 +67,15 @@ def _solve(value: Value, shape: tuple[int, ...], env: dict[str, int]) -> None:
 
 
 def coerce_input(value: Value, array: Any) -> np.ndarray:
-    """An input array at the declared dtype; lossy kind changes (float to int) are refused."""
+    """An input array at the declared dtype, C-contiguous; lossy kind changes (float to int) are
+    refused. Arrays laid out otherwise (`x[::-1]`, `x.T`) are copied: frameworks take an array's
+    memory as it is, and torch refuses negative strides."""
     array = np.asarray(array)
     target = value.dtype.numpy
     if array.dtype != target and not np.can_cast(array.dtype, target, "same_kind"):
         raise ShipeiError(f"input '{value.name}': expected {value.type.dtype}, got {array.dtype}")
-    return array.astype(target, copy=False)
+    array = array.astype(target, copy=False)
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
 def resolve_attrs(opname: str, attrs: dict[str, Any], env: dict[str, int]) -> dict[str, Any]:
@@ -100,12 +103,15 @@ def _compute_dtype(t: TensorType, precision: Precision) -> np.dtype:
 
 def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndarray],
               precision: Precision = "declared",
-              perturb: Callable[[Value, np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
+              perturb: Callable[[Value, np.ndarray], np.ndarray] | None = None,
+              symbols: Mapping[str, int] | None = None) -> list[np.ndarray]:
     """Run `graph` on numpy inputs and named weights; returns one array per output.
 
     `perturb`, if given, replaces each op's result (after rounding) by `perturb(value, array)`:
-    how the property tests ask whether rounding differences upstream could move an output."""
-    env = bind_symbols(graph, [np.asarray(a) for a in inputs])
+    how the property tests ask whether rounding differences upstream could move an output.
+    `symbols` gives shape symbols that the inputs do not bind: those of the larger graph that
+    `graph` is a part of (see `ir.subgraph`)."""
+    env = {**(symbols or {}), **bind_symbols(graph, [np.asarray(a) for a in inputs])}
     arrays = [coerce_input(v, a) for v, a in zip(graph.inputs, inputs)]
     values: dict[Value, np.ndarray] = {}
     for v, a in zip(graph.inputs, arrays):
@@ -122,8 +128,10 @@ def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndar
         args = [values[v] for v in node.operands]
         attrs = resolve_attrs(node.op, node.attrs, env)
         with np.errstate(all="ignore"):  # inf and nan are values here, as in the frameworks
-            out = opdef.reference(*args, **attrs)
-            outs = out if isinstance(out, tuple) else (out,)
+            outs = empty_arrays(node.results, env)
+            if outs is None:
+                out = opdef.reference(*args, **attrs)
+                outs = out if isinstance(out, tuple) else (out,)
             for result, array in zip(node.results, outs):
                 array = np.asarray(array)
                 if precision == "declared" or not result.dtype.is_float:
@@ -132,3 +140,17 @@ def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndar
                 if perturb is not None:
                     values[result] = perturb(result, values[result])
     return [values[v] if precision == "f64" else values[v].astype(v.dtype.numpy) for v in graph.outputs]
+
+
+def empty_arrays(values: Sequence[Value], env: Mapping[str, int]) -> list[np.ndarray] | None:
+    """Arrays for `values` when every one has no elements (a sequence of length 0), else None.
+    Such results need no computing, and computing them can fail where nothing is wrong: softmax's
+    reference reduces along an axis that is then empty, which numpy refuses, and so do some
+    frameworks' kernels (MindSpore's CPU LayerNorm)."""
+    try:
+        shapes = [tuple(eval_dim(d, env) for d in v.shape) for v in values]
+    except KeyError:  # a symbol that no input binds: only computing tells the shape
+        return None
+    if not shapes or any(0 not in shape for shape in shapes):
+        return None
+    return [np.zeros(shape, v.dtype.numpy) for shape, v in zip(shapes, values)]

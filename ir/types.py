@@ -126,7 +126,7 @@ def _terms(d: Dim) -> dict[Monomial, int]:
 
 #: The largest degree of a symbolic dim's monomial (B*T*T is 3) and the largest coefficient: real
 #: shapes stay far below both, and unbounded ones grow without limit (a dim squared in a loop).
-MAX_DEGREE = 8
+MAX_DEGREE = 32
 MAX_COEFFICIENT = 2**63 - 1
 
 

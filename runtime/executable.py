@@ -1,4 +1,10 @@
-"""Load a generated module, bind weights, pick a device and run it with numpy in and out."""
+"""Load a generated module, bind weights, pick a device and run it with numpy in and out.
+
+Everything a target would do differently with bad input is checked here first, so the four
+behave the same through this facade: weights (`runtime.weights`), input shapes and dtypes, and
+gather indices (`runtime.indices`). The framework is imported with a timeout
+(`codegen.frameworks`) before the generated module is.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,19 @@ import importlib.util
 import itertools
 import sys
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ..codegen import get_target
+from ..codegen.frameworks import require_framework
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph
-from ..ir.interpreter import bind_symbols, coerce_input
+from ..ir.interpreter import bind_symbols, coerce_input, empty_arrays
+from .indices import IndexCheck
 from .memory import MemoryEstimate, estimate_memory
+from .weights import Weights, check_weights
 
 #: What users may write for a device, per target's own spelling.
 DEVICE_ALIASES = {"gpu": "cuda", "npu": "ascend"}
@@ -27,14 +34,6 @@ _counter = itertools.count()
 
 class DeviceFallbackWarning(UserWarning):
     """A model runs on CPU because its target's preferred accelerator is absent."""
-
-
-def require_framework(target: str) -> None:
-    """A clear error naming the extra to install when a target's framework is missing."""
-    t = get_target(target)
-    if importlib.util.find_spec(t.framework) is None:
-        raise ShipeiError(f"target '{target}' needs {t.framework}, which is not installed",
-                          hint=f"pip install 'shipei[{t.extra}]'")
 
 
 def import_module_file(path: Path) -> ModuleType:
@@ -71,38 +70,41 @@ class Executable:
     """A compiled model loaded on one device; call it with numpy arrays.
 
     `device` says where it runs; `fell_back` is True when it runs on CPU for want of the
-    accelerator its target prefers.
+    accelerator its target prefers. `weights` is a .safetensors path or a name -> array mapping,
+    checked against the graph's params before the framework sees it: dtypes must match unless
+    `cast=True` (see `runtime.weights.check_weights`). With `check_indices` (the default) every
+    call's gather indices are checked against their tables first (see `runtime.indices`).
     """
 
-    def __init__(self, graph: Graph, target: str, module_path: Path, weights: Mapping[str, np.ndarray] | Path,
-                 device: str = "auto", allow_fallback: bool = True):
+    def __init__(self, graph: Graph, target: str, module_path: Path, weights: Weights, device: str = "auto",
+                 allow_fallback: bool = True, *, cast: bool = False, check_indices: bool = True):
+        arrays = check_weights(graph, weights, cast=cast)
         require_framework(target)
         self.graph = graph
         self.target = target
         self.module = import_module_file(module_path)
         self.device, self.fell_back = choose_device(self.module.available_devices(), device, target,
                                                     allow_fallback)
-        self._model = self.module.load(str(weights) if isinstance(weights, Path) else dict(weights), self.device)
+        self._model = self.module.load(arrays, self.device)
+        self._indices = IndexCheck.build(graph, arrays) if check_indices else None
 
-    def load_weights(self, mapping: Mapping[str, Any]) -> None:
-        """Replace the weights by name (a PyTorch state_dict works); names and shapes are checked."""
-        arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in mapping.items()}
-        expected = {p.name: p for p in self.graph.params}
-        unknown = sorted(set(arrays) - set(expected))
-        missing = sorted(set(expected) - set(arrays))
-        if unknown or missing:
-            raise ShipeiError("weights do not match the model's params: "
-                              + "; ".join(filter(None, [unknown and f"unexpected {', '.join(unknown)}",
-                                                        missing and f"missing {', '.join(missing)}"])))
-        for name, p in expected.items():
-            if arrays[name].shape != tuple(p.shape):
-                raise ShipeiError(f"weight '{name}': expected {p.type}, got shape {list(arrays[name].shape)}")
-        self._model = self.module.load({k: arrays[k].astype(expected[k].dtype.numpy) for k in arrays}, self.device)
+    def load_weights(self, weights: Weights, *, cast: bool = False) -> None:
+        """Replace the weights: a .safetensors path or a name -> array mapping (a PyTorch
+        state_dict works), checked as at load; a rejected one leaves the model as it was."""
+        arrays = check_weights(self.graph, weights, cast=cast)
+        self._model = self.module.load(arrays, self.device)
+        if self._indices is not None:
+            self._indices = IndexCheck.build(self.graph, arrays)
 
     def run(self, *inputs: Any) -> list[np.ndarray]:
         """All outputs as a list of numpy arrays at their declared dtypes."""
-        bind_symbols(self.graph, [np.asarray(a) for a in inputs])
+        env = bind_symbols(self.graph, [np.asarray(a) for a in inputs])
         arrays = [coerce_input(v, a) for v, a in zip(self.graph.inputs, inputs)]
+        if self._indices is not None:
+            self._indices.check(arrays, env)
+        empty = empty_arrays(self.graph.outputs, env)
+        if empty is not None:
+            return empty  # nothing to compute (a sequence of length 0), which some kernels refuse
         outputs = self.module.run(self._model, arrays, self.device)
         return [np.asarray(y).astype(v.dtype.numpy, copy=False) for y, v in zip(outputs, self.graph.outputs)]
 

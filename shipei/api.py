@@ -87,11 +87,15 @@ class Compiled:
         """Weights, inputs and planned activations at these shape symbols (`B=64`), before loading."""
         return estimate_memory(self.ir, dims)
 
-    def load(self, device: str = "auto", allow_fallback: bool = True) -> Executable:
-        """Load the program on `device` ("auto" prefers the target's accelerator)."""
+    def load(self, device: str = "auto", allow_fallback: bool = True, *, cast: bool = False,
+             check_indices: bool = True) -> Executable:
+        """Load the program on `device` ("auto" prefers the target's accelerator). `cast` allows
+        weights of another dtype of the same kind; `check_indices` checks each call's gather
+        indices before the target sees them (see `Executable`)."""
         directory = Path(tempfile.mkdtemp(prefix="shipei-"))
         path = self.save(directory)
-        return Executable(self.ir, self.target, path, self.weights, device, allow_fallback)
+        return Executable(self.ir, self.target, path, self.weights, device, allow_fallback, cast=cast,
+                          check_indices=check_indices)
 
 
 def optimize(graph: Graph, opt: int = 2, *, passes: Sequence[str] | None = None, disable: Sequence[str] = (),
@@ -133,9 +137,10 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     return Compiled(graph, target, module, ctx.weights, ctx)
 
 
-def load(directory: str | os.PathLike, target: str = "torch", device: str = "auto",
-         allow_fallback: bool = True) -> Executable:
-    """Load a directory written by `Compiled.save` (or `shipei compile -o DIR`)."""
+def load(directory: str | os.PathLike, target: str = "torch", device: str = "auto", allow_fallback: bool = True,
+         *, cast: bool = False, check_indices: bool = True) -> Executable:
+    """Load a directory written by `Compiled.save` (or `shipei compile -o DIR`); `cast` and
+    `check_indices` as for `Compiled.load`."""
     directory = Path(directory)
     irs = sorted(directory.glob("*.ir"))
     if len(irs) != 1:
@@ -145,7 +150,8 @@ def load(directory: str | os.PathLike, target: str = "torch", device: str = "aut
     if not module.exists():
         raise ShipeiError(f"{directory} has no program for target '{target}'",
                           hint=f"shipei compile FILE --target {target} -o {directory}")
-    return Executable(graph, target, module, directory / weights_filename(graph.name), device, allow_fallback)
+    return Executable(graph, target, module, directory / weights_filename(graph.name), device, allow_fallback,
+                      cast=cast, check_indices=check_indices)
 
 
 def reference(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndarray] | None = None,

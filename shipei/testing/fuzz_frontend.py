@@ -36,7 +36,7 @@ import sys
 import time
 import tokenize
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -376,12 +376,14 @@ class _Worker:
 
 
 class FrontendFuzzer:
-    """Runs `shipei fuzz --frontend`; stops after `seconds` or `count` inputs, whichever comes first."""
+    """Runs `shipei fuzz --frontend`; stops after `seconds` or `count` inputs, whichever comes first.
+    The inputs are `inputs(seed)`, or the (program, file name) pairs of `programs` (a saved corpus)."""
 
     def __init__(self, seconds: float | None = 60.0, count: int | None = None, seed: int = 0,
                  workers: int | None = None, timeout: float = 10.0, out: str | os.PathLike | None = "fuzz-out",
-                 progress: TextIO | None = sys.stderr):
+                 progress: TextIO | None = sys.stderr, programs: Iterable[tuple[str, str]] | None = None):
         self.seconds, self.count, self.seed, self.timeout = seconds, count, seed, timeout
+        self.programs = programs
         self.workers = workers or os.cpu_count() or 1
         self.out = Path(out) if out is not None else None
         self.progress = progress
@@ -394,7 +396,7 @@ class FrontendFuzzer:
         pool = [self._start(log_dir) for _ in range(self.workers)]
         summary.startup = time.monotonic() - start
         end = start + self.seconds if self.seconds is not None else float("inf")
-        source = inputs(self.seed)
+        source = iter(self.programs) if self.programs is not None else inputs(self.seed)
         seen: dict[tuple[str, str], Finding] = {}
         issued = 0
         last_report = time.monotonic()
@@ -441,10 +443,11 @@ class FrontendFuzzer:
         return worker
 
     def _feed(self, w: _Worker, source: Iterator[tuple[str, str]], issued: int, end: float) -> int:
-        if (self.count is None or issued < self.count) and time.monotonic() < end:
-            w.give(next(source), self.timeout)
-            return issued + 1
-        return issued
+        job = next(source, None) if (self.count is None or issued < self.count) and time.monotonic() < end else None
+        if job is None:
+            return issued
+        w.give(job, self.timeout)
+        return issued + 1
 
     def _reply(self, w: _Worker) -> tuple[str, str]:
         try:

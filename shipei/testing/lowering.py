@@ -27,10 +27,11 @@ import numpy as np
 
 from ..codegen import TARGETS, emit, get_target
 from ..ir.errors import ShipeiError
-from ..ir.graph import Graph, Node, Value
+from ..ir.graph import Graph, Value
 from ..ir.init import init_params
 from ..ir.interpreter import bind_symbols, interpret, resolve_attrs
 from ..ir.registry import get_op
+from ..ir.subgraph import cone, extract
 from ..ir.tolerance import TOLERANCES, Mismatch, compare
 from ..ir.types import DType
 from ..ir.verifier import verify
@@ -260,51 +261,13 @@ def probe_in_process(target: str, device: str = "cpu", opt: int = 0) -> Probe:
 
 
 # -- minimization ------------------------------------------------------------------------
-def cone(outputs: list[Value], cuts: set[Value]) -> set[Value]:
-    """The values `outputs` depend on, not looking past the values in `cuts`."""
-    needed: set[Value] = set()
-    stack = list(outputs)
-    while stack:
-        v = stack.pop()
-        if v not in needed:
-            needed.add(v)
-            if v.producer is not None and v not in cuts:
-                stack.extend(v.producer.operands)
-    return needed
-
-
 def subgraph(graph: Graph, inputs: Arrays, weights: Weights, outputs: list[Value], cuts: set[Value],
              values: dict[Value, np.ndarray]) -> tuple[Graph, list[np.ndarray], Weights]:
     """The part of `graph` that computes `outputs`, with each value in `cuts` turned into a graph
     input holding its reference value (so the nodes that computed it drop out)."""
-    needed = cone(outputs, cuts)
-    keep = [n for n in graph.nodes if any(r in needed and r not in cuts for r in n.results)]
-    out = Graph(graph.name)
-    new: dict[Value, Value] = {}
-    arrays = []
-    for v, a in zip(graph.inputs, inputs):
-        if v in needed:
-            new[v] = Value(v.type, name=v.name)
-            out.inputs.append(new[v])
-            arrays.append(np.asarray(a))
-    taken = {v.name for v in graph.inputs + graph.params}
-    for v in (r for n in graph.nodes for r in n.results):
-        if v in cuts and v in needed:
-            name = next(f"c{k}" for k in range(len(taken) + 1) if f"c{k}" not in taken)
-            taken.add(name)
-            new[v] = Value(v.type, name=name)
-            out.inputs.append(new[v])
-            arrays.append(np.asarray(values[v]).astype(v.dtype.numpy))
-    for p in graph.params:
-        if p in needed:
-            new[p] = Value(p.type, name=p.name, param=p.param)
-            out.params.append(new[p])
-    for node in keep:
-        copy = Node(node.op, [new[v] for v in node.operands], dict(node.attrs), device=node.device)
-        copy.results = [Value(r.type, producer=copy, index=r.index) for r in node.results]
-        new.update(zip(node.results, copy.results))
-        out.nodes.append(copy)
-    out.outputs = [new[v] for v in outputs]
+    out, sources = extract(graph, outputs, cuts)
+    given = dict(zip(graph.inputs, inputs))
+    arrays = [np.asarray(given[v]) if v in given else np.asarray(values[v]).astype(v.dtype.numpy) for v in sources]
     return out, arrays, {p.name: weights[p.name] for p in out.params}
 
 

@@ -197,19 +197,18 @@ shapes and the device it ran on. Regenerate rather than edit.
 import os
 
 import numpy as np
+import safetensors.numpy
 import jax
 import jax.numpy as jnp
-import safetensors.numpy
 
 WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tiny.safetensors')
 INPUTS = [  # name, example shape, dtype
     ('x', (2, 3), 'float32'),
 ]
-
-
 PARAMS = [  # name, shape, dtype
     ('fc.weight', (3, 4), 'float32'),
 ]
+
 
 # Generation options; regenerate to change them.
 COMPUTE_DTYPE = None  # matmul/conv operand dtype, accumulating in float32 (None: the declared dtype)
@@ -241,16 +240,9 @@ def available_devices():
 
 def load(weights=WEIGHTS, device="cpu"):
     """The params pytree, from a .safetensors path or a name -> array mapping, placed on `device`."""
-    if isinstance(weights, str):
-        weights = safetensors.numpy.load_file(weights)
-    params = {}
+    arrays = checked_weights(weights)
     with jax.enable_x64(True):  # 64-bit weights stay 64-bit
-        for key, shape, dtype in PARAMS:
-            w = np.asarray(weights[key])
-            if w.shape != shape:
-                raise ValueError(f"weight {key!r}: expected shape {shape}, got {w.shape}")
-            params[key] = jax.device_put(w.astype(dtype), jax.devices(device)[0])
-    return params
+        return {key: jax.device_put(array, jax.devices(device)[0]) for key, array in arrays.items()}
 
 
 def _numpy(y):
@@ -263,6 +255,26 @@ def run(model, inputs, device="cpu"):
     with jax.enable_x64(True):
         outputs = forward(model, *(jax.device_put(x, jax.devices(device)[0]) for x in inputs))
     return [_numpy(y) for y in (outputs if isinstance(outputs, tuple) else (outputs,))]
+
+
+def checked_weights(weights):
+    """Name -> numpy array from a .safetensors path or a mapping, held against PARAMS: the same
+    names, shapes and dtypes. An integer may be stored narrower (int8 quantized weights), and is
+    widened here; anything else of another dtype is refused, never cast."""
+    if isinstance(weights, str):
+        weights = safetensors.numpy.load_file(weights)
+    arrays = {key: np.asarray(value) for key, value in weights.items()}
+    names = {name for name, _, _ in PARAMS}
+    if set(arrays) != names:
+        raise ValueError(f"weights do not match the model: unexpected {sorted(set(arrays) - names)}, "
+                         f"missing {sorted(names - set(arrays))}")
+    for name, shape, dtype in PARAMS:
+        array = arrays[name]
+        narrower = array.dtype.kind in "iu" and dtype.startswith("int") and np.can_cast(array.dtype, dtype)
+        if array.shape != shape or (array.dtype.name != dtype and not narrower):
+            raise ValueError(f"weight {name!r}: expected {dtype}{list(shape)}, got {array.dtype}{list(array.shape)}")
+        arrays[name] = array.astype(dtype) if narrower else array
+    return arrays
 
 
 def example_inputs(seed=0):

@@ -84,8 +84,8 @@ def test_golden_linear():
     model = source[source.index("\nclass "):source.index("\n\n\n_DEVICE_TARGETS")]
     assert model == GOLDEN_MODEL.rstrip("\n")
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
-    assert imports == ["import os", "import numpy as np", "import logging",
-                       "import mindspore as ms", "import safetensors.numpy", "from mindspore import nn, ops",
+    assert imports == ["import os", "import logging", "import numpy as np", "import safetensors.numpy",
+                       "import mindspore as ms", "from mindspore import nn, ops",
                        "from mindspore.common.initializer import initializer"]
 
 

@@ -171,6 +171,9 @@ WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tiny.safeten
 INPUTS = [  # name, example shape, dtype
     ('x', (2, 3), 'float32'),
 ]
+PARAMS = [  # name, shape, dtype
+    ('fc.weight', (3, 4), 'float32'),
+]
 
 
 class Tiny(tf.Module):
@@ -235,13 +238,11 @@ def _strategy():
 
 def load(weights=WEIGHTS, device="cpu"):
     """The model with weights from a .safetensors path or a name -> array mapping, on `device`."""
-    arrays = safetensors.numpy.load_file(weights) if isinstance(weights, str) else dict(weights)
+    arrays = checked_weights(weights)
     with _strategy().scope() if device == "tpu" else tf.device(_DEVICES[device]):
         model = Tiny()
-        if set(arrays) != set(model.params):
-            raise ValueError(f"weights do not match the model's params: {sorted(set(arrays) ^ set(model.params))}")
         for key, variable in model.params.items():
-            variable.assign(np.asarray(arrays[key]))
+            variable.assign(arrays[key])
     return model
 
 
@@ -257,6 +258,26 @@ def run(model, inputs, device="cpu"):
             outputs = model(*(tf.convert_to_tensor(x) for x in inputs))
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     return [(tf.cast(y, tf.float32) if y.dtype == tf.bfloat16 else y).numpy() for y in outputs]
+
+
+def checked_weights(weights):
+    """Name -> numpy array from a .safetensors path or a mapping, held against PARAMS: the same
+    names, shapes and dtypes. An integer may be stored narrower (int8 quantized weights), and is
+    widened here; anything else of another dtype is refused, never cast."""
+    if isinstance(weights, str):
+        weights = safetensors.numpy.load_file(weights)
+    arrays = {key: np.asarray(value) for key, value in weights.items()}
+    names = {name for name, _, _ in PARAMS}
+    if set(arrays) != names:
+        raise ValueError(f"weights do not match the model: unexpected {sorted(set(arrays) - names)}, "
+                         f"missing {sorted(names - set(arrays))}")
+    for name, shape, dtype in PARAMS:
+        array = arrays[name]
+        narrower = array.dtype.kind in "iu" and dtype.startswith("int") and np.can_cast(array.dtype, dtype)
+        if array.shape != shape or (array.dtype.name != dtype and not narrower):
+            raise ValueError(f"weight {name!r}: expected {dtype}{list(shape)}, got {array.dtype}{list(array.shape)}")
+        arrays[name] = array.astype(dtype) if narrower else array
+    return arrays
 
 
 def example_inputs(seed=0):

@@ -44,11 +44,24 @@ def test_a_bounded_run_finds_nothing(tmp_path: Path) -> None:
     assert (tmp_path / "frontend-summary.txt").read_text().startswith("inputs")
 
 
+#: A program that elaborates for seconds (up to the size limit): past a short deadline, a hang.
+SLOW = """layer Block(d: int) {
+    fc = Linear(d, d)
+    forward(x: f32[B, d]) -> f32[B, d] { return relu(fc(x)) }
+}
+model Big(n: int = 60000) {
+    for i in range(n) { h[i] = Block(4) }
+    forward(x: f32[B, 4]) -> f32[B, 4] { return x }
+}
+"""
+
+
 def test_a_hang_is_counted_and_the_worker_replaced(tmp_path: Path) -> None:
-    summary = FrontendFuzzer(seconds=None, count=3, seed=0, workers=1, timeout=1e-4, out=tmp_path,
-                             progress=None).run()
-    assert summary.counts["hang"] == 3 and summary.failed
-    assert [f.kind for f in summary.findings] == ["hang"] and summary.findings[0].count == 3
+    programs = [(SLOW, "slow.sp"), (SLOW, "slow.sp"), (SEEDS[0], "m.sp")]
+    summary = FrontendFuzzer(seconds=None, timeout=1.0, workers=1, out=tmp_path, progress=None,
+                             programs=programs).run()
+    assert (summary.counts["hang"], summary.counts["ok"], summary.inputs) == (2, 1, 3) and summary.failed
+    assert [f.kind for f in summary.findings] == ["hang"] and summary.findings[0].count == 2
     assert Path(summary.findings[0].path).with_suffix(".txt").read_text().startswith("compiled as")
 
 

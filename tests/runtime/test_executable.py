@@ -1,0 +1,41 @@
+"""Inputs that are valid but unusual reach every target as the reference reads them: arrays with
+negative or transposed strides, and sequences of length 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shipei.ir.tolerance import compare
+
+import shipei
+
+TARGETS = ["torch", "jax", "tf", "mindspore"]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+GPT = dict(vocab=16, d_model=8, n_heads=2, n_layers=1, max_len=8)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_inputs_with_negative_or_transposed_strides(target: str) -> None:
+    compiled = shipei.compile(EXAMPLES / "mlp.sp", target, hidden=16)
+    exe = compiled.load(device="cpu")
+    base = np.random.default_rng(0).standard_normal((784, 6)).astype(np.float32)
+    for x in (base.T, base.T[::-1], base.T[:, ::-1]):  # transposed; rows, then columns reversed
+        assert not x.flags.c_contiguous
+        (expected,) = shipei.reference(compiled.ir, [x], compiled.weights)
+        worst = compare(exe(x), expected, compiled.ir.outputs[0].dtype)
+        assert worst.ok, worst
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_sequence_of_length_zero(target: str) -> None:
+    """An empty output needs no computing: the runtime returns it without running the target,
+    whose kernels may refuse empty inputs (MindSpore's CPU LayerNorm does)."""
+    compiled = shipei.compile(EXAMPLES / "transformer.sp", target, **GPT)
+    exe = compiled.load(device="cpu")
+    tokens = np.zeros((2, 0), np.int64)
+    (expected,) = shipei.reference(compiled.ir, [tokens], compiled.weights)
+    got = exe(tokens)
+    assert got.shape == expected.shape == (2, 0, 16) and got.dtype == np.float32
+    assert exe(np.ones((2, 3), np.int64)).shape == (2, 3, 16)
