@@ -14,6 +14,7 @@ import numpy as np
 from .codegen import GeneratedModule, emit
 from .codegen.module import weights_filename
 from .frontend import elaborate_file, elaborate_source
+from .frontend.limits import Limits
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.init import init_params
@@ -32,11 +33,12 @@ def _is_path(src: str | os.PathLike) -> bool:
     return isinstance(src, os.PathLike) or ("\n" not in src and src.endswith(".sp"))
 
 
-def parse(src: Source, model: str | None = None, **params: Any) -> Graph:
+def parse(src: Source, model: str | None = None, *, limits: Limits | None = None, **params: Any) -> Graph:
     """DSL source (a `.sp` path or the text itself) to a verified, typed IR graph.
 
     `model` picks a model when the file defines several (default: the last one); keyword
     arguments override the model's compile-time parameters, e.g. `parse(path, n_layers=2)`.
+    `limits` bounds loop iterations and the graph's size (`shipei.Limits`; the defaults if None).
     """
     if isinstance(src, Graph):
         verify(src)
@@ -45,9 +47,9 @@ def parse(src: Source, model: str | None = None, **params: Any) -> Graph:
         path = Path(src)
         if not path.exists():
             raise ShipeiError(f"no such file: {path}")
-        graph = elaborate_file(path, model=model, params=params)
+        graph = elaborate_file(path, model=model, params=params, bounds=limits)
     else:
-        graph = elaborate_source(src, "<string>", model=model, params=params)
+        graph = elaborate_source(src, "<string>", model=model, params=params, bounds=limits)
     verify(graph)
     return graph
 
@@ -114,7 +116,7 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
             options: Mapping[str, Any] | None = None, opt: int = DEFAULT_OPT, passes: Sequence[str] | None = None,
             disable: Sequence[str] = (), freeze: bool = False, weights: Mapping[str, np.ndarray] | None = None,
             pass_options: Mapping[str, Any] | None = None, context: PassContext | None = None,
-            **params: Any) -> Compiled:
+            limits: Limits | None = None, **params: Any) -> Compiled:
     """Compile DSL source (path or text) or an IR graph for `target`, with weights from `seed`.
 
     `opt` picks the pass pipeline (0 to 3), or `passes` names the passes to run; `disable` drops
@@ -125,7 +127,7 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     `options` go to the target (e.g. `{"compute_dtype": "bf16"}` for jax); other keyword
     arguments override the model's compile-time parameters.
     """
-    graph = parse(src, model=model, **params)
+    graph = parse(src, model=model, limits=limits, **params)
     if isinstance(src, Graph):
         graph = clone(graph)  # passes rewrite in place; the caller's graph stays as it was
     ctx = context or PassContext()

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import api
 from .codegen import TARGETS
+from .frontend.limits import Limits
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.init import init_params
@@ -62,7 +63,7 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
 
 def _graph(args: argparse.Namespace) -> Graph:
     params = {k: _value(v) for k, v in _pairs(args.set, "--set").items()}
-    return api.parse(Path(args.file), model=args.model, **params)
+    return api.parse(Path(args.file), model=args.model, limits=Limits(args.max_loop, args.max_size), **params)
 
 
 def signature(graph: Graph) -> str:
@@ -153,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\n".join(_compression(compiled) + [""]), end="")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        exe = compiled.load(args.device)
+        exe = compiled.load(args.device, cast=args.cast, check_indices=not args.no_check_indices)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     inputs = _inputs(args, graph)
@@ -227,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", help="which model, when the file defines several")
         p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override a compile-time parameter")
+        p.add_argument("--max-loop", type=int, default=Limits.loop, metavar="N",
+                       help=f"static loop iterations elaboration may unroll, in all (default {Limits.loop:,})")
+        p.add_argument("--max-size", type=int, default=Limits.size, metavar="N",
+                       help=f"ops, params and layers the model may have (default {Limits.size:,})")
         return p
 
     def passes(p: argparse.ArgumentParser) -> None:
@@ -273,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="torch", choices=TARGETS)
     target_options(p)
     p.add_argument("--device", default="auto")
+    p.add_argument("--cast", action="store_true", help="allow weights of another dtype of the same kind (f64 to f32)")
+    p.add_argument("--no-check-indices", action="store_true",
+                   help="leave out-of-range gather indices to the target instead of refusing them")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--inputs", help=".npz file with one array per input name")
     source.add_argument("--random", action="store_true", help="random inputs (the default)")

@@ -27,6 +27,18 @@ def test_check_with_overridden_parameter(capsys: pytest.CaptureFixture[str]) -> 
     assert "25,450 parameters" in capsys.readouterr().out
 
 
+def test_the_elaboration_limits_are_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "deep.sp"
+    model.write_text("model D(n: int = 300) {\n    for i in range(n) { h[i] = Linear(4, 4) }\n"
+                     "    forward(x: f32[B, 4]) -> f32[B, 4] { return x }\n}\n")
+    assert main(["check", str(model), "--max-size", "500"]) == 1
+    assert "deep.sp:2:38: error: the model grew past 500 ops, params and layers" in capsys.readouterr().err
+    assert main(["check", str(model), "--max-loop", "200"]) == 1
+    assert "range() of 300 items is past the limit of 200 loop iterations" in capsys.readouterr().err
+    assert main(["check", str(model), "--max-size", "1000"]) == 0
+    assert "600 tensors" in capsys.readouterr().out
+
+
 def test_ir_prints_textual_ir(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ir", MLP, "-O0"]) == 0
     out = capsys.readouterr().out
