@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shipei.ir.errors import SourceLoc
+from shipei.ir.placement import Placement
 
 DTYPES = ("f16", "bf16", "f32", "f64", "i32", "i64", "bool")
 """The dtype names a tensor type may start with."""
@@ -232,12 +233,12 @@ class If:
 
 @dataclass(frozen=True)
 class On:
-    """Placement: `on gpu { body }`, and also `@on(gpu) stmt`, which becomes `On("gpu", (stmt,))`.
+    """Placement: `on gpu { body }`, and also `@on(jax:cpu) stmt`, which becomes `On(jax:cpu, (stmt,))`.
 
     An `On` opens no scope: names it assigns are visible after it.
     """
 
-    device: str
+    placement: Placement
     body: tuple[Stmt, ...]
     loc: SourceLoc = field(repr=False)
 

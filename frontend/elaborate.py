@@ -19,13 +19,13 @@ from typing import Any
 from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from ..ir.graph import Builder, Graph, Init, Value
 from ..ir.init import check_init
+from ..ir.placement import Placement
 from ..ir.types import Dim, DType, Sym, TensorType, dim_add, dim_floordiv, dim_mod, dim_mul, dim_neg, dim_sub
 from . import ast, limits
 from .builtins import BUILTINS, BoundMethod, Builtin, Context, describe, tensor_attribute
 from .signature import bind_signature, check_returns
 from .source import PRELUDE_FILE, Definitions
 
-DEVICES = ("cpu", "gpu", "tpu", "npu")
 CONSTANTS: dict[str, Any] = {"inf": math.inf, "nan": math.nan, "pi": math.pi,
                              **{d.value: d for d in DType}}
 
@@ -100,6 +100,19 @@ def _from_prelude(where: SourceLoc, what: str) -> Iterator[None]:
         if e.loc is None or e.loc.file != PRELUDE_FILE or where.file == PRELUDE_FILE:
             raise
         raise ShipeiError(e.message, where, e.hint, ((f"inside {what}", e.loc), *e.notes)) from None
+
+
+def refine(outer: Placement | None, inner: Placement, loc: SourceLoc) -> Placement:
+    """A hint inside another: `on jax { on gpu { ... } }` is jax on a GPU; naming two targets or
+    two devices at once is an error."""
+    if outer is None:
+        return inner
+    for field_name in ("target", "device", "index"):
+        a, b = getattr(outer, field_name), getattr(inner, field_name)
+        if a is not None and b is not None and a != b:
+            raise ShipeiError(f"'on {inner}' inside 'on {outer}' asks for two {field_name}s", loc)
+    return Placement(inner.target or outer.target, inner.device or outer.device,
+                     inner.index if inner.index is not None else outer.index)
 
 
 def _check_new_member(scope: Scope, name: str, loc: SourceLoc) -> None:
@@ -320,12 +333,16 @@ class Elaborator:
         values = [Context(self.b, loc).tensor(a, what=f"argument {i + 1} of {inst.path}") for i, a in enumerate(args)]
         scope.names.update(bind_signature(method, values, inst.scope, self.eval_dim_expr, loc,
                                           f"{inst.path or inst.definition.name}"))
-        with self.nested(loc), _from_prelude(loc, f"the forward of the prelude's {inst.definition.name}"):
-            try:
-                self.exec_stmts(method.body, scope)
-            except _Returned as r:
-                return self.finish_call(method, r, scope, loc, inst)
-            raise ShipeiError(f"forward of '{inst.definition.name}' ends without return", method.loc)
+        outer, self.b.module = self.b.module, inst.path  # nodes built here belong to this layer
+        try:
+            with self.nested(loc), _from_prelude(loc, f"the forward of the prelude's {inst.definition.name}"):
+                try:
+                    self.exec_stmts(method.body, scope)
+                except _Returned as r:
+                    return self.finish_call(method, r, scope, loc, inst)
+                raise ShipeiError(f"forward of '{inst.definition.name}' ends without return", method.loc)
+        finally:
+            self.b.module = outer
 
     def finish_call(self, method: ast.Method, r: _Returned, scope: Scope, loc: SourceLoc,
                     inst: LayerInstance) -> Any:
@@ -358,14 +375,12 @@ class Elaborator:
         elif isinstance(stmt, ast.If):
             self.exec_stmts(stmt.then if self.condition(stmt.cond, scope) else stmt.orelse, scope)
         elif isinstance(stmt, ast.On):
-            if stmt.device not in DEVICES:
-                raise ShipeiError(f"unknown device '{stmt.device}'", stmt.loc,
-                                  hint=did_you_mean(stmt.device, DEVICES, f"devices are {', '.join(DEVICES)}"))
-            outer, self.b.device = self.b.device, stmt.device
+            outer = self.b.placement
+            self.b.placement = refine(outer, stmt.placement, stmt.loc)
             try:
                 self.exec_stmts(stmt.body, scope)
             finally:
-                self.b.device = outer
+                self.b.placement = outer
         elif isinstance(stmt, ast.ExprStmt):
             self.eval(stmt.value, scope)
         else:

@@ -21,6 +21,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from lark.lexer import PatternStr
 from shipei.frontend import ast
 from shipei.ir.errors import ShipeiError, SourceLoc
+from shipei.ir.placement import Placement
 
 
 def parse_source(text: str, file: str = "<string>") -> ast.Module:
@@ -62,7 +63,7 @@ class _Postlexer:
     #: truncated declaration reads as one.
     CONTEXTUAL = {"MODEL": (("NAME",), True), "LAYER": (("NAME",), True),
                   "PARAM": (("NAME", "COLON"), False), "BUFFER": (("NAME", "COLON"), False),
-                  "ON": (("NAME", "LBRACE"), False)}
+                  "ON": (("NAME", "LBRACE|COLON"), False)}
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         ahead: list[Token] = []
@@ -88,7 +89,7 @@ class _Postlexer:
     def _keyword_or_name(self, tok: Token, ahead: list[Token]) -> Token:
         follow, same_line = self.CONTEXTUAL[tok.type]
         seen = ahead[:len(follow)]
-        if (tuple(t.type for t in seen) == follow[:len(seen)]
+        if (all(t.type in kinds.split("|") for t, kinds in zip(seen, follow))
                 and (not same_line or all(t.line == tok.line for t in seen))):
             return tok
         return Token.new_borrow_pos("NAME", tok.value, tok)
@@ -208,11 +209,15 @@ class _Build(Transformer):
         orelse = () if orelse is None else (orelse,) if isinstance(orelse, ast.If) else orelse
         return ast.If(cond, then, orelse, _loc(kw))
 
-    def on_block(self, kw: Token, device: Token, body: tuple) -> ast.On:
-        return ast.On(device.value, body, _loc(kw))
+    def on_block(self, kw: Token, placement: Placement, body: tuple) -> ast.On:
+        return ast.On(placement, body, _loc(kw))
 
-    def on_annot(self, at: Token, device: Token, stmt: ast.Stmt) -> ast.On:
-        return ast.On(device.value, (stmt,), _loc(at))
+    def on_annot(self, at: Token, placement: Placement, stmt: ast.Stmt) -> ast.On:
+        return ast.On(placement, (stmt,), _loc(at))
+
+    def placement(self, first: Token, *rest: Token) -> Placement:
+        """`gpu`, `jax`, `torch:cuda:0`: an unknown word is an error where it is written."""
+        return Placement.parse("".join([first.value, *(t.value for t in rest)]), _loc(first))
 
     def boolop(self, left: ast.Expr, op: Token, right: ast.Expr) -> ast.BoolOp:
         return ast.BoolOp(op.value, left, right, _loc(op))

@@ -213,7 +213,7 @@ class _Unparser:
             text = f"{names[0]} = {expr}[0]"
         else:
             text = f"{', '.join(names)} = {expr}"
-        return f"@on({node.device}) {text}" if node.device else text
+        return f"@on({node.placement}) {text}" if node.placement else text
 
     def expr(self, node: Node) -> str:
         args = [self.ref(v) for v in node.operands]

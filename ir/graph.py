@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ShipeiError, SourceLoc
+from .placement import Placement
 from .types import Dim, DType, TensorType, dim_symbols
 
 
@@ -60,15 +61,18 @@ class Value:
 
 @dataclass(eq=False)
 class Node:
-    """One op application: operands, static attributes and one or more results."""
+    """One op application: operands, static attributes and one or more results. `placement` is a
+    hint (from the source or a device map) until the partition pass makes it a full placement;
+    `module` is the path of the layer whose forward built it (`h.0.attn`), which device maps name."""
 
     op: str
     operands: list[Value]
     attrs: dict[str, Any]
     results: list[Value] = field(default_factory=list)
     loc: SourceLoc | None = None
-    device: str | None = None
+    placement: Placement | None = None
     group: int | None = None  # fusion group: consecutive nodes with one id become one region
+    module: str = ""
 
     @property
     def result(self) -> Value:
@@ -142,14 +146,15 @@ def disjoint_union(graphs: list[Graph], name: str) -> Graph:
 class Builder:
     """Appends nodes to a graph, inferring result types from the op registry.
 
-    `loc` and `device` are applied to every node built while set, so the frontend sets them
-    once per statement instead of threading them through every call.
+    `loc`, `placement` and `module` are applied to every node built while set, so the frontend sets
+    them once per statement or layer call instead of threading them through every call.
     """
 
     def __init__(self, graph: Graph):
         self.graph = graph
         self.loc: SourceLoc | None = None
-        self.device: str | None = None
+        self.placement: Placement | None = None
+        self.module = ""
         self._param_names = {p.name for p in graph.params}
 
     def input(self, name: str, type: TensorType) -> Value:
@@ -175,7 +180,7 @@ class Builder:
             types = opdef.infer(list(operands), attrs)
         except ShipeiError as e:
             raise ShipeiError(f"{op}: {e.message}", e.loc or self.loc, e.hint) from None
-        node = Node(op, list(operands), attrs, loc=self.loc, device=self.device)
+        node = Node(op, list(operands), attrs, loc=self.loc, placement=self.placement, module=self.module)
         node.results = [Value(t, producer=node, index=i) for i, t in enumerate(types)]
         self.graph.nodes.append(node)
         return node.results

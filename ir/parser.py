@@ -27,6 +27,7 @@ from lark.lexer import PatternStr
 from .errors import ShipeiError, SourceLoc, did_you_mean
 from .graph import Graph, Init, Node, ParamInfo, Value
 from .init import check_init
+from .placement import Placement
 from .registry import AttrKind, OpDef, all_ops, coerce_attr, get_op
 from .types import Dim, DType, Sym, TensorType, dim_add, dim_mul, dim_neg, dim_sub
 from .verifier import IDENTIFIER
@@ -71,7 +72,7 @@ class _NodeText(NamedTuple):
     operands: list[Token]
     attrs: list[tuple[Token, Any]]
     types: list[_Typed]
-    device: Token | None
+    placement: Placement | None
     loc: SourceLoc | None
 
 
@@ -117,8 +118,8 @@ class _Records(Transformer):
     def init_arg(self, key, value):
         return key, value
 
-    def node(self, results, op, operands, attrs, types, device, loc):
-        return _NodeText(results, op, operands or [], attrs or [], types, device, loc)
+    def node(self, results, op, operands, attrs, types, placement, loc):
+        return _NodeText(results, op, operands or [], attrs or [], types, placement, loc)
 
     def region(self, _group, group, *nodes):
         return _Region(group, list(nodes))
@@ -129,8 +130,8 @@ class _Records(Transformer):
     def attr(self, name, value):
         return name, value
 
-    def device(self, _on, name):
-        return name
+    def placement(self, _on, *words):
+        return Placement.parse(":".join(words), SourceLoc("", words[0].line, words[0].column))
 
     def loc(self, _loc, file, line, col):
         return SourceLoc(_string(file), int(line), int(col))
@@ -355,7 +356,7 @@ class _Builder:
         for i, (inferred, written) in enumerate(zip(types, text.types, strict=True)):
             if inferred != written.type:
                 raise _error(f"result {i} of {op} has type {inferred}, not {written.type}", written.tok)
-        node = Node(str(op), operands, attrs, loc=text.loc, device=str(text.device) if text.device else None)
+        node = Node(str(op), operands, attrs, loc=text.loc, placement=text.placement)
         node.results = [Value(t, producer=node, index=i) for i, t in enumerate(types)]
         for tok, result in zip(text.results, node.results, strict=True):
             self._define(tok, result)

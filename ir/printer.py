@@ -2,7 +2,7 @@
 
     graph @MLP(%x: f32[B, 784], %fc1.weight: param f32[256, 784] = kaiming_uniform(fan_in=784)) -> (f32[B, 256]) {
       %0 = transpose(%fc1.weight) {perm = [1, 0]} : f32[784, 256]
-      %1 = matmul(%x, %0) : f32[B, 256] on gpu loc("mlp.sp":7:13)
+      %1 = matmul(%x, %0) : f32[B, 256] on torch:cuda loc("mlp.sp":7:13)
       return %1
     }
 
@@ -83,8 +83,8 @@ def print_node(node: Node, names: dict[Value, str], *, locs: bool = False) -> st
     if node.attrs:
         text += " {" + ", ".join(f"{k} = {_literal(v)}" for k, v in _ordered_attrs(node)) + "}"
     text += " : " + (", ".join(str(r.type) for r in node.results) or "()")
-    if node.device:
-        text += f" on {node.device}"
+    if node.placement:
+        text += f" on {node.placement}"
     if locs and node.loc:
         text += f" loc({json.dumps(node.loc.file)}:{node.loc.line}:{node.loc.col})"
     return text

@@ -58,7 +58,8 @@ def extract(graph: Graph, outputs: Sequence[Value],
     for node in graph.nodes:
         if not any(r in needed and r not in cuts for r in node.results):
             continue
-        copy = Node(node.op, [new[v] for v in node.operands], dict(node.attrs), device=node.device)
+        copy = Node(node.op, [new[v] for v in node.operands], dict(node.attrs), placement=node.placement,
+                    module=node.module)
         copy.results = [Value(r.type, producer=copy, index=r.index) for r in node.results]
         new.update(zip(node.results, copy.results))
         out.nodes.append(copy)

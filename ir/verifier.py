@@ -1,7 +1,7 @@
 """The verifier: the definition of valid IR. Tests run it after every pass.
 
 A graph is valid when
-- the graph, its inputs, params and node devices are named by identifiers
+- the graph, its inputs and params are named by identifiers
   (`[A-Za-z_][A-Za-z0-9_.]*`), and no two inputs or params share a name;
 - inputs are plain values; params and buffers carry a `ParamInfo`, have static shapes, and use a
   known initializer whose arguments are int, float or bool literals;
@@ -23,6 +23,7 @@ import re
 from .errors import ShipeiError
 from .graph import Graph, Node, Value
 from .init import check_init
+from .placement import Placement
 from .printer import print_node, value_names
 from .registry import AttrKind, get_op
 from .types import DType
@@ -119,8 +120,8 @@ def _node_problem(node: Node, defined: set[Value], producers: dict[Value, int]) 
             return f"result {j} is already defined before this node"
         if result.type != inferred:
             return f"result {j} has type {result.type}, but the op gives {inferred}"
-    if node.device is not None and not IDENTIFIER.fullmatch(node.device):
-        return f"device {node.device!r} is not an identifier"
+    if node.placement is not None and not isinstance(node.placement, Placement):
+        return f"placement {node.placement!r} is not a Placement"
     return None
 
 

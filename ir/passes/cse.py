@@ -33,7 +33,7 @@ def expression_key(node: Node, ids: dict[Value, int]) -> tuple:
     if "commutative" in get_op(node.op).traits:
         operands.sort()
     attrs = tuple((k, _key(v)) for k, v in sorted(node.attrs.items()))
-    return node.op, tuple(operands), attrs, node.device
+    return node.op, tuple(operands), attrs, node.placement
 
 
 class CSE(Pass):

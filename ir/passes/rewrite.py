@@ -30,7 +30,7 @@ def make_node(op: str, operands: Iterable[Value], attrs: Mapping[str, Any], like
     opdef = get_op(op)
     operands = list(operands)
     attrs = opdef.complete_attrs(dict(attrs))
-    node = Node(op, operands, attrs, loc=like.loc if like else None, device=like.device if like else None,
+    node = Node(op, operands, attrs, loc=like.loc if like else None, placement=like.placement if like else None,
                 group=like.group if like else None)
     node.results = [Value(t, producer=node, index=i) for i, t in enumerate(opdef.infer(operands, attrs))]
     return node
@@ -113,7 +113,7 @@ def clone(graph: Graph) -> Graph:
         out.params.append(values[v])
     for node in graph.nodes:
         copy = Node(node.op, [values[v] for v in node.operands], dict(node.attrs), loc=node.loc,
-                    device=node.device, group=node.group)
+                    placement=node.placement, group=node.group, module=node.module)
         copy.results = [Value(r.type, producer=copy, index=i) for i, r in enumerate(node.results)]
         values.update(zip(node.results, copy.results))
         out.nodes.append(copy)

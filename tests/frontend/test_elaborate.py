@@ -51,7 +51,7 @@ model P() {
 }
 """
     g = elaborate_source(src)
-    assert [(n.op, n.device) for n in g.nodes] == [("relu", "gpu"), ("constant", "npu"), ("mul", "npu")]
+    assert [(n.op, str(n.placement)) for n in g.nodes] == [("relu", "cuda"), ("constant", "ascend"), ("mul", "ascend")]
 
 
 def test_indexing_slicing_and_unpacking_compute_what_numpy_does() -> None:
@@ -122,7 +122,7 @@ ERRORS = [
     ("        if x { return fc(x) }\n        return fc(x)", 4, 12, "must be known at compile time"),
     ("        y = fc(x)", 3, 5, "ends without return"),
     ("        return fc(x) @ x", 4, 22, "contracts dim 8"),
-    ("        on dpu { y = fc(x) }\n        return y", 4, 9, "unknown device 'dpu'"),
+    ("        on dpu { y = fc(x) }\n        return y", 4, 12, "unknown target or device 'dpu'"),
     ("        return fc(x) + 1.5 * n[0]", 4, 31, "the number 2 cannot be indexed"),
     ("        l = Linear(4, 8)\n        return l(x)", 4, 19, "must be created in the layer body"),
     ("        return reshape(fc(x), [3, -1])", 4, 23, "cannot reshape f32[B, 8]"),

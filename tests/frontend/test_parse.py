@@ -154,9 +154,9 @@ def test_sample_stack(sample):
     assert [show(t) for t in sub.targets] == ["blocks[i]"] and show(sub.value) == "Block(d)"
     for_, on, annotated, unpack, q, s, t, c, w, ret = fwd.body
     assert show(for_.body[0].value) == "blocks[i](x)"
-    assert (on.device, show(on.body[0].value)) == ("gpu", "(x * 2.0)")
+    assert (str(on.placement), show(on.body[0].value)) == ("cuda", "(x * 2.0)")
     assert (on.loc.line, on.loc.col) == (33, 9)
-    assert annotated.device == "npu" and [x.id for x in annotated.body[0].targets] == ["z"]
+    assert str(annotated.placement) == "ascend" and [x.id for x in annotated.body[0].targets] == ["z"]
     assert (annotated.loc.line, annotated.loc.col) == (34, 9)
     assert [x.id for x in unpack.targets] == ["a", "b"]
     assert show(q.value) == "z[::, 0:4:, ::2]"

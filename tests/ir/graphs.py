@@ -103,7 +103,7 @@ def assert_graphs_equal(a: Graph, b: Graph) -> None:
         assert list(na.attrs) == list(nb.attrs) and all(_same(na.attrs[k], nb.attrs[k]) for k in na.attrs), i
         assert [r.type for r in na.results] == [r.type for r in nb.results], i
         assert all(r.producer is n and r.index == j for n in (na, nb) for j, r in enumerate(n.results))
-        assert (na.loc, na.device) == (nb.loc, nb.device), i
+        assert (na.loc, na.placement) == (nb.loc, nb.placement), i
     assert [index_a[v] for v in a.outputs] == [index_b[v] for v in b.outputs]
 
 

@@ -12,6 +12,7 @@ from hypothesis.extra.numpy import array_shapes, arrays
 from shipei.ir.errors import ShipeiError, SourceLoc
 from shipei.ir.graph import Builder, Graph, Init
 from shipei.ir.parser import parse_ir
+from shipei.ir.placement import DEVICE_KINDS, TARGETS, Placement
 from shipei.ir.printer import print_graph
 from shipei.ir.registry import all_ops
 from shipei.ir.types import DType, Sym, dim_add, dim_mul
@@ -52,9 +53,9 @@ def literals() -> Graph:
     g = Graph("Literals")
     b = Builder(g)
     x = b.input("x", t("f32", B, 6))
-    b.loc, b.device = SourceLoc("models/lit.sp", 3, 9), "gpu"
+    b.loc, b.placement = SourceLoc("models/lit.sp", 3, 9), Placement.parse("gpu")
     _, hi = b.op("split", x, sizes=(2, 4), axis=1)
-    b.loc, b.device = None, None
+    b.loc, b.placement = None, None
     n = b("iota", length=dim_add(dim_mul(2, B), -1))
     c = b("constant", value=np.array([[1.0, -2.5], [np.inf, np.nan]]), dtype=DType.f32)
     s = b("constant", value=np.array(True), dtype=DType.bool)
@@ -66,7 +67,7 @@ def literals() -> Graph:
 
 LITERALS_TEXT = """\
 graph @Literals(%x: f32[B, 6]) -> (f32[B, 4], i64[2*B - 1], f32[2, 2], bool[], i64[0, 3]) {
-  %0, %1 = split(%x) {sizes = [2, 4], axis = 1} : f32[B, 2], f32[B, 4] on gpu
+  %0, %1 = split(%x) {sizes = [2, 4], axis = 1} : f32[B, 2], f32[B, 4] on cuda
   %2 = iota() {length = 2*B - 1, dtype = i64} : i64[2*B - 1]
   %3 = constant() {value = array<[[1.0, -2.5], [inf, nan]]>, dtype = f32} : f32[2, 2]
   %4 = constant() {value = array<true>, dtype = bool} : bool[]
@@ -75,7 +76,7 @@ graph @Literals(%x: f32[B, 6]) -> (f32[B, 4], i64[2*B - 1], f32[2, 2], bool[], i
 }
 """
 
-LITERALS_LOCS = LITERALS_TEXT.replace(" on gpu\n", ' on gpu loc("models/lit.sp":3:9)\n').replace(
+LITERALS_LOCS = LITERALS_TEXT.replace(" on cuda\n", ' on cuda loc("models/lit.sp":3:9)\n').replace(
     "i64} : i64[0, 3]\n", 'i64} : i64[0, 3] loc("we\\"ird.sp":12:1)\n')
 
 
@@ -142,6 +143,9 @@ def test_constants_of_every_dtype_keep_their_values(dtype: DType) -> None:
 # Symbol names include words that are keywords or literals elsewhere in the text.
 SYMBOLS = ["B", "T", "seq.len", "on", "loc", "return", "param", "array", "true", "none", "inf", "f32"]
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,6}", fullmatch=True)
+placements = st.builds(Placement, st.sampled_from([None, *TARGETS]), st.sampled_from([None, *DEVICE_KINDS]),
+                       st.none() | st.integers(0, 7)).filter(lambda p: bool(p.target or p.device)
+                                                             and (p.device is not None or p.index is None))
 scalars = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats())
 
 
@@ -172,7 +176,7 @@ def test_random_graphs_round_trip(data: st.DataObject) -> None:
     low, high = data.draw(scalars), data.draw(scalars)
     w = b.add_param(arg_names[1], t("f32", 2, 3), Init("uniform", (("low", low), ("high", high))))
     s = b.add_param(arg_names[2], t("i64", 0), Init("full", (("value", data.draw(scalars)),)), buffer=True)
-    b.device = data.draw(st.none() | names)
+    b.placement = data.draw(st.none() | placements)
     b.loc = data.draw(st.none() | locs)
     outputs = [b("dropout", x, p=data.draw(st.floats(0.0, 1.0))), b("reshape", x, shape=shape),
                b("gelu", x, approximate=data.draw(st.sampled_from(["none", "tanh"]))),

@@ -66,8 +66,8 @@ MUTATIONS: list[tuple[str, Callable[[Graph], object], str]] = [
      "node 3 (relu): result 0 does not point back at this node"),
     ("index", lambda g: setattr(g.nodes[3].result, "index", 1), "node 3 (relu): result 0 does not point back"),
     ("node twice", lambda g: g.nodes.append(g.nodes[3]), "node 9 (relu): result 0 is already defined"),
-    ("device", lambda g: setattr(g.nodes[4], "device", "cuda:0"),
-     "node 4 (dropout): device 'cuda:0' is not an identifier"),
+    ("placement", lambda g: setattr(g.nodes[4], "placement", "cuda:0"),
+     "node 4 (dropout): placement 'cuda:0' is not a Placement"),
     ("output", lambda g: setattr(g, "outputs", mlp().outputs), "output 0 of graph MLP is not defined in it"),
 ]
 
