@@ -39,8 +39,8 @@ import numpy as np
 
 from .errors import ShipeiError
 from .graph import Graph, Init, Node, Value
-from .registry import get_op
-from .types import DType, Sym
+from .registry import all_ops, get_op
+from .types import DType, Sym, dim_mul, dim_product, format_dim
 
 
 def print_graph(graph: Graph, *, locs: bool = False) -> str:
@@ -87,7 +87,14 @@ def print_node(node: Node, names: dict[Value, str], *, locs: bool = False) -> st
         text += f" on {node.placement}"
     if locs and node.loc:
         text += f" loc({json.dumps(node.loc.file)}:{node.loc.line}:{node.loc.col})"
+    if node.op in _TRANSFERS:  # what crosses: a comment, which the parser skips
+        (value,) = node.results
+        text += f"  // {format_dim(dim_mul(dim_product(value.shape), value.dtype.itemsize))} bytes"
     return text
+
+
+#: Ops that move a value between placements, whose bytes a reader wants to see.
+_TRANSFERS = frozenset(name for name, opdef in all_ops().items() if "transfer" in opdef.traits)
 
 
 def _init(init: Init) -> str:

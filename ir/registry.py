@@ -65,6 +65,9 @@ class Attr:
 
 TypeRule = Callable[[list[TensorType], dict[str, Any]], list[TensorType]]
 Reference = Callable[..., Any]
+#: Floating-point operations of one application, from its operands' and results' concrete shapes
+#: and its attributes (what the partitioner's cost model weighs); see `ir.cost` for the default.
+FlopRule = Callable[[list[tuple[int, ...]], list[tuple[int, ...]], dict[str, Any]], float]
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class OpDef:
     fusion: FusionKind
     traits: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
+    flops: FlopRule | None = None  # None: as `ir.cost` counts by fusion kind
 
     @property
     def variadic(self) -> bool:
@@ -198,10 +202,10 @@ def _load() -> None:
 
 def op(name: str, operands: Sequence[str], fusion: FusionKind, type_rule: TypeRule,
        reference: Reference, attrs: dict[str, Attr] | None = None,
-       traits: Sequence[str] = (), doc: str = "") -> OpDef:
+       traits: Sequence[str] = (), doc: str = "", flops: FlopRule | None = None) -> OpDef:
     """Declare and register an op in one call; the ops modules are lists of these."""
     return register(OpDef(name, tuple(operands), dict(attrs or {}), type_rule, reference,
-                          fusion, frozenset(traits), doc))
+                          fusion, frozenset(traits), doc, flops))
 
 
-__all__ = ["Attr", "AttrKind", "Dim", "FusionKind", "OpDef", "all_ops", "get_op", "op", "register"]
+__all__ = ["Attr", "AttrKind", "Dim", "FlopRule", "FusionKind", "OpDef", "all_ops", "get_op", "op", "register"]

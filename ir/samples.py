@@ -69,6 +69,7 @@ SAMPLES: dict[str, list[Sample]] = {
                                                                                        "value": -1.5})],
     "constant": [Sample((), {"value": np.array([[1.5, -2.0], [0.25, 3.0]])}), Sample((), {"value": np.array(0.5)})],
     "iota": [Sample((), {"length": 5})],
+    "transfer": [Sample(((2, 3),), {})],
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -24,7 +26,12 @@ def _matmul_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
     return [TensorType(dtype, batch + (a.shape[-2], b.shape[-1]))]
 
 
-op("matmul", ["lhs", "rhs"], FusionKind.OUT_FUSABLE, _matmul_rule, np.matmul,
+def _matmul_flops(operands: list, results: list, attrs: dict) -> float:
+    """A multiply and an add per element of the result per element contracted."""
+    return 2.0 * math.prod(results[0]) * operands[0][-1]
+
+
+op("matmul", ["lhs", "rhs"], FusionKind.OUT_FUSABLE, _matmul_rule, np.matmul, flops=_matmul_flops,
    doc="numpy.matmul on rank >= 2 operands; batch dims broadcast.")
 
 
@@ -85,7 +92,12 @@ def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int
 
 _CONV_ATTRS = {"stride": Attr(AttrKind.INTS, (1, 1), minimum=1), "padding": Attr(AttrKind.INTS, (0, 0), minimum=0),
                "dilation": Attr(AttrKind.INTS, (1, 1), minimum=1), "groups": Attr(AttrKind.INT, 1, minimum=1)}
-op("conv2d", ["x", "weight"], FusionKind.OUT_FUSABLE, _conv2d_rule, _conv2d, attrs=_CONV_ATTRS,
+def _conv2d_flops(operands: list, results: list, attrs: dict) -> float:
+    """A multiply-add per output element per weight element of its group: I/groups * KH * KW."""
+    return 2.0 * math.prod(results[0]) * math.prod(operands[1][1:])
+
+
+op("conv2d", ["x", "weight"], FusionKind.OUT_FUSABLE, _conv2d_rule, _conv2d, attrs=_CONV_ATTRS, flops=_conv2d_flops,
    doc="NCHW input, OIHW weight (PyTorch layout); bias is a separate add.")
 
 
@@ -124,8 +136,13 @@ def _avg_pool2d(x, kernel, stride, padding, count_include_pad: bool) -> np.ndarr
 
 _POOL_ATTRS = {"kernel": Attr(AttrKind.INTS, minimum=1), "stride": Attr(AttrKind.INTS, minimum=1),
                "padding": Attr(AttrKind.INTS, (0, 0), minimum=0)}
-op("max_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _max_pool2d, attrs=dict(_POOL_ATTRS))
-op("avg_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _avg_pool2d,
+def _pool_flops(operands: list, results: list, attrs: dict) -> float:
+    """One comparison or add per output element per window element."""
+    return float(math.prod(results[0]) * math.prod(_pair(attrs["kernel"], "kernel")))
+
+
+op("max_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _max_pool2d, attrs=dict(_POOL_ATTRS), flops=_pool_flops)
+op("avg_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _avg_pool2d, flops=_pool_flops,
    attrs={**_POOL_ATTRS, "count_include_pad": Attr(AttrKind.BOOL, True)})
 
 
@@ -147,7 +164,12 @@ def _linear(x: np.ndarray, w: np.ndarray, *bias: np.ndarray) -> np.ndarray:
     return (y + bias[0] if bias else y).astype(x.dtype)
 
 
-op("linear", ["x", "weight", "*bias"], FusionKind.OUT_FUSABLE, _linear_rule, _linear,
+def _linear_flops(operands: list, results: list, attrs: dict) -> float:
+    """The product, and the bias's add."""
+    return (2.0 * operands[1][1] + (len(operands) > 2)) * math.prod(results[0])
+
+
+op("linear", ["x", "weight", "*bias"], FusionKind.OUT_FUSABLE, _linear_rule, _linear, flops=_linear_flops,
    doc="x @ weight.T (+ bias): torch.nn.functional.linear, weight [out, in].")
 
 
@@ -175,6 +197,13 @@ def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, causal
     return np.matmul(e / e.sum(axis=-1, keepdims=True), v).astype(q.dtype)
 
 
-op("attention", ["q", "k", "v"], FusionKind.OPAQUE, _attention_rule, _attention,
+def _attention_flops(operands: list, results: list, attrs: dict) -> float:
+    """q @ k^T and its softmax (about 5 per score), then scores @ v."""
+    q, k, v = operands
+    batch, length, source = math.prod(q[:-2]), q[-2], k[-2]
+    return batch * length * source * (2.0 * q[-1] + 5 + 2.0 * v[-1])
+
+
+op("attention", ["q", "k", "v"], FusionKind.OPAQUE, _attention_rule, _attention, flops=_attention_flops,
    attrs={"scale": Attr(AttrKind.FLOAT), "causal": Attr(AttrKind.BOOL, False)},
    doc="softmax(q @ k^T * scale, masking key j > query i when causal) @ v: scaled dot-product attention.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import ShipeiError
@@ -48,8 +50,16 @@ def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-op("softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _softmax, attrs={"axis": Attr(AttrKind.INT, -1)})
-op("log_softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _log_softmax, attrs={"axis": Attr(AttrKind.INT, -1)})
+def _per_element(flops: float):
+    """A FLOP rule of `flops` per element of the first operand."""
+    return lambda operands, results, attrs: flops * math.prod(operands[0])
+
+
+# max, subtract, exp, sum, divide (log_softmax: log and subtract instead of the divide)
+op("softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _softmax, attrs={"axis": Attr(AttrKind.INT, -1)},
+   flops=_per_element(5))
+op("log_softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _log_softmax, attrs={"axis": Attr(AttrKind.INT, -1)},
+   flops=_per_element(6))
 
 
 def _check_eps(attrs: dict) -> None:
@@ -74,7 +84,8 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
     return (x - mean) / np.sqrt(var + eps) * w + b
 
 
-op("layer_norm", ["x", "weight", "bias"], FusionKind.OPAQUE, _layer_norm_rule, _layer_norm,
+# mean, subtract, square, mean, then normalize, scale and shift
+op("layer_norm", ["x", "weight", "bias"], FusionKind.OPAQUE, _layer_norm_rule, _layer_norm, flops=_per_element(8),
    attrs={"eps": Attr(AttrKind.FLOAT, 1e-5)}, doc="Normalizes over the trailing dims that weight covers.")
 
 

@@ -157,6 +157,11 @@ op("constant", [], FusionKind.INJECTIVE, _constant_rule,
    attrs={"value": Attr(AttrKind.ARRAY), "dtype": Attr(AttrKind.DTYPE)})
 
 
+op("transfer", ["x"], FusionKind.OPAQUE, lambda types, attrs: [types[0]], lambda x: x, traits=("transfer",),
+   flops=lambda operands, results, attrs: 0.0,
+   doc="x, handed from its producer's placement to this node's: where one pipeline stage feeds another.")
+
+
 def _iota_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
     check_dtype(TensorType(attrs["dtype"], ()), NUMERIC, "iota dtype")
     return [TensorType(attrs["dtype"], (attrs["length"],))]

@@ -12,10 +12,10 @@ fusion kind (the registry's `FusionKind`) allows, as in TVM's FuseOps:
 - constants are never grouped: every target holds them outside the computation.
 
 A group holds at most one complex-out-fusable op and at most `ctx.options["max_group_size"]`
-nodes (default 32). Joining is refused when it would make a cycle between regions (a path that
-leaves the group and comes back). Groups of one node are left ungrouped. Finally the nodes are
-reordered, stably, so that each group is one run of consecutive nodes, and groups are numbered
-0, 1, ... in schedule order.
+nodes (default 32), all of one placement (a group is one function of one program). Joining is
+refused when it would make a cycle between regions (a path that leaves the group and comes
+back). Groups of one node are left ungrouped. Finally the nodes are reordered, stably, so that
+each group is one run of consecutive nodes, and groups are numbered 0, 1, ... in schedule order.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ class Fuse(Pass):
             kind = groups.pattern[i]
             if node.op == "constant" or kind >= FusionKind.OUT_FUSABLE:
                 continue
-            candidates = sorted({groups.of[p] for p in groups.producers[i] if nodes[p].op != "constant"},
-                                reverse=True)
+            candidates = sorted({groups.of[p] for p in groups.producers[i]
+                                 if nodes[p].op != "constant" and nodes[p].placement == node.placement}, reverse=True)
             for g in candidates:
                 g = groups.of[g]
                 mine = groups.of[i]

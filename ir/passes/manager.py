@@ -13,12 +13,15 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, TextIO
+from typing import TYPE_CHECKING, ClassVar, TextIO
 
 import numpy as np
 
 from ..errors import ShipeiError, did_you_mean
 from ..graph import Graph
+
+if TYPE_CHECKING:
+    from .partition import PartitionReport, PartitionRequest
 
 #: CLI name -> (module in ir/passes, class name).
 PASSES: dict[str, tuple[str, str]] = {
@@ -35,6 +38,7 @@ PASSES: dict[str, tuple[str, str]] = {
     "plan-memory": ("plan_memory", "PlanMemory"),
     "quantize": ("quantize", "Quantize"),
     "prune": ("prune", "Prune"),
+    "partition": ("partition", "Partition"),
 }
 
 _O1 = ["canonicalize", "fold-constants", "dce"]
@@ -152,6 +156,8 @@ class PassContext:
     out: TextIO = field(default_factory=lambda: sys.stderr)
     timings: list[PassTiming] = field(default_factory=list)
     options: dict[str, object] = field(default_factory=dict)
+    partition: PartitionRequest | None = None  # what the partition pass chooses among
+    partition_report: PartitionReport | None = None  # what it chose, and why
 
     def wants_print(self, name: str) -> bool:
         return bool(self.print_after) and ("all" in self.print_after or name in self.print_after)

@@ -26,12 +26,12 @@ Rule = Callable[["Rewriter", Node], "list[Value] | None"]
 
 
 def make_node(op: str, operands: Iterable[Value], attrs: Mapping[str, Any], like: Node | None = None) -> Node:
-    """A node typed by the registry, with `like`'s source location, device and fusion group."""
+    """A node typed by the registry, with `like`'s source location, placement, fusion group and module."""
     opdef = get_op(op)
     operands = list(operands)
     attrs = opdef.complete_attrs(dict(attrs))
     node = Node(op, operands, attrs, loc=like.loc if like else None, placement=like.placement if like else None,
-                group=like.group if like else None)
+                group=like.group if like else None, module=like.module if like else "")
     node.results = [Value(t, producer=node, index=i) for i, t in enumerate(opdef.infer(operands, attrs))]
     return node
 

@@ -57,6 +57,7 @@ SAMPLES: dict[str, tuple[list[TensorType], dict[str, Any]]] = {
     "pad": ([F], {"pads": (0, 1, 2, 0), "value": -np.inf}),
     "constant": ([], {"value": np.array([[1.5, -0.0], [np.inf, np.nan]]), "dtype": DType.f32}),
     "iota": ([], {"length": dim_add(dim_mul(B, T), 1), "dtype": DType.i32}),
+    "transfer": ([t("f32", B, 4)], {}),
 }
 
 

@@ -94,6 +94,7 @@ TORCH: dict[str, Callable[..., Any]] = {
     "pad": _pad,
     "constant": lambda value, dtype: torch.tensor(value, dtype=TORCH_DTYPES[dtype]),
     "iota": lambda length, dtype: torch.arange(length, dtype=TORCH_DTYPES[dtype]),
+    "transfer": lambda x: x.clone(),
 }
 
 
@@ -232,6 +233,7 @@ CASES: dict[str, Case] = {
                                {"value": np.array(2.5), "dtype": "f64"},
                                {"value": np.array([True, False]), "dtype": "bool"})),
     "iota": case(variants=({"length": 5}, {"length": 4, "dtype": "f32"}, {"length": 1, "dtype": "i32"})),
+    "transfer": case(normal(2, 3)),
 }
 
 
