@@ -28,10 +28,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..ir.batch import batch_layout
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
-from ..ir.registry import FusionKind, all_ops
-from ..ir.types import LOW_PRECISION, DType, Sym, normalize_axis
+from ..ir.types import LOW_PRECISION, DType
 from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
@@ -353,7 +353,7 @@ def _numpy_dtype(dtype: DType) -> str:
 
 def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, options: Options) -> None:
     names = module.names
-    batch = _batch_layout(graph) if options.pad_to is not None else None
+    batch = batch_layout(graph, "pad_to") if options.pad_to is not None else None
     compute = COMPUTE_DTYPES.get(options.compute_dtype)
     code(*_OPTIONS.format(compute=TARGET.dtypes[compute] if compute else None,
                           precision=PRECISIONS[options.matmul_precision], pad_to=options.pad_to).splitlines())
@@ -379,79 +379,7 @@ def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, optio
         emit_body(e, code)
         code(f"return {', '.join(e.values[v] for v in graph.outputs)}")
     if batch is not None:
-        _write_padding(code, e, *batch)
-
-
-# -- pad_to: which axes carry the batch, and proof that no op mixes batch rows ---------------------
-
-def _reshape_axes(node: Node, batch: str) -> list[tuple[int, ...]]:
-    """A row-major reshape keeps rows apart only when the batch is the leading dim on both sides."""
-    before, after = _plain_axes(node.operands[0], batch), _plain_axes(node.result, batch)
-    return [() if before == after == (0,) or not before else tuple(range(node.operands[0].type.rank))]
-
-
-def _attention_axes(node: Node, batch: str) -> list[tuple[int, ...]]:
-    """q mixes its depth axis; k and v their key axis (and k its depth)."""
-    rank = node.operands[0].type.rank
-    return [(rank - 1,), (rank - 2, rank - 1), (rank - 2,)]
-
-
-def _normalized(axes, rank: int) -> tuple[int, ...]:
-    return tuple(range(rank)) if axes is None else tuple(normalize_axis(a, rank) for a in axes)
-
-
-#: Per op that is not elementwise: the axes of each operand whose elements it combines. An op that
-#: combines elements along the batch axis cannot be padded; an op missing here is assumed to.
-_MIXED_AXES: dict[str, Callable[[Node, str], list[tuple[int, ...]]]] = {
-    **{op: (lambda node, batch: [_normalized(node.attrs["axes"], node.operands[0].type.rank)])
-       for op in ("reduce_sum", "reduce_mean", "reduce_max", "reduce_min")},
-    **{op: (lambda node, batch: [_normalized((node.attrs["axis"],), node.operands[0].type.rank)])
-       for op in ("softmax", "log_softmax")},
-    "layer_norm": lambda node, batch: [tuple(range(node.operands[0].type.rank - node.operands[1].type.rank,
-                                                   node.operands[0].type.rank)), (), ()],
-    "matmul": lambda node, batch: [(node.operands[0].type.rank - 1,), (node.operands[1].type.rank - 2,)],
-    "linear": lambda node, batch: [(node.operands[0].type.rank - 1,), (0, 1), (0,)][:len(node.operands)],
-    "attention": _attention_axes,
-    "conv2d": lambda node, batch: [(1, 2, 3), (0, 1, 2, 3)],
-    "max_pool2d": lambda node, batch: [(2, 3)],
-    "avg_pool2d": lambda node, batch: [(2, 3)],
-    "concat": lambda node, batch: [_normalized((node.attrs["axis"],), v.type.rank) for v in node.operands],
-    "pad": lambda node, batch: [tuple(i for i in range(node.operands[0].type.rank)
-                                      if node.attrs["pads"][2 * i] or node.attrs["pads"][2 * i + 1])],
-    "reshape": _reshape_axes,
-    **{op: (lambda node, batch: [() for _ in node.operands])
-       for op in ("transpose", "broadcast_to", "split", "slice", "gather", "iota", "constant")},
-}
-
-
-def _plain_axes(value: Value, batch: str) -> tuple[int, ...]:
-    """Axes of `value` whose dim is exactly the batch symbol."""
-    return tuple(i for i, d in enumerate(value.shape) if isinstance(d, Sym) and str(d) == batch)
-
-
-def _batch_layout(graph: Graph) -> tuple[str, list[tuple[int, ...]], list[tuple[int, ...]]]:
-    """(batch symbol, batch axes of each input, of each output), or a ShipeiError saying why
-    padding the batch would change results."""
-    batch = next((str(v.shape[0]) for v in graph.inputs
-                  if v.type.rank and isinstance(v.shape[0], Sym) and str(v.shape[0]) in v.shape[0].symbols), None)
-    if batch is None:
-        raise ShipeiError(f"pad_to needs a batch dim: no input of {graph.name} has a shape symbol as its first dim")
-    ops = all_ops()
-    values = [*graph.inputs, *graph.params, *(r for n in graph.nodes for r in n.results)]
-    for v in values:
-        if any(isinstance(d, Sym) and batch in d.symbols and str(d) != batch for d in v.shape):
-            raise ShipeiError(f"pad_to cannot pad batch dim {batch}: {v.type} uses it in an expression")
-    for node in graph.nodes:
-        if ops[node.op].fusion in (FusionKind.ELEMWISE, FusionKind.BROADCAST):
-            continue
-        if node.op not in _MIXED_AXES:
-            raise ShipeiError(f"pad_to cannot prove that '{node.op}' keeps batch rows apart", node.loc)
-        for v, mixed in zip(node.operands, _MIXED_AXES[node.op](node, batch), strict=True):
-            if set(mixed) & set(_plain_axes(v, batch)):
-                raise ShipeiError(f"pad_to: '{node.op}' combines elements along batch dim {batch}, "
-                                  "so padding it would change the result", node.loc,
-                                  hint="compile without pad_to")
-    return batch, [_plain_axes(v, batch) for v in graph.inputs], [_plain_axes(v, batch) for v in graph.outputs]
+        _write_padding(code, e, batch.symbol, batch.inputs, batch.outputs)
 
 
 def _widths(rank: int, axes: tuple[int, ...]) -> str:
