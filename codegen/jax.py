@@ -297,9 +297,41 @@ def load(weights=WEIGHTS, device="cpu"):
         return {key: jax.device_put(array, jax.devices(device)[0]) for key, array in arrays.items()}
 
 
-def _numpy(y):
+def to_numpy(y):
     y = np.asarray(y)
     return y.astype(np.float32) if y.dtype == jnp.bfloat16 else y  # in numpy: no XLA compile per cast
+
+
+def call(model, *arrays):
+    """Arrays in, a tuple of arrays out: a pipeline stage's step, with no numpy in between."""
+    with jax.enable_x64(True):
+        outputs = forward(model, *arrays)
+    return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+def accept(x, device="cpu"):
+    """Another framework's tensor (anything with __dlpack__) or a numpy array, as a jax array on
+    `device`, and whether it was copied. DLPack hands over the same memory where it is 64-byte
+    aligned (XLA copies it otherwise: MindSpore's results never are); what DLPack cannot carry (a
+    strided view) is copied through numpy. 64-bit values stay 64-bit (without x64, jax narrows them)."""
+    with jax.enable_x64(True):
+        try:
+            array = jax.dlpack.from_dlpack(x)
+        except (TypeError, RuntimeError, BufferError, ValueError):
+            return jax.device_put(np.asarray(x), jax.devices(device)[0]), True
+        return jax.device_put(array, jax.devices(device)[0]), _unaligned(x)
+
+
+def _unaligned(x):
+    try:
+        return np.from_dlpack(x).ctypes.data % 64 != 0
+    except (TypeError, RuntimeError, BufferError, AttributeError):  # numpy has no bfloat16 to look through
+        return False
+
+
+def export(array):
+    """A result as other frameworks take it: jax arrays speak DLPack themselves."""
+    return array
 '''
 
 _RUN = '''
@@ -307,8 +339,8 @@ _RUN = '''
 def run(model, inputs, device="cpu"):
     """Numpy in, numpy out (bfloat16 outputs as float32)."""
     with jax.enable_x64(True):
-        outputs = forward(model, *(jax.device_put(x, jax.devices(device)[0]) for x in inputs))
-    return [_numpy(y) for y in (outputs if isinstance(outputs, tuple) else (outputs,))]
+        arrays = [jax.device_put(x, jax.devices(device)[0]) for x in inputs]
+    return [to_numpy(y) for y in call(model, *arrays)]
 '''
 
 _RUN_PADDED = '''
@@ -317,8 +349,8 @@ def run(model, inputs, device="cpu"):
     """Numpy in, numpy out (bfloat16 outputs as float32); the batch is padded to a multiple of PAD_TO."""
     inputs, batch = pad_batch(inputs)
     with jax.enable_x64(True):
-        outputs = forward(model, *(jax.device_put(x, jax.devices(device)[0]) for x in inputs))
-    return unpad_batch([_numpy(y) for y in (outputs if isinstance(outputs, tuple) else (outputs,))], batch)
+        arrays = [jax.device_put(x, jax.devices(device)[0]) for x in inputs]
+    return unpad_batch([to_numpy(y) for y in call(model, *arrays)], batch)
 '''
 
 #: The generation options, written at the top of the module so that it describes itself.

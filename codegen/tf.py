@@ -267,18 +267,43 @@ def load(weights=WEIGHTS, device="cpu"):
     return model
 
 
-def run(model, inputs, device="cpu"):
-    """Numpy in, numpy out (bfloat16 comes back as float32, which numpy has)."""
+def call(model, *tensors, device="cpu"):
+    """Tensors in, a tuple of tensors out: a pipeline stage's step, with no numpy in between."""
     if device == "tpu":
         # Every TPU core runs the same call on the same inputs; one core's results are the answer.
         strategy = _strategy()
-        per_replica = strategy.run(model.__call__, args=tuple(tf.convert_to_tensor(x) for x in inputs))
-        outputs = strategy.experimental_local_results(per_replica)[0]
+        outputs = strategy.experimental_local_results(strategy.run(model.__call__, args=tensors))[0]
     else:
         with tf.device(_DEVICES[device]):
-            outputs = model(*(tf.convert_to_tensor(x) for x in inputs))
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    return [(tf.cast(y, tf.float32) if y.dtype == tf.bfloat16 else y).numpy() for y in outputs]
+            outputs = model(*tensors)
+    return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+def accept(x, device="cpu"):
+    """Another framework's tensor (anything with __dlpack__) or a numpy array, as a tf tensor, and
+    whether it was copied: DLPack hands over the same memory; what it cannot carry (a strided view)
+    is copied through numpy. TF's eager kernels abort the process on memory that is not 64-byte
+    aligned (MindSpore's results never are); the model's XLA-compiled call takes it, and that is
+    the only use a pipeline makes of what it accepts."""
+    with tf.device(_DEVICES.get(device, "/CPU:0")):
+        try:
+            return tf.experimental.dlpack.from_dlpack(x.__dlpack__()), False
+        except (AttributeError, TypeError, RuntimeError, BufferError, tf.errors.InvalidArgumentError):
+            return tf.convert_to_tensor(np.asarray(x)), True
+
+
+def export(tensor):
+    """A result as other frameworks take it: tf tensors speak DLPack themselves."""
+    return tensor
+
+
+def to_numpy(tensor):
+    return (tf.cast(tensor, tf.float32) if tensor.dtype == tf.bfloat16 else tensor).numpy()
+
+
+def run(model, inputs, device="cpu"):
+    """Numpy in, numpy out (bfloat16 comes back as float32, which numpy has)."""
+    return [to_numpy(y) for y in call(model, *(tf.convert_to_tensor(x) for x in inputs), device=device)]
 '''
 
 TARGET = Target(

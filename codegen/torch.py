@@ -221,14 +221,36 @@ class KeptBuffers(threading.local):
 
 
 @torch.inference_mode()
-def run(model, inputs, device="cpu"):
-    """Numpy in, numpy out."""
-    tensors = [_tensor(x).to(device) for x in inputs]
+def call(model, *tensors):
+    """Tensors in, a tuple of tensors out: a pipeline stage's step, with no numpy in between."""
     if CHANNELS_LAST:
         tensors = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tensors]
     outputs = model(*tensors)
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    return [(y.float() if y.dtype == torch.bfloat16 else y).cpu().numpy() for y in outputs]
+    return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+def accept(x, device="cpu"):
+    """Another framework's tensor (anything with __dlpack__) or a numpy array, as a torch tensor on
+    `device`, and whether it was copied: DLPack hands over the same memory; what it cannot carry
+    is copied through numpy."""
+    try:
+        return torch.from_dlpack(x).to(device), False
+    except (TypeError, RuntimeError, BufferError):
+        return _tensor(np.asarray(x)).to(device), True
+
+
+def export(tensor):
+    """A result as other frameworks take it: torch tensors speak DLPack themselves."""
+    return tensor
+
+
+def to_numpy(tensor):
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).detach().cpu().numpy()
+
+
+def run(model, inputs, device="cpu"):
+    """Numpy in, numpy out."""
+    return [to_numpy(y) for y in call(model, *(_tensor(x).to(device) for x in inputs))]
 '''
 
 #: In-place spellings: the result overwrites operand 0 (see codegen/buffers.py).

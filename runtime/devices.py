@@ -6,12 +6,15 @@ or hangs on import is reported as a finding instead of taking shipei down with i
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+from ..ir.placement import TARGETS, Placement
 
 # Each probe prints {"version": ..., "devices": [...]}; devices are "kind" or "kind:detail".
 PROBES: dict[str, tuple[str, str]] = {
@@ -83,3 +86,25 @@ def discover(targets: list[str] | None = None, timeout: float = 60.0) -> list[Fr
     names = targets or list(PROBES)
     with ThreadPoolExecutor(len(names)) as pool:
         return list(pool.map(lambda t: probe(t, timeout), names))
+
+
+#: How a probe names a device (its kind before any ':'), as a placement's device kind.
+_KINDS = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "tpu": "tpu", "ascend": "ascend"}
+
+
+@functools.cache
+def available_placements() -> tuple[Placement, ...]:
+    """Every (target, device) this machine can run, from the probes (cached for the process):
+    each installed framework on each device it sees, accelerators first."""
+    found = []
+    for info in discover():
+        if not info.installed or info.error:
+            continue
+        counts: dict[str, int] = {}
+        for device in info.devices:
+            kind = _KINDS.get(device.split(":")[0])
+            if kind is None:
+                continue
+            index = counts[kind] = counts.get(kind, -1) + 1
+            found.append(Placement(info.target, kind, index if kind != "cpu" else None))
+    return tuple(sorted(found, key=lambda p: (p.device == "cpu", TARGETS.index(p.target), p.index or 0)))

@@ -12,6 +12,8 @@ No framework is imported until a target is used.
 from .api import Compiled, compile, load, optimize, parse, reference
 from .frontend.limits import Limits
 from .ir.errors import ShipeiError
+from .partitioned import CompiledPipeline
 
-__all__ = ["Compiled", "Limits", "ShipeiError", "compile", "load", "optimize", "parse", "reference"]
+__all__ = ["Compiled", "CompiledPipeline", "Limits", "ShipeiError", "compile", "load", "optimize", "parse",
+           "reference"]
 __version__ = "0.1.0"

@@ -24,6 +24,7 @@ from .ir.passes.manager import DEFAULT_OPT, PassContext, check_pass_options, run
 from .ir.passes.rewrite import clone
 from .ir.printer import print_graph
 from .ir.verifier import verify
+from .partitioned import CompiledPipeline, DeviceMap, compile_pipeline, partition_request
 from .runtime import Executable, MemoryEstimate, estimate_memory
 
 Source = str | os.PathLike | Graph
@@ -89,11 +90,12 @@ class Compiled:
         """Weights, inputs and planned activations at these shape symbols (`B=64`), before loading."""
         return estimate_memory(self.ir, dims)
 
-    def load(self, device: str = "auto", allow_fallback: bool = True, *, cast: bool = False,
+    def load(self, device: str = "auto", allow_fallback: bool = False, *, cast: bool = False,
              check_indices: bool = True) -> Executable:
-        """Load the program on `device` ("auto" prefers the target's accelerator). `cast` allows
-        weights of another dtype of the same kind; `check_indices` checks each call's gather
-        indices before the target sees them (see `Executable`)."""
+        """Load the program on `device` ("auto" prefers the target's accelerator and falls back to
+        the CPU with a warning; a device named and absent is an error unless `allow_fallback`).
+        `cast` allows weights of another dtype of the same kind; `check_indices` checks each call's
+        gather indices before the target sees them (see `Executable`)."""
         directory = Path(tempfile.mkdtemp(prefix="shipei-"))
         path = self.save(directory)
         return Executable(self.ir, self.target, path, self.weights, device, allow_fallback, cast=cast,
@@ -105,18 +107,24 @@ def optimize(graph: Graph, opt: int = 2, *, passes: Sequence[str] | None = None,
     """Run the `-O{opt}` pipeline (or the `passes` named, in order), less `disable`, on `graph`
     in place. `pass_options` are settings the passes read (an unknown name is an error);
     `context` carries the weights (rewritten when `context.frozen`), dumps and timings; see
-    `shipei.ir.passes.manager`."""
+    `shipei.ir.passes.manager`. With `context.partition` set, the partition pass runs too, before
+    the passes that work per program (layout, fuse, plan-memory)."""
     ctx = context or PassContext()
     check_pass_options(pass_options or {})
     ctx.options.update(pass_options or {})
-    return run_passes(graph, select_passes(opt, passes, disable, ctx.frozen), ctx)
+    names = select_passes(opt, passes, disable, ctx.frozen)
+    if ctx.partition is not None and "partition" not in names:
+        late = [i for i, name in enumerate(names) if name in ("layout", "fuse", "plan-memory")]
+        names.insert(late[0] if late else len(names), "partition")
+    return run_passes(graph, names, ctx)
 
 
 def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | None = None,
             options: Mapping[str, Any] | None = None, opt: int = DEFAULT_OPT, passes: Sequence[str] | None = None,
             disable: Sequence[str] = (), freeze: bool = False, weights: Mapping[str, np.ndarray] | None = None,
             pass_options: Mapping[str, Any] | None = None, context: PassContext | None = None,
-            limits: Limits | None = None, **params: Any) -> Compiled:
+            limits: Limits | None = None, device_map: DeviceMap | None = None,
+            **params: Any) -> Compiled | CompiledPipeline:
     """Compile DSL source (path or text) or an IR graph for `target`, with weights from `seed`.
 
     `opt` picks the pass pipeline (0 to 3), or `passes` names the passes to run; `disable` drops
@@ -126,6 +134,11 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     `{"sparsity": 0.5}` for pruning); `context` may bring a `PassContext` for dumps and timings.
     `options` go to the target (e.g. `{"compute_dtype": "bf16"}` for jax); other keyword
     arguments override the model's compile-time parameters.
+
+    `device_map` places parts of the model by module path, as Hugging Face accelerate spells it
+    (`{"h.0": "torch:cpu", "h.1": "jax:cpu", "*": "tf:cpu"}`), or "auto" to choose among every
+    placement this machine has; it, or a hint in the source naming another target or a device,
+    partitions the model and returns a `CompiledPipeline` (one program per stage and a driver).
     """
     graph = parse(src, model=model, limits=limits, **params)
     if isinstance(src, Graph):
@@ -134,12 +147,16 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     ctx.weights = dict(weights) if weights is not None else init_params(graph, seed)
     ctx.frozen = freeze
     ctx.options = {"target": target, **ctx.options}
+    dims = dict((pass_options or {}).get("dims", {}))
+    ctx.partition = partition_request(graph, target, device_map, dims)
     graph = optimize(graph, opt, passes=passes, disable=disable, pass_options=pass_options, context=ctx)
+    if ctx.partition is not None:
+        return compile_pipeline(graph, ctx, _source_name(src), {target: options or {}})
     module = emit(graph, target, _source_name(src), planned="memory_plan" in ctx.options, **dict(options or {}))
     return Compiled(graph, target, module, ctx.weights, ctx)
 
 
-def load(directory: str | os.PathLike, target: str = "torch", device: str = "auto", allow_fallback: bool = True,
+def load(directory: str | os.PathLike, target: str = "torch", device: str = "auto", allow_fallback: bool = False,
          *, cast: bool = False, check_indices: bool = True) -> Executable:
     """Load a directory written by `Compiled.save` (or `shipei compile -o DIR`); `cast` and
     `check_indices` as for `Compiled.load`."""

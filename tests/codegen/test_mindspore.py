@@ -85,7 +85,7 @@ def test_golden_linear():
     assert model == GOLDEN_MODEL.rstrip("\n")
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert imports == ["import os", "import logging", "import numpy as np", "import safetensors.numpy",
-                       "import mindspore as ms", "from mindspore import nn, ops",
+                       "import mindspore as ms", "import mindspore.utils.dlpack", "from mindspore import nn, ops",
                        "from mindspore.common.initializer import initializer"]
 
 

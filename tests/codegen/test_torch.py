@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from shipei.codegen import capabilities, emit
+from shipei.codegen import emit
 from shipei.ir.graph import Builder, Graph, Init
 from shipei.ir.inputs import random_inputs
-from shipei.ir.registry import all_ops
 from shipei.ir.tolerance import MIXED_PRECISION, compare
 from shipei.ir.types import DType, Sym, TensorType
 
@@ -114,10 +113,6 @@ def test_unknown_option_value_is_a_clear_error() -> None:
     for value in ("model", 1):
         with pytest.raises(shipei.ShipeiError, match=f"compile must be False, True or 'groups', got {value!r}"):
             shipei.compile(EXAMPLES / "mlp.sp", "torch", options={"compile": value})
-
-
-def test_every_op_has_a_rule() -> None:
-    assert set(capabilities("torch")) == set(all_ops())
 
 
 def test_an_input_named_like_a_module_global_does_not_shadow_it() -> None:
