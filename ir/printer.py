@@ -33,6 +33,7 @@ and the verifier's messages can show a broken one.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -43,8 +44,9 @@ from .registry import all_ops, get_op
 from .types import DType, Sym, dim_mul, dim_product, format_dim
 
 
-def print_graph(graph: Graph, *, locs: bool = False) -> str:
-    """The graph's text, ending in a newline; `locs` adds each node's source location."""
+def print_graph(graph: Graph, *, locs: bool = False, notes: Mapping[Node, str] | None = None) -> str:
+    """The graph's text, ending in a newline; `locs` adds each node's source location, `notes` a
+    comment on the nodes it names (why the partitioner placed each where it did)."""
     names = value_names(graph)
     args = [f"{names[v]}: {v.type}" for v in graph.inputs]
     for p in graph.params:
@@ -60,7 +62,8 @@ def print_graph(graph: Graph, *, locs: bool = False) -> str:
         if node.group != group and node.group is not None:
             lines.append(f"  group {node.group} {{")
         group = node.group
-        lines.append(("    " if group is not None else "  ") + print_node(node, names, locs=locs))
+        note = notes.get(node) if notes else None
+        lines.append(("    " if group is not None else "  ") + print_node(node, names, locs=locs, note=note))
     if group is not None:
         lines.append("  }")
     returned = ", ".join(names.get(v, "%?") for v in graph.outputs)
@@ -76,8 +79,8 @@ def value_names(graph: Graph) -> dict[Value, str]:
     return names
 
 
-def print_node(node: Node, names: dict[Value, str], *, locs: bool = False) -> str:
-    """One node's line (without indentation), naming values by `names`."""
+def print_node(node: Node, names: dict[Value, str], *, locs: bool = False, note: str | None = None) -> str:
+    """One node's line (without indentation), naming values by `names`; `note` ends it as a comment."""
     results = ", ".join(names.get(r, "%?") for r in node.results) or "()"
     text = f"{results} = {node.op}({', '.join(names.get(v, '%?') for v in node.operands)})"
     if node.attrs:
@@ -87,10 +90,11 @@ def print_node(node: Node, names: dict[Value, str], *, locs: bool = False) -> st
         text += f" on {node.placement}"
     if locs and node.loc:
         text += f" loc({json.dumps(node.loc.file)}:{node.loc.line}:{node.loc.col})"
+    comments = [note] if note else []
     if node.op in _TRANSFERS:  # what crosses: a comment, which the parser skips
         (value,) = node.results
-        text += f"  // {format_dim(dim_mul(dim_product(value.shape), value.dtype.itemsize))} bytes"
-    return text
+        comments.append(f"{format_dim(dim_mul(dim_product(value.shape), value.dtype.itemsize))} bytes")
+    return text + (f"  // {'; '.join(comments)}" if comments else "")
 
 
 #: Ops that move a value between placements, whose bytes a reader wants to see.

@@ -13,6 +13,7 @@ import numpy as np
 
 from .codegen import GeneratedModule, emit
 from .codegen.module import weights_filename
+from .codegen.pipeline import pipeline_filename
 from .frontend import elaborate_file, elaborate_source
 from .frontend.limits import Limits
 from .ir.errors import ShipeiError
@@ -22,10 +23,13 @@ from .ir.interpreter import Precision, interpret
 from .ir.parser import parse_ir
 from .ir.passes.manager import DEFAULT_OPT, PassContext, check_pass_options, run_passes, select_passes
 from .ir.passes.rewrite import clone
+from .ir.pipeline import plan_pipeline
 from .ir.printer import print_graph
 from .ir.verifier import verify
 from .partitioned import CompiledPipeline, DeviceMap, compile_pipeline, partition_request
 from .runtime import Executable, MemoryEstimate, estimate_memory
+from .runtime.pipeline import PipelineExecutable
+from .runtime.weights import check_weights
 
 Source = str | os.PathLike | Graph
 
@@ -157,14 +161,21 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
 
 
 def load(directory: str | os.PathLike, target: str = "torch", device: str = "auto", allow_fallback: bool = False,
-         *, cast: bool = False, check_indices: bool = True) -> Executable:
+         *, cast: bool = False, check_indices: bool = True) -> Executable | PipelineExecutable:
     """Load a directory written by `Compiled.save` (or `shipei compile -o DIR`); `cast` and
-    `check_indices` as for `Compiled.load`."""
+    `check_indices` as for `Compiled.load`. A partitioned model's directory (`--device-map`) loads
+    as a `PipelineExecutable`, each stage on its placement (`target` and `device` are not used)."""
     directory = Path(directory)
     irs = sorted(directory.glob("*.ir"))
     if len(irs) != 1:
         raise ShipeiError(f"{directory} does not hold one compiled model (found {len(irs)} .ir files)")
     graph = parse_ir(irs[0].read_text(), str(irs[0]))
+    driver = directory / pipeline_filename(graph.name)
+    if driver.exists():
+        plan = plan_pipeline(graph)
+        weights = {k: v for s in plan.stages
+                   for k, v in check_weights(s.graph, directory / weights_filename(s.graph.name)).items()}
+        return PipelineExecutable(graph, plan, driver, weights, allow_fallback, check_indices=check_indices)
     module = directory / f"{graph.name.lower()}_{target}.py"
     if not module.exists():
         raise ShipeiError(f"{directory} has no program for target '{target}'",

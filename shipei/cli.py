@@ -7,6 +7,7 @@ one-line summary and exits 2 (SHIPEI_TRACEBACK=1 shows the traceback for a bug r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -29,6 +30,8 @@ from .ir.passes import prune, quantize
 from .ir.passes.manager import DEFAULT_OPT, PassContext
 from .ir.printer import print_graph
 from .ir.tolerance import compare
+from .partitioned import CompiledPipeline, partition_request
+from .runtime.pipeline import summarize
 
 
 def _value(text: str) -> Any:
@@ -89,11 +92,33 @@ def _pass_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: _setting(v) for k, v in _pairs(args.pass_option, "--pass-option").items()}
 
 
-def _compile(args: argparse.Namespace, graph: Graph, target: str) -> api.Compiled:
+def _device_map(text: str | None) -> dict[str, str] | str | None:
+    """--device-map: "auto", or a JSON object of module path -> placement."""
+    if text is None or text == "auto":
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ShipeiError(f"--device-map is not JSON: {e}",
+                          hint='e.g. --device-map \'{"h.0": "torch:cpu", "*": "jax:cpu"}\', or auto') from None
+    if not isinstance(value, dict):
+        raise ShipeiError("--device-map must be a JSON object of module path -> placement, or auto")
+    return value
+
+
+def _compile(args: argparse.Namespace, graph: Graph, target: str) -> api.Compiled | CompiledPipeline:
     passes = [p for p in args.passes.split(",") if p] if args.passes is not None else None
     options = {k: _setting(v) for k, v in _pairs(args.option, "--option").items()}
-    return api.compile(graph, target, seed=args.seed, opt=args.opt, passes=passes, disable=args.disable_pass,
-                       freeze=args.freeze, pass_options=_pass_options(args), options=options, context=_context(args))
+    compiled = api.compile(graph, target, seed=args.seed, opt=args.opt, passes=passes, disable=args.disable_pass,
+                           freeze=args.freeze, pass_options=_pass_options(args), options=options,
+                           context=_context(args), device_map=_device_map(getattr(args, "device_map", None)))
+    if isinstance(compiled, CompiledPipeline):
+        print(f"placed: {compiled.summary(_dims(args))}")
+    return compiled
+
+
+def _dims(args: argparse.Namespace) -> dict[str, int]:
+    return {k: int(_value(v)) for k, v in _pairs(getattr(args, "dim", []), "--dim").items()}
 
 
 def _compression(compiled: api.Compiled) -> list[str]:
@@ -105,13 +130,21 @@ def _compression(compiled: api.Compiled) -> list[str]:
 
 def cmd_ir(args: argparse.Namespace) -> int:
     graph = _graph(args)
-    if args.opt or args.passes is not None or args.pass_option:
+    notes = None
+    if args.opt or args.passes is not None or args.pass_option or args.placement or args.device_map:
         passes = [p for p in args.passes.split(",") if p] if args.passes is not None else None
         ctx = _context(args)
         ctx.weights, ctx.frozen = init_params(graph, args.seed), args.freeze
+        if args.placement or args.device_map:
+            ctx.partition = partition_request(graph, args.target, _device_map(args.device_map) or {"*": args.target},
+                                              _dims(args))
         graph = api.optimize(graph, args.opt, passes=passes, disable=args.disable_pass,
                              pass_options=_pass_options(args), context=ctx)
-    print(print_graph(graph, locs=args.locs), end="")
+        if ctx.partition_report is not None:
+            print(f"// placed: {ctx.partition_report.summary(graph, _dims(args))}")
+            if args.placement:
+                notes = {n: d.reason for n, d in ctx.partition_report.decisions.items()}
+    print(print_graph(graph, locs=args.locs, notes=notes), end="")
     return 0
 
 
@@ -125,6 +158,11 @@ def _targets(name: str) -> list[str]:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     graph = _graph(args)
+    if args.device_map is not None:
+        compiled = _compile(args, graph, _targets(args.target)[0])
+        print("\n".join(_compression(compiled) + [""]), end="")
+        print(f"wrote {compiled.save(args.output)}")
+        return 0
     for i, target in enumerate(_targets(args.target)):
         compiled = _compile(args, graph, target)
         if i == 0:  # the passes do the same for every target
@@ -144,8 +182,7 @@ def _inputs(args: argparse.Namespace, graph: Graph) -> list[np.ndarray]:
             raise ShipeiError(f"{args.inputs} has no array for input(s) {', '.join(missing)}",
                               hint=f"it holds {', '.join(data.files) or 'nothing'}")
         return [data[v.name] for v in graph.inputs]
-    dims = {k: int(_value(v)) for k, v in _pairs(args.dim, "--dim").items()}
-    return random_inputs(graph, args.seed, dims)
+    return random_inputs(graph, args.seed, _dims(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -154,12 +191,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\n".join(_compression(compiled) + [""]), end="")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        exe = compiled.load(args.device, cast=args.cast, check_indices=not args.no_check_indices)
+        if isinstance(compiled, CompiledPipeline):
+            exe = compiled.load(args.allow_fallback, check_indices=not args.no_check_indices)
+        else:
+            exe = compiled.load(args.device, args.allow_fallback, cast=args.cast,
+                                check_indices=not args.no_check_indices)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     inputs = _inputs(args, graph)
-    outputs = exe.run(*inputs)
-    print(f"{graph.name} on {args.target} ({exe.device})")
+    if isinstance(compiled, CompiledPipeline):
+        outputs = exe.run(*inputs, micro_batches=args.micro_batches)
+        print(f"{graph.name} in {len(exe.stages)} stages: {', '.join(exe.placements)}; {summarize(exe.transfers)}")
+    else:
+        outputs = exe.run(*inputs)
+        print(f"{graph.name} on {args.target} ({exe.device})")
     for value, out in zip(graph.outputs, outputs):
         print(f"  output {value.type.dtype}{list(out.shape)}: mean {np.mean(out, dtype=np.float64):.6g}")
     if args.memory:
@@ -252,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the IR after a pass to stderr")
         g.add_argument("--print-after-all", action="store_true", help="print the IR after every pass to stderr")
 
+    def device_map(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device-map", metavar="JSON|auto",
+                       help='place parts of the model by module path, as accelerate does: '
+                            '\'{"h.0": "torch:cpu", "h.1": "jax:cpu", "*": "tf:cpu"}\', or auto')
+
     def target_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                        help="a target option, e.g. amp=bf16 or compile=true (torch), compute_dtype=bf16 (jax), "
@@ -263,12 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     command("check", "type-check a model and print its signature").set_defaults(func=cmd_check)
     p = command("ir", "print the model's IR (optimized with -O1..-O3 or --passes)")
     p.add_argument("--locs", action="store_true", help="show each node's source location")
+    p.add_argument("--placement", action="store_true",
+                   help="partition it (by --device-map and the source's hints) and say why each node went where")
+    p.add_argument("--target", default="torch", choices=TARGETS, help="where what nothing places runs (default torch)")
+    p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="a shape symbol's value, for costs")
+    device_map(p)
     p.add_argument("--seed", type=int, default=0, help="weight initialization seed (for --freeze)")
     passes(p)
     p.set_defaults(func=cmd_ir)
     p = command("compile", "write the generated program, weights and IR")
     p.add_argument("--target", default="torch", help=f"{', '.join(TARGETS)} or all")
     target_options(p)
+    device_map(p)
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="weight initialization seed")
     passes(p)
@@ -278,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="torch", choices=TARGETS)
     target_options(p)
     p.add_argument("--device", default="auto")
+    device_map(p)
+    p.add_argument("--micro-batches", type=int, default=1, metavar="N",
+                   help="with --device-map: split the batch so that the stages work side by side")
+    p.add_argument("--allow-fallback", action="store_true",
+                   help="run on the CPU where a device asked for (--device, or a placement) is absent")
     p.add_argument("--cast", action="store_true", help="allow weights of another dtype of the same kind (f64 to f32)")
     p.add_argument("--no-check-indices", action="store_true",
                    help="leave out-of-range gather indices to the target instead of refusing them")
