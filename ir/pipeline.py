@@ -61,8 +61,16 @@ def plan_pipeline(graph: Graph) -> PipelinePlan:
         made.update({v: (k, j) for j, v in enumerate(run.outputs)})
         stages.append(Stage(k, run.key, part, reads, _modules(run)))
     for v in flat.outputs:
-        if v not in made:  # a param returned as it is
-            raise ShipeiError(f"{graph.name} returns its param '{v.name}' as it is, which no stage computes")
+        if v not in made:  # a param returned as it is: the last stage returns it too
+            if not stages:
+                raise ShipeiError(f"{graph.name} only returns its params; there is nothing to run")
+            last = stages[-1].graph
+            param = next((p for p in last.params if p.name == v.name), None)
+            if param is None:
+                param = Value(v.type, v.name, param=v.param)
+                last.params.append(param)
+            last.outputs.append(param)
+            made[v] = (len(stages) - 1, len(last.outputs) - 1)
     return PipelinePlan(stages, [made[v] for v in flat.outputs])
 
 

@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -77,10 +77,7 @@ class _Worker:
                 import torch
 
                 torch.set_num_threads(len(self.cores))  # per thread in torch
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                self.stage = self.driver.Stage(self.index, allow_fallback)
-            self.warnings = [w for w in caught if issubclass(w.category, self.driver.FellBack)]
+            self.stage = self.driver.Stage(self.index, allow_fallback)
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             self.error = e
         self._loaded.set()
@@ -118,10 +115,11 @@ class PipelineExecutable:
             if isinstance(e, RuntimeError) and "is not available here" in str(e):
                 raise ShipeiError(str(e), hint="pass allow_fallback=True to run it on the CPU") from None
             raise
-        for w in self._workers:
-            for warning in w.warnings:
-                warnings.warn(str(warning.message), DeviceFallbackWarning, stacklevel=3)
         self.stages = [w.stage for w in self._workers]
+        for stage in self.stages:
+            if stage.fell_back:
+                warnings.warn(f"stage {stage.index}: {stage.placement} is not available here; it runs on the CPU",
+                              DeviceFallbackWarning, stacklevel=2)
         self.fell_back = any(s.fell_back for s in self.stages)
         self._indices = IndexCheck.build(graph, weights) if check_indices else None
         self.transfers: list[Transfer] = []
@@ -129,6 +127,23 @@ class PipelineExecutable:
     @property
     def placements(self) -> list[str]:
         return [f"{s.placement} ({s.device})" for s in self.stages]
+
+    def on_stage(self, index: int, fn: Callable[[Any], Any]) -> Any:
+        """`fn(stage)` run in stage `index`'s worker thread, where its framework runs (pinned), and
+        its result; what it raises is raised here. To time or inspect one stage alone."""
+        done: queue.Queue = queue.Queue()
+
+        def job(worker: _Worker) -> None:
+            try:
+                done.put((fn(worker.stage), None))
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                done.put((None, e))
+
+        self._workers[index].inbox.put(job)
+        result, error = done.get()
+        if error is not None:
+            raise error
+        return result
 
     def run(self, *inputs: Any, micro_batches: int = 1) -> list[np.ndarray]:
         """All outputs, as numpy arrays at their declared dtypes."""

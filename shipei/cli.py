@@ -242,9 +242,11 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     if args.frontend:
         return _fuzz_frontend(args)
     from .testing.fuzz import BATCH, Fuzzer, resolve_targets
+    from .testing.lowering import HETERO
 
     ops, dtypes = ([x.strip() for x in arg.split(",") if x.strip()] if arg else None for arg in (args.ops, args.dtypes))
-    fuzzer = Fuzzer(resolve_targets(args.targets), seconds=args.time, seed=args.seed, max_nodes=args.max_nodes,
+    targets = resolve_targets(HETERO if args.hetero else args.targets)
+    fuzzer = Fuzzer(targets, seconds=args.time, seed=args.seed, max_nodes=args.max_nodes,
                     out=args.out, batch=args.batch or BATCH, timeout=args.timeout or 60.0, device=args.device,
                     shrink=not args.no_minimize, inject=args.inject, ops=ops, dtypes=dtypes, opt=args.opt)
     summary = fuzzer.run()
@@ -353,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("fuzz", help="differential-test every target against the reference on random graphs, "
                                     "or (--frontend) feed the front end broken and hostile programs")
+    p.add_argument("--hetero", action="store_true",
+                   help="each batch of graphs partitioned over every available framework and run as one pipeline, "
+                        "against the reference")
     p.add_argument("--frontend", action="store_true",
                    help="mutated and hostile programs through the front end and the code generators: counts "
                         "located and unlocated errors, tracebacks, unsafe generated code and hangs")

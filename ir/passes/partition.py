@@ -166,7 +166,8 @@ class _Problem:
         for p, place in enumerate(self.places):
             if node.placement is not None and not node.placement.allows(place):
                 why.append(f"{place}: the source asks for {node.placement}")
-            elif mapped is not None and not mapped[1].allows(place):
+            elif (mapped is not None and not mapped[1].allows(place)
+                  and (node.placement is None or mapped[0] not in ("*", ""))):  # the source's hint beats "*"
                 why.append(f"{place}: the device map puts '{mapped[0] or '*'}' on {mapped[1]}")
             elif not self._lowers(place.target, node):
                 dtypes = ", ".join(sorted({str(v.dtype) for v in (*node.operands, *node.results)}))

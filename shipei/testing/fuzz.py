@@ -53,6 +53,7 @@ from ..ir.init import init_params
 from ..ir.registry import all_ops
 from ..ir.types import DType
 from .lowering import (
+    HETERO,
     Failure,
     Reference,
     available_targets,
@@ -245,14 +246,15 @@ def worker_main(target: str, device: str, inject: str | None, opt: int = 0) -> N
 
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    t = get_target(target)
+    names = available_targets() if target == HETERO else [target]  # hetero: every framework, one graph
     if inject:
         where, _, template = inject.partition("=")
         injected_target, _, op = where.partition(":")
-        if injected_target == target:
-            t.rules[op] = template
+        if injected_target in names:
+            get_target(injected_target).rules[op] = template
     try:
-        importlib.import_module(t.framework)
+        for name in names:
+            importlib.import_module(get_target(name).framework)
     except Exception as e:  # noqa: BLE001
         _send(replies, {"error": f"{type(e).__name__}: {e}"})
         return
@@ -423,8 +425,9 @@ class Fuzzer:
         self.seconds, self.seed, self.batch, self.timeout = seconds, seed, batch, timeout
         self.device, self.shrink, self.progress, self.inject = device, shrink, progress, inject
         # Graphs use any op x dtype some target lowers; each target runs the graphs it can lower.
+        frameworks = dict.fromkeys(n for t in self.targets for n in (available_targets() if t == HETERO else [t]))
         spaces = {t: make_space(ops, dtypes, [t], min_nodes or max(1, max_nodes // 2), max_nodes)
-                  for t in self.targets}
+                  for t in frameworks}
         self.lowers = {t: space.dtypes for t, space in spaces.items()}
         table = {op: tuple(d for d in DTYPES if any(d in s.dtypes.get(op, ()) for s in spaces.values()))
                  for op in {op for s in spaces.values() for op in s.dtypes}}
@@ -527,8 +530,10 @@ class Fuzzer:
             self.show()
 
     def can_lower(self, target: str, graph: Graph) -> bool:
-        table = self.lowers[target]
-        return all(v.dtype in table.get(n.op, ()) for n in graph.nodes for v in n.operands + n.results)
+        """Whether `target` lowers every node (HETERO: whether some framework lowers each one)."""
+        names = available_targets() if target == HETERO else [target]
+        return all(any(all(v.dtype in self.lowers[t].get(n.op, ()) for v in (*n.operands, *n.results))
+                       for t in names) for n in graph.nodes)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -706,6 +711,8 @@ def resolve_targets(spec: str) -> list[str]:
     from ..codegen import TARGETS
 
     available = available_targets()
+    if spec == HETERO:
+        return [HETERO]
     if spec == "all":
         if not available:
             raise ShipeiError("no target is available", hint="install a framework: pip install 'shipei[torch]'")

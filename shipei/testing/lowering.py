@@ -215,9 +215,13 @@ def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, devi
                opt: int = 0, **options: Any) -> list[np.ndarray]:
     """Emit (with `codegen.emit`'s `options`), load and run `target`'s program in this process;
     numpy in, numpy out. With `opt` > 0 the program is what `shipei.compile(graph, target,
-    opt=opt, freeze=True)` makes: the -O pipeline runs first, with the weights frozen."""
+    opt=opt, freeze=True)` makes: the -O pipeline runs first, with the weights frozen. The target
+    `HETERO` is every available framework at once: the graph partitioned over them (`spread`)."""
     from ..runtime import Executable
 
+    if target == HETERO:
+        return run_partitioned(graph, inputs, weights, spread(graph, available_targets()), available_targets(),
+                               device, opt)
     if opt:
         from ..api import compile as compile_
 
@@ -236,6 +240,70 @@ def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, devi
         path.write_text(module.source)
         exe = Executable(graph, target, path, weights, device)
         return exe.run(*inputs)
+
+
+#: The pseudo-target of heterogeneous checks: one graph over every available framework.
+HETERO = "hetero"
+
+
+def spread(graph: Graph, targets: Sequence[str]) -> list[str | None]:
+    """Placements for `graph`'s nodes that use every target (each node on one that lowers it, or
+    left to the cost model), drawn from a seed the graph's text gives: a graph is placed the
+    same way each time it is run."""
+    import random
+    import zlib
+
+    from ..ir.printer import print_graph
+
+    rng = random.Random(zlib.crc32(print_graph(graph).encode()))
+    tables = {t: lowers(t) for t in targets}
+    out: list[str | None] = []
+    for node in graph.nodes:
+        able = [t for t in targets if _lowers(tables[t], node)]
+        out.append(f"{rng.choice(able)}:cpu" if node.operands and able and rng.random() < 0.6 else None)
+    return out
+
+
+@functools.cache
+def lowers(target: str) -> dict[str, frozenset[DType]]:
+    from ..codegen import capabilities
+
+    return capabilities(target)
+
+
+def _lowers(table: dict[str, frozenset[DType]], node) -> bool:
+    return all(v.dtype in table.get(node.op, ()) for v in (*node.operands, *node.results))
+
+
+def run_partitioned(graph: Graph, inputs: Arrays, weights: Weights, placements: Sequence[str | None],
+                    targets: Sequence[str], device: str = "cpu", opt: int = 0) -> list[np.ndarray]:
+    """`graph` with its nodes hinted to `placements` (None: the cost model chooses) among
+    `targets` on `device`, partitioned, compiled stage by stage and run as a pipeline here."""
+    from ..api import optimize
+    from ..ir.passes.manager import PassContext
+    from ..ir.passes.partition import PartitionRequest
+    from ..ir.passes.rewrite import clone
+    from ..ir.placement import Placement
+    from ..partitioned import compile_pipeline
+
+    hinted = clone(graph)
+    for node, place in zip(hinted.nodes, placements, strict=True):
+        node.placement = Placement.parse(place) if place else None
+    ctx = PassContext(weights=dict(weights), frozen=bool(opt))
+    ctx.partition = PartitionRequest([Placement(t, device) for t in targets], {t: lowers(t) for t in targets})
+    try:
+        hinted = optimize(hinted, opt, context=ctx)
+        compiled = compile_pipeline(hinted, ctx, "<graph>", {})
+    except ShipeiError:
+        raise
+    except Exception as e:  # noqa: BLE001 - named as shipei's, so a finding does not blame a framework
+        raise PipelineError(f"shipei's partitioning, before the frameworks saw the graph: "
+                            f"{type(e).__name__}: {e}") from e
+    exe = compiled.load(pin=False)  # no thread of a test process is pinned to a core
+    try:
+        return exe.run(*inputs)
+    finally:
+        exe.close()
 
 
 Probe = Callable[[Graph, Arrays, Weights], "Failure | None"]
@@ -375,7 +443,8 @@ def _in_hypothesis() -> bool:
 
 def assert_lowering_correct(graph_or_source: Graph | str, targets: Sequence[str] | None = None,
                             inputs: Arrays | None = None, seed: int = 0, *, device: str = "cpu",
-                            minimize_failure: bool | None = None, opt: int = 0) -> None:
+                            minimize_failure: bool | None = None, opt: int = 0,
+                            placements: Sequence[str | None] | None = None) -> None:
     """Run the reference and each target on `graph_or_source` (a Graph, DSL text or a .sp path)
     and raise `LoweringMismatch` at the first target outside tolerance or failing.
 
@@ -384,6 +453,10 @@ def assert_lowering_correct(graph_or_source: Graph | str, targets: Sequence[str]
     `init_params(graph, seed)`. A failure is minimized first unless running under Hypothesis,
     which shrinks by itself (`minimize_failure` overrides). With `opt` > 0 each target runs the
     program the -O pipeline makes with frozen weights, judged by the graph's own reference.
+
+    With `placements` (one per node, as `shipei.testing.placements()` draws them: "jax:cpu", or
+    None for the cost model to choose), the graph runs once, partitioned over `targets` as a
+    pipeline of their programs, and is judged the same way.
     """
     from ..api import parse
 
@@ -401,6 +474,9 @@ def assert_lowering_correct(graph_or_source: Graph | str, targets: Sequence[str]
         inputs = [np.asarray(a) for a in inputs]
         ref, input_seed = reference(graph, inputs, weights), getattr(inputs, "seed", None)
     declared = lazy_declared(graph, inputs, weights)
+    if placements is not None:
+        _check_partitioned(graph, inputs, weights, placements, names, device, opt, ref, declared, input_seed)
+        return
     for target in names:
         probe = probe_in_process(target, device, opt)
         try:
@@ -422,3 +498,21 @@ def assert_lowering_correct(graph_or_source: Graph | str, targets: Sequence[str]
                 raise LoweringMismatch(small.failure, small.graph, _program(small.graph), small.inputs,
                                        small.weights, None, note) from None
         raise LoweringMismatch(failure, graph, program or _program(graph), inputs, weights, input_seed)
+
+
+def _check_partitioned(graph: Graph, inputs: Arrays, weights: Weights, placements: Sequence[str | None],
+                       targets: Sequence[str], device: str, opt: int, ref: Reference,
+                       declared: Callable[[], list[np.ndarray]], input_seed: int | None) -> None:
+    """The partitioned run of `assert_lowering_correct`; its failure is not minimized, since the
+    placements belong to the graph as drawn."""
+    name = f"{HETERO}({','.join(targets)})"
+    try:
+        outputs = run_partitioned(graph, inputs, weights, placements, targets, device, opt)
+        failure = check_outputs(graph, outputs, ref, name, declared)
+    except ShipeiError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        failure = Failure(name, "error", detail=f"{type(e).__name__}: {e}")
+    if failure is not None:
+        where = ", ".join(f"{n.op}: {p}" for n, p in zip(graph.nodes, placements) if p)
+        raise LoweringMismatch(failure, graph, _program(graph), inputs, weights, input_seed, f"; placed {where}")

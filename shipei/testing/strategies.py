@@ -136,7 +136,8 @@ def make_space(ops: Iterable[str] | None = None, dtypes: Iterable[DType | str] |
                symbolic: bool = True, params: bool = True) -> Space:
     """The ops x dtypes every requested target lowers, restricted to `ops` and `dtypes`."""
     registry = all_ops()
-    names = list(registry) if ops is None else list(ops)
+    # transfers are the partition pass's, between programs: no model written or drawn holds one
+    names = [n for n, d in registry.items() if "transfer" not in d.traits] if ops is None else list(ops)
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ShipeiError(f"unknown op '{unknown[0]}'", hint="ops are the keys of shipei.ir.registry.all_ops()")
@@ -712,6 +713,25 @@ def programs(**kwargs: Any):
     from ..frontend.unparse import unparse
 
     return graphs(**kwargs).map(unparse)
+
+
+def placements(graph: Graph, targets: Iterable[str] | None = None, device: str = "cpu", share: float = 0.6):
+    """Strategy: a placement per node of `graph` for `assert_lowering_correct(..., placements=...)`:
+    about `share` of the nodes hinted to a random target among `targets` (default: every available
+    one) that lowers the node, as "target:device"; None for the rest, which the cost model places.
+    Nodes without operands stay None: they are copied to wherever they are read."""
+    from hypothesis import strategies as st
+
+    from .lowering import available_targets
+
+    names = list(targets) if targets is not None else available_targets()
+    choices = []
+    for node in graph.nodes:
+        able = [f"{t}:{device}" for t in names
+                if all(v.dtype in _capabilities(t).get(node.op, ()) for v in (*node.operands, *node.results))]
+        hint = st.sampled_from(able) if able and node.operands else st.none()
+        choices.append(st.one_of(st.none(), hint) if share < 1 else hint)
+    return st.tuples(*choices).map(list) if choices else st.just([])
 
 
 def inputs_for(graph: Graph, dims: dict[str, int] | None = None):
