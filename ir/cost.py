@@ -84,6 +84,9 @@ class Costs:
     #: (target, dtype) pairs DLPack does not carry into or out of that framework: such values are
     #: copied through host memory.
     no_dlpack: frozenset[tuple[str, DType]] = frozenset({("mindspore", DType.bool)})
+    #: (source, destination) targets where DLPack hands over the memory but the destination copies
+    #: it anyway: XLA takes only 64-byte aligned buffers, and MindSpore's results never are.
+    unaligned: frozenset[tuple[str, str]] = frozenset({("mindspore", "jax")})
 
 
 def flops(node: Node, dims: Mapping[str, int]) -> float:
@@ -102,6 +105,15 @@ def flops(node: Node, dims: Mapping[str, int]) -> float:
     if opdef.fusion is FusionKind.INJECTIVE:
         return 0.0
     return 4.0 * sum(math.prod(s) for s in operands)
+
+
+def format_bytes(n: float) -> str:
+    """`512 B`, `16.0 KiB`, `1.5 MiB`."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def nbytes(value: Value, dims: Mapping[str, int]) -> float:
@@ -136,7 +148,8 @@ def link(source: Placement, destination: Placement, dtype: DType, costs: Costs) 
     same_device = source.device == destination.device and (source.index or 0) == (destination.index or 0)
     if same_device:
         carried = all((t, dtype) not in costs.no_dlpack for t in (source.target, destination.target) if t)
-        return costs.dlpack if carried else costs.host_copy
+        aligned = (source.target, destination.target) not in costs.unaligned
+        return costs.dlpack if carried and aligned else costs.host_copy
     if source.device == "cuda" and destination.device == "cuda":
         return costs.nvlink
     if "cpu" in (source.device, destination.device):

@@ -224,6 +224,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_partition(args: argparse.Namespace) -> int:
+    from .ir.draw import draw_html, draw_svg
+
+    graph = _graph(args)
+    compiled = _compile(args, graph, args.target)
+    if not isinstance(compiled, CompiledPipeline):
+        raise ShipeiError("nothing to partition: no --device-map, and no hint in the source names another target "
+                          "or a device", hint='e.g. --device-map \'{"h.0": "torch:cpu", "*": "jax:cpu"}\'')
+    for stage in compiled.plan.stages:
+        print(f"  stage {stage.index}  {str(stage.placement):<16} {len(stage.graph.nodes):4d} nodes  "
+              f"{', '.join(stage.modules) or '-'}")
+    report, dims = compiled.passes.partition_report, _dims(args)
+    for path, draw in ((args.svg, draw_svg), (args.html, draw_html)):
+        if path:
+            Path(path).write_text(draw(compiled.ir, report, dims), encoding="utf-8")
+            print(f"wrote {path}")
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     from .runtime.devices import discover
 
@@ -331,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="weight initialization seed")
     passes(p)
     p.set_defaults(func=cmd_compile)
+    p = command("partition", "place a model's parts (--device-map, the source's hints), print the stages and draw them")
+    p.add_argument("--target", default="torch", choices=TARGETS, help="where what nothing places runs (default torch)")
+    device_map(p)
+    p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="a shape symbol's value, for costs")
+    p.add_argument("--svg", metavar="FILE", help="draw the partitioned graph, coloured by placement")
+    p.add_argument("--html", metavar="FILE", help="the same drawing in a page with the stage table")
+    p.add_argument("--seed", type=int, default=0, help="weight initialization seed")
+    passes(p)
+    target_options(p)
+    p.set_defaults(func=cmd_partition)
     p = command("run", "compile, run and optionally check against the reference")
     passes(p)
     p.add_argument("--target", default="torch", choices=TARGETS)

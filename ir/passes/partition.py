@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..cost import HOST, Costs, link, nbytes, node_seconds, transfer_seconds
+from ..cost import HOST, Costs, format_bytes, link, nbytes, node_seconds, transfer_seconds
 from ..errors import ShipeiError, did_you_mean
 from ..graph import Graph, Node, Value
 from ..placement import Placement
@@ -77,23 +77,15 @@ class PartitionReport:
                          for i, (p, n) in enumerate(parts))
         moved = sum(nbytes(t.result, dims or {}) for t in self.transfers)
         ways = {_way(t) for t in self.transfers}
+        moves = f", {format_bytes(moved)}, {' and '.join(sorted(ways))}" if self.transfers else ""
         return (f"{text}, {self.stages} stage{'s' * (self.stages != 1)}, {len(self.transfers)} "
-                f"transfer{'s' * (len(self.transfers) != 1)}" + (f", {_size(moved)}, {' and '.join(sorted(ways))}"
-                                                                if self.transfers else ""))
+                f"transfer{'s' * (len(self.transfers) != 1)}{moves}")
 
 
 def _way(transfer: Node) -> str:
     source = transfer.operands[0].producer.placement if transfer.operands[0].producer else HOST
     way = link(source, transfer.placement, transfer.result.dtype, Costs())
     return "zero-copy" if way is not None and not way.copies else "copied"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 class Partition(Pass):

@@ -179,3 +179,16 @@ def test_ir_placement_says_why(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("// placed: 4/5 nodes torch:cpu, 1 jax:cpu, 2 stages, 1 transfer")
     assert "= linear(%x, %fc1.weight, %fc1.bias) : f32[B, 256] on jax:cpu  // device map" in out
     assert "= transfer(" in out and "bytes" in out
+
+
+def test_partition_draws_the_stages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    split = json.dumps({"layers.0": "tf:cpu", "layers.1": "mindspore:cpu", "*": "torch:cpu"})
+    svg, page = tmp_path / "cnn.svg", tmp_path / "cnn.html"
+    assert main(["partition", str(EXAMPLES / "cnn.sp"), "--device-map", split, "--svg", str(svg),
+                 "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "  stage 1  tf:cpu              7 nodes  layers.0" in out and f"wrote {svg}" in out
+    assert svg.read_text().startswith("<svg") and "mindspore:cpu" in svg.read_text()
+    assert "<table" in page.read_text() and "layers.1" in page.read_text()
+    assert main(["partition", str(EXAMPLES / "cnn.sp")]) == 1
+    assert "nothing to partition" in capsys.readouterr().err
