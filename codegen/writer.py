@@ -22,6 +22,7 @@ import numpy as np
 
 from ..ir.errors import ShipeiError, SourceLoc
 from ..ir.graph import Graph, Node, Value
+from ..ir.region import Region, regions
 from ..ir.registry import AttrKind, get_op
 from ..ir.types import Dim, DType, Sym
 from .buffers import BufferPlan, like_operand, plan_buffers
@@ -267,23 +268,17 @@ class Emit:
         self._hoisted: dict[str, str] = {}  # a hoisted group's canonical text -> its function
         for value in self.graph.params:
             self.values[value] = self.param_ref(value)
-        nodes = self.graph.nodes
         live: list[Value] = []
-        start = 0
-        while start < len(nodes):
-            end = start + 1
-            if nodes[start].group is None:
-                defined = self.statement(code, nodes[start])
-            else:
-                while end < len(nodes) and nodes[end].group == nodes[start].group:
-                    end += 1
-                defined = self.region(code, nodes[start:end])
+        end = 0
+        # each ungrouped node is a run of its own; a fused group is one region
+        for run in regions(self.graph, lambda n: n.group if n.group is not None else n):
+            end += len(run.nodes)
+            defined = self.region(code, run) if run.nodes[0].group is not None else self.statement(code, run.nodes[0])
             if self.target.free_dead_values:
                 dead = [v for v in live + defined if last_read.get(v, -1) < end]
                 live = [v for v in live + defined if last_read.get(v, -1) >= end]
                 if dead:  # on the line that read them last, as torch.fx writes it
                     code.lines[-1] += f";  del {', '.join(self.values[v] for v in dead)}"
-            start = end
 
     def statement(self, code: Code, node: Node) -> list[Value]:
         """The node's assignment; the values it names."""
@@ -316,17 +311,16 @@ class Emit:
         code(f"{', '.join(names)} = {expr}")
         return list(node.results)
 
-    def region(self, code: Code, nodes: list[Node]) -> list[Value]:
+    def region(self, code: Code, region: Region) -> list[Value]:
         """A fused group as a local function: the values it reads (params included) and the shape
         symbols it uses are its arguments, and it returns the values read after it; a target's
         own names (imports, `device`) it reads as usual, or as arguments where `hoist` puts it at
         module level. Returns the values the call names."""
+        nodes = region.nodes
         inside = {r for n in nodes for r in n.results}
-        later = set(self.graph.outputs) | {v for n in self.graph.nodes[self.graph.nodes.index(nodes[-1]) + 1:]
-                                           for v in n.operands}
         outer: dict[str, str] = {}  # argument name -> expression at the call site
         saved = dict(self.values)
-        for v in (v for n in nodes for v in n.operands if v not in inside):
+        for v in region.inputs:
             expr = self.values[v]
             if v.producer in self._inline or expr in outer:
                 continue
@@ -336,7 +330,7 @@ class Emit:
         body = Code()
         for node in nodes:
             self.statement(body, node)
-        results = [v for v in dict.fromkeys(r for n in nodes for r in n.results) if v in later]
+        results = region.outputs
         body(f"return {', '.join(self.values[v] for v in results)}" if results else "return None")
         local = set(self.values.values()) | set(self.symbols.values())
         if self.hoist:
