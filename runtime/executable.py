@@ -77,7 +77,7 @@ class Executable:
     """
 
     def __init__(self, graph: Graph, target: str, module_path: Path, weights: Weights, device: str = "auto",
-                 allow_fallback: bool = True, *, cast: bool = False, check_indices: bool = True):
+                 allow_fallback: bool = False, *, cast: bool = False, check_indices: bool = True):
         arrays = check_weights(graph, weights, cast=cast)
         require_framework(target)
         self.graph = graph
