@@ -145,7 +145,9 @@ def link(source: Placement, destination: Placement, dtype: DType, costs: Costs) 
     one device). The host is `HOST`, numpy's side."""
     if source == destination:
         return None
-    same_device = source.device == destination.device and (source.index or 0) == (destination.index or 0)
+    # the host's cores share one memory; an accelerator's index is a device of its own
+    same_device = source.device == destination.device and (
+        source.device == "cpu" or (source.index or 0) == (destination.index or 0))
     if same_device:
         carried = all((t, dtype) not in costs.no_dlpack for t in (source.target, destination.target) if t)
         aligned = (source.target, destination.target) not in costs.unaligned

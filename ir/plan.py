@@ -1,0 +1,318 @@
+"""Planning a pipeline for a cluster: where to cut a model's layer sequence into stages, and which
+device runs each, as Alpa's stage construction does.
+
+The layers are the model's top-level modules in schedule order (`wte`, `h.0`, ..., `lm_head`);
+each has, per device kind, an estimated time (the cost model's roofline, `ir.cost`), the bytes of
+the weights it holds and of its activations at the micro-batch, and the bytes that cross a cut
+after it. A stage is a run of layers on one device; its time is its layers' plus receiving the
+values that cross into it (a machine's own link, or the link between machines). GPipe with B
+micro-batches takes sum(t) + (B - 1) * max(t): a dynamic programme over the layers and the devices
+(fastest kind first) finds, for each bound on the slowest stage, the cuts that minimize the sum,
+refusing stages whose weights and activations do not fit their device; the best over the bounds
+wins. Bounds are tried in increasing order and the search stops once (B - 1) * bound alone is past
+the best plan, as Alpa prunes.
+
+`Cluster` reads a TOML file:
+
+    [links]             # GB/s
+    intra = 900         # between devices of one machine
+    inter = 25          # between machines
+    [[machines]]
+    devices = { cuda = 8 }
+    count = 128         # machines of this shape
+    [targets]           # which framework runs each device kind (these are the defaults)
+    cuda = "torch"
+    tpu = "jax"
+    ascend = "mindspore"
+    cpu = "torch"
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cost import Costs, nbytes, node_seconds
+from .errors import ShipeiError
+from .graph import Graph, Node, Value
+from .placement import DEVICE_ALIASES, DEVICE_KINDS, TARGETS, Placement
+
+DEFAULT_TARGETS = {"cuda": "torch", "tpu": "jax", "ascend": "mindspore", "cpu": "torch"}
+#: How many bounds on the slowest stage the search tries at most (every one that occurs, up to this).
+BOUNDS = 48
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    devices: Mapping[str, int]  # device kind -> how many
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Machines and their devices, the links within and between machines (bytes/s), and the
+    framework that runs each device kind."""
+
+    machines: tuple[Machine, ...]
+    intra: float = 64e9
+    inter: float = 12.5e9
+    targets: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
+
+    @staticmethod
+    def from_toml(path: str | Path) -> Cluster:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ShipeiError(f"cannot read the cluster description {path}: {e}") from None
+        return Cluster.from_dict(data, str(path))
+
+    @staticmethod
+    def from_dict(data: Mapping, where: str = "cluster") -> Cluster:
+        machines = []
+        for i, entry in enumerate(data.get("machines", [])):
+            devices = {}
+            for kind, count in dict(entry.get("devices", {})).items():
+                name = DEVICE_ALIASES.get(kind, kind)
+                if name not in DEVICE_KINDS or not isinstance(count, int) or count < 1:
+                    raise ShipeiError(f"{where}: machine {i}: '{kind} = {count!r}' is not a device kind and a count",
+                                      hint=f"device kinds are {', '.join(DEVICE_KINDS)} (or gpu, npu)")
+                devices[name] = count
+            count = entry.get("count", 1)
+            if not isinstance(count, int) or count < 1:
+                raise ShipeiError(f"{where}: machine {i}: count must be a positive int, got {count!r}")
+            machines += [Machine(f"{entry.get('name', f'm{i}')}-{k}" if count > 1 else entry.get("name", f"m{i}"),
+                                 devices) for k in range(count)]
+        if not machines or not any(m.devices for m in machines):
+            raise ShipeiError(f"{where}: no machine has a device", hint="[[machines]] devices = { cuda = 8 }")
+        links = dict(data.get("links", {}))
+        targets = {**DEFAULT_TARGETS, **{DEVICE_ALIASES.get(k, k): v for k, v in dict(data.get("targets", {})).items()}}
+        for kind, target in targets.items():
+            if target not in TARGETS:
+                raise ShipeiError(f"{where}: [targets] {kind} = {target!r} is not a target",
+                                  hint=f"targets are {', '.join(TARGETS)}")
+        return Cluster(tuple(machines), float(links.get("intra", 64)) * 1e9, float(links.get("inter", 12.5)) * 1e9,
+                       targets)
+
+    @property
+    def devices(self) -> int:
+        return sum(sum(m.devices.values()) for m in self.machines)
+
+
+@dataclass
+class Layer:
+    """A run of the schedule built by one top-level module."""
+
+    name: str
+    nodes: list[Node]
+    seconds: dict[str, float]  # device kind -> estimated time per micro-batch
+    weight_bytes: float
+    activation_bytes: float  # of what it computes, at the micro-batch
+
+
+@dataclass
+class PlannedStage:
+    layers: list[str]
+    machine: str
+    placement: Placement
+    seconds: float  # compute and receiving its inputs, per micro-batch
+    memory_bytes: float  # weights and activations
+    transfer_bytes: float  # what it receives per micro-batch
+
+
+@dataclass
+class Plan:
+    stages: list[PlannedStage]
+    micro_batches: int
+    seconds: float  # one batch: sum(t) + (B - 1) * max(t)
+    devices: int
+
+    @property
+    def bubble(self) -> float:
+        """The share of stage-time the stages sit idle during one batch."""
+        busy = self.micro_batches * sum(s.seconds for s in self.stages)
+        return 1.0 - busy / (len(self.stages) * self.seconds) if self.seconds else 0.0
+
+    def device_map(self) -> dict[str, str]:
+        """The plan as a device map (module -> placement); model-level nodes go with the first stage."""
+        out = {name: str(s.placement) for s in self.stages for name in s.layers if name}
+        out["*"] = str(self.stages[0].placement)
+        return out
+
+
+def layers(graph: Graph, cluster: Cluster, dims: Mapping[str, int], costs: Costs) -> list[Layer]:
+    """The schedule cut where the top-level module changes; model-level nodes join the next layer."""
+    runs: list[tuple[str, list[Node]]] = []
+    pending: list[Node] = []
+    for node in graph.nodes:
+        name = _unit(node.module)
+        if not name:
+            pending.append(node)
+        elif runs and runs[-1][0] == name:
+            runs[-1][1].extend([*pending, node])
+            pending = []
+        else:
+            runs.append((name, [*pending, node]))
+            pending = []
+    if pending:
+        runs.append(("", pending)) if not runs else runs[-1][1].extend(pending)
+    kinds = {k for m in cluster.machines for k in m.devices}
+    out = []
+    for name, nodes in runs:
+        seconds = {k: sum(node_seconds(n, Placement(cluster.targets[k], k), dims, costs) for n in nodes) for k in kinds}
+        params = {v for n in nodes for v in n.operands if v.param is not None}
+        out.append(Layer(name, nodes, seconds, sum(nbytes(p, dims) for p in params),
+                         sum(nbytes(r, dims) for n in nodes for r in n.results)))
+    return out
+
+
+def _unit(module: str) -> str:
+    """`h.3.attn` -> `h.3`; `lm_head` -> `lm_head`: a layer list's item, or a top-level layer."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 and parts[1].isdigit() else parts[0]
+
+
+def crossings(graph: Graph, units: list[Layer], dims: Mapping[str, int]) -> np.ndarray:
+    """Bytes that cross the cut after each layer: values made at or before it and read after it."""
+    where = {r: i for i, layer in enumerate(units) for n in layer.nodes for r in n.results}
+    last: dict[Value, int] = {}
+    for i, layer in enumerate(units):
+        for n in layer.nodes:
+            for v in n.operands:
+                if v in where:
+                    last[v] = max(last.get(v, 0), i)
+    delta = np.zeros(len(units) + 1)
+    for v, q in last.items():
+        p = where[v]
+        if q > p:
+            delta[p] += nbytes(v, dims)
+            delta[q] -= nbytes(v, dims)
+    return np.cumsum(delta)[:len(units)]
+
+
+@dataclass(frozen=True)
+class _Slot:
+    machine: str
+    kind: str
+    index: int
+    memory: float
+
+
+def plan(graph: Graph, cluster: Cluster, dims: Mapping[str, int], micro_batches: int = 8,
+         costs: Costs | None = None) -> Plan:
+    """The pipeline that minimizes one batch's time on `cluster` (see the module doc); `dims` are
+    the shape symbols at one micro-batch."""
+    costs = costs or Costs()
+    if micro_batches < 1:
+        raise ShipeiError(f"micro_batches must be at least 1, got {micro_batches}")
+    units = layers(graph, cluster, dims, costs)
+    if not units:
+        raise ShipeiError(f"{graph.name} has no layers to place")
+    cuts = crossings(graph, units, dims)
+    n = len(units)
+    # Devices, fastest kind first; a pipeline never uses more devices than it has layers.
+    speed = {k: costs.devices[k].flops for k in DEVICE_KINDS}
+    slots: list[_Slot] = []
+    for kind in sorted({k for m in cluster.machines for k in m.devices}, key=lambda k: -speed[k]):
+        mine = [_Slot(m.name, kind, i, costs.devices[kind].memory) for m in cluster.machines
+                for i in range(m.devices.get(kind, 0))]
+        slots += mine[:n]
+    seconds = {k: np.concatenate([[0.0], np.cumsum([u.seconds[k] for u in units])]) for k in speed
+               if k in units[0].seconds}
+    weights = np.concatenate([[0.0], np.cumsum([u.weight_bytes for u in units])])
+    act = np.array([u.activation_bytes for u in units])
+    first, last = np.triu_indices(n + 1, 1)  # stage = layers first .. last-1
+    peak = np.zeros((n + 1, n + 1))
+    for i in range(n):  # largest layer activation within each range, for the memory check
+        peak[i, i + 1:] = np.maximum.accumulate(act[i:])
+    tables = {}
+    for slot in {(s.kind, s.memory) for s in slots}:
+        kind, memory = slot
+        table = np.full((n + 1, n + 1), math.inf)
+        stage = seconds[kind][last] - seconds[kind][first]
+        fits = weights[last] - weights[first] + peak[first, last] <= memory
+        table[first, last] = np.where(fits, stage, math.inf)
+        tables[slot] = table
+    receive = {link: np.concatenate([[0.0], cuts / link]) for link in (cluster.intra, cluster.inter)}
+    stages = [_with_receive(tables[slot.kind, slot.memory], receive[_link(slots, j, cluster)])
+              for j, slot in enumerate(slots)]
+    times = np.unique(np.concatenate([t[np.isfinite(t)] for t in stages]))
+    if times.size > BOUNDS:  # a geometric grid of the possible slowest stages, each one that occurs
+        grid = np.geomspace(times[0], times[-1], BOUNDS)
+        times = np.unique(times[np.minimum(np.searchsorted(times, grid), times.size - 1)])
+    found = _cuts(stages, n, times)
+    if found is None:
+        raise ShipeiError(f"{graph.name} does not fit this cluster: some layer is larger than every device's memory",
+                          hint="add devices with more memory, or shrink the micro-batch")
+    sums, chosen = found
+    objective = [total + (micro_batches - 1) * max(t for _, _, _, t in cut) if cut else math.inf
+                 for total, cut in zip(sums, chosen)]
+    best = chosen[int(np.argmin(objective))]
+    planned = []
+    for a, b, j, _ in best:
+        slot = slots[j]
+        t = seconds[slot.kind][b] - seconds[slot.kind][a] + (cuts[a - 1] / _link(slots, j, cluster) if a else 0.0)
+        planned.append(PlannedStage([u.name for u in units[a:b]], slot.machine,
+                                    Placement(cluster.targets[slot.kind], slot.kind, slot.index if slot.kind != "cpu"
+                                              else None), t, weights[b] - weights[a] + peak[a, b],
+                                    cuts[a - 1] if a else 0.0))
+    total = sum(s.seconds for s in planned) + (micro_batches - 1) * max(s.seconds for s in planned)
+    return Plan(planned, micro_batches, total, cluster.devices)
+
+
+def _link(slots: list[_Slot], j: int, cluster: Cluster) -> float:
+    """What slot j receives over: its machine's link when the slot before it in the order is on
+    the same machine (where the previous stage most likely runs), else the link between machines."""
+    return cluster.intra if j and slots[j - 1].machine == slots[j].machine else cluster.inter
+
+
+def _with_receive(table: np.ndarray, receive: np.ndarray) -> np.ndarray:
+    """A slot's stage times with receiving what crosses into it; the first stage receives the
+    pipeline's inputs, not a cut."""
+    stage = table + receive[:, None]
+    stage[0, :] = table[0, :]
+    return stage
+
+
+def _cuts(stages: list[np.ndarray], n: int, bounds: np.ndarray
+          ) -> tuple[list[float], list[list[tuple[int, int, int, float]]]] | None:
+    """For each bound on the slowest stage, the least sum of stage times covering the n layers:
+    a dynamic programme over the slots in order, each running one stage or none, for every bound
+    at once (F[b, l] = the least sum for the first l layers under bound b). Returns the sums and,
+    per bound, the stages as (first layer, end, slot, seconds); None if no bound is feasible."""
+    k = len(bounds)
+    best = np.full((k, n + 1), math.inf)
+    best[:, 0] = 0.0
+    back: list[tuple[np.ndarray, np.ndarray]] = []
+    rows = np.arange(k)[:, None]
+    for stage in stages:
+        allowed = np.where(stage[None] <= bounds[:, None, None], stage[None], math.inf)
+        total = best[:, :, None] + allowed
+        start = np.argmin(total, axis=1)
+        candidate = np.take_along_axis(total, start[:, None, :], axis=1)[:, 0, :]
+        better = candidate < best
+        back.append((start, better))
+        best = np.where(better, candidate, best)
+    if not np.isfinite(best[:, n]).any():
+        return None
+    sums, chosen = [], []
+    for b in range(k):
+        if not np.isfinite(best[b, n]):
+            sums.append(math.inf)
+            chosen.append([])
+            continue
+        cut, end, j = [], n, len(stages) - 1
+        while end > 0:
+            while not back[j][1][b, end]:  # the last slot that improved F[b, end] ran the stage ending there
+                j -= 1
+            begin = int(back[j][0][b, end])
+            cut.append((begin, end, j, float(stages[j][begin, end])))
+            end, j = begin, j - 1
+        sums.append(float(best[b, n]))
+        chosen.append(cut[::-1])
+    del rows
+    return sums, chosen
