@@ -323,8 +323,9 @@ def accept(x, device="cpu"):
 
 
 class Exported:
-    """A MindSpore tensor as other frameworks take it: MindSpore's tensors have no __dlpack__ of
-    their own, only to_dlpack's capsule, so this gives them one (and __array__ for a copy)."""
+    """A MindSpore tensor as other frameworks take it where numpy cannot: MindSpore's tensors have
+    no __dlpack__ of their own, only to_dlpack's capsule, so this gives them one (and __array__
+    for a copy)."""
 
     def __init__(self, tensor):
         self.tensor = tensor
@@ -340,7 +341,13 @@ class Exported:
 
 
 def export(tensor):
-    return Exported(tensor)
+    """A result as other frameworks take it. On the CPU, numpy's view of it: the same memory, which
+    numpy hands on by DLPack without calling MindSpore again (its to_dlpack and asnumpy, called
+    from another thread, wait for the work MindSpore has in flight: a pipeline's next micro-batch).
+    Elsewhere, and for bfloat16, which numpy lacks, MindSpore's own capsule."""
+    if tensor.dtype == ms.bfloat16 or ms.get_context("device_target") != "CPU":
+        return Exported(tensor)
+    return tensor.asnumpy()
 
 
 def to_numpy(tensor):

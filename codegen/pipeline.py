@@ -43,19 +43,28 @@ DEVICE_NAMES = {"cpu": ("cpu",), "cuda": ("cuda", "gpu"), "tpu": ("tpu",), "asce
 
 
 class Stage:
-    """One stage: its program, the model loaded on its device, and where its inputs come from."""
+    """One stage: its program, the model loaded on its device, where its inputs come from and
+    which of its results leave it (to another placement, or as the pipeline's outputs)."""
 
     def __init__(self, index, allow_fallback=False):
         filename, self.placement = STAGES[index]
         self.index, self.reads = index, READS[index]
+        self.exports = {j for s, reads in enumerate(READS) for k, j in reads
+                        if k == index and STAGES[s][1] != self.placement}
+        self.returns = {j for k, j in OUTPUTS if k == index}
         self.program = _import(filename)
         self.device, self.fell_back = _device(self.program, self.placement, allow_fallback)
         self.model = self.program.load(self.program.WEIGHTS, self.device)
 
     def step(self, stages, values, log=None):
-        """Its outputs, from `values`: the pipeline's inputs ("input", i) and earlier stages'
-        outputs (s, j). A value from another placement comes in through `accept` (the same memory
-        by DLPack where it can), timed and logged as (from stage, to stage, bytes, copied, seconds)."""
+        """Its results, computed from `values` (the pipeline's inputs ("input", i) and earlier
+        stages' results), as entries to add to it: (index, j) for result j; ("exported", index, j)
+        for one another placement reads, as its program's `export` hands it on; ("numpy", index, j)
+        for one the pipeline returns. Those two are made here, so that only this stage calls into
+        its framework (MindSpore makes a call from another thread wait for the work it has in
+        flight: a whole micro-batch). A value from another placement comes in through `accept`
+        (the same memory by DLPack where it can), timed and logged as (from stage, to stage, bytes,
+        copied, seconds)."""
         args = []
         for ref in self.reads:
             x = values[ref]
@@ -63,12 +72,19 @@ class Stage:
                 x, _ = self.program.accept(x, self.device)
             elif stages[ref[0]].placement != self.placement:
                 start = time.perf_counter()
-                x, copied = self.program.accept(stages[ref[0]].program.export(x), self.device)
+                x, copied = self.program.accept(values[("exported", *ref)], self.device)
                 if log is not None:
                     size = int(np.prod(tuple(x.shape))) * ITEMSIZE[ref]
                     log.append((ref[0], self.index, size, copied, time.perf_counter() - start))
             args.append(x)
-        return self.program.call(self.model, *args)
+        made = {}
+        for j, y in enumerate(self.program.call(self.model, *args)):
+            made[self.index, j] = y
+            if j in self.exports:
+                made["exported", self.index, j] = self.program.export(y)
+            if j in self.returns:
+                made["numpy", self.index, j] = self.program.to_numpy(y)
+        return made
 
 
 def _import(filename):
@@ -102,14 +118,13 @@ def run(stages, inputs, log=None):
     the hand-offs between placements (see `Stage.step`)."""
     values = {("input", i): x for i, x in enumerate(inputs)}
     for stage in stages:
-        values.update(((stage.index, j), y) for j, y in enumerate(stage.step(stages, values, log)))
-    return outputs(stages, values)
+        values.update(stage.step(stages, values, log))
+    return outputs(values)
 
 
-def outputs(stages, values):
-    """The pipeline's outputs from `values`, as numpy, each converted by the program that made it."""
-    return [np.asarray(values[ref]) if ref[0] == "input" else stages[ref[0]].program.to_numpy(values[ref])
-            for ref in OUTPUTS]
+def outputs(values):
+    """The pipeline's outputs from `values`, as numpy (each converted by the stage that made it)."""
+    return [np.asarray(values[ref]) if ref[0] == "input" else values[("numpy", *ref)] for ref in OUTPUTS]
 
 
 def example_inputs(seed=0):
