@@ -15,7 +15,11 @@ Accelerator figures are from their data sheets (dense, no sparsity):
   matmuls at full precision take six bf16 passes.
 - Huawei Ascend 910B: about 320 TFLOP/s f16, 64 GB HBM2e at 1.6 TB/s, as reported (Huawei
   publishes no per-chip data sheet); f32 at a quarter of f16, as on the 910.
-CPU figures were measured on this machine (2 cores): `python benchmarks/hetero.py --roofline`.
+CPU figures were measured on this machine (2 cores), `python benchmarks/hetero.py --roofline`, three
+runs: torch's 2048^3 matmul 179-184 GFLOP/s f32 and 412-417 bf16 on both cores, a 256 MiB copy
+32-33 GB/s read plus written; per extra op of a generated 201-op matmul chain on one core, torch
+1.1 us, jax 0.5, tf 0.8, MindSpore 15. A call also costs a fixed part that this per-node model
+leaves out (torch 4.5 us, jax 7, tf 175, MindSpore 0.9-1.1 ms).
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class Costs:
     """The figures the partitioner weighs; the defaults are this module's table."""
 
     devices: Mapping[str, DeviceKind] = field(default_factory=lambda: {
-        "cpu": DeviceKind(flops=1.6e11, low_precision_flops=1.9e11, bandwidth=2.0e10, memory=24 * 2**30),
+        "cpu": DeviceKind(flops=1.8e11, low_precision_flops=4.1e11, bandwidth=3.2e10, memory=24 * 2**30),
         "cuda": DeviceKind(flops=66.9e12, low_precision_flops=989.4e12, bandwidth=3.35e12, memory=80e9),
         "tpu": DeviceKind(flops=197e12 / 6, low_precision_flops=197e12, bandwidth=819e9, memory=16e9),
         "ascend": DeviceKind(flops=80e12, low_precision_flops=320e12, bandwidth=1.6e12, memory=64e9),
@@ -74,7 +78,7 @@ class Costs:
     #: Seconds each framework spends dispatching one op, measured on this machine's CPU; an
     #: accelerator adds a kernel launch of about 5 us.
     dispatch: Mapping[str, float] = field(default_factory=lambda: {
-        "torch": 4e-6, "jax": 1e-6, "tf": 1e-6, "mindspore": 2e-6})
+        "torch": 1.1e-6, "jax": 0.5e-6, "tf": 0.8e-6, "mindspore": 15e-6})
     launch: float = 5e-6
     #: A DLPack hand-off between two frameworks on one device (no copy), and a copy through host memory.
     dlpack: Link = Link("dlpack", latency=20e-6, bandwidth=math.inf, copies=False)
