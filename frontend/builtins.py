@@ -8,6 +8,8 @@ Most builtins are one registry op with its attributes renamed to what PyTorch us
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,8 +76,21 @@ class Context:
             if isinstance(value, float) and not dtype.is_float:
                 raise self.error(f"float {value!r} cannot be combined with a {dtype} tensor",
                                  hint="cast the tensor first: cast(x, f32)")
-            return self.b("constant", value=np.asarray(value, dtype=dtype.numpy), dtype=dtype)
+            return self.b("constant", value=self._in_range(value, dtype), dtype=dtype)
         raise self.error(f"{what} must be a tensor, got {describe(value)}")
+
+    def _in_range(self, value: bool | int | float, dtype: DType) -> np.ndarray:
+        """`value` as a `dtype` scalar, or an error where it does not fit (an integer out of range, a
+        finite float that would become infinite) rather than a silently different number."""
+        try:
+            with np.errstate(over="ignore"):
+                array = np.asarray(value, dtype=dtype.numpy)
+        except OverflowError:
+            array = None
+        if array is None or (dtype.is_float and math.isfinite(value) and not np.isfinite(array.astype(np.float64))):
+            raise self.error(f"the number {value!r} is out of range for {dtype}",
+                             hint="use a smaller number, or cast the tensor to a wider dtype first")
+        return array
 
     def tensors(self, *values: Any) -> list[Value]:
         """Convert scalars to the dtype of the first tensor among `values`."""
