@@ -47,13 +47,18 @@ def require_framework(target: str, timeout: float | None = None) -> ModuleType:
     from . import get_target
 
     t = get_target(target)
-    if importlib.util.find_spec(t.framework) is None:
-        raise ShipeiError(f"target '{target}' needs {t.framework}, which is not installed",
-                          hint=f"pip install 'shipei[{t.extra}]'")
-    return _import(t.framework, t.extra, target, timeout)
+    return require_package(t.framework, t.extra, f"target '{target}'", timeout)
 
 
-def _import(name: str, extra: str, target: str, timeout: float | None) -> ModuleType:
+def require_package(name: str, extra: str, user: str, timeout: float | None = None) -> ModuleType:
+    """Package `name` (installed by shipei's extra `extra`), imported for `user` (`target 'jax'`,
+    `--ray`), with the same errors and timeout as `require_framework`."""
+    if importlib.util.find_spec(name) is None:
+        raise ShipeiError(f"{user} needs {name}, which is not installed", hint=f"pip install 'shipei[{extra}]'")
+    return _import(name, extra, user, timeout)
+
+
+def _import(name: str, extra: str, user: str, timeout: float | None) -> ModuleType:
     if name in _failed:
         raise _failed[name]
     if name in sys.modules:
@@ -72,14 +77,14 @@ def _import(name: str, extra: str, target: str, timeout: float | None) -> Module
     thread.join(limit)
     if thread.is_alive():
         _failed[name] = ShipeiError(
-            f"importing {name} for target '{target}' did not finish within {limit:g} s",
+            f"importing {name} for {user} did not finish within {limit:g} s",
             hint=f"its installation or a device driver may be broken (`shipei devices` probes each framework "
                  f"apart); set {TIMEOUT_VARIABLE} to wait longer")
         raise _failed[name]
     if raised:
         e = raised[0]
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ShipeiError(f"importing {name} for target '{target}' failed: {type(e).__name__}"
+        raise ShipeiError(f"importing {name} for {user} failed: {type(e).__name__}"
                           + (f": {first}" if first else ""),
                           hint=f"reinstall it: pip install --force-reinstall 'shipei[{extra}]'") from None
     return sys.modules[name]

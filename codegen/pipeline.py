@@ -86,6 +86,12 @@ class Stage:
                 made["numpy", self.index, j] = self.program.to_numpy(y)
         return made
 
+    def apply(self, *arrays):
+        """Its results as numpy, from its inputs as numpy in the order of its READS: the stage on
+        its own, as a Ray actor runs it (values cross between processes there anyway)."""
+        args = [self.program.accept(x, self.device)[0] for x in arrays]
+        return [self.program.to_numpy(y) for y in self.program.call(self.model, *args)]
+
 
 def _import(filename):
     spec = importlib.util.spec_from_file_location(filename[:-3], os.path.join(HERE, filename))

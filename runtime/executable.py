@@ -12,6 +12,7 @@ import importlib.util
 import itertools
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -66,6 +67,23 @@ def choose_device(available: list[str], requested: str, target: str, allow_fallb
     return "cpu", True
 
 
+def checked_inputs(graph: Graph, inputs: Sequence[Any], indices: IndexCheck | None
+                   ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """`inputs` at their declared dtypes, their shapes bound and their gather indices checked (with
+    `indices`), and the outputs when there is nothing to compute (a sequence of length 0, which some
+    kernels refuse), else None."""
+    env = bind_symbols(graph, [np.asarray(a) for a in inputs])
+    arrays = [coerce_input(v, a) for v, a in zip(graph.inputs, inputs)]
+    if indices is not None:
+        indices.check(arrays, env)
+    return arrays, empty_arrays(graph.outputs, env)
+
+
+def declared(graph: Graph, outputs: Sequence[Any]) -> list[np.ndarray]:
+    """A program's outputs as numpy arrays at the graph's declared dtypes."""
+    return [np.asarray(y).astype(v.dtype.numpy, copy=False) for y, v in zip(outputs, graph.outputs)]
+
+
 class Executable:
     """A compiled model loaded on one device; call it with numpy arrays.
 
@@ -98,15 +116,10 @@ class Executable:
 
     def run(self, *inputs: Any) -> list[np.ndarray]:
         """All outputs as a list of numpy arrays at their declared dtypes."""
-        env = bind_symbols(self.graph, [np.asarray(a) for a in inputs])
-        arrays = [coerce_input(v, a) for v, a in zip(self.graph.inputs, inputs)]
-        if self._indices is not None:
-            self._indices.check(arrays, env)
-        empty = empty_arrays(self.graph.outputs, env)
+        arrays, empty = checked_inputs(self.graph, inputs, self._indices)
         if empty is not None:
-            return empty  # nothing to compute (a sequence of length 0), which some kernels refuse
-        outputs = self.module.run(self._model, arrays, self.device)
-        return [np.asarray(y).astype(v.dtype.numpy, copy=False) for y, v in zip(outputs, self.graph.outputs)]
+            return empty
+        return declared(self.graph, self.module.run(self._model, arrays, self.device))
 
     def estimate_memory(self, **dims: int) -> MemoryEstimate:
         """Weights, inputs and planned activations at these shape symbols, e.g. `B=64`."""

@@ -36,22 +36,22 @@ from ..codegen.frameworks import require_framework
 from ..ir.batch import batch_layout
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph
-from ..ir.interpreter import bind_symbols, coerce_input, empty_arrays
 from ..ir.pipeline import PipelinePlan
-from .executable import DeviceFallbackWarning, import_module_file
+from .executable import DeviceFallbackWarning, checked_inputs, declared, import_module_file
 from .indices import IndexCheck
 
 
 @dataclass(frozen=True)
 class Transfer:
     """One hand-off between placements: from and to which stage, its bytes, whether it was copied
-    (False: DLPack gave the next framework the same memory) and how long it took."""
+    (False: DLPack gave the next framework the same memory) and how long it took (None where it
+    is not measured apart: through Ray's object store, inside the next stage's call)."""
 
     source: int
     destination: int
     bytes: int
     copied: bool
-    seconds: float
+    seconds: float | None
 
 
 class _Worker:
@@ -95,8 +95,59 @@ class _Worker:
         self.inbox.put(None)
 
 
-class PipelineExecutable:
-    """A partitioned model loaded for running: call it with numpy arrays, as an `Executable`.
+class Pipelined:
+    """What every way of running a partitioned model shares: called with numpy arrays as an
+    `Executable` is, inputs checked the same way, the batch split into micro-batches and joined
+    again. A subclass runs the micro-batches through its stages (`_flow`)."""
+
+    graph: Graph
+    plan: PipelinePlan
+    driver: ModuleType
+    _indices: IndexCheck | None
+
+    def run(self, *inputs: Any, micro_batches: int = 1) -> list[np.ndarray]:
+        """All outputs, as numpy arrays at their declared dtypes."""
+        arrays, empty = checked_inputs(self.graph, inputs, self._indices)
+        if empty is not None:
+            return empty
+        parts, layout = self._split(arrays, micro_batches)
+        results = self._flow(parts)
+        return declared(self.graph, results[0] if len(results) == 1 else self._join(results, layout))
+
+    def __call__(self, *inputs: Any, micro_batches: int = 1) -> np.ndarray | tuple[np.ndarray, ...]:
+        outputs = self.run(*inputs, micro_batches=micro_batches)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _flow(self, parts: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        """Each micro-batch's outputs, as numpy."""
+        raise NotImplementedError
+
+    def _split(self, arrays: list[np.ndarray], micro_batches: int) -> tuple[list[list[np.ndarray]], Any]:
+        if micro_batches < 1:
+            raise ShipeiError(f"micro_batches must be at least 1, got {micro_batches}")
+        if micro_batches == 1:
+            return [arrays], None
+        layout = batch_layout(self.graph, "micro-batching")
+        batch = next(a.shape[axes[0]] for a, axes in zip(arrays, layout.inputs) if axes)
+        cuts = np.array_split(np.arange(batch), min(micro_batches, batch))
+        return [[np.take(a, idx, axis=axes[0]) if axes else a for a, axes in zip(arrays, layout.inputs)]
+                for idx in cuts], layout
+
+    @staticmethod
+    def _join(results: list[list[np.ndarray]], layout: Any) -> list[np.ndarray]:
+        return [np.concatenate([r[j] for r in results], axis=axes[0]) if axes else results[0][j]
+                for j, axes in enumerate(layout.outputs)]
+
+    def _stage_error(self, k: int, error: BaseException, what: str = "failed") -> ShipeiError:
+        """`error` in stage k, as the error the caller sees: naming the stage and its placement."""
+        if isinstance(error, ShipeiError):
+            return error
+        return ShipeiError(f"stage {k} ({self.driver.STAGES[k][1]}) {what}: {type(error).__name__}: {error}")
+
+
+class PipelineExecutable(Pipelined):
+    """A partitioned model loaded for running in this process: call it with numpy arrays, as an
+    `Executable`.
 
     `run(*inputs, micro_batches=k)` splits the batch into k micro-batches that the stages work on
     side by side; the result equals the unsplit run's. `transfers` logs the last call's hand-offs;
@@ -110,8 +161,10 @@ class PipelineExecutable:
             require_framework(target)
         self.driver = import_module_file(driver_path)
         cores = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_getaffinity") else None
-        self._workers = [_Worker(self.driver, k, {cores[k % len(cores)]} if cores else None, allow_fallback)
-                         for k in range(len(plan.stages))]
+        self._workers = []
+        for k, (_, placement) in enumerate(self.driver.STAGES):
+            core = {cores[stage_core(placement, k) % len(cores)]} if cores else None
+            self._workers.append(_Worker(self.driver, k, core, allow_fallback))
         try:
             for w in self._workers:
                 w.wait_loaded()
@@ -121,10 +174,7 @@ class PipelineExecutable:
                 raise ShipeiError(str(e), hint="pass allow_fallback=True to run it on the CPU") from None
             raise
         self.stages = [w.stage for w in self._workers]
-        for stage in self.stages:
-            if stage.fell_back:
-                warnings.warn(f"stage {stage.index}: {stage.placement} is not available here; it runs on the CPU",
-                              DeviceFallbackWarning, stacklevel=2)
+        warn_fallbacks([(s.index, s.placement, s.fell_back) for s in self.stages])
         self.fell_back = any(s.fell_back for s in self.stages)
         self._indices = IndexCheck.build(graph, weights) if check_indices else None
         self.transfers: list[Transfer] = []
@@ -150,47 +200,6 @@ class PipelineExecutable:
             raise error
         return result
 
-    def run(self, *inputs: Any, micro_batches: int = 1) -> list[np.ndarray]:
-        """All outputs, as numpy arrays at their declared dtypes."""
-        env = bind_symbols(self.graph, [np.asarray(a) for a in inputs])
-        arrays = [coerce_input(v, a) for v, a in zip(self.graph.inputs, inputs)]
-        if self._indices is not None:
-            self._indices.check(arrays, env)
-        empty = empty_arrays(self.graph.outputs, env)
-        if empty is not None:
-            return empty
-        parts = self._split(arrays, micro_batches)
-        results = self._flow(parts)
-        outputs = results[0] if len(results) == 1 else self._join(results)
-        return [np.asarray(y).astype(v.dtype.numpy, copy=False) for y, v in zip(outputs, self.graph.outputs)]
-
-    def __call__(self, *inputs: Any, micro_batches: int = 1) -> np.ndarray | tuple[np.ndarray, ...]:
-        outputs = self.run(*inputs, micro_batches=micro_batches)
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
-
-    # -- micro-batches --------------------------------------------------------------------------
-    def _split(self, arrays: list[np.ndarray], micro_batches: int) -> list[list[np.ndarray]]:
-        if micro_batches == 1:
-            return [arrays]
-        if micro_batches < 1:
-            raise ShipeiError(f"micro_batches must be at least 1, got {micro_batches}")
-        layout = batch_layout(self.graph, "micro-batching")
-        self._layout = layout
-        sizes = {a.shape[axes[0]] for a, axes in zip(arrays, layout.inputs) if axes}
-        batch = sizes.pop()
-        count = min(micro_batches, batch)
-        cuts = np.array_split(np.arange(batch), count)
-        return [[np.take(a, idx, axis=axes[0]) if axes else a for a, axes in zip(arrays, layout.inputs)]
-                for idx in cuts]
-
-    def _join(self, results: list[list[np.ndarray]]) -> list[np.ndarray]:
-        out = []
-        for j, axes in enumerate(self._layout.outputs):
-            parts = [r[j] for r in results]
-            out.append(np.concatenate(parts, axis=axes[0]) if axes else parts[0])
-        return out
-
-    # -- the schedule ---------------------------------------------------------------------------
     def _flow(self, parts: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         """Each micro-batch through every stage in order; stage k works on micro-batch m while
         stage k+1 works on m-1."""
@@ -218,10 +227,7 @@ class PipelineExecutable:
         for _ in parts:
             m, k, error = finished.get()
             if error is not None:
-                placement = self.stages[k].placement
-                if isinstance(error, ShipeiError):
-                    raise error
-                raise ShipeiError(f"stage {k} ({placement}) failed: {type(error).__name__}: {error}") from error
+                raise self._stage_error(k, error) from error
             results[m] = self.driver.outputs(values[m])
         self.transfers = [Transfer(*entry) for entry in log]
         return results
@@ -238,11 +244,27 @@ class PipelineExecutable:
         return f"PipelineExecutable({self.graph.name}, stages={self.placements})"
 
 
+def stage_core(placement: str, index: int) -> int:
+    """The core stage `index` is pinned to, before taking it modulo the cores at hand: the one its
+    placement names (`torch:cpu:1`), else one per stage in order."""
+    parts = placement.split(":")
+    return int(parts[2]) if parts[1] == "cpu" and len(parts) == 3 else index
+
+
+def warn_fallbacks(stages: Sequence[tuple[int, str, bool]]) -> None:
+    """A `DeviceFallbackWarning` for each (index, placement, fell back) stage that runs on the CPU instead."""
+    for index, placement, fell_back in stages:
+        if fell_back:
+            warnings.warn(f"stage {index}: {placement} is not available here; it runs on the CPU",
+                          DeviceFallbackWarning, stacklevel=3)
+
+
 def summarize(transfers: Sequence[Transfer]) -> str:
     """`2 hand-offs, 64.0 KiB, zero-copy, 61 us`: what the last call moved between placements."""
     if not transfers:
         return "no hand-offs"
     size = sum(t.bytes for t in transfers)
     ways = " and ".join(sorted({"copied" if t.copied else "zero-copy" for t in transfers}))
-    return (f"{len(transfers)} hand-off{'s' * (len(transfers) != 1)}, {size / 1024:.1f} KiB, {ways}, "
-            f"{sum(t.seconds for t in transfers) * 1e6:.0f} us")
+    seconds = [t.seconds for t in transfers if t.seconds is not None]
+    timed = f", {sum(seconds) * 1e6:.0f} us" if len(seconds) == len(transfers) else ""
+    return f"{len(transfers)} hand-off{'s' * (len(transfers) != 1)}, {size / 1024:.1f} KiB, {ways}{timed}"

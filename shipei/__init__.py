@@ -13,7 +13,8 @@ from .api import Compiled, compile, load, optimize, parse, reference
 from .frontend.limits import Limits
 from .ir.errors import ShipeiError
 from .partitioned import CompiledPipeline
+from .runtime.distributed import RayOptions
 
-__all__ = ["Compiled", "CompiledPipeline", "Limits", "ShipeiError", "compile", "load", "optimize", "parse",
-           "reference"]
+__all__ = ["Compiled", "CompiledPipeline", "Limits", "RayOptions", "ShipeiError", "compile", "load", "optimize",
+           "parse", "reference"]
 __version__ = "0.1.0"

@@ -26,9 +26,10 @@ from .ir.passes.rewrite import clone
 from .ir.pipeline import plan_pipeline
 from .ir.printer import print_graph
 from .ir.verifier import verify
-from .partitioned import CompiledPipeline, DeviceMap, compile_pipeline, partition_request
+from .partitioned import CompiledPipeline, DeviceMap, compile_pipeline, load_pipeline, partition_request
 from .runtime import Executable, MemoryEstimate, estimate_memory
-from .runtime.pipeline import PipelineExecutable
+from .runtime.distributed import RayOptions
+from .runtime.pipeline import Pipelined
 from .runtime.weights import check_weights
 
 Source = str | os.PathLike | Graph
@@ -161,10 +162,12 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
 
 
 def load(directory: str | os.PathLike, target: str = "torch", device: str = "auto", allow_fallback: bool = False,
-         *, cast: bool = False, check_indices: bool = True) -> Executable | PipelineExecutable:
+         *, cast: bool = False, check_indices: bool = True, ray: RayOptions | bool | None = None
+         ) -> Executable | Pipelined:
     """Load a directory written by `Compiled.save` (or `shipei compile -o DIR`); `cast` and
     `check_indices` as for `Compiled.load`. A partitioned model's directory (`--device-map`) loads
-    as a `PipelineExecutable`, each stage on its placement (`target` and `device` are not used)."""
+    as a pipeline, each stage on its placement (`target` and `device` are not used), in this
+    process or with `ray` on Ray actors (see `CompiledPipeline.load`)."""
     directory = Path(directory)
     irs = sorted(directory.glob("*.ir"))
     if len(irs) != 1:
@@ -175,7 +178,7 @@ def load(directory: str | os.PathLike, target: str = "torch", device: str = "aut
         plan = plan_pipeline(graph)
         weights = {k: v for s in plan.stages
                    for k, v in check_weights(s.graph, directory / weights_filename(s.graph.name)).items()}
-        return PipelineExecutable(graph, plan, driver, weights, allow_fallback, check_indices=check_indices)
+        return load_pipeline(graph, plan, driver, weights, allow_fallback, check_indices=check_indices, ray=ray)
     module = directory / f"{graph.name.lower()}_{target}.py"
     if not module.exists():
         raise ShipeiError(f"{directory} has no program for target '{target}'",

@@ -31,6 +31,8 @@ from .ir.passes.manager import DEFAULT_OPT, PassContext
 from .ir.printer import print_graph
 from .ir.tolerance import compare
 from .partitioned import CompiledPipeline, partition_request
+from .runtime.distributed import DEFAULT_TIMEOUT as DEFAULT_RAY_TIMEOUT
+from .runtime.distributed import RayOptions
 from .runtime.pipeline import summarize
 
 
@@ -185,14 +187,26 @@ def _inputs(args: argparse.Namespace, graph: Graph) -> list[np.ndarray]:
     return random_inputs(graph, args.seed, _dims(args))
 
 
+def _ray(args: argparse.Namespace) -> RayOptions | None:
+    """--ray and its settings, or None to run in this process."""
+    if not (args.ray or args.ray_address or args.ray_compiled):
+        return None
+    if args.ray_timeout <= 0:
+        raise ShipeiError(f"--ray-timeout must be a positive number of seconds, got {args.ray_timeout:g}")
+    return RayOptions(address=args.ray_address, timeout=args.ray_timeout, compiled=args.ray_compiled)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     graph = _graph(args)
+    ray = _ray(args)
+    if ray is not None and args.device_map is None:
+        args.device_map = json.dumps({"*": args.target if args.device == "auto" else f"{args.target}:{args.device}"})
     compiled = _compile(args, graph, args.target)
     print("\n".join(_compression(compiled) + [""]), end="")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if isinstance(compiled, CompiledPipeline):
-            exe = compiled.load(args.allow_fallback, check_indices=not args.no_check_indices)
+            exe = compiled.load(args.allow_fallback, check_indices=not args.no_check_indices, ray=ray)
         else:
             exe = compiled.load(args.device, args.allow_fallback, cast=args.cast,
                                 check_indices=not args.no_check_indices)
@@ -201,7 +215,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = _inputs(args, graph)
     if isinstance(compiled, CompiledPipeline):
         outputs = exe.run(*inputs, micro_batches=args.micro_batches)
-        print(f"{graph.name} in {len(exe.stages)} stages: {', '.join(exe.placements)}; {summarize(exe.transfers)}")
+        where = " on Ray actors" if ray is not None else ""
+        print(f"{graph.name} in {len(exe.placements)} stages{where}: {', '.join(exe.placements)}; "
+              f"{summarize(exe.transfers)}")
     else:
         outputs = exe.run(*inputs)
         print(f"{graph.name} on {args.target} ({exe.device})")
@@ -370,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --device-map: split the batch so that the stages work side by side")
     p.add_argument("--allow-fallback", action="store_true",
                    help="run on the CPU where a device asked for (--device, or a placement) is absent")
+    g = p.add_argument_group("Ray (pip install 'shipei[ray]')")
+    g.add_argument("--ray", action="store_true",
+                   help="run each stage as a Ray actor on a local Ray instance (one stage without --device-map)")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="join the Ray cluster at ADDR (what `ray start --head` printed)")
+    g.add_argument("--ray-compiled", action="store_true", help="run the actors as a Ray compiled graph")
+    g.add_argument("--ray-timeout", type=float, default=DEFAULT_RAY_TIMEOUT, metavar="S",
+                   help=f"seconds a call may take before the stage that has not answered counts as hung "
+                        f"(default {DEFAULT_RAY_TIMEOUT:g})")
     p.add_argument("--cast", action="store_true", help="allow weights of another dtype of the same kind (f64 to f32)")
     p.add_argument("--no-check-indices", action="store_true",
                    help="leave out-of-range gather indices to the target instead of refusing them")

@@ -21,7 +21,8 @@ from .ir.passes.partition import PartitionRequest
 from .ir.pipeline import PipelinePlan, plan_pipeline
 from .ir.placement import Placement
 from .ir.printer import print_graph
-from .runtime.pipeline import PipelineExecutable
+from .runtime.distributed import RayOptions, RayPipelineExecutable
+from .runtime.pipeline import Pipelined, PipelineExecutable
 
 DeviceMap = Mapping[str, str] | Literal["auto"]
 
@@ -109,13 +110,26 @@ class CompiledPipeline:
         (out / self.driver.filename).write_text(self.source)
         return out / self.driver.filename
 
-    def load(self, allow_fallback: bool = False, *, check_indices: bool = True, pin: bool = True) -> PipelineExecutable:
+    def load(self, allow_fallback: bool = False, *, check_indices: bool = True, pin: bool = True,
+             ray: RayOptions | bool | None = None) -> Pipelined:
         """Each stage on its placement's device, in a worker thread of its own (pinned to a core
-        unless `pin=False`). A device that is absent here is an error unless `allow_fallback`,
-        which runs that stage on the CPU with a `DeviceFallbackWarning`."""
+        unless `pin=False`), or with `ray` (True, or `RayOptions` to join a cluster) in a Ray actor
+        of its own. A device that is absent here is an error unless `allow_fallback`, which runs
+        that stage on the CPU with a `DeviceFallbackWarning`."""
         path = self.save(Path(tempfile.mkdtemp(prefix="shipei-")))
-        return PipelineExecutable(self.ir, self.plan, path, self.weights, allow_fallback,
-                                  check_indices=check_indices, pin=pin)
+        return load_pipeline(self.ir, self.plan, path, self.weights, allow_fallback, check_indices=check_indices,
+                             pin=pin, ray=ray)
+
+
+def load_pipeline(graph: Graph, plan: PipelinePlan, driver: Path, weights: dict[str, np.ndarray],
+                  allow_fallback: bool = False, *, check_indices: bool = True, pin: bool = True,
+                  ray: RayOptions | bool | None = None) -> Pipelined:
+    """The pipeline whose driver is at `driver`, in this process's threads or, with `ray`, on Ray actors."""
+    if ray is None or ray is False:
+        return PipelineExecutable(graph, plan, driver, weights, allow_fallback, check_indices=check_indices, pin=pin)
+    options = RayOptions() if ray is True else ray
+    return RayPipelineExecutable(graph, plan, driver, weights, allow_fallback, check_indices=check_indices,
+                                 options=options)
 
 
 def compile_pipeline(graph: Graph, ctx: PassContext, source: str, options: Mapping[str, Mapping]) -> CompiledPipeline:
