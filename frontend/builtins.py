@@ -9,7 +9,6 @@ Most builtins are one registry op with its attributes renamed to what PyTorch us
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any

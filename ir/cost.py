@@ -16,10 +16,12 @@ Accelerator figures are from their data sheets (dense, no sparsity):
 - Huawei Ascend 910B: about 320 TFLOP/s f16, 64 GB HBM2e at 1.6 TB/s, as reported (Huawei
   publishes no per-chip data sheet); f32 at a quarter of f16, as on the 910.
 CPU figures were measured on this machine (2 cores), `python benchmarks/hetero.py --roofline`, three
-runs: torch's 2048^3 matmul 179-184 GFLOP/s f32 and 412-417 bf16 on both cores, a 256 MiB copy
-32-33 GB/s read plus written; per extra op of a generated 201-op matmul chain on one core, torch
-1.1 us, jax 0.5, tf 0.8, MindSpore 15. A call also costs a fixed part that this per-node model
-leaves out (torch 4.5 us, jax 7, tf 175, MindSpore 0.9-1.1 ms).
+runs: torch's 2048^3 matmul 94-96 GFLOP/s f32 and 203-205 bf16 on one core (179-184 and 412-417 on
+both), a 256 MiB copy 24-25 GB/s read plus written on one core (32-33 on both). A CPU device here is
+one core, as the runtime runs a stage: pinned to it, with one intra-op thread. Per extra op of a
+generated 201-op matmul chain on one core: torch 1.1 us, jax 0.5, tf 0.8, MindSpore 15. A call
+also costs a fixed part (torch 4.5 us, jax 7, tf 175, MindSpore 0.9-1.1 ms): the pipeline
+planner counts it per stage; the partitioner, which weighs nodes, leaves it out.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class Costs:
     """The figures the partitioner weighs; the defaults are this module's table."""
 
     devices: Mapping[str, DeviceKind] = field(default_factory=lambda: {
-        "cpu": DeviceKind(flops=1.8e11, low_precision_flops=4.1e11, bandwidth=3.2e10, memory=24 * 2**30),
+        # one core: the runtime pins each stage to a core of its own, with one intra-op thread
+        "cpu": DeviceKind(flops=9.4e10, low_precision_flops=2.0e11, bandwidth=2.4e10, memory=24 * 2**30),
         "cuda": DeviceKind(flops=66.9e12, low_precision_flops=989.4e12, bandwidth=3.35e12, memory=80e9),
         "tpu": DeviceKind(flops=197e12 / 6, low_precision_flops=197e12, bandwidth=819e9, memory=16e9),
         "ascend": DeviceKind(flops=80e12, low_precision_flops=320e12, bandwidth=1.6e12, memory=64e9),
@@ -79,6 +82,10 @@ class Costs:
     #: accelerator adds a kernel launch of about 5 us.
     dispatch: Mapping[str, float] = field(default_factory=lambda: {
         "torch": 1.1e-6, "jax": 0.5e-6, "tf": 0.8e-6, "mindspore": 15e-6})
+    #: Seconds each framework's generated program costs per call beyond its ops (the one-op
+    #: programs of `benchmarks/hetero.py --roofline`); the planner adds it once per stage.
+    call: Mapping[str, float] = field(default_factory=lambda: {
+        "torch": 4.5e-6, "jax": 7e-6, "tf": 175e-6, "mindspore": 1e-3})
     launch: float = 5e-6
     #: A DLPack hand-off between two frameworks on one device (no copy), and a copy through host memory.
     dlpack: Link = Link("dlpack", latency=20e-6, bandwidth=math.inf, copies=False)

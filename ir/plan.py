@@ -4,13 +4,13 @@ device runs each, as Alpa's stage construction does.
 The layers are the model's top-level modules in schedule order (`wte`, `h.0`, ..., `lm_head`);
 each has, per device kind, an estimated time (the cost model's roofline, `ir.cost`), the bytes of
 the weights it holds and of its activations at the micro-batch, and the bytes that cross a cut
-after it. A stage is a run of layers on one device; its time is its layers' plus receiving the
-values that cross into it (a machine's own link, or the link between machines). GPipe with B
+after it. A stage is a run of layers on one device; its time is its layers', its framework's cost
+per call, and receiving the values that cross into it (a machine's own link, or the link between machines). GPipe with B
 micro-batches takes sum(t) + (B - 1) * max(t): a dynamic programme over the layers and the devices
 (fastest kind first) finds, for each bound on the slowest stage, the cuts that minimize the sum,
 refusing stages whose weights and activations do not fit their device; the best over the bounds
-wins. Bounds are tried in increasing order and the search stops once (B - 1) * bound alone is past
-the best plan, as Alpa prunes.
+wins. Every stage time that occurs is a bound; where there are more than `BOUNDS`, a geometric grid
+of them is tried first, then the grid cell around the best, finer, until every bound in it is tried.
 
 `Cluster` reads a TOML file:
 
@@ -37,14 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .cost import Costs, nbytes, node_seconds
+from .cost import Costs, format_bytes, nbytes, node_seconds
 from .errors import ShipeiError
 from .graph import Graph, Node, Value
 from .placement import DEVICE_ALIASES, DEVICE_KINDS, TARGETS, Placement
 
 DEFAULT_TARGETS = {"cuda": "torch", "tpu": "jax", "ascend": "mindspore", "cpu": "torch"}
-#: How many bounds on the slowest stage the search tries at most (every one that occurs, up to this).
-BOUNDS = 48
+#: How many bounds on the slowest stage one pass of the search tries at most (see the module doc).
+BOUNDS = 24
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,13 @@ class Cluster:
         return Cluster(tuple(machines), float(links.get("intra", 64)) * 1e9, float(links.get("inter", 12.5)) * 1e9,
                        targets)
 
+    @staticmethod
+    def local(cores: int, target: str = "torch") -> Cluster:
+        """This machine as the runtime uses it: one CPU device per core, each running `target`;
+        values pass between them by DLPack, with no copy."""
+        return Cluster((Machine("this machine", {"cpu": cores}),), math.inf, math.inf,
+                       {**DEFAULT_TARGETS, "cpu": target})
+
     @property
     def devices(self) -> int:
         return sum(sum(m.devices.values()) for m in self.machines)
@@ -137,11 +144,21 @@ class Plan:
         busy = self.micro_batches * sum(s.seconds for s in self.stages)
         return 1.0 - busy / (len(self.stages) * self.seconds) if self.seconds else 0.0
 
+    def table(self) -> list[str]:
+        """The stages as a markdown table: layers, where, predicted time, memory and what each receives."""
+        rows = ["| stage | layers | machine | placement | ms per micro-batch | memory | receives |",
+                "|---:|---|---|---|---:|---:|---:|"]
+        for k, s in enumerate(self.stages):
+            names = s.layers[0] if len(s.layers) == 1 else f"{s.layers[0] or '(inputs)'} .. {s.layers[-1]}"
+            rows.append(f"| {k} | {names or '(model)'} | {s.machine} | {s.placement} | {s.seconds * 1e3:.3f} | "
+                        f"{format_bytes(s.memory_bytes)} | {format_bytes(s.transfer_bytes)} |")
+        return rows
+
     def device_map(self) -> dict[str, str]:
-        """The plan as a device map (module -> placement); model-level nodes go with the first stage."""
-        out = {name: str(s.placement) for s in self.stages for name in s.layers if name}
-        out["*"] = str(self.stages[0].placement)
-        return out
+        """The plan as a device map (module -> placement). It names no "*": the partition pass puts
+        model-level nodes (a flatten between two layers) where they cost least, next to their
+        neighbours, so that they add no stage."""
+        return {name: str(s.placement) for s in self.stages for name in s.layers if name}
 
 
 def layers(graph: Graph, cluster: Cluster, dims: Mapping[str, int], costs: Costs) -> list[Layer]:
@@ -233,41 +250,60 @@ def plan(graph: Graph, cluster: Cluster, dims: Mapping[str, int], micro_batches:
     for slot in {(s.kind, s.memory) for s in slots}:
         kind, memory = slot
         table = np.full((n + 1, n + 1), math.inf)
-        stage = seconds[kind][last] - seconds[kind][first]
+        stage = seconds[kind][last] - seconds[kind][first] + costs.call[cluster.targets[kind]]
         fits = weights[last] - weights[first] + peak[first, last] <= memory
         table[first, last] = np.where(fits, stage, math.inf)
         tables[slot] = table
     receive = {link: np.concatenate([[0.0], cuts / link]) for link in (cluster.intra, cluster.inter)}
     stages = [_with_receive(tables[slot.kind, slot.memory], receive[_link(slots, j, cluster)])
               for j, slot in enumerate(slots)]
+    follows = [_follows(slots, j) for j in range(len(slots))]
     times = np.unique(np.concatenate([t[np.isfinite(t)] for t in stages]))
-    if times.size > BOUNDS:  # a geometric grid of the possible slowest stages, each one that occurs
-        grid = np.geomspace(times[0], times[-1], BOUNDS)
-        times = np.unique(times[np.minimum(np.searchsorted(times, grid), times.size - 1)])
-    found = _cuts(stages, n, times)
-    if found is None:
+    best, low, high = None, -math.inf, math.inf
+    while True:  # the bounds that occur, on a grid where too many; then the grid cell around the best, finer
+        window = times[(times > low) & (times < high)]
+        bounds = window
+        if window.size > BOUNDS:  # a geometric grid of the possible slowest stages, each one that occurs
+            grid = np.geomspace(window[0], window[-1], BOUNDS)
+            bounds = np.unique(window[np.minimum(np.searchsorted(window, grid), window.size - 1)])
+        found = _cuts(stages, follows, n, bounds)
+        if found is None:
+            break
+        sums, chosen = found
+        objective = [total + (micro_batches - 1) * max(t for _, _, _, t in cut) if cut else math.inf
+                     for total, cut in zip(sums, chosen)]
+        i = int(np.argmin(objective))
+        if best is None or objective[i] < best[0]:
+            best = (objective[i], chosen[i])
+        if bounds.size == window.size:
+            break
+        low, high = (bounds[i - 1] if i else -math.inf), (bounds[i + 1] if i + 1 < bounds.size else math.inf)
+    if best is None:
         raise ShipeiError(f"{graph.name} does not fit this cluster: some layer is larger than every device's memory",
                           hint="add devices with more memory, or shrink the micro-batch")
-    sums, chosen = found
-    objective = [total + (micro_batches - 1) * max(t for _, _, _, t in cut) if cut else math.inf
-                 for total, cut in zip(sums, chosen)]
-    best = chosen[int(np.argmin(objective))]
+    best = best[1]
     planned = []
     for a, b, j, _ in best:
         slot = slots[j]
-        t = seconds[slot.kind][b] - seconds[slot.kind][a] + (cuts[a - 1] / _link(slots, j, cluster) if a else 0.0)
+        t = (seconds[slot.kind][b] - seconds[slot.kind][a] + costs.call[cluster.targets[slot.kind]]
+             + (cuts[a - 1] / _link(slots, j, cluster) if a else 0.0))
         planned.append(PlannedStage([u.name for u in units[a:b]], slot.machine,
-                                    Placement(cluster.targets[slot.kind], slot.kind, slot.index if slot.kind != "cpu"
-                                              else None), t, weights[b] - weights[a] + peak[a, b],
+                                    Placement(cluster.targets[slot.kind], slot.kind, slot.index), t,
+                                    weights[b] - weights[a] + peak[a, b],
                                     cuts[a - 1] if a else 0.0))
     total = sum(s.seconds for s in planned) + (micro_batches - 1) * max(s.seconds for s in planned)
     return Plan(planned, micro_batches, total, cluster.devices)
 
 
+def _follows(slots: list[_Slot], j: int) -> bool:
+    """Whether slot j is the next device of the same kind on the machine of slot j - 1."""
+    return j > 0 and (slots[j - 1].machine, slots[j - 1].kind) == (slots[j].machine, slots[j].kind)
+
+
 def _link(slots: list[_Slot], j: int, cluster: Cluster) -> float:
-    """What slot j receives over: its machine's link when the slot before it in the order is on
-    the same machine (where the previous stage most likely runs), else the link between machines."""
-    return cluster.intra if j and slots[j - 1].machine == slots[j].machine else cluster.inter
+    """What slot j receives over: its machine's link when it follows slot j - 1 (which then ran the
+    stage before, see `_cuts`), else the link between machines (the first of its kind on its machine)."""
+    return cluster.intra if _follows(slots, j) else cluster.inter
 
 
 def _with_receive(table: np.ndarray, receive: np.ndarray) -> np.ndarray:
@@ -278,25 +314,31 @@ def _with_receive(table: np.ndarray, receive: np.ndarray) -> np.ndarray:
     return stage
 
 
-def _cuts(stages: list[np.ndarray], n: int, bounds: np.ndarray
+def _cuts(stages: list[np.ndarray], follows: list[bool], n: int, bounds: np.ndarray
           ) -> tuple[list[float], list[list[tuple[int, int, int, float]]]] | None:
     """For each bound on the slowest stage, the least sum of stage times covering the n layers:
     a dynamic programme over the slots in order, each running one stage or none, for every bound
-    at once (F[b, l] = the least sum for the first l layers under bound b). Returns the sums and,
-    per bound, the stages as (first layer, end, slot, seconds); None if no bound is feasible."""
+    at once (F[b, l] = the least sum for the first l layers under bound b). A slot that `follows`
+    the one before it (the next device of the same machine) runs a stage only right after that
+    slot's: a machine's devices are taken in order, so that what a stage receives over (`_link`)
+    is known. Returns the sums and, per bound, the stages as (first layer, end, slot, seconds);
+    None if no bound is feasible."""
     k = len(bounds)
     best = np.full((k, n + 1), math.inf)
     best[:, 0] = 0.0
-    back: list[tuple[np.ndarray, np.ndarray]] = []
-    rows = np.arange(k)[:, None]
-    for stage in stages:
+    owner = np.full((k, n + 1), -1)  # the slot whose stage ends the best F[b, l]
+    starts, owners, used = [], [], best
+    for j, stage in enumerate(stages):
         allowed = np.where(stage[None] <= bounds[:, None, None], stage[None], math.inf)
-        total = best[:, :, None] + allowed
+        total = (used if follows[j] else best)[:, :, None] + allowed
+        if follows[j]:
+            total[:, 0, :] = math.inf  # it cannot run the first stage: its predecessor ran one
         start = np.argmin(total, axis=1)
-        candidate = np.take_along_axis(total, start[:, None, :], axis=1)[:, 0, :]
-        better = candidate < best
-        back.append((start, better))
-        best = np.where(better, candidate, best)
+        used = np.take_along_axis(total, start[:, None, :], axis=1)[:, 0, :]
+        better = used < best
+        best, owner = np.where(better, used, best), np.where(better, j, owner)
+        starts.append(start)
+        owners.append(owner)
     if not np.isfinite(best[:, n]).any():
         return None
     sums, chosen = [], []
@@ -305,14 +347,11 @@ def _cuts(stages: list[np.ndarray], n: int, bounds: np.ndarray
             sums.append(math.inf)
             chosen.append([])
             continue
-        cut, end, j = [], n, len(stages) - 1
+        cut, end, j = [], n, int(owner[b, n])
         while end > 0:
-            while not back[j][1][b, end]:  # the last slot that improved F[b, end] ran the stage ending there
-                j -= 1
-            begin = int(back[j][0][b, end])
+            begin = int(starts[j][b, end])
             cut.append((begin, end, j, float(stages[j][begin, end])))
-            end, j = begin, j - 1
+            end, j = begin, (j - 1 if follows[j] else int(owners[j - 1][b, begin]) if j else -1)
         sums.append(float(best[b, n]))
         chosen.append(cut[::-1])
-    del rows
     return sums, chosen

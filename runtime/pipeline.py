@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import os
 import queue
+import statistics
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -200,6 +202,26 @@ class PipelineExecutable(Pipelined):
             raise error
         return result
 
+    def time_stages(self, *inputs: Any, repeats: int = 5) -> list[float]:
+        """Each stage's seconds on its part of `inputs` (one micro-batch), alone in its worker: the
+        median of `repeats` calls, after one that warms it up, each including what it receives."""
+        arrays, _ = checked_inputs(self.graph, inputs, self._indices)
+        values: dict = {("input", i): x for i, x in enumerate(arrays)}
+        out = []
+        for k, stage in enumerate(self.stages):
+            def timed(stage: Any) -> tuple[dict, float]:
+                made, seconds = stage.step(self.stages, values), []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    _computed(stage.step(self.stages, values))
+                    seconds.append(time.perf_counter() - start)
+                return made, statistics.median(seconds)
+
+            made, seconds = self.on_stage(k, timed)
+            values.update(made)
+            out.append(seconds)
+        return out
+
     def _flow(self, parts: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         """Each micro-batch through every stage in order; stage k works on micro-batch m while
         stage k+1 works on m-1."""
@@ -242,6 +264,14 @@ class PipelineExecutable(Pipelined):
 
     def __repr__(self) -> str:
         return f"PipelineExecutable({self.graph.name}, stages={self.placements})"
+
+
+def _computed(made: dict) -> None:
+    """Wait until a stage's results exist: jax returns before it has computed them."""
+    for value in made.values():
+        wait = getattr(value, "block_until_ready", None)
+        if wait is not None:
+            wait()
 
 
 def stage_core(placement: str, index: int) -> int:

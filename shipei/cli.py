@@ -31,6 +31,7 @@ from .ir.passes.manager import DEFAULT_OPT, PassContext
 from .ir.printer import print_graph
 from .ir.tolerance import compare
 from .partitioned import CompiledPipeline, partition_request
+from .planning import CLOSE
 from .runtime.distributed import DEFAULT_TIMEOUT as DEFAULT_RAY_TIMEOUT
 from .runtime.distributed import RayOptions
 from .runtime.pipeline import summarize
@@ -95,16 +96,26 @@ def _pass_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _device_map(text: str | None) -> dict[str, str] | str | None:
-    """--device-map: "auto", or a JSON object of module path -> placement."""
+    """--device-map: "auto", a JSON object of module path -> placement, or @FILE holding one (or a
+    plan that `shipei plan --json FILE` wrote)."""
     if text is None or text == "auto":
         return text
+    where = "--device-map"
+    if text.startswith("@"):
+        where = text[1:]
+        try:
+            text = Path(where).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ShipeiError(f"cannot read the device map {where}: {e}") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ShipeiError(f"--device-map is not JSON: {e}",
-                          hint='e.g. --device-map \'{"h.0": "torch:cpu", "*": "jax:cpu"}\', or auto') from None
+        raise ShipeiError(f"{where} is not JSON: {e}", hint='e.g. --device-map \'{"h.0": "torch:cpu", '
+                                                            '"*": "jax:cpu"}\', @plan.json or auto') from None
+    if isinstance(value, dict) and isinstance(value.get("device_map"), dict):
+        value = value["device_map"]
     if not isinstance(value, dict):
-        raise ShipeiError("--device-map must be a JSON object of module path -> placement, or auto")
+        raise ShipeiError(f"{where} must be a JSON object of module path -> placement, or auto")
     return value
 
 
@@ -238,6 +249,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  check output {i}: max error {worst.error:.3g} (allowed {worst.allowed:.3g} "
               f"at {list(worst.index)}) {status}")
     return 1 if failed else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .ir.plan import Cluster
+    from .planning import measure, plan_model, this_machine
+
+    graph = _graph(args)
+    cluster = Cluster.from_toml(args.cluster) if args.cluster else this_machine(args.target)
+    where = args.cluster or f"this machine ({cluster.devices} CPU cores, {args.target})"
+    planned = plan_model(graph, cluster, _dims(args), args.micro_batches, args.opt)
+    dims = ", ".join(f"{k}={v}" for k, v in planned.dims.items())
+    print(f"{graph.name} on {where}: {len(planned.plan.stages)} stages of {cluster.devices} devices, "
+          f"{args.micro_batches} micro-batches at {dims}")
+    print("\n".join(planned.plan.table()))
+    print(planned.summary())
+    device_map = planned.plan.device_map()
+    print(f"device map: {json.dumps(device_map)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "device_map": device_map, "micro_batches": args.micro_batches, "dims": planned.dims,
+            "seconds": planned.plan.seconds, "bubble": planned.plan.bubble, "throughput": planned.throughput,
+            "stages": [{"layers": s.layers, "machine": s.machine, "placement": str(s.placement), "seconds": s.seconds,
+                        "memory_bytes": s.memory_bytes, "transfer_bytes": s.transfer_bytes}
+                       for s in planned.plan.stages]}, indent=1))
+        print(f"wrote {args.json} (run it: shipei run {args.file} --device-map @{args.json} ...)")
+    if not args.measure:
+        return 0
+    if args.cluster:
+        raise ShipeiError("--measure runs the plan here, so it plans for this machine: leave out --cluster")
+    measured = measure(graph, planned, args.seed)
+    print("\n".join(["measured here, each stage alone on one micro-batch (pinned to its core):",
+                     *measured.table()]))
+    print(f"every stage's prediction within {CLOSE:.0%} of its measurement: {'yes' if measured.close else 'no'}")
+    return 0
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
@@ -376,6 +421,20 @@ def build_parser() -> argparse.ArgumentParser:
     passes(p)
     target_options(p)
     p.set_defaults(func=cmd_partition)
+    p = command("plan", "cut a model into pipeline stages for a cluster (a TOML file) or this machine, and "
+                        "predict their times, memory and transfers")
+    p.add_argument("--cluster", metavar="TOML", help="machines, their devices and links (default: this machine, "
+                   "a CPU device per core)")
+    p.add_argument("--target", default="torch", choices=TARGETS, help="the framework on this machine's cores")
+    p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="a shape symbol at the whole batch")
+    p.add_argument("--micro-batches", type=int, default=8, metavar="N", help="micro-batches per batch (default 8)")
+    p.add_argument("--json", metavar="FILE", help="write the plan and its device map (for --device-map @FILE)")
+    p.add_argument("--measure", action="store_true",
+                   help="run the plan here and print each stage's predicted and measured time")
+    p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
+                   help=f"the passes the plan assumes (default -O{DEFAULT_OPT})")
+    p.add_argument("--seed", type=int, default=0, help="weight initialization seed (for --measure)")
+    p.set_defaults(func=cmd_plan)
     p = command("run", "compile, run and optionally check against the reference")
     passes(p)
     p.add_argument("--target", default="torch", choices=TARGETS)

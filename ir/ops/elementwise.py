@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import ShipeiError
 from ..registry import Attr, AttrKind, FusionKind, op
 from ..types import DType, TensorType
-from .rules import ALL, FLOATS, NUMERIC, broadcast, check_dtype, unary
+from .rules import ALL, FLOATS, NUMERIC, broadcast, check_dtype, per_element, unary
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
@@ -54,8 +54,15 @@ DOMAINS: dict[str, str] = {"log": "positive", "sqrt": "nonnegative", "rsqrt": "p
                            "div": "nonzero-rhs", "pow": "positive-lhs", "exp": "small",
                            "batch_norm": "positive-var"}
 
+#: What a transcendental function costs per element, in FLOPs at the device's peak (the cost
+#: model's unit): torch on one core of this machine, f32[256, 512], against its 94 GFLOP/s matmul
+#: peak (an add costs 10 there, all of it memory). Other elementwise ops count one per element.
+TRANSCENDENTAL = {"exp": 80, "log": 120, "tanh": 240, "erf": 130, "sigmoid": 40, "silu": 40, "sqrt": 50,
+                  "rsqrt": 50, "sin": 120, "cos": 120, "gelu": 50}
+
 for _name, (_allowed, _ref) in _UNARY.items():
-    op(_name, ["x"], FusionKind.ELEMWISE, unary(_allowed), _ref)
+    op(_name, ["x"], FusionKind.ELEMWISE, unary(_allowed), _ref,
+       flops=per_element(TRANSCENDENTAL[_name]) if _name in TRANSCENDENTAL else None)
 
 def _gelu_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
     if attrs["approximate"] not in ("none", "tanh"):
@@ -69,7 +76,8 @@ def _dropout_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
     return unary(ALL)(types, attrs)
 
 
-op("gelu", ["x"], FusionKind.ELEMWISE, _gelu_rule, _gelu, attrs={"approximate": Attr(AttrKind.STR, "none")})
+op("gelu", ["x"], FusionKind.ELEMWISE, _gelu_rule, _gelu, attrs={"approximate": Attr(AttrKind.STR, "none")},
+   flops=per_element(TRANSCENDENTAL["gelu"]))
 op("dropout", ["x"], FusionKind.ELEMWISE, _dropout_rule, lambda x, p: x,
    attrs={"p": Attr(AttrKind.FLOAT, 0.5)}, doc="Identity at inference; kept so training can use it.")
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import ShipeiError
 from ..registry import Attr, AttrKind, FusionKind, op
 from ..types import TensorType, normalize_axis
-from .rules import FLOATS, NUMERIC, check_dtype, reduce_shape, same_dtype
+from .rules import FLOATS, NUMERIC, check_dtype, per_element, reduce_shape, same_dtype
 
 _AXES = {"axes": Attr(AttrKind.OPT_INTS, None), "keepdims": Attr(AttrKind.BOOL, False)}
 
@@ -50,16 +48,11 @@ def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-def _per_element(flops: float):
-    """A FLOP rule of `flops` per element of the first operand."""
-    return lambda operands, results, attrs: flops * math.prod(operands[0])
-
-
 # max, subtract, exp, sum, divide (log_softmax: log and subtract instead of the divide)
 op("softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _softmax, attrs={"axis": Attr(AttrKind.INT, -1)},
-   flops=_per_element(5))
+   flops=per_element(5))
 op("log_softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _log_softmax, attrs={"axis": Attr(AttrKind.INT, -1)},
-   flops=_per_element(6))
+   flops=per_element(6))
 
 
 def _check_eps(attrs: dict) -> None:
@@ -85,7 +78,7 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
 
 
 # mean, subtract, square, mean, then normalize, scale and shift
-op("layer_norm", ["x", "weight", "bias"], FusionKind.OPAQUE, _layer_norm_rule, _layer_norm, flops=_per_element(8),
+op("layer_norm", ["x", "weight", "bias"], FusionKind.OPAQUE, _layer_norm_rule, _layer_norm, flops=per_element(8),
    attrs={"eps": Attr(AttrKind.FLOAT, 1e-5)}, doc="Normalizes over the trailing dims that weight covers.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -56,3 +57,8 @@ def reduce_shape(t: TensorType, axes: tuple[int, ...] | None, keepdims: bool) ->
         raise ShipeiError(f"axes {list(axes)} name the same axis twice")
     shape = [1 if i in axes_set else d for i, d in enumerate(t.shape) if keepdims or i not in axes_set]
     return t.with_shape(shape)
+
+
+def per_element(flops: float):
+    """A FLOP rule of `flops` per element of the first operand."""
+    return lambda operands, results, attrs: flops * math.prod(operands[0])

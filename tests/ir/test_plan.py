@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from shipei.ir.cost import Costs, DeviceKind
 from shipei.ir.errors import ShipeiError
-from shipei.ir.plan import Cluster, _link, _Slot, crossings, layers, plan
+from shipei.ir.plan import Cluster, _Slot, crossings, layers, plan
 
 import shipei
 
@@ -58,7 +58,8 @@ def test_layers_follow_the_top_level_modules_and_cuts_count_what_crosses() -> No
 
 def _brute_force(graph, cluster: Cluster, dims, micro_batches: int, costs: Costs) -> float:
     """Every way to cut the layers and give each stage a device, the devices taken in the planner's
-    order (fastest kind first); the least sum(t) + (B - 1) * max(t)."""
+    order (fastest kind first), a stage receiving over the machine's link when the stage before ran
+    on the same machine; the least sum(t) + (B - 1) * max(t)."""
     units = layers(graph, cluster, dims, costs)
     cuts = crossings(graph, units, dims)
     n = len(units)
@@ -71,14 +72,16 @@ def _brute_force(graph, cluster: Cluster, dims, micro_batches: int, costs: Costs
             bounds = [0, *ends, n]
             for chosen in itertools.combinations(range(len(slots)), stages):
                 times = []
-                for (a, b), j in zip(itertools.pairwise(bounds), chosen):
+                for (a, b), j, before in zip(itertools.pairwise(bounds), chosen, (None, *chosen)):
                     slot = slots[j]
                     used = [u for u in units[a:b]]
                     memory = sum(u.weight_bytes for u in used) + max(u.activation_bytes for u in used)
                     if memory > slot.memory:
                         break
-                    receive = cuts[a - 1] / _link(slots, j, cluster) if a else 0.0
-                    times.append(sum(u.seconds[slot.kind] for u in used) + receive)
+                    same = before is not None and slots[before].machine == slot.machine
+                    receive = cuts[a - 1] / (cluster.intra if same else cluster.inter) if a else 0.0
+                    call = costs.call[cluster.targets[slot.kind]]
+                    times.append(sum(u.seconds[slot.kind] for u in used) + call + receive)
                 else:
                     best = min(best, sum(times) + (micro_batches - 1) * max(times))
     return best
