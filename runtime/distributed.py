@@ -48,6 +48,8 @@ from .pipeline import Pipelined, Transfer, stage_core, warn_fallbacks
 DEFAULT_TIMEOUT = 300.0
 #: Seconds the stages may take to start and load (a framework's first import is the slow part).
 DEFAULT_LOAD_TIMEOUT = 600.0
+#: Seconds to wait for resources that other actors hold, before saying so.
+FREE_WAIT = 10.0
 #: Micro-batches in a compiled graph at once (Ray allows 10 by default).
 IN_FLIGHT = 8
 #: Seconds a failed call waits for its other tasks to fail too (see `_settle`).
@@ -96,7 +98,8 @@ def connect(options: RayOptions, stages: int = 1) -> Any:
 
 
 def _check_fits(ray: Any, placements: list[str]) -> None:
-    """An error now, rather than actors that wait for ever, when the cluster lacks what the stages ask for."""
+    """An error now, rather than actors that wait for ever, when the cluster lacks what the stages
+    ask for, or other actors hold it."""
     needed: dict[str, float] = {}
     for placement in placements:
         asks = resources(placement)
@@ -111,6 +114,18 @@ def _check_fits(ray: Any, placements: list[str]) -> None:
         raise ShipeiError(f"the Ray cluster cannot hold the {len(placements)} stages: they need {lacking}",
                           hint="add machines with `ray start --address ...`, or for a local instance pass more "
                                "CPUs (stages pinned to one core share it)")
+    deadline = time.monotonic() + FREE_WAIT
+    while True:  # actors just killed (a pipeline closed) give their resources back a moment later
+        free = ray.available_resources()
+        busy = {name: count for name, count in needed.items() if count > free.get(name, 0)}
+        if not busy or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if busy:
+        lacking = ", ".join(f"{count:g} {name} ({free.get(name, 0):g} free of {have.get(name, 0):g})"
+                            for name, count in busy.items())
+        raise ShipeiError(f"the Ray cluster cannot start the {len(placements)} stages now: they need {lacking}",
+                          hint="other actors hold the rest: close() the pipelines you no longer use")
 
 
 class FileStore:

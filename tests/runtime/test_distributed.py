@@ -133,6 +133,12 @@ def test_a_cluster_too_small_for_the_stages_is_an_error_before_any_actor_starts(
         compiled.load(ray=True)
 
 
+def test_stages_that_would_wait_for_cpus_other_actors_hold_are_an_error_now(local_ray, transformer) -> None:
+    with on_ray(transformer):  # 3 of the 4 CPUs
+        with pytest.raises(ShipeiError, match=r"cannot start the 3 stages now: they need 3 CPU \(1 free of 4\)"):
+            transformer.load(ray=True)
+
+
 def test_shipei_run_ray_runs_the_stages_on_a_local_instance_and_checks_them() -> None:
     result = subprocess.run([sys.executable, "-m", "shipei", "run", str(EXAMPLES / "mlp.sp"), "--device-map",
                              '{"fc1": "torch:cpu", "*": "jax:cpu"}', "--dim", "B=8", "--micro-batches", "2", "--ray",
