@@ -226,8 +226,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = _inputs(args, graph)
     if isinstance(compiled, CompiledPipeline):
         outputs = exe.run(*inputs, micro_batches=args.micro_batches)
+        count = len(exe.placements)
         where = " on Ray actors" if ray is not None else ""
-        print(f"{graph.name} in {len(exe.placements)} stages{where}: {', '.join(exe.placements)}; "
+        print(f"{graph.name} in {count} stage{'s' * (count != 1)}{where}: {', '.join(exe.placements)}; "
               f"{summarize(exe.transfers)}")
     else:
         outputs = exe.run(*inputs)
