@@ -231,6 +231,10 @@ def _tensor_type(tok: Token) -> _Typed:
         inner = _syntax_error(err)  # within the dims, whose end is the type's ']'
         loc = SourceLoc("", tok.line, tok.column + len(dtype) + inner.loc.col)
         raise ShipeiError(inner.message.replace("end of input", "']'"), loc) from None
+    except ShipeiError as err:  # a dim out of range
+        if err.loc is not None:
+            raise
+        raise _error(err.message, tok, err.hint) from None
 
 
 @functools.lru_cache(maxsize=4096)

@@ -228,9 +228,11 @@ class RayPipelineExecutable(Pipelined):
         self._indices = IndexCheck.build(graph, weights) if check_indices else None
         self._dag = self._compile() if options.compiled else None
         self.transfers: list[Transfer] = []
+        self._restarting: set[int] = set()  # stages killed after a timeout, loading again
 
     # -- the schedule ---------------------------------------------------------------------------
     def _flow(self, parts: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        self._wait_restarted()
         deadline = time.monotonic() + self.options.timeout
         if self.options.compiled:
             return self._flow_compiled(parts, deadline)
@@ -248,11 +250,25 @@ class RayPipelineExecutable(Pipelined):
                 self._get([values[k, 0] for values in submitted], [k] * len(submitted), deadline)
             outputs = [self._get([values[r] for r in self.driver.OUTPUTS], [r[0] for r in self.driver.OUTPUTS],
                                  deadline) for values in submitted]
-        except ShipeiError:
-            self._settle([ref for values in submitted for ref in values.values()])
-            raise
-        self.transfers = self._handoffs(parts)
-        return outputs
+        except ShipeiError as e:
+            error = e
+        else:
+            self.transfers = self._handoffs(parts)
+            return outputs
+        self._settle([ref for values in submitted for ref in values.values()])
+        submitted = values = refs = None  # no object ref in this frame once it is in a traceback (see `_get`)
+        raise error
+
+    def _wait_restarted(self) -> None:
+        """Wait (up to the load timeout) until the stages restarted after a timeout have loaded
+        again, so that a call's time limit does not count their start."""
+        if not self._restarting:
+            return
+        stages, self._restarting = sorted(self._restarting), set()
+        described = self._get([self.actors[k].describe.remote() for k in stages], stages,
+                              time.monotonic() + self.options.load_timeout, loading=True)
+        for k, (placement, device, _, pid) in zip(stages, described):
+            self.pids[k], self.placements[k] = pid, f"{placement} ({device}) pid {pid}"
 
     def _settle(self, refs: list) -> None:
         """Collect what a failed call's other tasks raise within a few seconds, so that Ray does not
@@ -307,42 +323,57 @@ class RayPipelineExecutable(Pipelined):
                 in_flight.append(self._dag.execute(*part))
             while in_flight:
                 collect()
-        except (ShipeiError, self._ray.exceptions.RayError):
-            self._dag.teardown()
-            self._dag = None
-            raise
-        self.transfers = self._handoffs(parts)
-        return outputs
+        except ShipeiError as e:
+            error = e
+        except self._ray.exceptions.RayError as e:  # the graph's channels themselves
+            error = ShipeiError(f"the Ray compiled graph failed: {type(e).__name__}: {_last_line(e)}",
+                                hint="run without --ray-compiled (plain actors restart stages that die)")
+        else:
+            self.transfers = self._handoffs(parts)
+            return outputs
+        in_flight.clear()  # no object ref in this frame once it is in a traceback (see `_get`)
+        self._dag.teardown()
+        self._dag = None
+        raise error
 
     def _get(self, refs: Any, stages: list[int], deadline: float, loading: bool = False) -> Any:
         """`ray.get(refs)` by `deadline`; a fault becomes an error naming the stage (of `stages`,
-        one per ref) it came from. A stage that has not answered a call is restarted."""
+        one per ref) it came from. A stage that has not answered a call is restarted. The error is
+        raised with no object ref left in its traceback's frames or context: Ray crashes the process
+        when one is freed after `ray.shutdown()`, and a caught error may live that long."""
         ray = self._ray
         try:
             return ray.get(refs, timeout=max(deadline - time.monotonic(), 0.0))
-        except TimeoutError:  # ray's GetTimeoutError, and a compiled graph's channel timeout
+        except (TimeoutError, ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+            error = self._fault(e, refs, stages, loading)
+        refs = None
+        raise error
+
+    def _fault(self, error: Exception, refs: Any, stages: list[int], loading: bool) -> ShipeiError:
+        """What `_get` raises for `error`."""
+        ray = self._ray
+        if isinstance(error, TimeoutError):  # ray's GetTimeoutError, and a compiled graph's channel timeout
             k = self._first_pending(refs, stages)
             where = f"stage {k} ({self.driver.STAGES[k][1]})"
             if loading:
-                raise ShipeiError(f"{where} did not load within {self.options.load_timeout:g} s",
-                                  hint="its framework's import or its device may hang; `shipei devices` probes "
-                                       "each framework") from None
+                return ShipeiError(f"{where} did not load within {self.options.load_timeout:g} s",
+                                   hint="its framework's import or its device may hang; `shipei devices` probes "
+                                        "each framework")
             ray.kill(self.actors[k], no_restart=False)  # so that the next call finds it answering
-            raise ShipeiError(f"{where} did not answer within {self.options.timeout:g} s; its actor is being "
-                              f"restarted", hint="a stage that takes this long needs a larger timeout "
-                                                 "(RayOptions.timeout, --ray-timeout)") from None
-        except ray.exceptions.RayActorError as e:
-            k = self._stage_of(e, stages)
-            raise ShipeiError(f"stage {k} ({self.driver.STAGES[k][1]}) {'did not load' if loading else 'failed'}: "
-                              f"its Ray actor died and was not restarted (max_restarts={self.options.max_restarts}): "
-                              f"{_last_line(e)}") from None
-        except ray.exceptions.RayTaskError as e:
-            k = self._stage_of(e, stages)
-            cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else e
-            if isinstance(cause, ShipeiError):
-                raise cause from None
-            raise ShipeiError(f"stage {k} ({self.driver.STAGES[k][1]}) failed: {type(cause).__name__}: "
-                              f"{_last_line(cause)}") from None
+            self._restarting.add(k)
+            return ShipeiError(f"{where} did not answer within {self.options.timeout:g} s; its actor is being "
+                               f"restarted", hint="a stage that takes this long needs a larger timeout "
+                                                  "(RayOptions.timeout, --ray-timeout)")
+        k = self._stage_of(error, stages)
+        if isinstance(error, ray.exceptions.RayActorError):
+            return ShipeiError(f"stage {k} ({self.driver.STAGES[k][1]}) {'did not load' if loading else 'failed'}: "
+                               f"its Ray actor died and was not restarted (max_restarts={self.options.max_restarts}): "
+                               f"{_last_line(error)}")
+        cause = error.cause if isinstance(getattr(error, "cause", None), BaseException) else error
+        if isinstance(cause, ShipeiError):
+            return ShipeiError(cause.message, cause.loc, cause.hint, cause.notes)
+        return ShipeiError(f"stage {k} ({self.driver.STAGES[k][1]}) failed: {type(cause).__name__}: "
+                           f"{_last_line(cause)}")
 
     def _first_pending(self, refs: Any, stages: list[int]) -> int:
         """The earliest stage of `stages` whose ref in `refs` is not ready (the first of them where

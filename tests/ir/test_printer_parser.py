@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from graphs import SAMPLES, B, T, assert_graphs_equal, mlp, sample_graph, t
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 from shipei.ir.errors import ShipeiError, SourceLoc
@@ -268,6 +268,7 @@ def test_parse_errors(text: str, line: int, col: int, message: str) -> None:
 
 @given(st.sampled_from([MLP_TEXT, LITERALS_LOCS]), st.integers(0, 10**6), st.integers(0, 3),
        st.text(alphabet="%@,:=()[]{}<>-+*\"0123456789.eBTfiax \n", max_size=3))
+@example(MLP_TEXT, 210591, 0, "-")  # found by CI: a negative dim in a type was an error with no location
 def test_damaged_text_gives_located_errors(text: str, at: int, cut: int, insert: str) -> None:
     """Any edit of valid text parses or fails with a located ShipeiError, never a traceback."""
     at %= len(text)

@@ -5,6 +5,7 @@ spent, or when a stage hangs, the call stops with an error naming the stage, nev
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ TOKENS = np.random.default_rng(0).integers(0, 512, (8, 16))
 def local_ray():
     ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
+    gc.collect()  # what the tests left for the collector (errors, their tracebacks) goes while Ray runs
     ray.shutdown()
 
 
@@ -112,16 +114,12 @@ def test_once_restarts_are_spent_the_call_stops_naming_the_stage(local_ray, tran
 
 def test_a_hung_stage_times_out_naming_it_and_the_next_call_runs(local_ray, transformer) -> None:
     with on_ray(transformer, max_restarts=1, timeout=5) as exe:
-        os.kill(exe.pids[1], signal.SIGSTOP)
+        frozen = exe.pids[1]
+        os.kill(frozen, signal.SIGSTOP)
         with pytest.raises(ShipeiError, match=r"stage 1 \(torch:cpu\) did not answer within 5 s"):
             exe(TOKENS, micro_batches=2)
-        deadline = time.monotonic() + 60
-        while True:  # the restarted actor is loading its stage again
-            try:
-                _assert_reference(transformer, exe(TOKENS))
-                break
-            except ShipeiError:
-                assert time.monotonic() < deadline
+        _assert_reference(transformer, exe(TOKENS))  # waits for the restarted stage to load, then runs
+        assert exe.pids[1] != frozen
 
 
 def test_a_cluster_too_small_for_the_stages_is_an_error_before_any_actor_starts(local_ray) -> None:
