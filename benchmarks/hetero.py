@@ -37,8 +37,8 @@ model. Each part runs in worker processes of its own; the parent prints markdown
    sometimes throttled to about one); a round is clean when it got at least 80% of the cores
    before and after and other processes used at most 0.1 core meanwhile. The tables show medians
    and ranges over the clean rounds; every round is listed with its conditions.
-3. `--roofline`: the CPU figures of ir/cost.py's `Costs`. Peak float32 and bfloat16 matmul
-   FLOP/s (torch, 2048^3, on both cores with two threads and on one core with one); memory
+3. `--roofline`: the CPU figures of ir/cost.py's `Costs`, where a CPU device is one core. Peak
+   float32 and bfloat16 matmul FLOP/s (torch, 2048^3, on both cores with two threads and on one core with one); memory
    bandwidth (a 256 MiB copy: bytes read plus written per second, one core and two); each
    framework's dispatch cost per op (its generated program for a chain of 201 ops on tiny
    tensors against a chain of 1: the time per extra op, on one core). Printed next to ir/cost.py's
@@ -393,7 +393,7 @@ def measure_roofline(repeats: int) -> dict:
     costs = Costs()
     cpu = costs.devices["cpu"]
     out["cost.py"] = {"flops": cpu.flops, "low_precision_flops": cpu.low_precision_flops,
-                      "bandwidth": cpu.bandwidth, "dispatch": dict(costs.dispatch)}
+                      "bandwidth": cpu.bandwidth, "dispatch": dict(costs.dispatch), "call": dict(costs.call)}
     return out
 
 
@@ -428,21 +428,22 @@ def roofline_report(r: dict) -> str:
         for label in (n, "1 core"):
             lines.append(f"| peak {dtype} matmul (torch 2048^3), {label} | "
                          f"{r[f'{dtype} matmul FLOP/s, {label}'] / 1e9:.1f} GFLOP/s | "
-                         f"{cost[key] / 1e9 if label == n else float('nan'):.0f} GFLOP/s |".replace("nan GFLOP/s", "-"))
+                         f"{cost[key] / 1e9 if label == '1 core' else float('nan'):.0f} GFLOP/s |"
+                         .replace("nan GFLOP/s", "-"))
     for label in (n, "1 core"):
         lines.append(f"| memory bandwidth (256 MiB copy, read + write), {label} | "
                      f"{r[f'copy bytes/s, {label}'] / 1e9:.1f} GB/s | "
-                     + (f"{cost['bandwidth'] / 1e9:.0f} GB/s |" if label == n else "- |"))
+                     + (f"{cost['bandwidth'] / 1e9:.0f} GB/s |" if label == "1 core" else "- |"))
     lines += ["", "Dispatch on one core: each framework's generated program for a chain of ops on tiny "
               "tensors (zeros), time per call of a 1-op chain and per extra op of a 201-op chain (jax and tf compile "
               "it with XLA, which fuses the elementwise chain into one kernel; MindSpore's ms.jit graph runs "
               "each op as a kernel of its own):", "",
-              "| framework | call, 1 op | per op, elementwise chain | per op, matmul chain | ir/cost.py dispatch |",
-              "|---|---:|---:|---:|---:|"]
+              "| framework | call, 1 op | per op, elementwise chain | per op, matmul chain | ir/cost.py call "
+              "| ir/cost.py dispatch |", "|---|---:|---:|---:|---:|---:|"]
     for target in FRAMEWORKS:
         e, m = r[f"{target} elementwise"], r[f"{target} matmul"]
         lines.append(f"| {target} | {e['call'] * 1e6:.1f} us | {e['per_op'] * 1e6:.2f} us | {m['per_op'] * 1e6:.2f} us "
-                     f"| {cost['dispatch'][target] * 1e6:.0f} us |")
+                     f"| {cost['call'][target] * 1e6:.1f} us | {cost['dispatch'][target] * 1e6:.1f} us |")
     return "\n".join(lines)
 
 
