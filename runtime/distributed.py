@@ -42,7 +42,7 @@ from ..ir.interpreter import bind_symbols
 from ..ir.pipeline import PipelinePlan
 from .executable import import_module_file
 from .indices import IndexCheck
-from .pipeline import Pipelined, Transfer, stage_core, warn_fallbacks
+from .pipeline import Pipelined, Transfer, load_stage, stage_core, warn_fallbacks
 
 #: Seconds a call may take before the stage that has not answered counts as hung.
 DEFAULT_TIMEOUT = 300.0
@@ -72,16 +72,11 @@ class RayOptions:
     compiled: bool = False
 
 
-def require_ray() -> Any:
-    """Ray, imported (with the same errors as a framework), and started or joined."""
-    return require_package("ray", "ray", "--ray")
-
-
 def connect(options: RayOptions, stages: int = 1) -> Any:
     """Ray, connected: the running instance if this process has one, else the cluster at
     `options.address`, else a new local instance with a CPU per core, and at least one per stage
     (`stages`: stages beyond the cores share them, pinned, as in the in-process runtime)."""
-    ray = require_ray()
+    ray = require_package("ray", "ray", "--ray")  # with the same errors as a framework's import
     if not ray.is_initialized():
         try:
             if options.address is None:
@@ -153,20 +148,9 @@ class StageActor:
         directory = Path(tempfile.mkdtemp(prefix=f"shipei-stage{index}-"))
         for name, data in ray.get(ray.get_actor(files).get.remote(index)).items():
             (directory / name).write_bytes(data)
-        module = import_module_file(directory / driver)
-        if core is not None and hasattr(os, "sched_setaffinity"):
-            cores = sorted(os.sched_getaffinity(0))
-            os.sched_setaffinity(0, {cores[core % len(cores)]})  # before its framework starts its pools
-            if module.STAGES[index][1].startswith("torch:"):
-                import torch
-
-                torch.set_num_threads(1)
-        try:
-            self.stage = module.Stage(index, allow_fallback)
-        except RuntimeError as e:
-            if "is not available here" in str(e):
-                raise ShipeiError(str(e), hint="pass allow_fallback=True to run it on the CPU") from None
-            raise
+        cores = sorted(os.sched_getaffinity(0)) if core is not None and hasattr(os, "sched_getaffinity") else None
+        self.stage = load_stage(import_module_file(directory / driver), index, allow_fallback,
+                                {cores[core % len(cores)]} if cores else None)
 
     def describe(self) -> tuple[str, str, bool, int]:
         """(placement, device, fell back, process id)."""

@@ -77,14 +77,7 @@ class _Worker:
 
     def _main(self, allow_fallback: bool) -> None:
         try:
-            if self.cores is not None:
-                os.sched_setaffinity(0, self.cores)  # this thread, and the pools its framework starts in it
-            placement = self.driver.STAGES[self.index][1]
-            if placement.startswith("torch:cpu") and self.cores is not None:
-                import torch
-
-                torch.set_num_threads(len(self.cores))  # per thread in torch
-            self.stage = self.driver.Stage(self.index, allow_fallback)
+            self.stage = load_stage(self.driver, self.index, allow_fallback, self.cores)
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             self.error = e
         self._loaded.set()
@@ -140,12 +133,6 @@ class Pipelined:
         return [np.concatenate([r[j] for r in results], axis=axes[0]) if axes else results[0][j]
                 for j, axes in enumerate(layout.outputs)]
 
-    def _stage_error(self, k: int, error: BaseException, what: str = "failed") -> ShipeiError:
-        """`error` in stage k, as the error the caller sees: naming the stage and its placement."""
-        if isinstance(error, ShipeiError):
-            return error
-        return ShipeiError(f"stage {k} ({self.driver.STAGES[k][1]}) {what}: {type(error).__name__}: {error}")
-
 
 class PipelineExecutable(Pipelined):
     """A partitioned model loaded for running in this process: call it with numpy arrays, as an
@@ -170,10 +157,8 @@ class PipelineExecutable(Pipelined):
         try:
             for w in self._workers:
                 w.wait_loaded()
-        except BaseException as e:
+        except BaseException:
             self.close()
-            if isinstance(e, RuntimeError) and "is not available here" in str(e):
-                raise ShipeiError(str(e), hint="pass allow_fallback=True to run it on the CPU") from None
             raise
         self.stages = [w.stage for w in self._workers]
         warn_fallbacks([(s.index, s.placement, s.fell_back) for s in self.stages])
@@ -254,6 +239,12 @@ class PipelineExecutable(Pipelined):
         self.transfers = [Transfer(*entry) for entry in log]
         return results
 
+    def _stage_error(self, k: int, error: BaseException) -> ShipeiError:
+        """`error` in stage k, as the error the caller sees: naming the stage and its placement."""
+        if isinstance(error, ShipeiError):
+            return error
+        return ShipeiError(f"stage {k} ({self.driver.STAGES[k][1]}) failed: {type(error).__name__}: {error}")
+
     def close(self) -> None:
         """Stop the stages' worker threads."""
         for w in self._workers:
@@ -272,6 +263,24 @@ def _computed(made: dict) -> None:
         wait = getattr(value, "block_until_ready", None)
         if wait is not None:
             wait()
+
+
+def load_stage(driver: ModuleType, index: int, allow_fallback: bool, cores: set[int] | None = None) -> Any:
+    """Stage `index` of the generated `driver`, loaded in the calling thread, pinned first to `cores`
+    (with the pools its framework starts there: torch's to as many threads). A placement absent
+    here is a `ShipeiError` unless `allow_fallback`."""
+    if cores is not None:
+        os.sched_setaffinity(0, cores)
+        if driver.STAGES[index][1].startswith("torch:cpu"):
+            import torch
+
+            torch.set_num_threads(len(cores))  # per thread in torch
+    try:
+        return driver.Stage(index, allow_fallback)
+    except RuntimeError as e:
+        if "is not available here" in str(e):  # the driver's own words: it runs without shipei
+            raise ShipeiError(str(e), hint="pass allow_fallback=True to run it on the CPU") from None
+        raise
 
 
 def stage_core(placement: str, index: int) -> int:
