@@ -1,4 +1,4 @@
-"""The `shipei` command line: devices, check, ir, compile, run, fuzz.
+"""The `shipei` command line: devices, check, ir, compile, partition, plan, bench, run, fuzz.
 
 Every user error is printed as a located `ShipeiError` and exits 1; an internal error prints a
 one-line summary and exits 2 (SHIPEI_TRACEBACK=1 shows the traceback for a bug report).
@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -252,6 +253,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _sizes(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ShipeiError(f"--batch-sizes '{text}' should be whole numbers separated by commas, e.g. 1,8,64") from None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    graph = _graph(args)
+    if args.rounds < 1:
+        raise ShipeiError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.threads is not None and args.threads < 1:
+        raise ShipeiError(f"--threads must be at least 1, got {args.threads}")
+    ray = _ray(args)
+    device_map = _device_map(args.device_map)
+    if ray is not None and device_map is None:
+        device_map = {"*": args.target if args.device == "auto" else f"{args.target}:{args.device}"}
+    targets = [t.strip() for t in args.target.split(",")] if args.target != "all" else list(TARGETS)
+    for t in targets:
+        _targets(t)
+    dims, sizes = _dims(args), _sizes(args.batch_sizes)
+    options = {k: _setting(v) for k, v in _pairs(args.option, "--option").items()}
+    with tempfile.TemporaryDirectory(prefix="shipei-bench-") as tmp:
+        entries, refused = bench.compile_entries(graph, targets, Path(tmp), opt=args.opt, seed=args.seed,
+                                                 device=args.device, device_map=device_map,
+                                                 micro_batches=args.micro_batches, ray=ray, options=options)
+        rows = refused + bench.measure(graph, entries, dims, sizes, rounds=args.rounds, threads=args.threads,
+                                       seed=args.seed)
+    threads = f"{args.threads} thread{'s' * (args.threads != 1)} each" if args.threads else "frameworks' own threads"
+    title = f"{graph.name} at -O{args.opt}, {threads}, {args.rounds} rounds"
+    print(title)
+    print("\n".join(bench.table(rows)))
+    print(bench.ranking(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": graph.name, "opt": args.opt, "threads": args.threads,
+                                               "dims": dims, "ranking": bench.ranking(rows),
+                                               "rows": [r.as_json() for r in rows]}, indent=1))
+        print(f"wrote {args.json}")
+    if args.plot:
+        bench.plot(rows, Path(args.plot), title)
+        print(f"wrote {args.plot}")
+    return 0 if any(r.ok for r in rows) else 1
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from .ir.plan import Cluster
     from .planning import measure, plan_model, this_machine
@@ -390,6 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a target option, e.g. amp=bf16 or compile=true (torch), compute_dtype=bf16 (jax), "
                             "mixed_precision=fp16 (mindspore)")
 
+    def ray_options(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("Ray (pip install 'shipei[ray]')")
+        g.add_argument("--ray", action="store_true",
+                       help="run each stage as a Ray actor on a local Ray instance (one stage without --device-map)")
+        g.add_argument("--ray-address", metavar="ADDR",
+                       help="join the Ray cluster at ADDR (what `ray start --head` printed)")
+        g.add_argument("--ray-compiled", action="store_true", help="run the actors as a Ray compiled graph")
+        g.add_argument("--ray-timeout", type=float, default=DEFAULT_RAY_TIMEOUT, metavar="S",
+                       help=f"seconds a call may take before the stage that has not answered counts as hung "
+                            f"(default {DEFAULT_RAY_TIMEOUT:g})")
+
     p = sub.add_parser("devices", help="installed frameworks and the devices each sees")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per framework probe")
     p.set_defaults(func=cmd_devices)
@@ -436,6 +496,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the passes the plan assumes (default -O{DEFAULT_OPT})")
     p.add_argument("--seed", type=int, default=0, help="weight initialization seed (for --measure)")
     p.set_defaults(func=cmd_plan)
+    p = command("bench", "measure throughput, latency, compile time, memory and energy on every target, side "
+                         "by side, and say which to deploy on")
+    p.add_argument("--target", default="all", help=f"all, or some of {', '.join(TARGETS)}, comma-separated")
+    p.add_argument("--device", default="auto", help="the device each target runs on (default: its best here)")
+    device_map(p)
+    p.add_argument("--micro-batches", type=int, default=1, metavar="N",
+                   help="with --device-map: micro-batches per call")
+    ray_options(p)
+    p.add_argument("--dim", action="append", default=[], metavar="SYM=N",
+                   help="a shape symbol's value (each needs one)")
+    p.add_argument("--batch-sizes", metavar="N,N,...", help="measure at each of these values of the batch symbol")
+    p.add_argument("--rounds", type=int, default=10, help="blocks of calls per target, the targets taking turns "
+                   "(default 10)")
+    p.add_argument("--threads", type=int, metavar="N", help="hold every framework to N threads on N cores "
+                   "(default: each framework's own choice)")
+    p.add_argument("--json", metavar="FILE", help="write every figure, and each call's latency, as JSON")
+    p.add_argument("--plot", metavar="FILE", help="draw latency distributions and throughput against batch size "
+                   "(.png, .svg or .html)")
+    p.add_argument("--seed", type=int, default=0, help="weight and input seed")
+    p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
+                   help=f"optimization level (default -O{DEFAULT_OPT})")
+    target_options(p)
+    p.set_defaults(func=cmd_bench)
     p = command("run", "compile, run and optionally check against the reference")
     passes(p)
     p.add_argument("--target", default="torch", choices=TARGETS)
@@ -446,15 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --device-map: split the batch so that the stages work side by side")
     p.add_argument("--allow-fallback", action="store_true",
                    help="run on the CPU where a device asked for (--device, or a placement) is absent")
-    g = p.add_argument_group("Ray (pip install 'shipei[ray]')")
-    g.add_argument("--ray", action="store_true",
-                   help="run each stage as a Ray actor on a local Ray instance (one stage without --device-map)")
-    g.add_argument("--ray-address", metavar="ADDR",
-                   help="join the Ray cluster at ADDR (what `ray start --head` printed)")
-    g.add_argument("--ray-compiled", action="store_true", help="run the actors as a Ray compiled graph")
-    g.add_argument("--ray-timeout", type=float, default=DEFAULT_RAY_TIMEOUT, metavar="S",
-                   help=f"seconds a call may take before the stage that has not answered counts as hung "
-                        f"(default {DEFAULT_RAY_TIMEOUT:g})")
+    ray_options(p)
     p.add_argument("--cast", action="store_true", help="allow weights of another dtype of the same kind (f64 to f32)")
     p.add_argument("--no-check-indices", action="store_true",
                    help="leave out-of-range gather indices to the target instead of refusing them")

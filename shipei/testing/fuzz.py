@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import io
 import os
 import pickle
 import re
@@ -52,6 +51,7 @@ from ..ir.graph import Graph, disjoint_union
 from ..ir.init import init_params
 from ..ir.registry import all_ops
 from ..ir.types import DType
+from ..runtime.workers import process_cpu, receive, replies_stream, send
 from .lowering import (
     HETERO,
     Failure,
@@ -92,29 +92,6 @@ BATCH = 48
 
 
 # -- workers -----------------------------------------------------------------------------
-def _send(stream: io.BufferedIOBase, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(struct.pack("<Q", len(data)) + data)
-    stream.flush()
-
-
-def _read(fd: int, n: int, deadline: float | None) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        if deadline is not None and not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            raise TimeoutError
-        chunk = os.read(fd, n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
-
-
-def _receive(fd: int, deadline: float | None) -> Any:
-    (size,) = struct.unpack("<Q", _read(fd, 8, deadline))
-    return pickle.loads(_read(fd, size, deadline))
-
-
 @dataclass
 class Reply:
     """What a worker run gave: outputs, or the failure kind ("error", "crash", "timeout") and detail."""
@@ -164,7 +141,7 @@ class Worker:
             if reply.kind:
                 return reply
             self.is_ready = True
-            self.cpu_at_ready = _process_cpu(self.proc.pid)
+            self.cpu_at_ready = process_cpu(self.proc.pid)
         return Reply(outputs=[])
 
     def submit(self, graph: Graph, inputs: Sequence[np.ndarray], weights: dict[str, np.ndarray]) -> None:
@@ -173,7 +150,7 @@ class Worker:
             self.failed = started
             return
         try:
-            _send(self.proc.stdin, {"graph": graph, "inputs": list(inputs), "weights": weights})
+            send(self.proc.stdin, {"graph": graph, "inputs": list(inputs), "weights": weights})
         except OSError:
             pass  # it died; result() reports the crash
 
@@ -193,7 +170,7 @@ class Worker:
 
     def _wait(self, deadline: float) -> Reply:
         try:
-            reply = _receive(self.proc.stdout.fileno(), deadline)
+            reply = receive(self.proc.stdout.fileno(), deadline)
         except TimeoutError:
             self.stop()
             return Reply(kind="timeout", detail=f"no answer within the deadline; log tail:\n{self.tail()}")
@@ -226,15 +203,7 @@ class Worker:
 
     def cpu_seconds(self) -> float:
         """CPU time the worker processes have spent since they were ready (Linux; else 0)."""
-        return self.cpu + (_process_cpu(self.proc.pid) - self.cpu_at_ready if self.proc and self.is_ready else 0.0)
-
-
-def _process_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        return self.cpu + (process_cpu(self.proc.pid) - self.cpu_at_ready if self.proc and self.is_ready else 0.0)
 
 
 def worker_main(target: str, device: str, inject: str | None, opt: int = 0) -> None:
@@ -244,8 +213,7 @@ def worker_main(target: str, device: str, inject: str | None, opt: int = 0) -> N
 
     from ..codegen import get_target
 
-    replies = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
+    replies = replies_stream()
     names = available_targets() if target == HETERO else [target]  # hetero: every framework, one graph
     if inject:
         where, _, template = inject.partition("=")
@@ -256,12 +224,12 @@ def worker_main(target: str, device: str, inject: str | None, opt: int = 0) -> N
         for name in names:
             importlib.import_module(get_target(name).framework)
     except Exception as e:  # noqa: BLE001
-        _send(replies, {"error": f"{type(e).__name__}: {e}"})
+        send(replies, {"error": f"{type(e).__name__}: {e}"})
         return
-    _send(replies, {"ready": True})
+    send(replies, {"ready": True})
     while True:
         try:
-            request = _receive(0, None)
+            request = receive(0, None)
         except EOFError:
             return
         try:
@@ -269,7 +237,7 @@ def worker_main(target: str, device: str, inject: str | None, opt: int = 0) -> N
             message: dict[str, Any] = {"outputs": [np.asarray(o) for o in outputs]}
         except Exception as e:  # noqa: BLE001 - the framework's exception is the finding
             message = {"error": f"{type(e).__name__}: {e}"}
-        _send(replies, message)
+        send(replies, message)
 
 
 # -- cases and batches -------------------------------------------------------------------

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .fuzz import _columns, _receive, _send
+from ..runtime.workers import receive, replies_stream, send
+from .fuzz import _columns
 
 KINDS = ("ok", "located", "unlocated", "traceback", "unsafe", "hang")
 FINDINGS = ("unlocated", "traceback", "unsafe", "hang")
@@ -286,17 +287,16 @@ def unsafe_code(source: str) -> str:
 def worker_main() -> None:
     """Requests (program, file) on stdin, replies (kind, detail) on the original stdout. Memory is
     capped, so a runaway allocation raises MemoryError (a finding) instead of meeting the OOM killer."""
-    replies = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
+    replies = replies_stream()
     resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.RLIM_INFINITY))
     examine(SEEDS[0], "warm.sp")  # imports, the prelude, and torch's and MindSpore's names, once
-    _send(replies, ("ready", ""))
+    send(replies, ("ready", ""))
     while True:
         try:
-            text, file = _receive(0, None)
+            text, file = receive(0, None)
         except EOFError:
             return
-        _send(replies, examine(text, file))
+        send(replies, examine(text, file))
 
 
 # -- the parent ---------------------------------------------------------------------------------
@@ -367,7 +367,7 @@ class _Worker:
 
     def give(self, job: tuple[str, str], timeout: float) -> None:
         self.job, self.deadline = job, time.monotonic() + timeout
-        _send(self.proc.stdin, job)
+        send(self.proc.stdin, job)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -437,7 +437,7 @@ class FrontendFuzzer:
     def _start(self, log_dir: Path) -> _Worker:
         worker = _Worker(log_dir / "frontend-worker.log")
         ready, _, _ = select.select([worker], [], [], 300)
-        if not ready or _receive(worker.fileno(), time.monotonic() + 1)[0] != "ready":
+        if not ready or receive(worker.fileno(), time.monotonic() + 1)[0] != "ready":
             worker.kill()
             raise RuntimeError(f"a frontend fuzz worker did not start; see {worker.log}")
         return worker
@@ -451,7 +451,7 @@ class FrontendFuzzer:
 
     def _reply(self, w: _Worker) -> tuple[str, str]:
         try:
-            return _receive(w.fileno(), time.monotonic() + self.timeout)
+            return receive(w.fileno(), time.monotonic() + self.timeout)
         except (EOFError, TimeoutError):
             code = w.proc.wait()
             return "traceback", f"the worker died (exit status {code}) on this input"

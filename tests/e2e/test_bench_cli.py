@@ -1,0 +1,123 @@
+"""`shipei bench` as a user runs it: every figure in one table, a ranking, JSON and a plot; its
+median against an outside timer; and clear errors for what cannot be measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from shipei.ir.inputs import random_inputs
+from shipei.runtime.measure import energy_meter
+
+from shipei import api, bench
+from shipei.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MLP = str(EXAMPLES / "mlp.sp")
+TRANSFORMER = str(EXAMPLES / "transformer.sp")
+ROW = re.compile(r"^\| (\w+) \| (\S+) \| (\d+) \| ([\d,.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| "
+                 r"(\d[\d,]*) \| (-?[\d,]+) \| (-|[\d,]+) \| (\S+) \|$", re.M)
+
+
+def test_bench_measures_each_target_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert main(["bench", MLP, "--target", "torch,jax", "--batch-sizes", "2,16", "--rounds", "3", "--threads", "1",
+                 "--json", str(out_json), "--plot", str(out_png)]) == 0
+    out = capsys.readouterr().out
+    rows = ROW.findall(out)
+    assert sorted((name, int(batch)) for name, _, batch, *_ in rows) == [("jax", 2), ("jax", 16), ("torch", 2),
+                                                                         ("torch", 16)]
+    for _, device, _, _, p50, p90, p99, compile_s, *_ in rows:
+        assert device == "cpu" and float(p50) <= float(p90) <= float(p99) and float(compile_s) > 0
+    meter, why = energy_meter("cpu")
+    if meter is None:  # no figure made up where the hardware gives none: the column says so, and why
+        assert all(row[-1] == "unavailable" for row in rows) and f"energy unavailable: {why}" in out
+    else:
+        assert all(float(row[-1]) > 0 for row in rows)
+    best = max((r for r in rows if r[2] == "16"), key=lambda r: float(r[3].replace(",", "")))
+    assert re.search(rf"^deploy on {best[0]} \(cpu\): {re.escape(best[3])} samples/s at batch 16, [\d.]+x "
+                     r"(torch|jax), the next", out, re.M)
+    written = json.loads(out_json.read_text())
+    assert [(r["name"], r["batch"]) for r in written["rows"]] == [(n, int(b)) for n, _, b, *_ in rows]
+    for r in written["rows"]:
+        assert len(r["latencies"]) >= 3 and r["p50"] == pytest.approx(statistics.median_low(r["latencies"]))
+        # samples over the time the calls took: between a batch per slowest call and one per fastest
+        assert r["batch"] / max(r["latencies"]) <= r["throughput"] <= r["batch"] / min(r["latencies"])
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_median_agrees_with_an_outside_timer(tmp_path: Path) -> None:
+    """bench's p50 against perf_counter around the generated module's own `run`, loaded without
+    shipei, in a process like bench's workers (one thread, one core): before and after bench."""
+    graph = api.parse(TRANSFORMER)
+    entries, _ = bench.compile_entries(graph, ["torch"], tmp_path, opt=2, seed=0)
+    dims = {"B": 4, "T": 32}
+    np.savez(tmp_path / "inputs.npz", *random_inputs(graph, 0, dims))
+    program = next(entries[0].directory.glob("*_torch.py"))
+    weights = next(entries[0].directory.glob("*.safetensors"))
+    timer = f"""
+import importlib.util, os, statistics, sys, time
+import numpy as np
+os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
+spec = importlib.util.spec_from_file_location("generated", {str(program)!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+model = module.load({str(weights)!r}, "cpu")
+data = np.load({str(tmp_path / "inputs.npz")!r})
+arrays = [data[k] for k in data.files]
+for _ in range(20):
+    module.run(model, arrays, "cpu")
+seconds = []
+for _ in range(300):
+    start = time.perf_counter()
+    module.run(model, arrays, "cpu")
+    seconds.append(time.perf_counter() - start)
+print(statistics.median(seconds))
+"""
+    env = {**os.environ, **bench.thread_env(1)}
+
+    def outside() -> float:
+        result = subprocess.run([sys.executable, "-c", timer], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return float(result.stdout)
+
+    before = outside()
+    (row,) = bench.measure(graph, entries, dims, None, rounds=10, threads=1, progress=bench.Progress(0, False))
+    after = outside()
+    assert row.latency(50) == pytest.approx((before + after) / 2, rel=0.05)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--target", "torch"], "give every shape symbol a value: B has none"),
+    (["--target", "torch", "--batch-sizes", "0,4"], "batch sizes must be at least 1"),
+    (["--target", "torch", "--batch-sizes", "4,x"], "should be whole numbers separated by commas"),
+    (["--target", "cuda", "--dim", "B=4"], "unknown target 'cuda'"),
+    (["--target", "torch", "--dim", "B=4", "--rounds", "0"], "--rounds must be at least 1"),
+    (["--target", "torch", "--dim", "B=4", "--plot", "out.pdf"], "write a .png, .svg or .html file"),
+])
+def test_bench_bad_input_is_a_clear_error(args: list[str], message: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    os.chdir(tmp_path)
+    assert main(["bench", MLP, "--rounds", "1", *args]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_a_target_whose_framework_is_broken_is_named_and_the_others_run(tmp_path: Path) -> None:
+    """A real broken installation: a `mindspore` package ahead of the installed one, whose import
+    raises. Its row says why; torch still runs and is ranked."""
+    package = tmp_path / "mindspore"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('libmindspore_core.so: cannot open shared object')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "shipei", "bench", MLP, "--target", "torch,mindspore",
+                             "--dim", "B=4", "--rounds", "1"], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^mindspore: .*mindspore.*libmindspore_core\.so", result.stdout, re.M)
+    assert "deploy on torch (cpu)" in result.stdout and "Traceback" not in result.stdout + result.stderr
