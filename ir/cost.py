@@ -4,8 +4,8 @@ Analytic, a roofline per node: max(FLOPs / the device's peak, bytes moved / its 
 plus the framework's dispatch cost per op. A value crossing placements costs a latency plus its
 bytes over the link between them: nothing within one framework on one device, a DLPack hand-off
 (no copy) between frameworks sharing a device, a copy through host memory where DLPack cannot
-carry the dtype, PCIe between a device and the host. A measured per-op profile can replace these
-figures (`Costs` is plain data).
+carry the dtype, PCIe between a device and the host. A measured profile (`ir.profile`, from
+`shipei bench --profile`) replaces these figures for the nodes and calls it covers.
 
 Accelerator figures are from their data sheets (dense, no sparsity):
 - NVIDIA H100 SXM5: 66.9 TFLOP/s f32 (494.7 TF32, 989.4 bf16/f16 on tensor cores), 3.35 TB/s HBM3,
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from .graph import Node, Value
 from .placement import Placement
+from .profile import Profile
 from .registry import FusionKind, get_op
 from .types import LOW_PRECISION, DType, eval_dim
 
@@ -98,6 +99,14 @@ class Costs:
     #: (source, destination) targets where DLPack hands over the memory but the destination copies
     #: it anyway: XLA takes only 64-byte aligned buffers, and MindSpore's results never are.
     unaligned: frozenset[tuple[str, str]] = frozenset({("mindspore", "jax")})
+    #: Measured seconds (`shipei bench --profile`) that replace the figures above where they cover a
+    #: node or a call.
+    profile: Profile | None = None
+
+    def call_seconds(self, target: str, device: str) -> float:
+        """What a call of a program of `target` on `device` costs beyond its nodes."""
+        measured = self.profile.call.get(f"{target}:{device}") if self.profile is not None else None
+        return self.call[target] if measured is None else measured
 
 
 def flops(node: Node, dims: Mapping[str, int]) -> float:
@@ -142,6 +151,16 @@ def _with_defaults(dims: Mapping[str, int], value: Value) -> Mapping[str, int]:
 
 
 def node_seconds(node: Node, placement: Placement, dims: Mapping[str, int], costs: Costs) -> float:
+    """The measured time of `node` at `placement` where the profile has it, else its roofline time
+    plus the framework's dispatch."""
+    if costs.profile is not None:
+        measured = costs.profile.seconds(node, f"{placement.target}:{placement.device}", dims)
+        if measured is not None:
+            return measured
+    return analytic_seconds(node, placement, dims, costs)
+
+
+def analytic_seconds(node: Node, placement: Placement, dims: Mapping[str, int], costs: Costs) -> float:
     """The roofline time of `node` at `placement`, plus the framework's dispatch."""
     device = costs.devices[placement.device]
     low = any(v.dtype in LOW_PRECISION for v in node.results)

@@ -250,7 +250,7 @@ def plan(graph: Graph, cluster: Cluster, dims: Mapping[str, int], micro_batches:
     for slot in {(s.kind, s.memory) for s in slots}:
         kind, memory = slot
         table = np.full((n + 1, n + 1), math.inf)
-        stage = seconds[kind][last] - seconds[kind][first] + costs.call[cluster.targets[kind]]
+        stage = seconds[kind][last] - seconds[kind][first] + costs.call_seconds(cluster.targets[kind], kind)
         fits = weights[last] - weights[first] + peak[first, last] <= memory
         table[first, last] = np.where(fits, stage, math.inf)
         tables[slot] = table
@@ -285,7 +285,7 @@ def plan(graph: Graph, cluster: Cluster, dims: Mapping[str, int], micro_batches:
     planned = []
     for a, b, j, _ in best:
         slot = slots[j]
-        t = (seconds[slot.kind][b] - seconds[slot.kind][a] + costs.call[cluster.targets[slot.kind]]
+        t = (seconds[slot.kind][b] - seconds[slot.kind][a] + costs.call_seconds(cluster.targets[slot.kind], slot.kind)
              + (cuts[a - 1] / _link(slots, j, cluster) if a else 0.0))
         planned.append(PlannedStage([u.name for u in units[a:b]], slot.machine,
                                     Placement(cluster.targets[slot.kind], slot.kind, slot.index), t,

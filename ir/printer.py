@@ -84,7 +84,7 @@ def print_node(node: Node, names: dict[Value, str], *, locs: bool = False, note:
     results = ", ".join(names.get(r, "%?") for r in node.results) or "()"
     text = f"{results} = {node.op}({', '.join(names.get(v, '%?') for v in node.operands)})"
     if node.attrs:
-        text += " {" + ", ".join(f"{k} = {_literal(v)}" for k, v in _ordered_attrs(node)) + "}"
+        text += " " + format_attrs(node)
     text += " : " + (", ".join(str(r.type) for r in node.results) or "()")
     if node.placement:
         text += f" on {node.placement}"
@@ -132,6 +132,11 @@ def _format_array(a: np.ndarray) -> str:
     if DType.of_numpy(a.dtype).is_float:  # float64 holds every f16, bf16 and f32 value exactly
         a = a.astype(np.float64)
     return f"array<{_literal(a.tolist())}>"
+
+
+def format_attrs(node: Node) -> str:
+    """A node's attributes as the IR text writes them: `{axis = -1, eps = 1e-05}`."""
+    return "{" + ", ".join(f"{k} = {_literal(v)}" for k, v in _ordered_attrs(node)) + "}"
 
 
 def _ordered_attrs(node: Node) -> list[tuple[str, Any]]:

@@ -24,6 +24,7 @@ from ..ir.errors import ShipeiError
 from ..ir.graph import Graph
 from ..ir.interpreter import bind_symbols, coerce_input, empty_arrays
 from .indices import IndexCheck
+from .measure import ready
 from .memory import MemoryEstimate, estimate_memory
 from .weights import Weights, check_weights
 
@@ -130,6 +131,15 @@ class Executable:
             return lambda: empty
         module, model, device = self.module, self._model, self.device
         return lambda: module.run(model, arrays, device)
+
+    def native(self, *inputs: Any) -> Callable[[], None]:
+        """A call of the program's own `call` on the framework's tensors, made once from `inputs`,
+        waited for (jax returns before it has computed): what its ops cost in the framework, without
+        numpy in and out. What `shipei bench --profile` times."""
+        arrays, _ = checked_inputs(self.graph, inputs, self._indices)
+        module, model = self.module, self._model
+        tensors = [module.accept(x, self.device)[0] for x in arrays]
+        return lambda: ready(module.call(model, *tensors))
 
     def estimate_memory(self, **dims: int) -> MemoryEstimate:
         """Weights, inputs and planned activations at these shape symbols, e.g. `B=64`."""

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import glob
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Where Linux exposes RAPL's energy counters: one directory per CPU package (its sub-zones hold a colon more).
 RAPL = "/sys/class/powercap/intel-rapl:[0-9]*"
+
+
+def ready(values: Iterable[Any]) -> None:
+    """Wait until `values` (a program's results) are computed: jax returns before it has; torch,
+    TensorFlow and MindSpore on a CPU return when done."""
+    for value in values:
+        wait = getattr(value, "block_until_ready", None)
+        if wait is not None:
+            wait()
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

@@ -41,6 +41,7 @@ from ..ir.graph import Graph
 from ..ir.pipeline import PipelinePlan
 from .executable import DeviceFallbackWarning, checked_inputs, declared, import_module_file
 from .indices import IndexCheck
+from .measure import ready
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ class PipelineExecutable(Pipelined):
                 made, seconds = stage.step(self.stages, values), []
                 for _ in range(repeats):
                     start = time.perf_counter()
-                    _computed(stage.step(self.stages, values))
+                    ready(stage.step(self.stages, values).values())
                     seconds.append(time.perf_counter() - start)
                 return made, statistics.median(seconds)
 
@@ -255,14 +256,6 @@ class PipelineExecutable(Pipelined):
 
     def __repr__(self) -> str:
         return f"PipelineExecutable({self.graph.name}, stages={self.placements})"
-
-
-def _computed(made: dict) -> None:
-    """Wait until a stage's results exist: jax returns before it has computed them."""
-    for value in made.values():
-        wait = getattr(value, "block_until_ready", None)
-        if wait is not None:
-            wait()
 
 
 def load_stage(driver: ModuleType, index: int, allow_fallback: bool, cores: set[int] | None = None) -> Any:

@@ -123,6 +123,7 @@ class _Served:
         self.rss_after_import: int | None = None
         self.meter: Any = None
         self.energy_note = ""
+        self.natives: list[tuple[Callable[[], Any] | None, bool]] = []
 
     def load(self, entry: Entry) -> dict[str, Any]:
         from .codegen.frameworks import require_framework
@@ -175,6 +176,48 @@ class _Served:
             block()
         return {"seconds": seconds, "joules": joules}
 
+    def programs(self, programs: list[tuple[Path, str, str, list[np.ndarray], str]]) -> dict[str, Any]:
+        """Load each (directory, target, device, inputs, how) program and prepare its call, run once:
+        native (`Executable.native`) in passes over them all; or `alone`, native again and again;
+        or `numpy`, numpy in and out (`Executable.prepared`) again and again. Per program, why it
+        could not be loaded ("" when it could)."""
+        from .codegen.frameworks import require_framework
+
+        self.natives, errors = [], []
+        for directory, target, device, inputs, how in programs:
+            try:
+                require_framework(target)
+                exe = api.load(directory, target, device)
+                native = exe.prepared(*inputs) if how == "numpy" else exe.native(*inputs)
+                native()
+            except Exception as e:  # noqa: BLE001 - a program that fails is reported, the others timed
+                native, error = None, f"{type(e).__name__}: {e}"
+            else:
+                error = ""
+            self.natives.append((native, how != "passes"))
+            errors.append(error)
+        return {"errors": errors}
+
+    def time(self, passes: int) -> dict[str, Any]:
+        """Each prepared program's median seconds over `passes` passes, a pass calling each once in
+        order, as a program runs its parts (what one leaves in the caches is what the next finds);
+        a program timed alone is called `passes` times in a row instead."""
+        seconds: list[list[float]] = [[] for _ in self.natives]
+
+        def timed(native: Callable[[], Any], into: list[float]) -> None:
+            start = time.perf_counter()
+            native()
+            into.append(time.perf_counter() - start)
+
+        for (native, alone), mine in zip(self.natives, seconds):
+            for _ in range(passes if alone and native is not None else 0):
+                timed(native, mine)
+        for _ in range(passes):
+            for (native, alone), mine in zip(self.natives, seconds):
+                if native is not None and not alone:
+                    timed(native, mine)
+        return {"seconds": [float(np.median(s)) if s else None for s in seconds]}
+
     def stats(self) -> dict[str, Any]:
         from .runtime.measure import device_peak_bytes, peak_rss_bytes
 
@@ -201,7 +244,8 @@ def worker_main() -> None:
         cores = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, cores[:int(threads)])
     served = _Served()
-    handlers = {"load": served.load, "prepare": served.prepare, "sample": served.sample, "stats": served.stats}
+    handlers = {"load": served.load, "prepare": served.prepare, "sample": served.sample, "stats": served.stats,
+                "programs": served.programs, "time": served.time}
     while True:
         try:
             op, kwargs = receive(0, None)
@@ -335,19 +379,22 @@ def measure(graph: Graph, entries: Sequence[Entry], dims: Mapping[str, int], bat
 
 def _batch_sizes(graph: Graph, dims: Mapping[str, int], batches: Sequence[int] | None
                  ) -> tuple[str | None, list[int | None]]:
-    symbols = graph.symbols()
+    symbol = None
     if batches:
         symbol = batch_layout(graph, "--batch-sizes").symbol
         if any(b < 1 for b in batches):
             raise ShipeiError(f"batch sizes must be at least 1, got {', '.join(map(str, batches))}")
-        missing = [s for s in symbols if s not in dims and s != symbol]
-    else:
-        symbol, missing = None, [s for s in symbols if s not in dims]
+    symbols_given(graph, dims, symbol)
+    return symbol, list(batches) if batches else [None]
+
+
+def symbols_given(graph: Graph, dims: Mapping[str, int], batch: str | None = None) -> None:
+    """A `ShipeiError` naming each shape symbol of `graph` that `dims` gives no value (but `batch`)."""
+    missing = [s for s in graph.symbols() if s not in dims and s != batch]
     if missing:
         raise ShipeiError(f"{graph.name}: give every shape symbol a value: {', '.join(missing)} "
                           f"{'has' if len(missing) == 1 else 'have'} none",
                           hint=" ".join(f"--dim {s}=N" for s in missing))
-    return symbol, list(batches) if batches else [None]
 
 
 def _measure_batch(entries: Sequence[Entry], workers: Mapping[str, BenchWorker], loaded: Mapping[str, dict],

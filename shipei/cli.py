@@ -278,6 +278,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for t in targets:
         _targets(t)
     dims, sizes = _dims(args), _sizes(args.batch_sizes)
+    if args.profile is not None:
+        return _bench_profile(args, graph, targets, dims)
     options = {k: _setting(v) for k, v in _pairs(args.option, "--option").items()}
     with tempfile.TemporaryDirectory(prefix="shipei-bench-") as tmp:
         entries, refused = bench.compile_entries(graph, targets, Path(tmp), opt=args.opt, seed=args.seed,
@@ -301,17 +303,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if any(r.ok for r in rows) else 1
 
 
+def _bench_profile(args: argparse.Namespace, graph: Graph, targets: list[str], dims: dict[str, int]) -> int:
+    from .bench import symbols_given
+    from .profiling import profile
+
+    if args.device_map is not None or args.batch_sizes is not None or args.ray or args.ray_address:
+        raise ShipeiError("--profile times one model's groups on each target at --dim's shapes: leave out "
+                          "--device-map, --batch-sizes and --ray")
+    symbols_given(graph, dims)
+    results, measured = profile(graph, targets, dims, opt=args.opt, seed=args.seed, rounds=args.rounds)
+    at = ", ".join(f"{k}={v}" for k, v in dims.items())
+    print(f"{graph.name} at -O{args.opt}{', ' + at if at else ''}: each fused group on one thread, one core "
+          f"(the cost model's CPU device), {args.rounds} rounds")
+    for result in results:
+        print("\n".join(line for line in result.table() if line))
+    if not measured.call:
+        return 1
+    path = Path(args.profile or f"{Path(args.file).stem}.profile.json")
+    measured.save(path)
+    print(f"wrote {path} (use it: shipei plan {args.file} --profile {path} ...)")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from .ir.plan import Cluster
-    from .planning import measure, plan_model, this_machine
+    from .ir.profile import Profile
+    from .planning import coverage, measure, plan_model, this_machine
 
     graph = _graph(args)
     cluster = Cluster.from_toml(args.cluster) if args.cluster else this_machine(args.target)
     where = args.cluster or f"this machine ({cluster.devices} CPU cores, {args.target})"
-    planned = plan_model(graph, cluster, _dims(args), args.micro_batches, args.opt)
+    profile = Profile.load(args.profile) if args.profile else None
+    planned = plan_model(graph, cluster, _dims(args), args.micro_batches, args.opt, profile)
     dims = ", ".join(f"{k}={v}" for k, v in planned.dims.items())
     print(f"{graph.name} on {where}: {len(planned.plan.stages)} stages of {cluster.devices} devices, "
           f"{args.micro_batches} micro-batches at {dims}")
+    if profile is not None:
+        print(coverage(planned, profile, cluster))
     print("\n".join(planned.plan.table()))
     print(planned.summary())
     device_map = planned.plan.device_map()
@@ -332,6 +360,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print("\n".join(["measured here, each stage alone on one micro-batch (pinned to its core):",
                      *measured.table()]))
     print(f"every stage's prediction within {CLOSE:.0%} of its measurement: {'yes' if measured.close else 'no'}")
+    if not measured.close and profile is None:
+        at = " ".join(f"--dim {k}={v}" for k, v in planned.dims.items())
+        print(f"the predictions are the analytic cost model's; for measured ones, profile the model at one "
+              f"micro-batch and plan with it: shipei bench {args.file} --target {args.target} {at} --profile P.json, "
+              f"then --profile P.json")
     return 0
 
 
@@ -492,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the plan and its device map (for --device-map @FILE)")
     p.add_argument("--measure", action="store_true",
                    help="run the plan here and print each stage's predicted and measured time")
+    p.add_argument("--profile", metavar="FILE", help="measured node and call times (shipei bench --profile) in "
+                   "place of the cost model's estimates")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"the passes the plan assumes (default -O{DEFAULT_OPT})")
     p.add_argument("--seed", type=int, default=0, help="weight initialization seed (for --measure)")
@@ -514,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write every figure, and each call's latency, as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw latency distributions and throughput against batch size "
                    "(.png, .svg or .html)")
+    p.add_argument("--profile", nargs="?", const="", metavar="FILE",
+                   help="instead: time each fused group on each target against the cost model's estimate, and "
+                        "save the profile for plan --profile (default FILE: MODEL.profile.json)")
     p.add_argument("--seed", type=int, default=0, help="weight and input seed")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"optimization level (default -O{DEFAULT_OPT})")

@@ -19,12 +19,14 @@ import numpy as np
 
 from . import api
 from .ir.batch import batch_layout
+from .ir.cost import Costs
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.inputs import random_inputs
 from .ir.passes.manager import DEFAULT_OPT
 from .ir.passes.rewrite import clone
 from .ir.plan import Cluster, Plan, plan
+from .ir.profile import Profile
 
 #: A prediction counts as close when measured / predicted is within this of 1.
 CLOSE = 0.25
@@ -60,9 +62,10 @@ def this_machine(target: str = "torch") -> Cluster:
 
 
 def plan_model(graph: Graph, cluster: Cluster, dims: Mapping[str, int], micro_batches: int,
-               opt: int = DEFAULT_OPT) -> PlannedModel:
+               opt: int = DEFAULT_OPT, profile: Profile | None = None) -> PlannedModel:
     """The pipeline for `graph` after its `-O{opt}` passes, at `dims` (the whole batch) cut into
-    `micro_batches`; shape symbols not given are 1."""
+    `micro_batches`; shape symbols not given are 1. Node and call times come from `profile` where
+    it has them (`shipei bench --profile`), else from the analytic cost model."""
     if micro_batches < 1:
         raise ShipeiError(f"--micro-batches must be at least 1, got {micro_batches}")
     optimized = api.optimize(clone(graph), opt)
@@ -73,7 +76,21 @@ def plan_model(graph: Graph, cluster: Cluster, dims: Mapping[str, int], micro_ba
         raise ShipeiError(f"a batch of {layout.symbol}={batch} cannot be cut into {micro_batches} micro-batches",
                           hint=f"pass --dim {layout.symbol}=N with N >= {micro_batches}")
     micro = {**full, layout.symbol: math.ceil(batch / micro_batches)}
-    return PlannedModel(optimized, plan(optimized, cluster, micro, micro_batches), layout.symbol, batch, micro)
+    planned = plan(optimized, cluster, micro, micro_batches, costs=Costs(profile=profile))
+    return PlannedModel(optimized, planned, layout.symbol, batch, micro)
+
+
+def coverage(planned: PlannedModel, profile: Profile, cluster: Cluster) -> str:
+    """How many of the planned nodes the profile has a measurement for, on the cluster's device kinds."""
+    placements = [f"{cluster.targets[k]}:{k}" for k in sorted({k for m in cluster.machines for k in m.devices})]
+    ops = [n for n in planned.graph.nodes if n.operands]
+    line = []
+    for placement in placements:
+        covered = sum(profile.seconds(n, placement, planned.dims) is not None for n in ops)
+        line.append(f"{placement} {covered} of {len(ops)} nodes")
+    at = ", ".join(f"{k}={v}" for k, v in profile.dims.items())
+    return (f"profile ({profile.model}{' at ' + at if at else ''}) measures {'; '.join(line)}; "
+            f"the cost model estimates the rest")
 
 
 @dataclass(frozen=True)
@@ -96,10 +113,11 @@ class Measured:
         return rows
 
 
-def measure(graph: Graph, planned: PlannedModel, seed: int = 0, repeats: int = 15) -> Measured:
+def measure(graph: Graph, planned: PlannedModel, seed: int = 0, repeats: int = 15, rounds: int = 5) -> Measured:
     """The plan run here, in this process, as `compile(device_map=plan.device_map()).load()`
-    runs it: each stage alone on one micro-batch (median of `repeats`), and a whole batch
-    pipelined (median of `repeats`)."""
+    runs it: each stage alone on one micro-batch, the stages taking turns for `rounds` rounds of
+    `repeats` calls (the median of all, so that a burst of load on the machine meets every stage),
+    and a whole batch pipelined (median of `repeats`)."""
     compiled = api.compile(graph, seed=seed, device_map=planned.plan.device_map())
     stages = compiled.plan.stages
     if [str(s.placement) for s in stages] != [str(s.placement) for s in planned.plan.stages]:
@@ -108,7 +126,7 @@ def measure(graph: Graph, planned: PlannedModel, seed: int = 0, repeats: int = 1
     exe = compiled.load()
     try:
         micro = random_inputs(graph, seed, planned.dims)
-        seconds = exe.time_stages(*micro, repeats=repeats)
+        seconds = np.median([exe.time_stages(*micro, repeats=repeats) for _ in range(rounds)], axis=0)
         whole = random_inputs(graph, seed, {**planned.dims, planned.symbol: planned.batch})
         exe.run(*whole, micro_batches=planned.plan.micro_batches)  # warm: every micro-batch shape compiled
         batch = []
