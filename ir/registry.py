@@ -68,6 +68,9 @@ Reference = Callable[..., Any]
 #: Floating-point operations of one application, from its operands' and results' concrete shapes
 #: and its attributes (what the partitioner's cost model weighs); see `ir.cost` for the default.
 FlopRule = Callable[[list[tuple[int, ...]], list[tuple[int, ...]], dict[str, Any]], float]
+#: Elements (of the result's dtype) an op holds while it runs beyond its operands and results, from
+#: the same concrete shapes as a `FlopRule`.
+WorkspaceRule = Callable[[list[tuple[int, ...]], list[tuple[int, ...]], dict[str, Any]], int]
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class OpDef:
     traits: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
     flops: FlopRule | None = None  # None: as `ir.cost` counts by fusion kind
+    workspace: WorkspaceRule | None = None  # None: nothing beyond operands and results
 
     @property
     def variadic(self) -> bool:
@@ -202,10 +206,12 @@ def _load() -> None:
 
 def op(name: str, operands: Sequence[str], fusion: FusionKind, type_rule: TypeRule,
        reference: Reference, attrs: dict[str, Attr] | None = None,
-       traits: Sequence[str] = (), doc: str = "", flops: FlopRule | None = None) -> OpDef:
+       traits: Sequence[str] = (), doc: str = "", flops: FlopRule | None = None,
+       workspace: WorkspaceRule | None = None) -> OpDef:
     """Declare and register an op in one call; the ops modules are lists of these."""
     return register(OpDef(name, tuple(operands), dict(attrs or {}), type_rule, reference,
-                          fusion, frozenset(traits), doc, flops))
+                          fusion, frozenset(traits), doc, flops, workspace))
 
 
-__all__ = ["Attr", "AttrKind", "Dim", "FlopRule", "FusionKind", "OpDef", "all_ops", "get_op", "op", "register"]
+__all__ = ["Attr", "AttrKind", "Dim", "FlopRule", "FusionKind", "OpDef", "WorkspaceRule", "all_ops", "get_op", "op",
+           "register"]

@@ -142,8 +142,10 @@ class Executable:
         return lambda: ready(module.call(model, *tensors))
 
     def estimate_memory(self, **dims: int) -> MemoryEstimate:
-        """Weights, inputs and planned activations at these shape symbols, e.g. `B=64`."""
-        return estimate_memory(self.graph, dims)
+        """Weights, inputs, activations and workspace at these shape symbols, e.g. `B=64`, as this
+        target's program holds them; fused groups say the program was emitted with the memory plan
+        (only -O3 fuses, and it plans memory)."""
+        return estimate_memory(self.graph, dims, self.target, planned=bool(self.graph.groups()))
 
     def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         """One array for a one-output model, else a tuple, as the frameworks return."""

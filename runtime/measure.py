@@ -60,6 +60,12 @@ def rss_bytes() -> int | None:
     return None if kib is None else kib * 1024
 
 
+def vm_bytes() -> int | None:
+    """This process's address space now (what RLIMIT_AS bounds)."""
+    kib = _status_kib("VmSize")
+    return None if kib is None else kib * 1024
+
+
 def peak_rss_bytes() -> int | None:
     """The most resident memory this process had since it started or `reset_peak_rss`."""
     kib = _status_kib("VmHWM")
@@ -109,6 +115,24 @@ def device_peak_bytes(target: str, device: str, reset: bool = False) -> int | No
     if device == "cpu":
         return None
     return DEVICE_PEAK[target](device, reset)
+
+
+def device_free_bytes(target: str, device: str) -> int | None:
+    """Memory free on `device` by `target`'s framework's own account, where it gives one (torch,
+    jax); None on the CPU and where it does not."""
+    if device == "cpu":
+        return None
+    if target == "torch":
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    if target == "jax":
+        import jax
+
+        stats = jax.devices(device)[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return None
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""What a compiled model needs in memory at given shape symbols: its weights, its inputs and the
-activations of the memory plan (plan-memory), so that a batch size can be checked against a
-device before anything runs."""
+"""What a compiled model needs in memory at given shape symbols: its weights, its inputs, the
+activations of the memory plan (plan-memory) and the workspace its largest op holds, so that a
+batch size can be checked against a device before anything runs."""
 
 from __future__ import annotations
 
@@ -15,27 +15,54 @@ from ..ir.passes.rewrite import elements
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes a model holds at `dims`: weights and inputs as they are, activations as planned."""
+    """Bytes a model holds at `dims`: weights and inputs as they are, activations as its program
+    holds them (`allocation`), and the largest workspace an op needs while it runs.
+
+    How a program holds its activations depends on how it allocates: "planned", the buffers of the
+    memory plan, kept (torch at -O3); "eager", each result allocated anew and freed after its last
+    reader, none written in place (torch below -O3); "compiled", a compiler's own buffer assignment,
+    which reuses and writes in place as the plan does, at exact sizes (XLA for jax and tf, MindSpore's
+    graph mode)."""
 
     dims: dict[str, int]
     weights_bytes: int
     inputs_bytes: int
     activations: MemoryPlan
+    allocation: str = "planned"
+
+    @property
+    def activations_bytes(self) -> int:
+        plan = self.activations
+        return {"planned": plan.planned_bytes, "eager": plan.peak_fresh_bytes,
+                "compiled": plan.peak_live_bytes}[self.allocation]
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.inputs_bytes + self.activations.planned_bytes
+        return self.weights_bytes + self.inputs_bytes + self.activations_bytes + self.activations.workspace_bytes
 
     def __str__(self) -> str:
         at = ", ".join(f"{k}={v}" for k, v in self.dims.items())
+        workspace = self.activations.workspace_bytes
         return (f"memory{' at ' + at if at else ''}: weights {_size(self.weights_bytes)} + inputs "
-                f"{_size(self.inputs_bytes)} + activations {_size(self.activations.planned_bytes)} (planned; "
-                f"naive {_size(self.activations.naive_bytes)}) = {_size(self.total_bytes)}")
+                f"{_size(self.inputs_bytes)} + activations {_size(self.activations_bytes)} ({self.allocation}; "
+                f"naive {_size(self.activations.naive_bytes)})"
+                + (f" + workspace {_size(workspace)}" if workspace else "") + f" = {_size(self.total_bytes)}")
 
 
-def estimate_memory(graph: Graph, dims: Mapping[str, int]) -> MemoryEstimate:
+def allocation(target: str | None, planned: bool) -> str:
+    """How `target`'s program holds its activations (see `MemoryEstimate`); None: as planned."""
+    if target is None or planned:
+        return "planned"
+    from ..codegen import get_target
+
+    return "eager" if get_target(target).free_dead_values else "compiled"
+
+
+def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = None,
+                    planned: bool = False) -> MemoryEstimate:
     """The estimate for `graph` with its shape symbols bound to `dims`; every symbol of its inputs
-    needs a value."""
+    needs a value. With `target`, activations as that target's program holds them, `planned`
+    saying whether it was emitted with the memory plan (-O3); without, the plan's buffers."""
     symbols = graph.symbols()
     unknown = sorted(set(dims) - set(symbols))
     missing = [s for s in symbols if s not in dims]
@@ -48,7 +75,7 @@ def estimate_memory(graph: Graph, dims: Mapping[str, int]) -> MemoryEstimate:
     env = {s: int(dims[s]) for s in symbols}
     weights = sum(elements(p.type, env) * p.dtype.itemsize for p in graph.params)
     inputs = sum(elements(v.type, env) * v.dtype.itemsize for v in graph.inputs)
-    return MemoryEstimate(env, weights, inputs, plan_memory(graph, env))
+    return MemoryEstimate(env, weights, inputs, plan_memory(graph, env), allocation(target, planned))
 
 
 def _size(nbytes: int) -> str:

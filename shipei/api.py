@@ -92,8 +92,10 @@ class Compiled:
         return out / self.module.filename
 
     def estimate_memory(self, **dims: int) -> MemoryEstimate:
-        """Weights, inputs and planned activations at these shape symbols (`B=64`), before loading."""
-        return estimate_memory(self.ir, dims)
+        """Weights, inputs, activations and workspace at these shape symbols (`B=64`), before loading:
+        activations as this target's program holds them (see `MemoryEstimate`)."""
+        planned = self.passes is not None and "memory_plan" in self.passes.options
+        return estimate_memory(self.ir, dims, self.target, planned)
 
     def load(self, device: str = "auto", allow_fallback: bool = False, *, cast: bool = False,
              check_indices: bool = True) -> Executable:

@@ -14,19 +14,17 @@ Compile time is shipei's (passes and code generation, in this process, timed on 
 first imports the framework where its generator asks it for names) plus the worker's load (the
 program imported, its weights bound) plus its first call, where jax, TensorFlow and MindSpore trace
 and compile. Memory is the worker's peak resident set from the load on, and the part of it above
-the framework's own after import ("model"); on an accelerator, the framework's own peak counter.
+the framework's own after import ("model"); on an accelerator, the framework's own peak counter. On
+Ray (`--ray`) the stages live in actors' processes, and no memory is reported for them.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,42 +36,14 @@ from .ir.batch import batch_layout
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.inputs import random_inputs
+from .measuring import BenchWorker, Entry, thread_env
 from .partitioned import CompiledPipeline
 from .runtime.distributed import RayOptions
-from .runtime.workers import receive, replies_stream, send
 
 #: Seconds one block of calls aims at; a worker's turn in a round.
 BLOCK = 0.05
 #: Seconds a worker may take to import its framework and load the program, and then per request.
 LOAD_TIMEOUT = 600.0
-#: Frameworks' own start-up logging, quieted in the workers.
-QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_v": "3", "PYTHONWARNINGS": "ignore"}
-
-
-def thread_env(threads: int | None) -> dict[str, str]:
-    """Environment that holds every framework to `threads` intra-op threads (None: their defaults)."""
-    if threads is None:
-        return dict(QUIET)
-    n = str(threads)
-    return {**QUIET, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n,
-            "TF_NUM_INTEROP_THREADS": "1", "SHIPEI_BENCH_THREADS": n,
-            "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-                         f"intra_op_parallelism_threads={n}"}
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One thing to measure: a target's program (or a pipeline's driver) saved in `directory`."""
-
-    name: str
-    directory: Path
-    compile_s: float
-    target: str | None = None  # None: a partitioned model
-    device: str = "auto"
-    micro_batches: int = 1
-    ray: RayOptions | None = None
-
-
 @dataclass
 class Row:
     """What one entry measured at one batch, or why it could not (`error`)."""
@@ -110,190 +80,6 @@ class Row:
         if self.ok:
             out.update(throughput=self.throughput, p50=self.latency(50), p90=self.latency(90), p99=self.latency(99))
         return out
-
-
-# -- the worker ---------------------------------------------------------------------------
-class _Served:
-    """In a worker: the loaded program and, once inputs came, its prepared call."""
-
-    def __init__(self) -> None:
-        self.exe: Any = None
-        self.call: Callable[[], Any] | None = None
-        self.target: str | None = None
-        self.rss_after_import: int | None = None
-        self.meter: Any = None
-        self.energy_note = ""
-        self.natives: list[tuple[Callable[[], Any] | None, bool]] = []
-
-    def load(self, entry: Entry) -> dict[str, Any]:
-        from .codegen.frameworks import require_framework
-        from .runtime.measure import energy_meter, reset_peak_rss, rss_bytes
-
-        self.target = entry.target
-        targets = [entry.target] if entry.target else _pipeline_targets(entry.directory)
-        for target in targets:
-            require_framework(target)
-        if os.environ.get("SHIPEI_BENCH_THREADS") and entry.target == "torch":
-            import torch
-
-            torch.set_num_threads(int(os.environ["SHIPEI_BENCH_THREADS"]))
-        reset_peak_rss()
-        self.rss_after_import = rss_bytes()
-        start = time.perf_counter()
-        self.exe = api.load(entry.directory, entry.target or "torch", entry.device, ray=entry.ray)
-        device = getattr(self.exe, "device", None) or " + ".join(self.exe.placements)
-        kind = device.split(":")[0] if entry.target else "cpu"
-        self.meter, self.energy_note = energy_meter(kind, int(device.split(":")[1]) if ":" in device else 0)
-        return {"load_s": time.perf_counter() - start, "device": device,
-                "energy_note": self.energy_note or self.meter.source}
-
-    def prepare(self, inputs: list[np.ndarray], micro_batches: int) -> dict[str, Any]:
-        from .runtime.measure import device_peak_bytes, reset_peak_rss
-
-        reset_peak_rss()
-        if self.target is not None:
-            device_peak_bytes(self.target, self.exe.device, reset=True)
-            self.call = self.exe.prepared(*inputs)
-        else:
-            self.call = lambda: self.exe.run(*inputs, micro_batches=micro_batches)
-        start = time.perf_counter()
-        self.call()
-        return {"first_call_s": time.perf_counter() - start}
-
-    def sample(self, calls: int) -> dict[str, Any]:
-        call, seconds = self.call, []
-
-        def block() -> None:
-            for _ in range(calls):
-                start = time.perf_counter()
-                call()
-                seconds.append(time.perf_counter() - start)
-
-        joules = None
-        if self.meter is not None:
-            _, joules = self.meter.joules(block)
-        else:
-            block()
-        return {"seconds": seconds, "joules": joules}
-
-    def programs(self, programs: list[tuple[Path, str, str, list[np.ndarray], str]]) -> dict[str, Any]:
-        """Load each (directory, target, device, inputs, how) program and prepare its call, run once:
-        native (`Executable.native`) in passes over them all; or `alone`, native again and again;
-        or `numpy`, numpy in and out (`Executable.prepared`) again and again. Per program, why it
-        could not be loaded ("" when it could)."""
-        from .codegen.frameworks import require_framework
-
-        self.natives, errors = [], []
-        for directory, target, device, inputs, how in programs:
-            try:
-                require_framework(target)
-                exe = api.load(directory, target, device)
-                native = exe.prepared(*inputs) if how == "numpy" else exe.native(*inputs)
-                native()
-            except Exception as e:  # noqa: BLE001 - a program that fails is reported, the others timed
-                native, error = None, f"{type(e).__name__}: {e}"
-            else:
-                error = ""
-            self.natives.append((native, how != "passes"))
-            errors.append(error)
-        return {"errors": errors}
-
-    def time(self, passes: int) -> dict[str, Any]:
-        """Each prepared program's median seconds over `passes` passes, a pass calling each once in
-        order, as a program runs its parts (what one leaves in the caches is what the next finds);
-        a program timed alone is called `passes` times in a row instead."""
-        seconds: list[list[float]] = [[] for _ in self.natives]
-
-        def timed(native: Callable[[], Any], into: list[float]) -> None:
-            start = time.perf_counter()
-            native()
-            into.append(time.perf_counter() - start)
-
-        for (native, alone), mine in zip(self.natives, seconds):
-            for _ in range(passes if alone and native is not None else 0):
-                timed(native, mine)
-        for _ in range(passes):
-            for (native, alone), mine in zip(self.natives, seconds):
-                if native is not None and not alone:
-                    timed(native, mine)
-        return {"seconds": [float(np.median(s)) if s else None for s in seconds]}
-
-    def stats(self) -> dict[str, Any]:
-        from .runtime.measure import device_peak_bytes, peak_rss_bytes
-
-        peak = peak_rss_bytes()
-        base = self.rss_after_import
-        device = device_peak_bytes(self.target, self.exe.device) if self.target is not None else None
-        return {"peak_rss": peak, "model_rss": peak - base if peak is not None and base is not None else None,
-                "device_peak": device}
-
-
-def _pipeline_targets(directory: Path) -> list[str]:
-    from .ir.parser import parse_ir
-    from .ir.pipeline import plan_pipeline
-
-    (ir,) = directory.glob("*.ir")
-    return sorted({s.placement.target for s in plan_pipeline(parse_ir(ir.read_text(), str(ir))).stages})
-
-
-def worker_main() -> None:
-    """Requests on stdin, replies on the original stdout; a request that raises replies its error."""
-    replies = replies_stream()
-    threads = os.environ.get("SHIPEI_BENCH_THREADS")
-    if threads and hasattr(os, "sched_setaffinity"):  # before any framework sizes its pools
-        cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cores[:int(threads)])
-    served = _Served()
-    handlers = {"load": served.load, "prepare": served.prepare, "sample": served.sample, "stats": served.stats,
-                "programs": served.programs, "time": served.time}
-    while True:
-        try:
-            op, kwargs = receive(0, None)
-        except EOFError:
-            return
-        try:
-            reply = handlers[op](**kwargs)
-        except ShipeiError as e:
-            reply = {"error": str(e)}
-        except Exception as e:  # noqa: BLE001 - the framework's failure is this target's result
-            reply = {"error": f"{type(e).__name__}: {e}"}
-        send(replies, reply)
-
-
-class BenchWorker:
-    """The parent's handle on one worker process."""
-
-    def __init__(self, env: Mapping[str, str], log: Path):
-        self.log = log
-        with open(log, "ab") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "shipei.bench", "--worker"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=err, env={**os.environ, **env},
-                                         start_new_session=True)
-
-    def request(self, op: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
-        """The worker's reply, or {"error": ...} when it failed, died or did not answer in time."""
-        try:
-            send(self.proc.stdin, (op, kwargs))
-            return receive(self.proc.stdout.fileno(), time.monotonic() + timeout)
-        except TimeoutError:
-            self.stop()
-            return {"error": f"no answer within {timeout:g} s; it was stopped{self._tail()}"}
-        except (EOFError, OSError):
-            code = self.proc.wait()
-            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-            return {"error": f"the worker {how}{self._tail()}"}
-
-    def _tail(self) -> str:
-        try:
-            lines = self.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return f" (its log: {lines[-1]})" if lines else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 # -- the parent ---------------------------------------------------------------------------
@@ -539,11 +325,3 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> None:
         figure.savefig(path)
     plt.close(figure)
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    if list(argv or sys.argv[1:]) == ["--worker"]:
-        worker_main()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""The `shipei` command line: devices, check, ir, compile, partition, plan, bench, run, fuzz.
+"""The `shipei` command line: devices, check, ir, compile, partition, plan, bench, tune, run, fuzz.
 
 Every user error is printed as a located `ShipeiError` and exits 1; an internal error prints a
 one-line summary and exits 2 (SHIPEI_TRACEBACK=1 shows the traceback for a bug report).
@@ -325,6 +325,23 @@ def _bench_profile(args: argparse.Namespace, graph: Graph, targets: list[str], d
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import limit_text, parse_size, tune
+
+    graph = _graph(args)
+    limit = parse_size(args.memory_limit) if args.memory_limit is not None else None
+    tuned = tune(graph, args.target, _dims(args), limit=limit, margin=args.margin, device=args.device,
+                 max_batch=args.max_batch, opt=args.opt, seed=args.seed)
+    at = ", ".join(f"{k}={v}" for k, v in _dims(args).items())
+    print(f"{graph.name} on {args.target} ({tuned.device}){', ' + at if at else ''}: {limit_text(tuned)}")
+    print("\n".join(tuned.table()))
+    print("\n".join(tuned.summary()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(tuned.as_json(), indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from .ir.plan import Cluster
     from .ir.profile import Profile
@@ -557,6 +574,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"optimization level (default -O{DEFAULT_OPT})")
     target_options(p)
     p.set_defaults(func=cmd_bench)
+    p = command("tune", "find the largest batch that fits the device's memory (or --memory-limit), and the "
+                        "batch with the most throughput, by running trials")
+    p.add_argument("--target", default="torch", choices=TARGETS)
+    p.add_argument("--device", default="auto", help="where the trials run (default: the target's best here)")
+    p.add_argument("--memory-limit", metavar="SIZE", help="memory the model may use, e.g. 4GiB (default: what is "
+                   "available: the machine's for a CPU, the device's free memory for an accelerator)")
+    p.add_argument("--margin", type=float, default=0.1, help="the part of the limit kept free (default 0.1)")
+    p.add_argument("--max-batch", type=int, default=1 << 16, metavar="N", help="search no higher (default 65536)")
+    p.add_argument("--dim", action="append", default=[], metavar="SYM=N",
+                   help="a shape symbol's value (each but the batch needs one)")
+    p.add_argument("--json", metavar="FILE", help="write every trial as JSON")
+    p.add_argument("--seed", type=int, default=0, help="weight and input seed")
+    p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
+                   help=f"optimization level (default -O{DEFAULT_OPT})")
+    p.set_defaults(func=cmd_tune)
     p = command("run", "compile, run and optionally check against the reference")
     passes(p)
     p.add_argument("--target", default="torch", choices=TARGETS)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import api
-from .bench import BenchWorker, Entry, Progress, thread_env
+from .bench import Progress
 from .ir.cost import Costs, analytic_seconds
 from .ir.errors import ShipeiError
 from .ir.graph import Graph, Node, Value
@@ -42,9 +42,8 @@ from .ir.placement import Placement
 from .ir.profile import Profile, signature
 from .ir.region import Region, region_graph, regions
 from .ir.subgraph import extract
+from .measuring import CALL_MODEL, BenchWorker, Entry, thread_env
 
-#: The one-op program whose call measures what a call costs beyond its ops.
-CALL_MODEL = "model Call() { forward(x: f32[1]) -> f32[1] { return -x } }"
 #: Passes over the groups per round.
 PASSES = 10
 LOAD_TIMEOUT = 600.0

@@ -204,6 +204,13 @@ def _attention_flops(operands: list, results: list, attrs: dict) -> float:
     return batch * length * source * (2.0 * q[-1] + 5 + 2.0 * v[-1])
 
 
+def _attention_workspace(operands: list, results: list, attrs: dict) -> int:
+    """The scores, one per query and key: every target's attention on a CPU holds them whole."""
+    q, k, _ = operands
+    return math.prod(q[:-2]) * q[-2] * k[-2]
+
+
 op("attention", ["q", "k", "v"], FusionKind.OPAQUE, _attention_rule, _attention, flops=_attention_flops,
+   workspace=_attention_workspace,
    attrs={"scale": Attr(AttrKind.FLOAT), "causal": Attr(AttrKind.BOOL, False)},
    doc="softmax(q @ k^T * scale, masking key j > query i when causal) @ v: scaled dot-product attention.")

@@ -9,10 +9,13 @@ of two (`size_class`), as caching allocators round.
 
 The plan is recorded in `ctx.options["memory_plan"]` as a `MemoryPlan`: naive bytes (every value
 in its own buffer of its size class, none freed), planned bytes (the buffers the plan allocates)
-and the live-bytes peak (exact sizes: a lower bound for any plan). Shapes need values for their
-symbols: `ctx.options["dims"]` (e.g. `{"B": 8, "T": 64}`); a symbol not given there is 1.
-`plan_memory(graph, dims)` gives the same plan outside a pipeline, e.g. for the runtime to
-estimate memory at a batch size.
+and the live-bytes peak (exact sizes: a lower bound for any plan), the live peak of a program that
+allocates every result anew and frees it after its last reader (an eager framework without the
+plan: no result written over an operand), and the most workspace an op
+holds while it runs (`OpDef.workspace`: attention's scores), which one scratch buffer serves.
+Shapes need values for their symbols: `ctx.options["dims"]` (e.g. `{"B": 8, "T": 64}`); a symbol
+not given there is 1. `plan_memory(graph, dims)` gives the same plan outside a pipeline, e.g. for
+the runtime to estimate memory at a batch size.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..graph import Graph, Value
+from ..graph import Graph, Node, Value
 from ..registry import FusionKind, get_op
+from ..types import eval_dim
 from .manager import Pass, PassContext, PassOption
 from .rewrite import elements
 
@@ -34,6 +38,8 @@ class MemoryPlan:
     naive_bytes: int
     planned_bytes: int
     peak_live_bytes: int
+    workspace_bytes: int = 0  # the most any op holds while it runs beyond its operands and results
+    peak_fresh_bytes: int = 0  # the live peak when every result is a new allocation (eager, no plan)
     buffers: list[int] = field(default_factory=list)          # size of each buffer, in bytes
     assignment: dict[Value, int] = field(default_factory=dict, repr=False)  # value -> buffer
 
@@ -44,7 +50,8 @@ class MemoryPlan:
 
     def summary(self) -> str:
         return (f"activations: naive {self.naive_bytes:,} B, planned {self.planned_bytes:,} B "
-                f"({self.ratio:.2f}x) in {len(self.buffers)} buffers, live peak {self.peak_live_bytes:,} B")
+                f"({self.ratio:.2f}x) in {len(self.buffers)} buffers, live peak {self.peak_live_bytes:,} B"
+                + (f", workspace {self.workspace_bytes:,} B" if self.workspace_bytes else ""))
 
 
 def size_class(nbytes: int) -> int:
@@ -77,7 +84,7 @@ def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None) -> MemoryPl
     last = {v: reads.get(v, -1) for v in values}
     plan = MemoryPlan(dict(env), sum(size_class(n) for n in nbytes.values()), 0, 0)
     free: dict[int, list[int]] = {}
-    live = 0
+    live = fresh = 0
     for i, node in enumerate(graph.nodes):
         dying = [v for v in dict.fromkeys(node.operands) if v in last and last[v] == i]
         donors = list(dying) if get_op(node.op).fusion in (FusionKind.ELEMWISE, FusionKind.BROADCAST) else []
@@ -97,12 +104,27 @@ def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None) -> MemoryPl
             live += nbytes[r]
             if last[r] == -1:  # nothing reads it
                 dying.append(r)
+        fresh += sum(nbytes[r] for r in node.results if r in nbytes)
         plan.peak_live_bytes = max(plan.peak_live_bytes, live)
+        plan.peak_fresh_bytes = max(plan.peak_fresh_bytes, fresh)
+        plan.workspace_bytes = max(plan.workspace_bytes, _workspace(node, env))
+        freed = [v for v in dict.fromkeys(node.operands) if v in last and last[v] == i]
+        fresh -= sum(nbytes[v] for v in freed) + sum(nbytes[r] for r in node.results if r in nbytes and last[r] == -1)
         for v in dying:
             live -= nbytes[v]
             free.setdefault(plan.buffers[plan.assignment[v]], []).append(plan.assignment[v])
     plan.planned_bytes = sum(plan.buffers)
     return plan
+
+
+def _workspace(node: Node, env: Mapping[str, int]) -> int:
+    """Bytes `node`'s op holds while it runs (its `OpDef.workspace`), at the result's dtype."""
+    rule = get_op(node.op).workspace
+    if rule is None or not node.results:
+        return 0
+    operands = [tuple(eval_dim(d, env) for d in v.shape) for v in node.operands]
+    results = [tuple(eval_dim(d, env) for d in v.shape) for v in node.results]
+    return int(rule(operands, results, node.attrs)) * node.results[0].dtype.itemsize
 
 
 class PlanMemory(Pass):

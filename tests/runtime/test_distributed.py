@@ -144,3 +144,15 @@ def test_shipei_run_ray_runs_the_stages_on_a_local_instance_and_checks_them() ->
     assert result.returncode == 0, result.stderr
     assert "MLP in 2 stages on Ray actors: torch:cpu (cpu) pid " in result.stdout
     assert "check output 0: max error" in result.stdout and "MISMATCH" not in result.stdout
+
+
+def test_shipei_bench_ray_times_the_pipeline_on_actors() -> None:
+    result = subprocess.run([sys.executable, "-m", "shipei", "bench", str(EXAMPLES / "mlp.sp"), "--device-map",
+                             '{"fc1": "torch:cpu", "*": "jax:cpu"}', "--dim", "B=8", "--micro-batches", "2", "--ray",
+                             "--rounds", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| pipeline on Ray |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].startswith("torch:cpu (cpu) pid ") and " + jax:cpu (cpu) pid " in cells[1] and cells[2] == "8"
+    assert float(cells[3].replace(",", "")) > 0 and cells[8:11] == ["-", "-", "-"]  # memory: in the actors
+    assert "deploy on pipeline on Ray" in result.stdout

@@ -15,13 +15,16 @@ from shipei.cli import main
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def test_the_estimate_adds_weights_inputs_and_planned_activations() -> None:
+def test_the_estimate_adds_weights_inputs_planned_activations_and_workspace() -> None:
     compiled = shipei.compile(EXAMPLES / "transformer.sp", "torch", opt=3, freeze=True)
     small, large = compiled.estimate_memory(B=8, T=64), compiled.estimate_memory(B=64, T=64)
     assert small.weights_bytes == sum(np.asarray(w).nbytes for w in compiled.weights.values())
     assert small.inputs_bytes == 8 * 64 * 8 and large.inputs_bytes == 64 * 64 * 8  # int64 tokens
     assert small.activations == plan_memory(compiled.ir, {"B": 8, "T": 64})
-    assert small.total_bytes == small.weights_bytes + small.inputs_bytes + small.activations.planned_bytes
+    # the largest op's workspace: attention's scores, B x heads x T x T in f32
+    assert small.activations.workspace_bytes == 8 * 4 * 64 * 64 * 4
+    assert small.total_bytes == (small.weights_bytes + small.inputs_bytes + small.activations.planned_bytes
+                                 + small.activations.workspace_bytes)
     assert large.weights_bytes == small.weights_bytes
     assert 7 * small.activations.planned_bytes <= large.activations.planned_bytes <= 9 * small.activations.planned_bytes
     assert str(small).startswith("memory at B=8, T=64: weights 2.0 MiB + inputs 4.0 KiB + activations ")

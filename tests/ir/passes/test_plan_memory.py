@@ -34,6 +34,8 @@ def test_chain_reuses_buffers() -> None:
     assert (plan.naive_bytes, plan.planned_bytes, plan.peak_live_bytes) == (7 * kb, 4 * kb, 3 * kb)
     assert plan.summary() == ("activations: naive 28,672 B, planned 16,384 B (0.57x) in 3 buffers, "
                               "live peak 12,288 B")
+    # an eager program allocates each result anew: at tanh, the reshape, the concat and tanh are live
+    assert plan.peak_fresh_bytes == 4 * kb and plan.workspace_bytes == 0
 
 
 def test_symbols_default_to_one_and_come_from_options() -> None:

@@ -1,0 +1,111 @@
+"""`shipei tune` as a user runs it: the largest batch under a memory limit, proven by running the
+program outside shipei at that batch and the next one tried; and clear errors for what cannot be
+tuned."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shipei.cli import main
+from shipei.tune import STEADY_MALLOC, parse_size
+
+pytestmark = pytest.mark.xdist_group("bench")  # trials take turns with bench's timings
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MLP = str(EXAMPLES / "mlp.sp")
+
+#: The MLP's generated torch program at a batch, loaded without shipei after torch has run once: the
+#: most memory above that point over five calls after a first, as `tune` counts a model's memory.
+PEAK = """
+import importlib.util, sys
+from pathlib import Path
+import numpy as np
+import torch
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+directory, batch = Path(sys.argv[1]), int(sys.argv[2])
+torch.neg(torch.ones(1))
+spec = importlib.util.spec_from_file_location("generated", next(directory.glob("*_torch.py")))
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+open("/proc/self/clear_refs", "w").write("5")
+base = status("VmRSS")
+model = module.load(str(next(directory.glob("*.safetensors"))), "cpu")
+x = np.random.default_rng(0).standard_normal((batch, 784)).astype(np.float32)
+module.run(model, [x], "cpu")
+open("/proc/self/clear_refs", "w").write("5")
+for _ in range(5):
+    module.run(model, [x], "cpu")
+print(status("VmHWM") - base)
+"""
+
+
+def _peak(directory: Path, batch: int) -> int:
+    result = subprocess.run([sys.executable, "-c", PEAK, str(directory), str(batch)], capture_output=True, text=True,
+                            env={**os.environ, **STEADY_MALLOC}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout)
+
+
+def test_the_chosen_batch_runs_under_the_limit_and_the_next_one_up_does_not(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "tune.json"
+    assert main(["tune", MLP, "--target", "torch", "--memory-limit", "64MiB", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "memory limit 64.0 MiB (given), budget 57.6 MiB after a 10% margin" in out
+    tuned = json.loads(report.read_text())
+    chosen = tuned["largest"]
+    above = min(t["batch"] for t in tuned["trials"] if t["batch"] > chosen)
+    assert re.search(rf"^largest batch that fits: B={chosen}, measured [\d.]+ MiB against an estimate of "
+                     rf"[\d.]+ MiB \([\d.]+x\)$", out, re.M)
+    assert re.search(rf"^  B={above} does not fit: ", out, re.M)
+    assert above - chosen <= max(1, chosen // 16)  # bisected until a sixteenth apart
+    # the proof, outside shipei: the generated program itself at those batches
+    assert main(["compile", MLP, "--target", "torch", "-o", str(tmp_path / "program")]) == 0
+    budget = tuned["budget"]
+    assert _peak(tmp_path / "program", chosen) <= min(budget * 1.02, 64 * 2**20)
+    assert _peak(tmp_path / "program", above) > budget
+    fastest = max((t for t in tuned["trials"] if t["peak"] is not None and t["peak"] <= budget and not t["error"]),
+                  key=lambda t: t["throughput"])
+    assert tuned["fastest"] == fastest["batch"] and f"most throughput: B={fastest['batch']}, " in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([MLP, "--memory-limit", "1MiB"], "a memory limit of 1.0 MiB .* is too small for B=1"),
+    ([MLP, "--memory-limit", "4 XB"], "'4 XB' is not a memory size"),
+    ([MLP, "--memory-limit", "0"], "must be more than 0 bytes"),
+    ([MLP, "--dim", "B=4"], "B is the batch size tune searches"),
+    ([MLP, "--margin", "1.5"], "--margin must be at least 0 and less than 1"),
+    ([str(EXAMPLES / "transformer.sp")], "give every shape symbol a value: T has none"),
+])
+def test_tune_bad_input_is_a_clear_error(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tune", *args, "--target", "torch"]) == 1
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_broken_framework_is_named(tmp_path: Path) -> None:
+    package = tmp_path / "mindspore"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('libmindspore_core.so: cannot open shared object')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "shipei", "tune", MLP, "--target", "mindspore", "--memory-limit",
+                             "1GiB"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "mindspore" in result.stderr and "libmindspore_core.so" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("text", "size"), [("4GiB", 4 * 2**30), ("512 MiB", 512 * 2**20), ("1.5GB", 1_500_000_000),
+                                            ("1000", 1000)])
+def test_memory_sizes_read_as_people_write_them(text: str, size: int) -> None:
+    assert parse_size(text) == size
