@@ -298,6 +298,9 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> None:
                     quantiles=[[0.5, 0.9, 0.99]] * len(at_largest))
     left.set_xticks(range(1, len(at_largest) + 1), [r.name for r in at_largest])
     left.set_ylabel("latency per call, ms (lines: p50, p90, p99)")
+    medians = [r.latency(50) for r in at_largest]
+    if max(medians) > 10 * min(medians):  # one target far slower would flatten the others' shapes
+        left.set_yscale("log")
     left.set_title(f"latency at batch {largest}")
     for name in dict.fromkeys(r.name for r in ok):
         mine = sorted((r for r in ok if r.name == name), key=lambda r: r.batch)

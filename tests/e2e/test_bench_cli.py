@@ -126,8 +126,8 @@ for _ in sys.stdin:
     (["--target", "torch", "--profile", "p.json", "--batch-sizes", "1,2"], "leave out --device-map, --batch-sizes"),
 ])
 def test_bench_bad_input_is_a_clear_error(args: list[str], message: str, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    os.chdir(tmp_path)
+                                          capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     assert main(["bench", MLP, "--rounds", "1", *args]) == 1
     assert message in capsys.readouterr().err
 
