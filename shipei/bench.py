@@ -114,16 +114,16 @@ def compile_entries(graph: Graph, targets: Sequence[str], directory: Path, *, op
 
 
 class Progress:
-    """A bar on stderr when it is a terminal; else a line per phase."""
+    """A bar of `total` steps on stderr when it is a terminal; else a line per phase."""
 
-    def __init__(self, total: int, enabled: bool | None = None):
-        self.total, self.done = total, 0
+    def __init__(self, total: int, enabled: bool | None = None, command: str = "bench"):
+        self.total, self.done, self.command = total, 0, command
         self.tty = sys.stderr.isatty() if enabled is None else enabled
 
     def phase(self, text: str) -> None:
-        if not self.tty:
-            print(f"bench: {text}", file=sys.stderr, flush=True)
-        self.text = text
+        """A line per phase where no bar is drawn (not a terminal, or no steps to count)."""
+        if not self.tty or not self.total:
+            print(f"{self.command}: {text}", file=sys.stderr, flush=True)
 
     def step(self, text: str) -> None:
         self.done += 1

@@ -190,7 +190,7 @@ def tune(graph: Graph, target: str, dims: Mapping[str, int], *, limit: int | Non
     symbols_given(graph, dims, symbol)
     if symbol in dims:
         raise ShipeiError(f"{symbol} is the batch size tune searches: leave out --dim {symbol}=...")
-    progress = progress or Progress(0)
+    progress = progress or Progress(0, command="tune")
     compiled = api.compile(graph, target, seed=seed, opt=opt)
     with tempfile.TemporaryDirectory(prefix="shipei-tune-") as tmp:
         entry = Entry(target, compiled.save(Path(tmp) / target).parent, 0.0, target, device)

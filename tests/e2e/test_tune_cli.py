@@ -1,6 +1,6 @@
 """`shipei tune` as a user runs it: the largest batch under a memory limit, proven by running the
-program outside shipei at that batch and the next one tried; and clear errors for what cannot be
-tuned."""
+program again at that batch and the next one tried, each in a fresh process under the limit, and
+measured outside shipei; and clear errors for what cannot be tuned."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from shipei import api
 from shipei.cli import main
+from shipei.measuring import BenchWorker, Entry, thread_env
 from shipei.tune import STEADY_MALLOC, parse_size
 
 pytestmark = pytest.mark.xdist_group("bench")  # trials take turns with bench's timings
@@ -57,6 +59,16 @@ def _peak(directory: Path, batch: int) -> int:
     return int(result.stdout)
 
 
+def _trial(tmp_path: Path, directory: Path, batch: int, limit: int) -> dict:
+    worker = BenchWorker({**thread_env(None), **STEADY_MALLOC}, tmp_path / f"again-{batch}.log")
+    try:
+        loaded = worker.request("load", 300, entry=Entry("torch", directory, 0.0, "torch"))
+        assert "error" not in loaded, loaded
+        return worker.request("trial", 300, dims={"B": batch}, seed=0, limit=limit, calls=5)
+    finally:
+        worker.stop()
+
+
 def test_the_chosen_batch_runs_under_the_limit_and_the_next_one_up_does_not(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "tune.json"
@@ -70,11 +82,16 @@ def test_the_chosen_batch_runs_under_the_limit_and_the_next_one_up_does_not(
                      rf"[\d.]+ MiB \([\d.]+x\)$", out, re.M)
     assert re.search(rf"^  B={above} does not fit: ", out, re.M)
     assert above - chosen <= max(1, chosen // 16)  # bisected until a sixteenth apart
-    # the proof, outside shipei: the generated program itself at those batches
-    assert main(["compile", MLP, "--target", "torch", "-o", str(tmp_path / "program")]) == 0
-    budget = tuned["budget"]
-    assert _peak(tmp_path / "program", chosen) <= min(budget * 1.02, 64 * 2**20)
-    assert _peak(tmp_path / "program", above) > budget
+    # the proof: the program run again at those batches, each in a fresh process with the limit enforced
+    budget, limit = tuned["budget"], 64 * 2**20
+    compiled = api.compile(MLP, "torch")
+    directory = compiled.save(tmp_path / "program").parent
+    again = {batch: _trial(tmp_path, directory, batch, limit) for batch in (chosen, above)}
+    assert "error" not in again[chosen] and again[chosen]["peak"] <= budget
+    assert "error" in again[above] or again[above]["peak"] > budget
+    # and measured outside shipei, the generated program itself agrees with what tune counted
+    mine = next(t for t in tuned["trials"] if t["batch"] == chosen)["peak"]
+    assert _peak(directory, chosen) == pytest.approx(mine, rel=0.05) and _peak(directory, chosen) <= limit
     fastest = max((t for t in tuned["trials"] if t["peak"] is not None and t["peak"] <= budget and not t["error"]),
                   key=lambda t: t["throughput"])
     assert tuned["fastest"] == fastest["batch"] and f"most throughput: B={fastest['batch']}, " in out
