@@ -46,6 +46,7 @@ from .writer import (
     computed_in,
     inline_scalars,
     pads_last_dim_first,
+    pair,
     param_path,
     py_literal,
 )
@@ -105,6 +106,18 @@ def _rsqrt(spelling: str) -> Rule:
     return computed_in(spelling, LOW_PRECISION, DType.f32, "{x}.to({dtype})")
 
 
+def _pairs(template: str) -> Rule:
+    """`template` with each window attribute as an (h, w) pair. torch takes one int for both, but
+    its ONNX exporter copies a 1-tuple as it is, and ONNX Runtime refuses the model ("Attribute
+    dilations has incorrect size")."""
+    def rule(e: Emit, node: Node) -> str:
+        return e.format(template, node, **{k: pair(node.attrs[k]) for k in _WINDOW if k in node.attrs})
+
+    return rule
+
+
+_WINDOW = ("kernel", "stride", "padding", "dilation")
+
 RULES = {
     **{name: f"torch.{name}({{0}})" for name in (*_UNARY, "relu", "logical_not")},
     "rsqrt": _rsqrt("torch.rsqrt({0})"),
@@ -121,10 +134,10 @@ RULES = {
     "matmul": "{0} @ {1}",
     "linear": "F.linear({args})",
     "attention": "F.scaled_dot_product_attention({0}, {1}, {2}, scale={scale}, is_causal={causal})",
-    "conv2d": "F.conv2d({0}, {1}, stride={stride}, padding={padding}, dilation={dilation}, groups={groups})",
-    "max_pool2d": "F.max_pool2d({0}, {kernel}, stride={stride}, padding={padding})",
-    "avg_pool2d": "F.avg_pool2d({0}, {kernel}, stride={stride}, padding={padding}, "
-                  "count_include_pad={count_include_pad})",
+    "conv2d": _pairs("F.conv2d({0}, {1}, stride={stride}, padding={padding}, dilation={dilation}, groups={groups})"),
+    "max_pool2d": _pairs("F.max_pool2d({0}, {kernel}, stride={stride}, padding={padding})"),
+    "avg_pool2d": _pairs("F.avg_pool2d({0}, {kernel}, stride={stride}, padding={padding}, "
+                         "count_include_pad={count_include_pad})"),
     "reduce_sum": _reduce("sum"), "reduce_mean": _reduce("mean"),
     "reduce_max": _reduce("amax"), "reduce_min": _reduce("amin"),
     "softmax": "F.softmax({0}, dim={axis})",

@@ -220,9 +220,10 @@ class Emit:
         inner = ", ".join(self.dim(d) for d in dims)
         return f"({inner},)" if len(dims) == 1 else f"({inner})"
 
-    def format(self, template: str, node: Node) -> str:
-        """Fill a rule template: {0}, {1}... are operands, {args} all of them, {name} an attr."""
-        attrs = {k: self.literal(node.op, k, v) for k, v in node.attrs.items()}
+    def format(self, template: str, node: Node, **values: Any) -> str:
+        """Fill a rule template: {0}, {1}... are operands, {args} all of them, {name} an attr (its
+        value in `values` where given there)."""
+        attrs = {k: self.literal(node.op, k, values.get(k, v)) for k, v in node.attrs.items()}
         if node.results:
             attrs["out_dtype"] = self.dtype(node.results[0].dtype)
         if self.out:
