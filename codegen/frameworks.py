@@ -13,7 +13,10 @@ import importlib
 import importlib.util
 import os
 import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 from ..ir.errors import ShipeiError
@@ -21,6 +24,8 @@ from ..ir.errors import ShipeiError
 #: Seconds an import may take before it counts as hung; mindspore, the slowest here, takes ~1 s.
 DEFAULT_TIMEOUT = 120.0
 TIMEOUT_VARIABLE = "SHIPEI_IMPORT_TIMEOUT"
+#: Set, frameworks' own start-up logging is shown (`shipei --verbose`).
+VERBOSE_VARIABLE = "SHIPEI_VERBOSE"
 
 _failed: dict[str, ShipeiError] = {}  # framework -> why it cannot be imported in this process
 
@@ -73,8 +78,9 @@ def _import(name: str, extra: str, user: str, timeout: float | None) -> ModuleTy
             raised.append(e)
 
     thread = threading.Thread(target=run, name=f"shipei-import-{name}", daemon=True)
-    thread.start()
-    thread.join(limit)
+    with _start_up_log() as log:
+        thread.start()
+        thread.join(limit)
     if thread.is_alive():
         _failed[name] = ShipeiError(
             f"importing {name} for {user} did not finish within {limit:g} s",
@@ -84,7 +90,31 @@ def _import(name: str, extra: str, user: str, timeout: float | None) -> ModuleTy
     if raised:
         e = raised[0]
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        said = "".join(log).strip()
         raise ShipeiError(f"importing {name} for {user} failed: {type(e).__name__}"
-                          + (f": {first}" if first else ""),
+                          + (f": {first}" if first else "") + (f"\n{said}" if said else ""),
                           hint=f"reinstall it: pip install --force-reinstall 'shipei[{extra}]'") from None
     return sys.modules[name]
+
+
+@contextmanager
+def _start_up_log() -> Iterator[list[str]]:
+    """What a framework's native code writes to stderr while it imports, kept from the terminal and
+    given as the list's text after the block: nine lines of TensorFlow's oneDNN, CPU-feature and
+    absl notices, which no setting turns off (they are written before its logging reads one). An
+    import that fails shows it; with $SHIPEI_VERBOSE set (`shipei --verbose`) it goes to stderr."""
+    said: list[str] = []
+    if os.environ.get(VERBOSE_VARIABLE):
+        yield said
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            said.append(log.read().decode(errors="replace"))

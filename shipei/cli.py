@@ -21,6 +21,7 @@ import numpy as np
 
 from . import api
 from .codegen import TARGETS
+from .codegen.frameworks import VERBOSE_VARIABLE
 from .frontend.limits import Limits
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
@@ -447,6 +448,8 @@ def _fuzz_frontend(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipei", description="Compile one DSL model for torch, jax, tf and "
                                      "mindspore, and run it.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the frameworks' own start-up and compiler logging (quiet by default)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -639,8 +642,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_frameworks(verbose: bool) -> None:
+    """Frameworks' own logging off unless `verbose`: TensorFlow's C++ notices through its setting
+    (XLA's at the first compile); what they write while importing, `codegen.frameworks` keeps."""
+    if verbose:
+        os.environ[VERBOSE_VARIABLE] = "1"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_frameworks(args.verbose)
     try:
         return args.func(args)
     except ShipeiError as e:

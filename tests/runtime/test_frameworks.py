@@ -18,6 +18,8 @@ from shipei.ir.errors import ShipeiError
 MLP = str(Path(__file__).resolve().parents[2] / "examples" / "mlp.sp")
 BROKEN = {
     "raises": "raise ImportError('libmindspore_core.so: cannot open shared object file')\n",
+    "says why": "import os\nos.write(2, b'E0000 loader.cc:12] libascend_hal.so not found\\n')\n"
+                "raise ImportError('no device library')\n",
     "hangs": "import time\ntime.sleep(3600)\n",
 }
 
@@ -43,6 +45,26 @@ def test_an_import_that_raises_names_the_framework_and_the_cause(tmp_path: Path)
     assert result.stderr == ("error: importing mindspore for target 'mindspore' failed: ImportError: "
                              "libmindspore_core.so: cannot open shared object file\n"
                              "hint: reinstall it: pip install --force-reinstall 'shipei[mindspore]'\n")
+
+
+def test_what_a_failing_import_wrote_is_part_of_its_error(tmp_path: Path) -> None:
+    """A framework's start-up output is kept out of the way (see the next test) but not lost: a
+    native library that says why it fails is quoted in the error."""
+    result, _ = _run(["-m", "shipei", "run", MLP, "--target", "mindspore"], _shadow(tmp_path, "says why"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: importing mindspore for target 'mindspore' failed: ImportError: no "
+                                    "device library\nE0000 loader.cc:12] libascend_hal.so not found\n")
+
+
+def test_frameworks_start_up_logging_is_quiet_unless_verbose() -> None:
+    """TensorFlow writes nine lines of oneDNN, CPU-feature, absl and XLA notices on its way up; the
+    command line shows only its own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "SHIPEI_VERBOSE")}
+    quiet, _ = _run(["-m", "shipei", "run", MLP, "--target", "tf"], env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr.splitlines() == ["warning: no accelerator found for target 'tf'; running on CPU"]
+    verbose, _ = _run(["-m", "shipei", "--verbose", "run", MLP, "--target", "tf"], env)
+    assert verbose.returncode == 0 and len(verbose.stderr.splitlines()) > 1
 
 
 def test_an_import_that_hangs_times_out(tmp_path: Path) -> None:
