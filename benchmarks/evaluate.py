@@ -9,7 +9,7 @@ Every figure comes from the commands a user runs, each in a process of its own:
   take turns, one thread each, so that the targets compare without fighting over the two cores.
 - plan: the whole batch of the Ray section (transformer B=32, T=64; cnn B=32; mlp B=256) in 8
   micro-batches over this machine's cores. `shipei plan --measure` from the analytic cost model,
-  then `shipei bench --target torch --profile` at one micro-batch and `plan --measure --profile`,
+  then `shipei bench --target torch --profile` at one micro-batch and `plan --measure --costs`,
   `--runs` times each: the range of measured / predicted per stage.
 - tune: `shipei tune EXAMPLE --target T --memory-limit LIMIT` for every target: the largest batch,
   and the measured peak against the estimate at that batch.
@@ -68,7 +68,7 @@ def plan(runs: int) -> None:
             path = str(EXAMPLES / f"{model}.sp")
             profile = str(Path(tmp) / f"{model}.json")
             shipei("bench", path, "--target", "torch", "--profile", profile, *micro)
-            for costs, extra in (("analytic", []), ("profile", ["--profile", profile])):
+            for costs, extra in (("analytic", []), ("profile", ["--costs", profile])):
                 seen = [_ratios(shipei("plan", path, *whole, "--micro-batches", "8", "--measure", *extra))
                         for _ in range(runs)]
                 cells = [f"{min(c):.2f}-{max(c):.2f}" for c in zip(*seen)]

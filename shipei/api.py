@@ -25,6 +25,7 @@ from .ir.passes.manager import DEFAULT_OPT, PassContext, check_pass_options, run
 from .ir.passes.rewrite import clone
 from .ir.pipeline import plan_pipeline
 from .ir.printer import print_graph
+from .ir.profile import Profile
 from .ir.verifier import verify
 from .partitioned import CompiledPipeline, DeviceMap, compile_pipeline, load_pipeline, partition_request
 from .runtime import Executable, MemoryEstimate, estimate_memory
@@ -130,7 +131,7 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
             options: Mapping[str, Any] | None = None, opt: int = DEFAULT_OPT, passes: Sequence[str] | None = None,
             disable: Sequence[str] = (), freeze: bool = False, weights: Mapping[str, np.ndarray] | None = None,
             pass_options: Mapping[str, Any] | None = None, context: PassContext | None = None,
-            limits: Limits | None = None, device_map: DeviceMap | None = None,
+            limits: Limits | None = None, device_map: DeviceMap | None = None, profile: Profile | None = None,
             **params: Any) -> Compiled | CompiledPipeline:
     """Compile DSL source (path or text) or an IR graph for `target`, with weights from `seed`.
 
@@ -146,6 +147,8 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     (`{"h.0": "torch:cpu", "h.1": "jax:cpu", "*": "tf:cpu"}`), or "auto" to choose among every
     placement this machine has; it, or a hint in the source naming another target or a device,
     partitions the model and returns a `CompiledPipeline` (one program per stage and a driver).
+    The partitioner weighs nodes by `profile` where it measured them (`Profile.load` of what
+    `shipei bench --profile` saved), else by its analytic cost model.
     """
     graph = parse(src, model=model, limits=limits, **params)
     if isinstance(src, Graph):
@@ -155,7 +158,7 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     ctx.frozen = freeze
     ctx.options = {"target": target, **ctx.options}
     dims = dict((pass_options or {}).get("dims", {}))
-    ctx.partition = partition_request(graph, target, device_map, dims)
+    ctx.partition = partition_request(graph, target, device_map, dims, profile)
     graph = optimize(graph, opt, passes=passes, disable=disable, pass_options=pass_options, context=ctx)
     if ctx.partition is not None:
         return compile_pipeline(graph, ctx, _source_name(src), {target: options or {}})

@@ -36,6 +36,7 @@ from .ir.batch import batch_layout
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.inputs import random_inputs
+from .ir.profile import Profile
 from .measuring import BenchWorker, Entry, thread_env
 from .partitioned import CompiledPipeline
 from .runtime.distributed import RayOptions
@@ -85,8 +86,8 @@ class Row:
 # -- the parent ---------------------------------------------------------------------------
 def compile_entries(graph: Graph, targets: Sequence[str], directory: Path, *, opt: int, seed: int,
                     device: str = "auto", device_map: Any = None, micro_batches: int = 1,
-                    ray: RayOptions | None = None, options: Mapping[str, Any] | None = None
-                    ) -> tuple[list[Entry], list[Row]]:
+                    ray: RayOptions | None = None, options: Mapping[str, Any] | None = None,
+                    profile: Profile | None = None) -> tuple[list[Entry], list[Row]]:
     """Each target's program (or, with `device_map`, the pipeline) compiled and saved under
     `directory`, with shipei's compile time; a target whose generator refuses the model gives a Row
     saying why instead."""
@@ -94,7 +95,7 @@ def compile_entries(graph: Graph, targets: Sequence[str], directory: Path, *, op
     for target in targets if device_map is None else ["pipeline"]:
         def compiled(target: str = target) -> api.Compiled | CompiledPipeline:
             return api.compile(graph, target if device_map is None else "torch", seed=seed, opt=opt,
-                               device_map=device_map, options=options)
+                               device_map=device_map, options=options, profile=profile)
 
         try:
             compiled()  # the torch and MindSpore generators import their framework once, for its names

@@ -31,6 +31,7 @@ from .ir.interpreter import bind_symbols
 from .ir.passes import prune, quantize
 from .ir.passes.manager import DEFAULT_OPT, PassContext
 from .ir.printer import print_graph
+from .ir.profile import Profile
 from .ir.tolerance import compare
 from .partitioned import CompiledPipeline, partition_request
 from .planning import CLOSE
@@ -126,10 +127,15 @@ def _compile(args: argparse.Namespace, graph: Graph, target: str) -> api.Compile
     options = {k: _setting(v) for k, v in _pairs(args.option, "--option").items()}
     compiled = api.compile(graph, target, seed=args.seed, opt=args.opt, passes=passes, disable=args.disable_pass,
                            freeze=args.freeze, pass_options=_pass_options(args), options=options,
-                           context=_context(args), device_map=_device_map(getattr(args, "device_map", None)))
+                           context=_context(args), device_map=_device_map(getattr(args, "device_map", None)),
+                           profile=_profile(getattr(args, "costs", None)))
     if isinstance(compiled, CompiledPipeline):
         print(f"placed: {compiled.summary(_dims(args))}")
     return compiled
+
+
+def _profile(path: str | None) -> Profile | None:
+    return Profile.load(path) if path else None
 
 
 def _dims(args: argparse.Namespace) -> dict[str, int]:
@@ -152,7 +158,7 @@ def cmd_ir(args: argparse.Namespace) -> int:
         ctx.weights, ctx.frozen = init_params(graph, args.seed), args.freeze
         if args.placement or args.device_map:
             ctx.partition = partition_request(graph, args.target, _device_map(args.device_map) or {"*": args.target},
-                                              _dims(args))
+                                              _dims(args), _profile(args.costs))
         graph = api.optimize(graph, args.opt, passes=passes, disable=args.disable_pass,
                              pass_options=_pass_options(args), context=ctx)
         if ctx.partition_report is not None:
@@ -285,7 +291,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="shipei-bench-") as tmp:
         entries, refused = bench.compile_entries(graph, targets, Path(tmp), opt=args.opt, seed=args.seed,
                                                  device=args.device, device_map=device_map,
-                                                 micro_batches=args.micro_batches, ray=ray, options=options)
+                                                 micro_batches=args.micro_batches, ray=ray, options=options,
+                                                 profile=_profile(args.costs))
         rows = refused + bench.measure(graph, entries, dims, sizes, rounds=args.rounds, threads=args.threads,
                                        seed=args.seed)
     threads = f"{args.threads} thread{'s' * (args.threads != 1)} each" if args.threads else "frameworks' own threads"
@@ -322,7 +329,7 @@ def _bench_profile(args: argparse.Namespace, graph: Graph, targets: list[str], d
         return 1
     path = Path(args.profile or f"{Path(args.file).stem}.profile.json")
     measured.save(path)
-    print(f"wrote {path} (use it: shipei plan {args.file} --profile {path} ...)")
+    print(f"wrote {path} (use it: shipei plan {args.file} --costs {path} ..., or with --device-map)")
     return 0
 
 
@@ -345,13 +352,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from .ir.plan import Cluster
-    from .ir.profile import Profile
     from .planning import coverage, measure, plan_model, this_machine
 
     graph = _graph(args)
     cluster = Cluster.from_toml(args.cluster) if args.cluster else this_machine(args.target)
     where = args.cluster or f"this machine ({cluster.devices} CPU cores, {args.target})"
-    profile = Profile.load(args.profile) if args.profile else None
+    profile = _profile(args.costs)
     planned = plan_model(graph, cluster, _dims(args), args.micro_batches, args.opt, profile)
     dims = ", ".join(f"{k}={v}" for k, v in planned.dims.items())
     print(f"{graph.name} on {where}: {len(planned.plan.stages)} stages of {cluster.devices} devices, "
@@ -382,7 +388,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         at = " ".join(f"--dim {k}={v}" for k, v in planned.dims.items())
         print(f"the predictions are the analytic cost model's; for measured ones, profile the model at one "
               f"micro-batch and plan with it: shipei bench {args.file} --target {args.target} {at} --profile P.json, "
-              f"then --profile P.json")
+              f"then --costs P.json")
     return 0
 
 
@@ -486,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device-map", metavar="JSON|auto",
                        help='place parts of the model by module path, as accelerate does: '
                             '\'{"h.0": "torch:cpu", "h.1": "jax:cpu", "*": "tf:cpu"}\', or auto')
+        p.add_argument("--costs", metavar="PROFILE", help="weigh nodes by the times shipei bench --profile "
+                       "measured, in place of the cost model's estimates")
 
     def target_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
@@ -545,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the plan and its device map (for --device-map @FILE)")
     p.add_argument("--measure", action="store_true",
                    help="run the plan here and print each stage's predicted and measured time")
-    p.add_argument("--profile", metavar="FILE", help="measured node and call times (shipei bench --profile) in "
+    p.add_argument("--costs", metavar="PROFILE", help="measured node and call times (shipei bench --profile) in "
                    "place of the cost model's estimates")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"the passes the plan assumes (default -O{DEFAULT_OPT})")
@@ -571,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(.png, .svg or .html)")
     p.add_argument("--profile", nargs="?", const="", metavar="FILE",
                    help="instead: time each fused group on each target against the cost model's estimate, and "
-                        "save the profile for plan --profile (default FILE: MODEL.profile.json)")
+                        "save the profile for --costs (default FILE: MODEL.profile.json)")
     p.add_argument("--seed", type=int, default=0, help="weight and input seed")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"optimization level (default -O{DEFAULT_OPT})")

@@ -14,6 +14,7 @@ import numpy as np
 
 from .codegen import TARGETS, capabilities, emit
 from .codegen.pipeline import GeneratedPipeline, write_pipeline
+from .ir.cost import Costs
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.passes.manager import PassContext
@@ -21,6 +22,7 @@ from .ir.passes.partition import PartitionRequest
 from .ir.pipeline import PipelinePlan, plan_pipeline
 from .ir.placement import Placement
 from .ir.printer import print_graph
+from .ir.profile import Profile
 from .runtime.distributed import RayOptions, RayPipelineExecutable
 from .runtime.pipeline import Pipelined, PipelineExecutable
 
@@ -28,21 +30,24 @@ DeviceMap = Mapping[str, str] | Literal["auto"]
 
 
 def partition_request(graph: Graph, target: str, device_map: DeviceMap | None,
-                      dims: Mapping[str, int]) -> PartitionRequest | None:
+                      dims: Mapping[str, int], profile: Profile | None = None) -> PartitionRequest | None:
     """What the partition pass chooses among, or None when the model runs on `target` alone (no
-    device map, and no hint in the source names another target or a device)."""
+    device map, and no hint in the source names another target or a device). Node costs come from
+    `profile` where it measured them (`shipei bench --profile`), else from the analytic model."""
     hints = [n.placement for n in graph.nodes if n.placement is not None]
     if device_map is None and all(h.target in (None, target) and h.device is None for h in hints):
         return None
+    costs = Costs(profile=profile)
     if device_map == "auto":
         from .runtime.devices import available_placements
 
-        return PartitionRequest(list(available_placements()), _capabilities(), dims=dims)
+        return PartitionRequest(list(available_placements()), _capabilities(), dims=dims, costs=costs)
     mapped = {key: _placement(key, text) for key, text in (device_map or {}).items()}
     wanted = [*mapped.values(), *hints]
     if not (set(mapped) & {"*", ""}):
         wanted.append(Placement(target))  # what no hint places runs on the target
-    return PartitionRequest(list(dict.fromkeys(_resolve(p, target) for p in wanted)), _capabilities(), mapped, dims)
+    return PartitionRequest(list(dict.fromkeys(_resolve(p, target) for p in wanted)), _capabilities(), mapped, dims,
+                            costs)
 
 
 def _capabilities() -> dict[str, dict]:

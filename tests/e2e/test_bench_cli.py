@@ -144,7 +144,7 @@ def test_profile_times_every_group_and_the_planner_uses_it(tmp_path: Path,
     optimized = api.compile(MLP, "torch").ir
     assert all(profile.seconds(n, "torch:cpu", {"B": 4}) is not None for n in optimized.nodes if n.operands)
     # planned at B=16 in 4 micro-batches: one micro-batch is B=4, the shapes it was measured at
-    assert main(["plan", MLP, "--dim", "B=16", "--micro-batches", "4", "--profile", str(path)]) == 0
+    assert main(["plan", MLP, "--dim", "B=16", "--micro-batches", "4", "--costs", str(path)]) == 0
     assert re.search(r"profile \(MLP at B=4\) measures torch:cpu (\d+) of \1 nodes", capsys.readouterr().out)
 
 

@@ -77,3 +77,18 @@ def test_a_profile_round_trips_and_a_bad_one_is_a_clear_error(tmp_path: Path) ->
             Profile.load(path)
     with pytest.raises(ShipeiError, match="cannot read the profile"):
         Profile.load(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize(("slow", "fast"), [("jax:cpu", "torch:cpu"), ("torch:cpu", "jax:cpu")])
+def test_the_partitioner_weighs_nodes_by_the_profile(slow: str, fast: str) -> None:
+    """fc1 is mapped to torch; the rest may run on torch or jax. Measured a second a node on one and
+    nothing on the other, they go to the other, whichever it is."""
+    dims = {"B": 8}
+    optimized = shipei.compile(MLP, "torch").ir
+    nodes = {signature(n, dims): n for n in optimized.nodes if n.operands}
+    profile = Profile("MLP", dims, 1, {slow: dict.fromkeys(nodes, 1.0), fast: dict.fromkeys(nodes, 0.0)},
+                      {slow: 0.0, fast: 0.0})
+    compiled = shipei.compile(MLP, "jax", device_map={"fc1": "torch:cpu"}, profile=profile,
+                              pass_options={"dims": dims})
+    placed = {n.op: str(n.placement) for n in compiled.ir.nodes if n.module != "fc1" and n.op != "transfer"}
+    assert placed and set(placed.values()) == {fast}, placed
