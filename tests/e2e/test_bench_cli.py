@@ -89,30 +89,42 @@ for _ in sys.stdin:
         seconds.append(time.perf_counter() - start)
     print(statistics.median(seconds), flush=True)
 """
-    outside = subprocess.Popen([sys.executable, "-c", timer], env={**os.environ, **bench.thread_env(1)},
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert outside.stdout.readline().strip() == "ready"
-    blocks: list[float] = []
 
-    class Turns(bench.Progress):
-        def step(self, text: str) -> None:
-            if "round" in text:
-                outside.stdin.write("go\n")
-                outside.stdin.flush()
-                blocks.append(float(outside.stdout.readline()))
+    def in_turns(rounds: int = 20) -> tuple[list[float], list[float]]:
+        """bench's block medians, and the outside timer's, each taken right after bench's block."""
+        outside = subprocess.Popen([sys.executable, "-c", timer], env={**os.environ, **bench.thread_env(1)},
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert outside.stdout.readline().strip() == "ready"
+        blocks: list[float] = []
 
-    try:
-        (row,) = bench.measure(graph, entries, dims, None, rounds=20, threads=1, progress=Turns(0, False))
-    finally:
-        outside.stdin.close()
-        outside.wait(timeout=60)
-    # each of bench's 20 blocks is as many calls; a block and the outside timer's next are neighbours in
-    # time, so their ratio leaves out what the load on the machine did over the run
-    calls, rest = divmod(len(row.latencies), 20)
-    assert len(blocks) == 20 and rest == 0
-    ratios = [statistics.median(row.latencies[k * calls:(k + 1) * calls]) / outside_median
-              for k, outside_median in enumerate(blocks)]
-    assert statistics.median(ratios) == pytest.approx(1.0, abs=0.05)
+        class Turns(bench.Progress):
+            def step(self, text: str) -> None:
+                if "round" in text:
+                    outside.stdin.write("go\n")
+                    outside.stdin.flush()
+                    blocks.append(float(outside.stdout.readline()))
+
+        try:
+            (row,) = bench.measure(graph, entries, dims, None, rounds=rounds, threads=1, progress=Turns(0, False))
+        finally:
+            outside.stdin.close()
+            outside.wait(timeout=60)
+        calls, rest = divmod(len(row.latencies), rounds)  # each of bench's blocks is as many calls
+        assert len(blocks) == rounds and rest == 0
+        return [statistics.median(row.latencies[k * calls:(k + 1) * calls]) for k in range(rounds)], blocks
+
+    # A block and the outside timer's next are neighbours in time, so their ratio leaves out what the
+    # load on the machine did over the run. Other tests load the cores in bursts, pinned ones too:
+    # one measurement more is taken before the test fails, and the failure shows both.
+    tries = []
+    for _ in range(2):
+        mine, theirs = in_turns()
+        tries.append((statistics.median(a / b for a, b in zip(mine, theirs)), mine, theirs))
+        if tries[-1][0] == pytest.approx(1.0, abs=0.05):
+            break
+    assert tries[-1][0] == pytest.approx(1.0, abs=0.05), "\n".join(
+        f"ratio {r:.3f}; bench ms {[round(x * 1e3, 2) for x in a]}; outside ms {[round(x * 1e3, 2) for x in b]}"
+        for r, a, b in tries)
 
 
 @pytest.mark.parametrize(("args", "message"), [
