@@ -62,7 +62,12 @@ def parse(src: Source, model: str | None = None, *, limits: Limits | None = None
 
 
 def _source_name(src: Source) -> str:
-    return str(src) if not isinstance(src, Graph) and _is_path(src) else "<string>"
+    """What a generated program's header names as its source: the file, also for a graph parsed
+    from one (its nodes' locations say which), else `<string>` or `<graph>`."""
+    if isinstance(src, Graph):
+        return next((n.loc.file for n in src.nodes if n.loc is not None and not n.loc.file.startswith("<")),
+                    "<graph>")
+    return str(src) if _is_path(src) else "<string>"
 
 
 @dataclass

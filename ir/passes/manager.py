@@ -91,10 +91,6 @@ class Pass:
         raise NotImplementedError
 
 
-def register_pass(name: str, module: str, cls: str) -> None:
-    PASSES[name] = (module, cls)
-
-
 def _unknown(what: str, name: str, known: Sequence[str]) -> ShipeiError:
     listed = f"{what}s: {', '.join(sorted(known))}"
     return ShipeiError(f"unknown {what} '{name}'", hint=did_you_mean(name, known, listed))
