@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,12 +254,14 @@ def worker_main() -> None:
 
 
 class BenchWorker:
-    """The parent's handle on one worker process."""
+    """The parent's handle on one worker process: this module's `worker_main`, or `command`, a
+    worker of another program that answers the same requests (a benchmark's baseline)."""
 
-    def __init__(self, env: Mapping[str, str], log: Path):
+    def __init__(self, env: Mapping[str, str], log: Path, command: Sequence[str] | None = None):
         self.log = log
         with open(log, "ab") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "shipei.measuring"], stdin=subprocess.PIPE,
+            self.proc = subprocess.Popen(list(command or [sys.executable, "-m", "shipei.measuring"]),
+                                         stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=err, env={**os.environ, **env},
                                          start_new_session=True)
 
