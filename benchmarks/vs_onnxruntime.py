@@ -33,10 +33,9 @@ from pathlib import Path
 import numpy as np
 from shipei.ir.inputs import random_inputs
 from shipei.ir.tolerance import compare
-from shipei.runtime.workers import receive, replies_stream, send
 
 import shipei
-from shipei.measuring import BenchWorker, Entry, thread_env
+from shipei.measuring import BenchWorker, Entry, serve, thread_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"mlp": {"B": 64}, "cnn": {"B": 16}, "transformer": {"B": 8, "T": 64}}
@@ -92,20 +91,11 @@ class OrtServed:
 
 
 def worker() -> None:
-    replies = replies_stream()
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
     served = OrtServed()
-    while True:
-        try:
-            op, kwargs = receive(0, None)
-        except EOFError:
-            return
-        try:
-            if op == "load":  # the entry's directory is the model's .onnx file
-                kwargs = {"path": str(kwargs["entry"].directory)}
-            send(replies, getattr(served, op)(**kwargs))
-        except Exception as e:  # noqa: BLE001 - reported as this side's failure
-            send(replies, {"error": f"{type(e).__name__}: {e}"})
+    # the entry's directory is the model's .onnx file
+    serve({"load": lambda entry: served.load(str(entry.directory)), "prepare": served.prepare,
+           "sample": served.sample})
 
 
 def race(model: str, rounds: int, tmp: Path) -> list[str]:

@@ -228,15 +228,20 @@ def _pipeline_targets(directory: Path) -> list[str]:
 
 
 def worker_main() -> None:
-    """Requests on stdin, replies on the original stdout; a request that raises replies its error."""
-    replies = replies_stream()
+    """This module's worker: pinned to $SHIPEI_BENCH_THREADS cores where set, serving `_Served`."""
     threads = os.environ.get("SHIPEI_BENCH_THREADS")
     if threads and hasattr(os, "sched_setaffinity"):  # before any framework sizes its pools
         cores = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, cores[:int(threads)])
     served = _Served()
-    handlers = {"load": served.load, "prepare": served.prepare, "sample": served.sample, "stats": served.stats,
-                "programs": served.programs, "time": served.time, "trial": served.trial}
+    serve({"load": served.load, "prepare": served.prepare, "sample": served.sample, "stats": served.stats,
+           "programs": served.programs, "time": served.time, "trial": served.trial})
+
+
+def serve(handlers: Mapping[str, Callable[..., dict[str, Any]]]) -> None:
+    """A worker's loop: each request (op, keyword arguments) on stdin answered with `handlers[op]`'s
+    reply on the original stdout; a request that raises replies its error. Until stdin closes."""
+    replies = replies_stream()
     while True:
         try:
             op, kwargs = receive(0, None)
