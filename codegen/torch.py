@@ -459,8 +459,9 @@ def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, optio
 
     e = Emit(TARGET, graph, names, lambda v: _path_expr(_torch_path(v)), constant_ref)
     model = Code()
-    if options.compile == "groups":
-        e.hoist = (code, "@torch.compile")  # before the class, which `model` holds meanwhile
+    # Fused groups are functions at module level, before the class (which `model` holds meanwhile),
+    # not defined anew by every call of forward; under compile=groups each is compiled.
+    e.hoist = (code, "@torch.compile" if options.compile == "groups" else None)
     e.plan(reuse_buffers=options.reuse_buffers and amp is None,
            keep_buffers=options.keep_buffers and amp is None and not options.compile)
     _write_class(model, graph, module.model, e, emit_body, amp, constants)

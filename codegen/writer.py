@@ -189,9 +189,11 @@ class Emit:
         #: where results go besides new tensors, as `plan` decided (nowhere until it runs)
         self.buffers = BufferPlan()
         self.out = ""  # the kept buffer of the node being rendered with an `into` rule
-        #: where fused groups go as module-level functions, each under this decorator line
-        #: (torch's regional compilation); None keeps them local functions of the model.
-        self.hoist: tuple[Code, str] | None = None
+        #: where fused groups go as module-level functions, each under this decorator line where one
+        #: is given (torch's regional compilation): an eager forward then does not define them anew
+        #: on every call. None keeps them local functions of the model (traced targets, which run
+        #: forward's Python once).
+        self.hoist: tuple[Code, str | None] | None = None
 
     # -- helpers for rules ------------------------------------------------------------------
     def arg(self, node: Node, i: int) -> str:
@@ -361,7 +363,7 @@ class Emit:
         types = " ".join(str(v.type) for n in nodes for v in (*n.operands, *n.results))
         key = f"{types}\n{_canonical(args, body.lines)}"
         if key not in self._hoisted:
-            self._hoisted[key] = self._function(where, nodes, args, body, decorator)
+            self._hoisted[key] = self._function(where, nodes, args, body, *filter(None, [decorator]))
             where("", "")
         return self._hoisted[key]
 
