@@ -35,13 +35,12 @@ from shipei.ir.inputs import random_inputs
 from shipei.ir.tolerance import compare
 
 import shipei
-from shipei.measuring import BenchWorker, Entry, serve, thread_env
+from shipei.measuring import REQUEST_TIMEOUT, BenchWorker, Entry, in_turn, serve, thread_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"mlp": {"B": 64}, "cnn": {"B": 16}, "transformer": {"B": 8, "T": 64}}
 TARGETS = ("torch", "jax", "tf", "mindspore")
 BLOCK = 0.05
-TIMEOUT = 600.0
 
 
 def export(compiled: shipei.Compiled, inputs: list[np.ndarray], path: Path) -> str:
@@ -116,9 +115,9 @@ def race(model: str, rounds: int, tmp: Path) -> list[str]:
     try:
         calls, failed = {}, {}
         for name, w in sides.items():
-            reply = w.request("load", TIMEOUT, entry=entries[name])
-            reply = reply if "error" in reply else w.request("prepare", TIMEOUT, inputs=inputs, micro_batches=1)
-            reply = reply if "error" in reply else w.request("sample", TIMEOUT, calls=5)
+            reply = w.request("load", REQUEST_TIMEOUT, entry=entries[name])
+            reply = reply if "error" in reply else w.request("prepare", REQUEST_TIMEOUT, inputs=inputs, micro_batches=1)
+            reply = reply if "error" in reply else w.request("sample", REQUEST_TIMEOUT, calls=5)
             if "error" in reply:
                 failed[name] = reply["error"]
                 continue
@@ -126,8 +125,8 @@ def race(model: str, rounds: int, tmp: Path) -> list[str]:
         live = [n for n in sides if n in calls]
         blocks: dict[str, list[float]] = {n: [] for n in live}
         for r in range(rounds):
-            for name in live[r % len(live):] + live[:r % len(live)]:
-                reply = sides[name].request("sample", TIMEOUT, calls=calls[name])
+            for name in in_turn(live, r):
+                reply = sides[name].request("sample", REQUEST_TIMEOUT, calls=calls[name])
                 blocks[name].append(statistics.median(reply["seconds"]))
     finally:
         for w in sides.values():

@@ -117,22 +117,29 @@ def device_peak_bytes(target: str, device: str, reset: bool = False) -> int | No
     return DEVICE_PEAK[target](device, reset)
 
 
+def _torch_free(device: str) -> int:
+    import torch
+
+    return int(torch.cuda.mem_get_info(device)[0])
+
+
+def _jax_free(device: str) -> int | None:
+    import jax
+
+    stats = jax.devices(device)[0].memory_stats() or {}
+    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0)) if "bytes_limit" in stats else None
+
+
+#: The frameworks that say how much device memory is free (TensorFlow and MindSpore do not).
+DEVICE_FREE: dict[str, Callable[[str], int | None]] = {"torch": _torch_free, "jax": _jax_free}
+
+
 def device_free_bytes(target: str, device: str) -> int | None:
-    """Memory free on `device` by `target`'s framework's own account, where it gives one (torch,
-    jax); None on the CPU and where it does not."""
-    if device == "cpu":
+    """Memory free on `device` by `target`'s framework's own account, where it gives one; None on
+    the CPU and where it does not."""
+    if device == "cpu" or target not in DEVICE_FREE:
         return None
-    if target == "torch":
-        import torch
-
-        return int(torch.cuda.mem_get_info(device)[0])
-    if target == "jax":
-        import jax
-
-        stats = jax.devices(device)[0].memory_stats() or {}
-        if "bytes_limit" in stats:
-            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    return None
+    return DEVICE_FREE[target](device)
 
 
 @dataclass
@@ -142,11 +149,11 @@ class EnergyMeter:
     source: str
     read: Callable[[], float]
 
-    def joules(self, work: Callable[[], object]) -> tuple[object, float]:
-        """`work()`'s result and the joules the counter advanced while it ran."""
+    def joules(self, work: Callable[[], object]) -> float:
+        """The joules the counter advanced while `work()` ran."""
         start = self.read()
-        result = work()
-        return result, self.read() - start
+        work()
+        return self.read() - start
 
 
 def energy_meter(device: str, index: int = 0) -> tuple[EnergyMeter | None, str]:

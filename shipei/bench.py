@@ -37,14 +37,15 @@ from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.inputs import random_inputs
 from .ir.profile import Profile
-from .measuring import BenchWorker, Entry, thread_env
+from .measuring import REQUEST_TIMEOUT, BenchWorker, Entry, in_turn, thread_env
 from .partitioned import CompiledPipeline
 from .runtime.distributed import RayOptions
+from .runtime.measure import percentile
 
 #: Seconds one block of calls aims at; a worker's turn in a round.
 BLOCK = 0.05
-#: Seconds a worker may take to import its framework and load the program, and then per request.
-LOAD_TIMEOUT = 600.0
+
+
 @dataclass
 class Row:
     """What one entry measured at one batch, or why it could not (`error`)."""
@@ -72,8 +73,6 @@ class Row:
         return self.batch * len(self.latencies) / sum(self.latencies)
 
     def latency(self, q: float) -> float:
-        from .runtime.measure import percentile
-
         return percentile(self.latencies, q)
 
     def as_json(self) -> dict[str, Any]:
@@ -141,7 +140,7 @@ class Progress:
 
 def measure(graph: Graph, entries: Sequence[Entry], dims: Mapping[str, int], batches: Sequence[int] | None,
             *, rounds: int = 10, threads: int | None = None, seed: int = 0, block: float = BLOCK,
-            timeout: float = LOAD_TIMEOUT, progress: Progress | None = None) -> list[Row]:
+            timeout: float = REQUEST_TIMEOUT, progress: Progress | None = None) -> list[Row]:
     """Every entry at every batch size in `batches` (the batch symbol's values; None: `dims` as
     given), `rounds` blocks each, the workers taking turns."""
     symbol, sizes = _batch_sizes(graph, dims, batches)
@@ -210,7 +209,7 @@ def _measure_batch(entries: Sequence[Entry], workers: Mapping[str, BenchWorker],
     progress.phase(f"batch {batch}: {rounds} rounds of {', '.join(n for n, _ in live) or 'nothing'}")
     joules: dict[str, list[float]] = {n: [] for n, _ in live}
     for r in range(rounds):
-        for name, calls in live[r % len(live):] + live[:r % len(live)] if live else []:
+        for name, calls in in_turn(live, r):
             row = rows[name]
             if row.error:
                 continue

@@ -207,19 +207,20 @@ def _inputs(args: argparse.Namespace, graph: Graph) -> list[np.ndarray]:
 
 
 def _ray(args: argparse.Namespace) -> RayOptions | None:
-    """--ray and its settings, or None to run in this process."""
+    """--ray and its settings, or None to run in this process. Without --device-map, the model is
+    one stage on the target (and --device): `args.device_map` says so from here on."""
     if not (args.ray or args.ray_address or args.ray_compiled):
         return None
     if args.ray_timeout <= 0:
         raise ShipeiError(f"--ray-timeout must be a positive number of seconds, got {args.ray_timeout:g}")
+    if args.device_map is None:
+        args.device_map = json.dumps({"*": args.target if args.device == "auto" else f"{args.target}:{args.device}"})
     return RayOptions(address=args.ray_address, timeout=args.ray_timeout, compiled=args.ray_compiled)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     graph = _graph(args)
     ray = _ray(args)
-    if ray is not None and args.device_map is None:
-        args.device_map = json.dumps({"*": args.target if args.device == "auto" else f"{args.target}:{args.device}"})
     compiled = _compile(args, graph, args.target)
     print("\n".join(_compression(compiled) + [""]), end="")
     with warnings.catch_warnings(record=True) as caught:
@@ -279,8 +280,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ShipeiError(f"--threads must be at least 1, got {args.threads}")
     ray = _ray(args)
     device_map = _device_map(args.device_map)
-    if ray is not None and device_map is None:
-        device_map = {"*": args.target if args.device == "auto" else f"{args.target}:{args.device}"}
     targets = [t.strip() for t in args.target.split(",")] if args.target != "all" else list(TARGETS)
     for t in targets:
         _targets(t)
@@ -315,7 +314,7 @@ def _bench_profile(args: argparse.Namespace, graph: Graph, targets: list[str], d
     from .bench import symbols_given
     from .profiling import profile
 
-    if args.device_map is not None or args.batch_sizes is not None or args.ray or args.ray_address:
+    if args.device_map is not None or args.batch_sizes is not None:  # --ray sets a device map
         raise ShipeiError("--profile times one model's groups on each target at --dim's shapes: leave out "
                           "--device-map, --batch-sizes and --ray")
     symbols_given(graph, dims)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,9 +32,13 @@ from .runtime.workers import receive, replies_stream, send
 #: failed at 56 MiB resident under a 96 MiB cap on its address space). The cap stops a runaway
 #: allocation before the machine runs out; whether a batch fits is decided on resident memory.
 ADDRESS_SLACK = 256 * 2**20
+T = TypeVar("T")
 #: A one-op program: what warms a framework up, and what measures a call's fixed cost.
 CALL_MODEL = "model Call() { forward(x: f32[1]) -> f32[1] { return -x } }"
 
+#: Seconds a worker may take to answer one request (importing a framework and loading a program
+#: included); past it, it is stopped and its request answered with an error.
+REQUEST_TIMEOUT = 600.0
 #: Frameworks' own start-up logging, quieted in the workers.
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_v": "3", "PYTHONWARNINGS": "ignore"}
 
@@ -61,6 +65,13 @@ class Entry:
     device: str = "auto"
     micro_batches: int = 1
     ray: RayOptions | None = None
+
+
+def in_turn(items: Sequence[T], k: int) -> list[T]:
+    """`items` in round `k`'s order: rotated by k, so that each takes every place in turn and drift
+    in the machine's load meets all of them alike."""
+    k %= max(1, len(items))
+    return [*items[k:], *items[:k]]
 
 
 class _Served:
@@ -127,12 +138,10 @@ class _Served:
                 call()
                 seconds.append(time.perf_counter() - start)
 
-        joules = None
-        if self.meter is not None:
-            _, joules = self.meter.joules(block)
-        else:
+        if self.meter is None:
             block()
-        return {"seconds": seconds, "joules": joules}
+            return {"seconds": seconds, "joules": None}
+        return {"seconds": seconds, "joules": self.meter.joules(block)}
 
     def programs(self, programs: list[tuple[Path, str, str, list[np.ndarray], str]]) -> dict[str, Any]:
         """Load each (directory, target, device, inputs, how) program and prepare its call, run once:
@@ -180,10 +189,9 @@ class _Served:
         """The loaded program at `dims` (inputs made here, not sent), with `limit` bytes for the model
         on a CPU enforced on this process (its address space may grow by no more, plus
         `ADDRESS_SLACK`, from the load on: an allocation past it fails here, or kills this process,
-        never the caller); `calls` timed
-        after a first call. Its peak memory over those calls (the model's: RSS above the warmed-up
-        framework, or the device's own counter) and median seconds per call; on an accelerator,
-        also the device memory free at the start."""
+        never the caller); `calls` timed after a first call. Its peak memory over those calls (the
+        model's: RSS above the warmed-up framework, or the device's own counter) and median seconds
+        per call; on an accelerator, also the device memory free at the start."""
         import resource
 
         from .runtime.measure import device_free_bytes, device_peak_bytes, peak_rss_bytes, reset_peak_rss
@@ -294,8 +302,6 @@ class BenchWorker:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-
-
 
 
 if __name__ == "__main__":

@@ -42,11 +42,10 @@ from .ir.placement import Placement
 from .ir.profile import Profile, signature
 from .ir.region import Region, region_graph, regions
 from .ir.subgraph import extract
-from .measuring import CALL_MODEL, BenchWorker, Entry, thread_env
+from .measuring import CALL_MODEL, REQUEST_TIMEOUT, BenchWorker, Entry, in_turn, thread_env
 
 #: Passes over the groups per round.
 PASSES = 10
-LOAD_TIMEOUT = 600.0
 
 
 @dataclass
@@ -57,9 +56,13 @@ class Group:
     graph: Graph
     inputs: list[np.ndarray]
     weights: dict[str, np.ndarray]
-    analytic: float = 0.0
+    node_costs: list[float] = field(default_factory=list)  # each node's analytic seconds
     measured: float | None = None
     error: str = ""
+
+    @property
+    def analytic(self) -> float:
+        return sum(self.node_costs)
 
     @property
     def ops(self) -> str:
@@ -166,13 +169,13 @@ def profile(graph: Graph, targets: Sequence[str], dims: Mapping[str, int], *, op
                     live.append(result)
                     kind = result.device.split(":")[0]
                     for g in result.groups:
-                        g.analytic = sum(analytic_seconds(n, Placement(result.target, kind), dims, Costs())
-                                         for n in g.nodes)
+                        g.node_costs = [analytic_seconds(n, Placement(result.target, kind), dims, Costs())
+                                        for n in g.nodes]
                 progress.step(f"{result.target} loaded")
             samples: dict[str, list[list[float | None]]] = {r.target: [] for r in live}
             for k in range(rounds):
-                for result in live[k % len(live):] + live[:k % len(live)] if live else []:
-                    reply = workers[result.target].request("time", LOAD_TIMEOUT, passes=PASSES)
+                for result in in_turn(live, k):
+                    reply = workers[result.target].request("time", REQUEST_TIMEOUT, passes=PASSES)
                     if "error" in reply:
                         result.error = reply["error"]
                         continue
@@ -219,12 +222,12 @@ def _compile(graph: Graph, call_graph: Graph, result: TargetProfile, directory: 
 
 def _load(result: TargetProfile, worker: BenchWorker, programs: list[tuple]) -> bool:
     """Load the target's programs in its worker; False (with `result.error`) when it cannot run."""
-    loaded = worker.request("load", LOAD_TIMEOUT, entry=Entry(result.target, programs[-1][0], 0.0, result.target))
+    loaded = worker.request("load", REQUEST_TIMEOUT, entry=Entry(result.target, programs[-1][0], 0.0, result.target))
     if "error" in loaded:
         result.error = loaded["error"]
         return False
     result.device = loaded["device"]
-    reply = worker.request("programs", LOAD_TIMEOUT, programs=[
+    reply = worker.request("programs", REQUEST_TIMEOUT, programs=[
         (d, result.target, result.device.split(":")[0], x, how) for d, x, how in programs if d is not None])
     if "error" in reply:
         result.error = reply["error"]
@@ -253,9 +256,8 @@ def _profile(model: str, dims: Mapping[str, int], results: Sequence[TargetProfil
             if g.measured is None:
                 continue
             own = max(g.measured - result.call, 0.0) * result.scale
-            costs = [analytic_seconds(n, Placement(result.target, kind), dims, Costs()) for n in g.nodes]
-            total = sum(costs)
-            for node, cost in zip(g.nodes, costs):
+            total = g.analytic
+            for node, cost in zip(g.nodes, g.node_costs):
                 share = own * cost / total if total else own / len(g.nodes)
                 shares.setdefault(signature(node, dims), []).append(share)
         out.nodes[placement] = {k: statistics.mean(v) for k, v in shares.items()}

@@ -30,7 +30,7 @@ from .bench import Progress, symbols_given
 from .ir.batch import batch_layout
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
-from .measuring import BenchWorker, Entry, thread_env
+from .measuring import REQUEST_TIMEOUT, BenchWorker, Entry, thread_env
 
 #: The part of the limit a batch may not use: Lightning's finder keeps no margin and users then
 #: trim; a tenth leaves room for what the trials do not hold (other inputs, fragmentation).
@@ -41,7 +41,6 @@ MAX_BATCH = 1 << 16
 #: (measured here, the transformer at T=64: 198 MiB at B=288 and 219 MiB at B=292, then 238 MiB at
 #: 320 and 246 MiB at 304), as the allocator keeps or returns freed blocks.
 RESOLUTION = 16
-TRIAL_TIMEOUT = 600.0
 #: glibc's malloc maps blocks from 128 KiB up on their own, and unmaps them when freed. By default
 #: it raises that threshold as such blocks are freed, and later ones then come from the heap, which
 #: keeps what is freed: the same batch then peaked 69 MiB in one trial and 83 MiB in the next (the
@@ -201,9 +200,9 @@ def tune(graph: Graph, target: str, dims: Mapping[str, int], *, limit: int | Non
             t = Trial(batch, compiled.estimate_memory(**at).total_bytes)
             worker = BenchWorker({**thread_env(None), **STEADY_MALLOC}, Path(tmp) / f"trial-{batch}.log")
             try:
-                reply = worker.request("load", TRIAL_TIMEOUT, entry=entry)
+                reply = worker.request("load", REQUEST_TIMEOUT, entry=entry)
                 if "error" not in reply:
-                    reply = worker.request("trial", TRIAL_TIMEOUT, dims=at, seed=seed, limit=limit, calls=calls)
+                    reply = worker.request("trial", REQUEST_TIMEOUT, dims=at, seed=seed, limit=limit, calls=calls)
             finally:
                 worker.stop()
             t.error = reply.get("error", "")

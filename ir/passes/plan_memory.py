@@ -86,9 +86,11 @@ def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None) -> MemoryPl
     free: dict[int, list[int]] = {}
     live = fresh = 0
     for i, node in enumerate(graph.nodes):
-        dying = [v for v in dict.fromkeys(node.operands) if v in last and last[v] == i]
-        donors = list(dying) if get_op(node.op).fusion in (FusionKind.ELEMWISE, FusionKind.BROADCAST) else []
-        for r in (r for r in node.results if r in nbytes):
+        read_last = [v for v in dict.fromkeys(node.operands) if v in last and last[v] == i]
+        made = [r for r in node.results if r in nbytes]
+        dying = list(read_last)
+        donors = list(read_last) if get_op(node.op).fusion in (FusionKind.ELEMWISE, FusionKind.BROADCAST) else []
+        for r in made:
             size = size_class(nbytes[r])
             donor = next((v for v in donors if plan.buffers[plan.assignment[v]] == size), None)
             if donor is not None:  # in place: the result overwrites a dying operand
@@ -104,12 +106,11 @@ def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None) -> MemoryPl
             live += nbytes[r]
             if last[r] == -1:  # nothing reads it
                 dying.append(r)
-        fresh += sum(nbytes[r] for r in node.results if r in nbytes)
+        fresh += sum(nbytes[r] for r in made)
         plan.peak_live_bytes = max(plan.peak_live_bytes, live)
         plan.peak_fresh_bytes = max(plan.peak_fresh_bytes, fresh)
         plan.workspace_bytes = max(plan.workspace_bytes, _workspace(node, env))
-        freed = [v for v in dict.fromkeys(node.operands) if v in last and last[v] == i]
-        fresh -= sum(nbytes[v] for v in freed) + sum(nbytes[r] for r in node.results if r in nbytes and last[r] == -1)
+        fresh -= sum(nbytes[v] for v in (*read_last, *(r for r in made if last[r] == -1)))
         for v in dying:
             live -= nbytes[v]
             free.setdefault(plan.buffers[plan.assignment[v]], []).append(plan.assignment[v])
