@@ -74,7 +74,7 @@ def output_error(graph: Graph, weights: dict, compressed: shipei.Compiled, input
 def structure(model: str, dims: dict[str, int]) -> str:
     graph = shipei.parse(EXAMPLES / model)
     o3 = shipei.compile(graph, "torch", opt=3, freeze=True, pass_options={"dims": dims})
-    plan = o3.passes.options["memory_plan"]
+    plan = o3.passes.results.memory_plan
     groups = len(o3.ir.groups())
     return (f"| {model} | {len(graph.nodes)} | {len(o3.ir.nodes)} | {groups} | {plan.naive_bytes / 1024:,.0f} "
             f"| {plan.planned_bytes / 1024:,.0f} | {plan.ratio:.2f}x |")
@@ -88,7 +88,7 @@ def compression(model: str, dims: dict[str, int]) -> str:
                                weights=weights)
     pruned = shipei.compile(graph, "torch", passes=["prune"], freeze=True, weights=weights,
                             pass_options={"sparsity": 0.5})
-    sparse = sum(r.sparse_bytes - r.dense_bytes for r in pruned.passes.options["prune_report"].values())
+    sparse = sum(r.sparse_bytes - r.dense_bytes for r in pruned.passes.results.prune_report.values())
     q_err, q_top1 = output_error(graph, weights, quantized, inputs)
     p_err, p_top1 = output_error(graph, weights, pruned, inputs)
     full = stored_bytes(weights)

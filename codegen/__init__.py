@@ -7,21 +7,55 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from ..ir.errors import ShipeiError, did_you_mean
-from ..ir.graph import Graph
+from ..ir.graph import Graph, Node
+from ..ir.passes.context import TargetInfo
+from ..ir.passes.decompose import decompose, needs_decomposing
+from ..ir.passes.rewrite import clone
+from ..ir.registry import all_ops
+from ..ir.samples import build, samples
 from ..ir.types import DType
 from .module import GeneratedModule
 from .writer import Target
 
 TARGETS = ("torch", "jax", "tf", "mindspore")
+#: Targets registered besides the built-in ones (`register_target`): name -> module.
+_REGISTERED: dict[str, str] = {}
+
+
+def register_target(name: str, module: str) -> None:
+    """Add a target: `module` defines `TARGET` (a `Target`) and `emit(graph, source, **options)`.
+    It is not part of "all"; the built-in targets cannot be replaced."""
+    if name in TARGETS:
+        raise ShipeiError(f"target '{name}' is built in")
+    _REGISTERED[name] = module
+
+
+def _module(name: str) -> Any:
+    if name in TARGETS:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _REGISTERED:
+        return importlib.import_module(_REGISTERED[name])
+    raise ShipeiError(f"unknown target '{name}'", hint=f"targets are {', '.join(TARGETS)}")
 
 
 def get_target(name: str) -> Target:
-    if name not in TARGETS:
-        raise ShipeiError(f"unknown target '{name}'", hint=f"targets are {', '.join(TARGETS)}")
-    return importlib.import_module(f"{__name__}.{name}").TARGET
+    return _module(name).TARGET
+
+
+def target_info(name: str) -> TargetInfo:
+    """What the passes may know of target `name` (`PassContext.target`)."""
+    spec = get_target(name)
+    return TargetInfo(name, spec.layout, spec.int8_matmul, native(spec))
+
+
+def native(target: Target):
+    """Whether `target` lowers a node itself, at every dtype it reads and makes."""
+    return lambda node: all(target.supports(node.op, v.dtype) for v in (*node.operands, *node.results))
 
 
 def emit(graph: Graph, target: str, source: str = "<graph>", *, planned: bool = False,
@@ -30,14 +64,27 @@ def emit(graph: Graph, target: str, source: str = "<graph>", *, planned: bool = 
     `options` are the target's own (e.g. jax's `compute_dtype`, torch's `amp`). `planned` says
     the pipeline planned memory (-O3): an eager target then reuses dying buffers and keeps
     buffers between calls unless told not to (see `codegen.buffers`)."""
-    spec = get_target(target)
-    write = importlib.import_module(f"{__name__}.{target}").emit
+    module = _module(target)
+    spec, write = module.TARGET, module.emit
     _check_options(target, options, write)
     if spec.inplace and planned:
         options.setdefault("reuse_buffers", True)
     if spec.into and planned:
         options.setdefault("keep_buffers", True)
+    keep = _keeps(target, spec)
+    if needs_decomposing(graph, keep):  # composites the target has no kernel for
+        graph = clone(graph)
+        decompose(graph, keep)
     return write(graph, source, **options)
+
+
+def _keeps(target: str, spec: Target) -> Callable[[Node], bool]:
+    """Which composite nodes emission keeps whole: those the target lowers itself, and those it
+    cannot run even decomposed (its error then names the op the user wrote, not a primitive)."""
+    table = capabilities(target)
+    lowers = native(spec)
+    return lambda node: lowers(node) or not all(v.dtype in table.get(node.op, ()) for v in (*node.operands,
+                                                                                             *node.results))
 
 
 def _check_options(target: str, options: dict[str, Any], write: Any) -> None:
@@ -52,9 +99,33 @@ def _check_options(target: str, options: dict[str, Any], write: Any) -> None:
 
 
 def capabilities(target: str) -> dict[str, frozenset[DType]]:
-    """The op x dtype table a target lowers; the partitioner and tests read this."""
+    """The op x dtype table a target lowers, itself or through decompositions; the partitioner and
+    tests read this."""
+    return dict(_capabilities(target, frozenset(all_ops())))
+
+
+@cache
+def _capabilities(target: str, ops: frozenset[str]) -> dict[str, frozenset[DType]]:
     t = get_target(target)
-    return {op: frozenset(d for d in DType if t.supports(op, d)) for op in t.rules}
+    table = {op: frozenset(d for d in DType if t.supports(op, d)) for op in t.rules}
+    for op in ops:
+        if all_ops()[op].composite:
+            table[op] = table.get(op, frozenset()) | {d for d in DType if _decomposes(t, op, d)}
+    return {op: dtypes for op, dtypes in table.items() if dtypes}
 
 
-__all__ = ["TARGETS", "GeneratedModule", "capabilities", "emit", "get_target"]
+def _decomposes(t: Target, op: str, dtype: DType) -> bool:
+    """Whether every sample of `op` at `dtype`, decomposed to primitives, is lowered by `t`."""
+    graphs = []
+    for sample in samples(op):
+        try:
+            graphs.append(build(op, sample, dtype))
+        except ShipeiError:
+            return False
+    for graph in graphs:
+        decompose(graph)
+    return bool(graphs) and all(native(t)(node) for graph in graphs for node in graph.nodes)
+
+
+__all__ = ["TARGETS", "GeneratedModule", "capabilities", "emit", "get_target", "native", "register_target",
+           "target_info"]

@@ -32,7 +32,6 @@ from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
     Emit,
-    Namespace,
     Rule,
     Target,
     attention,
@@ -41,6 +40,7 @@ from .writer import (
     pads_last_dim_first,
     pair,
     param_path,
+    python_namespace,
 )
 
 MixedPrecision = Literal["fp16", "bf16"]
@@ -437,7 +437,7 @@ def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, note:
     for op, helper in _HELPERS.items():
         if any(n.op == op for n in graph.nodes):
             code(*helper.strip("\n").splitlines(), "", "")
-    attrs = Namespace(cell_attributes())
+    attrs = python_namespace(cell_attributes())
     names = module.names
     params = {p: attrs.fresh(_attr_hint(p)) for p in graph.params}
     constants: dict[Node, str] = {}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..ir.graph import Graph
 from ..ir.types import eval_dim
-from .writer import Code, Emit, Namespace, Target, inert_text, names_in, top_level_names
+from .writer import Code, Emit, Namespace, Target, inert_text, names_in, python_namespace, top_level_names
 
 #: Value that shape symbols take in a generated module's example inputs.
 EXAMPLE_DIM = 2
@@ -96,8 +96,8 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
     """Assemble a standalone module: `write_model` writes the model, using the shared body walk
     (where results go as `Emit.plan` decided; see `codegen.buffers`). User text reaches the module
     only as names from `ModuleNames`, repr'd literals, and `inert_text` in the docstring."""
-    names = Namespace(top_level_names(*target.fixed_code, _SKELETON) | target.defines | target.model_locals)
-    model = Namespace(names_in(*target.fixed_code, _SKELETON) | target.defines).fresh(graph.name)
+    names = python_namespace(top_level_names(*target.fixed_code, _SKELETON) | target.defines | target.model_locals)
+    model = python_namespace(names_in(*target.fixed_code, _SKELETON) | target.defines).fresh(graph.name)
     names.reserve(model)
     module_names = ModuleNames(names, model)
     code = Code()

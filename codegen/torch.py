@@ -40,7 +40,6 @@ from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
     Emit,
-    Namespace,
     Rule,
     Target,
     computed_in,
@@ -49,6 +48,7 @@ from .writer import (
     pair,
     param_path,
     py_literal,
+    python_namespace,
 )
 
 
@@ -442,22 +442,24 @@ def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = Fals
         raise ShipeiError("torch: compile='groups' compiles the fused groups, and this graph has none",
                           hint="fusion runs at -O3 (or with --passes ...,fuse) and may find nothing to "
                                "group; compile=True compiles the whole model")
-    return write_module(TARGET, graph, source, functools.partial(_write_model, options=options))
+    return write_module(TARGET, graph, source, functools.partial(write_model, options=options))
 
 
-def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, options: Options) -> None:
+def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, options: Options,
+                target: Target = TARGET) -> None:
+    """The model's class (and its hoisted groups) for `target`: torch's, or one built from its parts."""
     names = module.names
     constants: dict[Node, str] = {}
     amp = AMP_DTYPES.get(options.amp)
     compiles = ("each fused group is torch.compile'd" if options.compile == "groups"
                 else "True: load() wraps the model in torch.compile; 'groups': each fused group")
-    code(*_OPTIONS.format(amp=TARGET.dtypes[amp] if amp else None, tf32=options.tf32, compile=repr(options.compile),
+    code(*_OPTIONS.format(amp=target.dtypes[amp] if amp else None, tf32=options.tf32, compile=repr(options.compile),
                           compiles=compiles, channels_last=options.channels_last).splitlines(), "", "")
 
     def constant_ref(node: Node) -> str:
         return f"self.{constants[node]}"
 
-    e = Emit(TARGET, graph, names, lambda v: _path_expr(_torch_path(v)), constant_ref)
+    e = Emit(target, graph, names, lambda v: _path_expr(_torch_path(v)), constant_ref)
     model = Code()
     # Fused groups are functions at module level, before the class (which `model` holds meanwhile),
     # not defined anew by every call of forward; under compile=groups each is compiled.
@@ -471,7 +473,7 @@ def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, optio
 def _write_class(code: Code, graph: Graph, name: str, e: Emit, emit_body, amp: DType | None,
                  constants: dict[Node, str]) -> None:
     # Constants are buffers beside the user's layers and params, named clear of them.
-    attrs = Namespace(module_attributes() | {p.name.split(".")[0] for p in graph.params})
+    attrs = python_namespace(module_attributes() | {p.name.split(".")[0] for p in graph.params})
     with code.block(f"class {name}(torch.nn.Module):"):
         with code.block("def __init__(self):"):
             code("super().__init__()")

@@ -13,7 +13,7 @@ import ast
 import builtins
 import keyword
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,34 +22,16 @@ import numpy as np
 
 from ..ir.errors import ShipeiError, SourceLoc
 from ..ir.graph import Graph, Node, Value
+from ..ir.names import IDENTIFIER, Namespace
 from ..ir.region import Region, regions
 from ..ir.registry import AttrKind, get_op
 from ..ir.types import Dim, DType, Sym
 from .buffers import BufferPlan, like_operand, plan_buffers
 
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-
-class Namespace:
-    """Hands out legal, unique Python identifiers derived from hints (torch.fx's idea). A name
-    never shadows a keyword, a builtin or anything `reserved`."""
-
-    def __init__(self, reserved: set[str] | frozenset[str] = frozenset()):
-        self._used = set(reserved) | set(keyword.kwlist) | set(dir(builtins)) | {"self"}
-
-    def reserve(self, name: str) -> None:
-        self._used.add(name)
-
-    def fresh(self, hint: str) -> str:
-        base = re.sub(r"[^A-Za-z0-9_]", "_", hint) or "v"
-        if not IDENTIFIER.match(base):
-            base = "v_" + base
-        name, n = base, 0
-        while name in self._used:
-            n += 1
-            name = f"{base}_{n}"
-        self._used.add(name)
-        return name
+def python_namespace(reserved: Iterable[str] = ()) -> Namespace:
+    """A namespace for generated Python: no name shadows a keyword, a builtin, `self` or `reserved`."""
+    return Namespace({*reserved, *keyword.kwlist, *dir(builtins), "self"})
 
 
 class Code:
@@ -164,6 +146,10 @@ class Target:
     helpers: tuple[str, ...] = ()
     #: module-level names the target's model writer defines outside its fixed code (jax's `forward`).
     defines: frozenset[str] = frozenset()
+    #: the activation layout its convolutions prefer (the layout pass converts to it)
+    layout: str = "NCHW"
+    #: whether its code multiplies int8 weights itself (the quantize pass folds scales past matmuls)
+    int8_matmul: bool = False
 
     @property
     def fixed_code(self) -> tuple[str, ...]:
@@ -307,7 +293,7 @@ class Emit:
             expr = self.constant_ref(node) if node.op == "constant" else render(rule, self, node)
         finally:
             self.out = ""
-        names = [self.names.fresh(f"v{self._count + i}") for i in range(len(node.results))]
+        names = [self.names.fresh(v.hint or f"v{self._count + i}") for i, v in enumerate(node.results)]
         self._count += len(names)
         for value, name in zip(node.results, names):
             self.values[value] = name

@@ -1,9 +1,10 @@
 """The DSL's builtin functions: each binds its arguments by a declared signature, then builds ops.
 
-Most builtins are one registry op with its attributes renamed to what PyTorch users write
-(`softmax(x, axis=-1)`, `sum(x, axis, keepdim)`); the rest are small compositions (`flatten`,
-`reshape` with -1, `split` into equal sections). Compile-time functions (`range`, `len`,
-`require`) live here too.
+Most builtins are derived from the op registry (`OpDef.dsl`): one op, its operands positional,
+its attributes keywords with their defaults, renamed to what PyTorch users write (`sum(x, axis,
+keepdim)`). A few give an op DSL conveniences of their own (`reshape` with -1, `split` into equal
+sections, pooling's stride defaulting to its kernel, attention's scale to 1/sqrt(depth)) or are
+small compositions (`flatten`). Compile-time functions (`range`, `len`, `require`) live here too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from ..ir.graph import Builder, Value
+from ..ir.registry import OpDef, all_ops, coerce_attr
 from ..ir.types import Dim, DType, Sym, dim_floordiv, dim_product, normalize_axis
 from . import limits
 
@@ -32,24 +34,31 @@ class Builtin:
     body: Callable[..., Any]
 
     def bind(self, args: list[Any], kwargs: dict[str, Any], loc: SourceLoc | None) -> dict[str, Any]:
-        names = [n for n, _ in self.params]
-        if len(args) > len(names):
-            raise ShipeiError(f"{self.name}() takes {len(names)} arguments, got {len(args)}", loc,
-                              hint=f"{self.name}({', '.join(names)})")
-        bound = dict(zip(names, args))
-        for key, value in kwargs.items():
-            if key not in names:
-                raise ShipeiError(f"{self.name}() has no argument '{key}'", loc,
-                                  hint=did_you_mean(key, names, f"{self.name}({', '.join(names)})"))
-            if key in bound:
-                raise ShipeiError(f"{self.name}() got argument '{key}' twice", loc)
-            bound[key] = value
+        bound = bind_arguments(f"{self.name}()", [n for n, _ in self.params], args, kwargs, loc, "argument")
         for name, default in self.params:
             if name not in bound:
                 if default is _REQUIRED:
                     raise ShipeiError(f"{self.name}() is missing argument '{name}'", loc)
                 bound[name] = default
         return bound
+
+
+def bind_arguments(callee: str, names: list[str], args: list[Any], kwargs: dict[str, Any], loc: SourceLoc | None,
+                   what: str) -> dict[str, Any]:
+    """Python's binding of positional then keyword arguments to `names`, as errors that name the
+    `callee` (a builtin's or a layer's) and its parameter list: too many, unknown, given twice."""
+    if len(args) > len(names):
+        raise ShipeiError(f"{callee} takes {len(names)} arguments, got {len(args)}", loc,
+                          hint=f"{callee.removesuffix('()')}({', '.join(names)})")
+    bound = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise ShipeiError(f"{callee} has no {what} '{key}'", loc,
+                              hint=did_you_mean(key, names, f"{callee.removesuffix('()')}({', '.join(names)})"))
+        if key in bound:
+            raise ShipeiError(f"{callee} got {what} '{key}' twice", loc)
+        bound[key] = value
+    return bound
 
 
 class Context:
@@ -135,55 +144,59 @@ def describe(value: Any) -> str:
     return getattr(value, "describe", lambda: type(value).__name__)()
 
 
-BUILTINS: dict[str, Builtin] = {}
+#: Builtins that are not an op's derived spelling: compositions, compile-time functions, and ops
+#: with conveniences of their own. They take precedence over the derived ones (`builtins()`).
+SPECIAL: dict[str, Builtin] = {}
 
 
 def builtin(name: str, *params: str, **defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a builtin: positional names first (required), then keyword names with defaults."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        BUILTINS[name] = Builtin(name, tuple((p, _REQUIRED) for p in params) + tuple(defaults.items()), fn)
+        SPECIAL[name] = Builtin(name, tuple((p, _REQUIRED) for p in params) + tuple(defaults.items()), fn)
         return fn
 
     return register
 
 
-def _unary(op: str) -> None:
-    builtin(op, "x")(lambda c, x: c.op(op, c.tensor(x)))
+def builtins() -> dict[str, Builtin]:
+    """Every builtin: one per op the DSL writes as a call (from the registry, so an op registered
+    at any time has one), then the special ones."""
+    derived = {opdef.function: op_builtin(opdef) for opdef in all_ops().values() if opdef.function}
+    return derived | SPECIAL
 
 
-for _op in ("relu", "silu", "sigmoid", "tanh", "exp", "log", "sqrt", "rsqrt", "abs", "sin", "cos", "erf",
-            "floor", "logical_not"):
-    _unary(_op)
+def op_builtin(opdef: OpDef) -> Builtin:
+    """`opdef` as a builtin: its operands positional (a variadic one a list when it is the only
+    one, else optional), then its attributes as keywords named as `opdef.dsl` spells them."""
+    name, spelling = opdef.function, opdef.dsl
+    operands = [(o.lstrip("*"), None if o.startswith("*") and len(opdef.operands) > 1 else _REQUIRED)
+                for o in opdef.operands]
+    attrs = {spelling.keyword(a): a for a in opdef.attrs}
+    params = tuple(operands) + tuple((k, opdef.attrs[a].default if not opdef.attrs[a].required else _REQUIRED)
+                                     for k, a in attrs.items())
 
-for _op in ("maximum", "minimum", "pow", "matmul", "logical_and", "logical_or"):
-    builtin(_op, "a", "b")(lambda c, a, b, _op=_op: c.op(_op, *c.tensors(a, b)))
+    def body(c: Context, **bound: Any) -> Any:
+        values: list[Any] = []
+        for (o, _), spec in zip(operands, opdef.operands, strict=True):
+            given = bound[o]
+            if spec.startswith("*"):
+                if len(operands) == 1 and (not isinstance(given, (list, tuple)) or not given):
+                    raise c.error(f"{name}() takes a list of tensors as '{o}', got {describe(given)}")
+                values += [] if given is None else given if isinstance(given, (list, tuple)) else [given]
+            else:
+                values.append(given)
+        settings = {}
+        for keyword_name, attr in attrs.items():
+            value = bound[keyword_name]
+            if isinstance(value, Value):
+                raise c.error(f"{name}() argument '{keyword_name}' must be known at compile time, "
+                              f"got {describe(value)}")
+            settings[attr] = coerce_attr(f"{name}()", keyword_name, opdef.attrs[attr].kind, value, c.loc)
+        results = c.ops(opdef.name, *c.tensors(*values), **settings)
+        return results[0] if len(results) == 1 else tuple(results)
 
-
-@builtin("gelu", "x", approximate="none")
-def _gelu(c: Context, x, approximate):
-    return c.op("gelu", c.tensor(x), approximate=approximate)
-
-
-@builtin("softmax", "x", axis=-1)
-def _softmax(c: Context, x, axis):
-    return c.op("softmax", c.tensor(x), axis=axis)
-
-
-@builtin("log_softmax", "x", axis=-1)
-def _log_softmax(c: Context, x, axis):
-    return c.op("log_softmax", c.tensor(x), axis=axis)
-
-
-def _reduction(op: str) -> Callable[..., Value]:
-    def body(c: Context, x, axis, keepdim):
-        return c.op(op, c.tensor(x), axes=None if axis is None else c.ints(axis, "axis"), keepdims=keepdim)
-
-    return body
-
-
-for _name in ("sum", "mean", "max", "min"):
-    builtin(_name, "x", axis=None, keepdim=False)(_reduction(f"reduce_{_name}"))
+    return Builtin(name, params, body)
 
 
 @builtin("where", "cond", "x", "y")
@@ -199,11 +212,6 @@ def _cast(c: Context, x, dtype):
     return c.op("cast", c.tensor(x), dtype=dtype)
 
 
-@builtin("linear", "x", "weight", bias=None)
-def _linear(c: Context, x, weight, bias):
-    return c.op("linear", *c.tensors(x, weight), *([] if bias is None else [c.tensor(bias)]))
-
-
 @builtin("attention", "q", "k", "v", scale=None, causal=False)
 def _attention(c: Context, q, k, v, scale, causal):
     q, k, v = c.tensors(q, k, v)
@@ -213,12 +221,6 @@ def _attention(c: Context, q, k, v, scale, causal):
             raise c.error(f"attention() needs scale= when the depth of q {q.type} is not a number")
         scale = 1.0 / depth ** 0.5
     return c.op("attention", q, k, v, scale=scale, causal=causal)
-
-
-@builtin("conv2d", "x", "weight", stride=1, padding=0, dilation=1, groups=1)
-def _conv2d(c: Context, x, weight, stride, padding, dilation, groups):
-    return c.op("conv2d", *c.tensors(x, weight), stride=c.ints(stride, "stride"),
-                padding=c.ints(padding, "padding"), dilation=c.ints(dilation, "dilation"), groups=groups)
 
 
 def _pool(op: str, **extra: Any) -> Callable[..., Value]:
@@ -232,21 +234,6 @@ def _pool(op: str, **extra: Any) -> Callable[..., Value]:
 
 _pool("max_pool2d")
 _pool("avg_pool2d", count_include_pad=True)
-
-
-@builtin("layer_norm", "x", "weight", "bias", eps=1e-5)
-def _layer_norm(c: Context, x, weight, bias, eps):
-    return c.op("layer_norm", *c.tensors(x, weight, bias), eps=eps)
-
-
-@builtin("batch_norm", "x", "mean", "var", "weight", "bias", eps=1e-5)
-def _batch_norm(c: Context, x, mean, var, weight, bias, eps):
-    return c.op("batch_norm", *c.tensors(x, mean, var, weight, bias), eps=eps)
-
-
-@builtin("dropout", "x", p=0.5)
-def _dropout(c: Context, x, p):
-    return c.op("dropout", c.tensor(x), p=p)
 
 
 def resolve_shape(c: Context, x: Value, shape: tuple[Dim, ...]) -> tuple[Dim, ...]:
@@ -284,18 +271,6 @@ def _transpose(c: Context, x, perm):
     return c.op("transpose", x, perm=perm)
 
 
-@builtin("broadcast_to", "x", "shape")
-def _broadcast_to(c: Context, x, shape):
-    return c.op("broadcast_to", c.tensor(x), shape=c.dims(shape, "shape"))
-
-
-@builtin("concat", "xs", axis=0)
-def _concat(c: Context, xs, axis):
-    if not isinstance(xs, (list, tuple)) or not xs:
-        raise c.error(f"concat() takes a list of tensors, got {describe(xs)}")
-    return c.op("concat", *c.tensors(*xs), axis=axis)
-
-
 @builtin("split", "x", "sections", axis=0)
 def _split(c: Context, x, sections, axis):
     """`split(x, 3)` cuts into 3 equal parts; `split(x, [2, 5])` into parts of those sizes."""
@@ -308,11 +283,6 @@ def _split(c: Context, x, sections, axis):
     else:
         sizes = c.ints(sections, "sections")
     return tuple(c.ops("split", x, sizes=sizes, axis=axis))
-
-
-@builtin("pad", "x", "pads", value=0.0)
-def _pad(c: Context, x, pads, value):
-    return c.op("pad", c.tensor(x), pads=c.ints(pads, "pads"), value=value)
 
 
 @builtin("gather", "x", "indices", axis=0)
@@ -368,9 +338,10 @@ def tensor_attribute(c: Context, x: Value, name: str) -> Any:
         perm = list(range(x.type.rank))
         perm[-2], perm[-1] = perm[-1], perm[-2]
         return c.op("transpose", x, perm=tuple(perm))
-    if name in BUILTINS:
-        return BoundMethod(BUILTINS[name], x)
-    raise c.error(f"a tensor has no attribute '{name}'", hint=did_you_mean(name, ["shape", "dtype", "T", *BUILTINS]))
+    functions = builtins()
+    if name in functions:
+        return BoundMethod(functions[name], x)
+    raise c.error(f"a tensor has no attribute '{name}'", hint=did_you_mean(name, ["shape", "dtype", "T", *functions]))
 
 
 @dataclass(frozen=True)

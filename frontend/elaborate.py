@@ -20,9 +20,10 @@ from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from ..ir.graph import Builder, Graph, Init, Value
 from ..ir.init import check_init
 from ..ir.placement import Placement
+from ..ir.registry import all_ops
 from ..ir.types import Dim, DType, Sym, TensorType, dim_add, dim_floordiv, dim_mod, dim_mul, dim_neg, dim_sub
 from . import ast, limits
-from .builtins import BUILTINS, BoundMethod, Builtin, Context, describe, tensor_attribute
+from .builtins import BoundMethod, Builtin, Context, bind_arguments, builtins, describe, tensor_attribute
 from .signature import bind_signature, check_returns
 from .source import PRELUDE_FILE, Definitions
 
@@ -180,7 +181,7 @@ class Elaborator:
         self.b = Builder(graph)
         self.globals = Scope()
         self.globals.names.update(CONSTANTS)
-        self.globals.names.update(BUILTINS)
+        self.globals.names.update(builtins())
         self.globals.names.update({name: LayerRef(d) for name, d in defs.layers.items()})
         self.depth = 0  # nesting of expressions and layers being elaborated (limits.NESTING)
         self.iterations = 0  # of every static for loop so far (limits.Limits.loop)
@@ -227,18 +228,7 @@ class Elaborator:
                      loc: SourceLoc) -> Scope:
         """A layer's scope holding its compile-time arguments, checked against its declaration.
         Defaults may use earlier parameters: `d_ff: int = 4 * d_model`."""
-        names = [cp.name for cp in ldef.cparams]
-        if len(args) > len(names):
-            raise ShipeiError(f"{ldef.name} takes {len(names)} arguments, got {len(args)}", loc,
-                              hint=f"{ldef.name}({', '.join(names)})")
-        given = dict(zip(names, args))
-        for key, value in kwargs.items():
-            if key not in names:
-                raise ShipeiError(f"{ldef.name} has no parameter '{key}'", loc,
-                                  hint=did_you_mean(key, names, f"{ldef.name}({', '.join(names)})"))
-            if key in given:
-                raise ShipeiError(f"{ldef.name} got parameter '{key}' twice", loc)
-            given[key] = value
+        given = bind_arguments(ldef.name, [cp.name for cp in ldef.cparams], args, kwargs, loc, "parameter")
         scope = Scope(self.globals)
         for cp in ldef.cparams:
             if cp.name in given:
@@ -361,12 +351,12 @@ class Elaborator:
         if isinstance(stmt, ast.Assign):
             value = self.eval(stmt.value, scope)
             if len(stmt.targets) == 1:
-                scope.names[self.target_name(stmt.targets[0])] = value
+                self.assign(scope, stmt.targets[0], value)
                 return
             if not isinstance(value, tuple) or len(value) != len(stmt.targets):
                 raise ShipeiError(f"cannot unpack {describe(value)} into {len(stmt.targets)} names", stmt.loc)
             for target, v in zip(stmt.targets, value):
-                scope.names[self.target_name(target)] = v
+                self.assign(scope, target, v)
         elif isinstance(stmt, ast.Return):
             raise _Returned([self.eval(v, scope) for v in stmt.values], stmt.loc)
         elif isinstance(stmt, ast.For):
@@ -386,10 +376,13 @@ class Elaborator:
         else:
             raise ShipeiError("layer declarations belong in the layer body, not in forward", stmt.loc)
 
-    def target_name(self, target: Any) -> str:
+    def assign(self, scope: Scope, target: Any, value: Any) -> None:
+        """Bind a name; a computed value the source names first keeps that name as its hint."""
         if not isinstance(target, ast.Name):
             raise ShipeiError("only names can be assigned in forward", target.loc)
-        return target.id
+        scope.names[target.id] = value
+        if isinstance(value, Value) and value.producer is not None and value.hint is None:
+            value.hint = target.id
 
     def at(self, loc: SourceLoc, statement: bool = False) -> _At:
         """Set the location new nodes get: the user's statement, never a prelude line."""
@@ -481,9 +474,10 @@ class Elaborator:
             ctx = Context(self.b, expr.loc)
             if expr.op == "//":
                 return ctx.op("floor", ctx.op("div", *ctx.tensors(left, right)))
-            if expr.op not in TENSOR_BINOPS:
+            binops = tensor_operators(comparison=False)
+            if expr.op not in binops:
                 raise ShipeiError(f"operator '{expr.op}' is not defined on tensors", expr.loc)
-            return ctx.op(TENSOR_BINOPS[expr.op], *ctx.tensors(left, right))
+            return ctx.op(binops[expr.op], *ctx.tensors(left, right))
         return compile_time_binop(expr.op, left, right, expr.loc)
 
     def eval_UnaryOp(self, expr: ast.UnaryOp, scope: Scope) -> Any:
@@ -491,7 +485,7 @@ class Elaborator:
         if expr.op == "+":
             return value
         if isinstance(value, Value):
-            return self.b("neg", value)
+            return self.b(tensor_operators(comparison=False, arity=1)["-"], value)
         if isinstance(value, Sym):
             return dim_neg(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -502,7 +496,7 @@ class Elaborator:
         left, right = self.eval(expr.left, scope), self.eval(expr.right, scope)
         if isinstance(left, Value) or isinstance(right, Value):
             ctx = Context(self.b, expr.loc)
-            return ctx.op(COMPARE_OPS[expr.op], *ctx.tensors(left, right))
+            return ctx.op(tensor_operators(comparison=True)[expr.op], *ctx.tensors(left, right))
         if expr.op in ("==", "!="):
             return (left == right) == (expr.op == "==")
         if isinstance(left, Sym) or isinstance(right, Sym):
@@ -634,8 +628,13 @@ class Elaborator:
             raise ShipeiError(e.message, t.loc, e.hint) from None
 
 
-TENSOR_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul"}
-COMPARE_OPS = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+def tensor_operators(comparison: bool, arity: int = 2) -> dict[str, str]:
+    """Operator -> op, as the registry spells ops (`OpDef.dsl`): arithmetic or comparisons."""
+    return {opdef.dsl.operator: name for name, opdef in all_ops().items()
+            if opdef.dsl and opdef.dsl.operator and len(opdef.operands) == arity
+            and ("comparison" in opdef.traits) == comparison}
+
+
 DIM_OPS = {"+": dim_add, "-": dim_sub, "*": dim_mul, "//": dim_floordiv, "%": dim_mod}
 
 

@@ -15,26 +15,22 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
+from ..ir.names import Namespace
 from ..ir.registry import AttrKind, get_op
 from ..ir.types import Dim, DType, Sym, TensorType
-from .builtins import BUILTINS
+from .builtins import builtins
 from .elaborate import CONSTANTS
 from .parse import escape_name, is_python_name, keywords
 from .source import prelude
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-#: Ops that the DSL writes as an operator rather than a call.
-_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmul": "@",
-          "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-_REDUCTIONS = {"reduce_sum": "sum", "reduce_mean": "mean", "reduce_max": "max", "reduce_min": "min"}
 
 
 def unparse(graph: Graph) -> str:
@@ -92,26 +88,9 @@ def literal(value: Any) -> str:
     raise ShipeiError(f"{type(value).__name__} value {value!r} has no DSL literal")
 
 
-class _Names:
-    """Fresh DSL identifiers that shadow nothing the program uses."""
-
-    def __init__(self, taken: set[str]):
-        self.taken = set(taken)
-
-    def fresh(self, hint: str) -> str:
-        base = re.sub(r"[^A-Za-z0-9_]", "_", hint) or "v"
-        if not _NAME.match(base):
-            base = "v_" + base
-        name, n = base, 0
-        while name in self.taken:
-            n += 1
-            name = f"{base}_{n}"
-        self.taken.add(name)
-        return name
-
-
 def _reserved() -> set[str]:
-    return set(keywords()) | set(BUILTINS) | set(CONSTANTS) | {d.name for d in prelude().items if hasattr(d, "cparams")}
+    layers = {d.name for d in prelude().items if hasattr(d, "cparams")}
+    return set(keywords()) | set(builtins()) | set(CONSTANTS) | layers
 
 
 class _Unparser:
@@ -123,7 +102,7 @@ class _Unparser:
         clash = symbols & _reserved()
         if clash:
             raise ShipeiError(f"shape symbol '{sorted(clash)[0]}' is a DSL name and cannot be declared")
-        self.names = _Names(_reserved() | symbols)
+        self.names = Namespace(_reserved() | symbols)
         self.values: dict[Value, str] = {}
         self.count = 0
         self.layers: list[str] = []
@@ -185,7 +164,7 @@ class _Unparser:
             else:
                 items.append(f"{word} = {self.layer(sub, path + key)}()")
             if not path:
-                self.names.taken.add(key)
+                self.names.reserve(key)
         return items
 
     def layer(self, tree: dict[str, Any], path: str) -> str:
@@ -216,18 +195,28 @@ class _Unparser:
         return f"@on({node.placement}) {text}" if node.placement else text
 
     def expr(self, node: Node) -> str:
+        """The node as its op's DSL spelling (`OpDef.dsl`): an operator, indexing, or a call of its
+        builtin, its leading required attributes positional, the rest keywords (a variadic operand
+        alone is a list)."""
+        opdef = get_op(node.op)
         args = [self.ref(v) for v in node.operands]
-        special = _SPECIAL.get(node.op)
-        if special is not None:
-            return special(self, node, args)
-        if node.op in _INFIX:
-            return f"{args[0]} {_INFIX[node.op]} {args[1]}"
-        if node.op not in BUILTINS:
+        spelling = opdef.dsl
+        if spelling is None:
             raise ShipeiError(f"op '{node.op}' has no DSL spelling", node.loc)
-        specs = get_op(node.op).attrs
-        kwargs = [f"{k}={self.attr(specs[k].kind, v)}" for k, v in node.attrs.items()
-                  if not (v is None and specs[k].kind is AttrKind.OPT_INTS)]
-        return f"{node.op}({', '.join(args + kwargs)})"
+        if spelling.operator == "[]":
+            return self.slice_expr(node, args)
+        if spelling.operator:
+            return f"{args[0]} {spelling.operator} {args[1]}" if len(args) == 2 else f"{spelling.operator}{args[0]}"
+        if opdef.variadic and len(opdef.operands) == 1:
+            args = [f"[{', '.join(args)}]"]
+        positional = True  # required attributes are positional while they lead, as Python binds them
+        for k, v in node.attrs.items():
+            spec = opdef.attrs[k]
+            if not (v is None and spec.kind is AttrKind.OPT_INTS):
+                positional = positional and spec.required
+                text = self.attr(spec.kind, v)
+                args.append(text if positional else f"{spelling.keyword(k)}={text}")
+        return f"{opdef.function}({', '.join(args)})"
 
     def attr(self, kind: AttrKind, value: Any) -> str:
         if kind is AttrKind.DIMS:
@@ -242,21 +231,3 @@ class _Unparser:
             start, stop, step = slice(start, stop, step).indices(dim)
             items[axis % x.type.rank] = f"{start}:{stop}" + (f":{step}" if step != 1 else "")
         return f"{args[0]}[{', '.join(items)}]"
-
-
-def _reduce(u: _Unparser, node: Node, args: list[str]) -> str:
-    axes, keep = node.attrs["axes"], node.attrs["keepdims"]
-    parts = args + ([f"axis={literal(axes)}"] if axes is not None else []) + (["keepdim=true"] if keep else [])
-    return f"{_REDUCTIONS[node.op]}({', '.join(parts)})"
-
-
-_Special = Callable[[_Unparser, Node, list[str]], str]
-_SPECIAL: dict[str, _Special] = {
-    "neg": lambda u, n, a: f"-{a[0]}",
-    **{op: _reduce for op in _REDUCTIONS},
-    "concat": lambda u, n, a: f"concat([{', '.join(a)}], axis={n.attrs['axis']})",
-    "split": lambda u, n, a: f"split({a[0]}, {literal(n.attrs['sizes'])}, axis={n.attrs['axis']})",
-    "slice": _Unparser.slice_expr,
-    "iota": lambda u, n, a: f"arange({format_dim(n.attrs['length'])}, dtype={n.attrs['dtype']})",
-    "constant": lambda u, n, a: f"constant({literal(np.asarray(n.attrs['value']))}, {n.attrs['dtype']})",
-}

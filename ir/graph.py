@@ -39,13 +39,15 @@ class ParamInfo:
 
 @dataclass(eq=False)
 class Value:
-    """An SSA value. `producer` is None for graph inputs and params."""
+    """An SSA value. `producer` is None for graph inputs and params. `hint` is the name the source
+    gave a computed value (`h = relu(...)`): generated programs call it that, where they can."""
 
     type: TensorType
     name: str | None = None
     producer: Node | None = None
     index: int = 0
     param: ParamInfo | None = None
+    hint: str | None = None
 
     @property
     def dtype(self) -> DType:

@@ -1,8 +1,11 @@
 """The op registry: the single definition of every IR op.
 
-An `OpDef` holds an op's name, operand names, attribute schema with defaults, type rule, numpy
-reference and fusion kind (TVM's classification). The verifier, interpreter, printer/parser,
-passes, property-test generators and every target's lowering table look ops up here.
+An `OpDef` holds all that is known of an op: its name, operand names, attribute schema with
+defaults, type rule, numpy reference and fusion kind (TVM's classification); its cost and
+workspace; the input domain it needs for finite results; which axes it combines (so the batch
+may be split); how the DSL spells it; sample uses; and, for a composite op, its decomposition
+into simpler ones. The verifier, interpreter, printer/parser, passes, the frontend's builtins and
+unparser, the property-test generators and every target's lowering table look ops up here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from .errors import ShipeiError, SourceLoc
 from .types import Dim, DType, Sym, TensorType
 
 if TYPE_CHECKING:
-    from .graph import Value
+    from .graph import Builder, Node, Value
 
 
 class FusionKind(enum.IntEnum):
@@ -73,9 +76,48 @@ FlopRule = Callable[[list[tuple[int, ...]], list[tuple[int, ...]], dict[str, Any
 WorkspaceRule = Callable[[list[tuple[int, ...]], list[tuple[int, ...]], dict[str, Any]], int]
 
 
+#: Per operand, the axes whose elements the op combines (a reduction's axes, a contraction's);
+#: from the node and the batch symbol. Splitting the batch is safe where none of them is a batch axis.
+MixRule = Callable[["Node", str], list[tuple[int, ...]]]
+#: The op rebuilt from simpler ones: a builder, the operands and the complete attributes in, the
+#: results out. A target without a lowering of its own runs this (`ir.passes.decompose`).
+Decomposition = Callable[["Builder", list["Value"], dict[str, Any]], list["Value"]]
+#: What an operand must hold for a finite result: "positive", "nonnegative", "nonzero" or "small"
+#: (exp's: |x| small enough not to overflow in f16).
+DOMAINS = frozenset({"positive", "nonnegative", "nonzero", "small"})
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One use of an op, PyTorch OpInfo-style: operand shapes (the dtype is chosen per test),
+    attributes, and the operands that are indices (i64) or conditions (bool) rather than data."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    int_operands: tuple[int, ...] = ()
+    bool_operands: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How the DSL writes the op: a call of the builtin `function` (the op's name unless given)
+    taking the operands, then the attributes as keywords renamed by `keywords` (`sum(x, axis=1,
+    keepdim=true)` for reduce_sum's axes and keepdims), or the operator `operator` (`a + b`, `-x`,
+    and `x[...]` for indexing).
+    The frontend derives its builtins and the unparser its output from this."""
+
+    function: str | None = None
+    keywords: dict[str, str] = field(default_factory=dict)
+    operator: str | None = None
+
+    def keyword(self, attr: str) -> str:
+        return self.keywords.get(attr, attr)
+
+
 @dataclass(frozen=True)
 class OpDef:
-    """One op. `operands` are names; a trailing `*name` takes any number of operands."""
+    """One op. `operands` are names; a trailing `*name` takes any number of operands. `dsl` is None
+    for an op the DSL does not write (transfer)."""
 
     name: str
     operands: tuple[str, ...]
@@ -87,6 +129,28 @@ class OpDef:
     doc: str = ""
     flops: FlopRule | None = None  # None: as `ir.cost` counts by fusion kind
     workspace: WorkspaceRule | None = None  # None: nothing beyond operands and results
+    domains: dict[str, str] = field(default_factory=dict)  # operand name -> one of DOMAINS
+    mixes: MixRule | None = None  # None: nothing for elementwise and broadcast ops, else unknown
+    dsl: Spelling | None = field(default_factory=Spelling)
+    samples: tuple[Sample, ...] = ()  # () for an elementwise op: the generic unary or binary ones
+    decomposition: Decomposition | None = None
+
+    def __post_init__(self) -> None:
+        for operand, domain in self.domains.items():
+            if operand not in self.operands or domain not in DOMAINS:
+                raise ValueError(f"{self.name}: domain {operand}={domain!r} names no operand or no domain")
+
+    @property
+    def function(self) -> str | None:
+        """The DSL builtin that builds this op, if the DSL writes it as a call (an op spelled by
+        an operator is a call too where its spelling names a function: `pow`, `matmul`)."""
+        if self.dsl is None:
+            return None
+        return self.dsl.function if self.dsl.operator else self.dsl.function or self.name
+
+    @property
+    def composite(self) -> bool:
+        return self.decomposition is not None
 
     @property
     def variadic(self) -> bool:
@@ -204,14 +268,21 @@ def _load() -> None:
     from . import ops  # noqa: F401  (registers every op on first use)
 
 
+def unregister(name: str) -> None:
+    """Remove an op registered for a test (`shipei.testing`'s fixtures add ops and take them away)."""
+    _REGISTRY.pop(name, None)
+
+
 def op(name: str, operands: Sequence[str], fusion: FusionKind, type_rule: TypeRule,
        reference: Reference, attrs: dict[str, Attr] | None = None,
-       traits: Sequence[str] = (), doc: str = "", flops: FlopRule | None = None,
-       workspace: WorkspaceRule | None = None) -> OpDef:
+       traits: Sequence[str] = (), doc: str = "", *, flops: FlopRule | None = None,
+       workspace: WorkspaceRule | None = None, domains: dict[str, str] | None = None,
+       mixes: MixRule | None = None, dsl: Spelling | None = Spelling(), samples: Sequence[Sample] = (),
+       decomposition: Decomposition | None = None) -> OpDef:
     """Declare and register an op in one call; the ops modules are lists of these."""
-    return register(OpDef(name, tuple(operands), dict(attrs or {}), type_rule, reference,
-                          fusion, frozenset(traits), doc, flops, workspace))
+    return register(OpDef(name, tuple(operands), dict(attrs or {}), type_rule, reference, fusion, frozenset(traits),
+                          doc, flops, workspace, dict(domains or {}), mixes, dsl, tuple(samples), decomposition))
 
 
-__all__ = ["Attr", "AttrKind", "Dim", "FlopRule", "FusionKind", "OpDef", "WorkspaceRule", "all_ops", "get_op", "op",
-           "register"]
+__all__ = ["Attr", "AttrKind", "Decomposition", "Dim", "FlopRule", "FusionKind", "MixRule", "OpDef", "Sample",
+           "Spelling", "WorkspaceRule", "all_ops", "get_op", "op", "register", "unregister"]

@@ -1,86 +1,37 @@
-"""Sample uses of every op, PyTorch OpInfo-style: operand types and attributes that exercise
-broadcasting, attribute variants and edge values. The all-ops x all-targets test and the
-property-test generators read this table; an op without samples fails the coverage test.
+"""Sample uses of every op, PyTorch OpInfo-style, as its definition gives them (`OpDef.samples`):
+operand types and attributes that exercise broadcasting, attribute variants and edge values.
+The all-ops x all-targets test and the property-test generators read them; an op without samples
+fails the coverage test. Elementwise ops that give none get generic unary or binary shapes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from .graph import Builder, Graph
-from .ops.elementwise import DOMAINS
-from .registry import FusionKind, all_ops
+from .registry import FusionKind, Sample, all_ops, get_op
 from .types import DType, TensorType
 
-
-@dataclass(frozen=True)
-class Sample:
-    """One use of an op: operand types (dtype filled per test), attributes and input domain."""
-
-    shapes: tuple[tuple[int, ...], ...]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    int_operands: tuple[int, ...] = ()       # operands that are indices (i64), not data
-    bool_operands: tuple[int, ...] = ()      # operands that are conditions
+_UNARY = (Sample(((2, 3, 4),)), Sample(((5,),)))
+_BINARY = (Sample(((2, 3, 4), (3, 1))), Sample(((4, 1), (1, 5))))
 
 
-_UNARY = [Sample(((2, 3, 4),)), Sample(((5,),))]
-_BINARY = [Sample(((2, 3, 4), (3, 1))), Sample(((4, 1), (1, 5)))]
-
-SAMPLES: dict[str, list[Sample]] = {
-    "gelu": [Sample(((2, 3, 4),)), Sample(((6,),), {"approximate": "tanh"})],
-    "dropout": [Sample(((2, 3),), {"p": 0.1})],
-    "where": [Sample(((2, 3, 4), (3, 4), (2, 1, 4)), bool_operands=(0,))],
-    "cast": [Sample(((3, 4),), {"dtype": DType.f64}), Sample(((3, 4),), {"dtype": DType.i32}),
-             Sample(((3, 4),), {"dtype": DType.bool})],
-    "matmul": [Sample(((3, 4), (4, 5))), Sample(((2, 3, 4), (4, 6))), Sample(((2, 1, 3, 4), (5, 4, 2)))],
-    "linear": [Sample(((2, 3, 4), (5, 4), (5,))), Sample(((3, 4), (6, 4)))],
-    "attention": [Sample(((2, 3, 4), (2, 5, 4), (2, 5, 6)), {"scale": 0.5}),
-                  Sample(((1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8)), {"scale": 0.35, "causal": True}),
-                  Sample(((2, 5, 4), (2, 3, 4), (2, 3, 2)), {"scale": 0.5, "causal": True})],
-    "conv2d": [Sample(((2, 4, 7, 7), (6, 4, 3, 3))),
-               Sample(((1, 4, 8, 8), (6, 2, 3, 3)), {"stride": (2, 2), "padding": (1, 1), "dilation": (2, 2),
-                                                     "groups": 2})],
-    "max_pool2d": [Sample(((2, 3, 6, 6),), {"kernel": (2, 2), "stride": (2, 2)}),
-                   Sample(((1, 2, 7, 7),), {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)})],
-    "avg_pool2d": [Sample(((2, 3, 6, 6),), {"kernel": (2, 2), "stride": (2, 2)}),
-                   Sample(((1, 2, 7, 7),), {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1),
-                                            "count_include_pad": False})],
-    **{f"reduce_{r}": [Sample(((2, 3, 4),), {"axes": (1,)}), Sample(((2, 3, 4),), {"axes": (-1, 0), "keepdims": True}),
-                       Sample(((3, 4),), {"axes": None})] for r in ("sum", "mean", "max", "min")},
-    "softmax": [Sample(((2, 5),), {"axis": -1}), Sample(((2, 3, 4),), {"axis": 1})],
-    "log_softmax": [Sample(((2, 5),), {"axis": -1}), Sample(((2, 3, 4),), {"axis": 0})],
-    "layer_norm": [Sample(((2, 3, 8), (8,), (8,)), {"eps": 1e-5}), Sample(((2, 3, 4), (3, 4), (3, 4)))],
-    "batch_norm": [Sample(((2, 3, 4, 4), (3,), (3,), (3,), (3,))), Sample(((4, 3), (3,), (3,), (3,), (3,))),
-                   Sample(((2, 3, 5), (3,), (3,), (3,), (3,)))],
-    "reshape": [Sample(((2, 3, 4),), {"shape": (6, 4)}), Sample(((2, 6),), {"shape": (3, 2, 2)})],
-    "transpose": [Sample(((2, 3, 4),), {"perm": (2, 0, 1)}), Sample(((3, 4),), {"perm": (1, 0)})],
-    "broadcast_to": [Sample(((3, 1),), {"shape": (2, 3, 4)})],
-    "concat": [Sample(((2, 3), (2, 1), (2, 2)), {"axis": 1}), Sample(((1, 3), (2, 3)), {"axis": 0})],
-    "split": [Sample(((2, 6),), {"sizes": (1, 2, 3), "axis": 1}), Sample(((4, 3),), {"sizes": (2, 2), "axis": 0})],
-    "slice": [Sample(((5, 6),), {"axes": (0, 1), "starts": (1, -4), "stops": (4, 6), "steps": (1, 2)}),
-              Sample(((3, 4, 5),), {"axes": (2,), "starts": (0,), "stops": (2**62,), "steps": (3,)})],
-    "gather": [Sample(((5, 3), (4,)), {"axis": 0}, int_operands=(1,)),
-               Sample(((2, 5, 3), (2, 2)), {"axis": 1}, int_operands=(1,))],
-    "pad": [Sample(((2, 3),), {"pads": (1, 0, 2, 1), "value": 0.0}), Sample(((2, 2, 2),), {"pads": (0, 0, 1, 1, 0, 2),
-                                                                                       "value": -1.5})],
-    "constant": [Sample((), {"value": np.array([[1.5, -2.0], [0.25, 3.0]])}), Sample((), {"value": np.array(0.5)})],
-    "iota": [Sample((), {"length": 5})],
-    "transfer": [Sample(((2, 3),), {})],
-}
-
-
-def samples(op: str) -> list[Sample]:
-    """The samples for `op`; elementwise ops not listed get the generic unary/binary shapes."""
-    if op in SAMPLES:
-        return SAMPLES[op]
-    opdef = all_ops()[op]
+def samples(op: str) -> Sequence[Sample]:
+    """The samples for `op`; an elementwise op that gives none gets the generic unary/binary shapes."""
+    opdef = get_op(op)
+    if opdef.samples:
+        return opdef.samples
     if opdef.fusion in (FusionKind.ELEMWISE, FusionKind.BROADCAST):
-        return _BINARY if len(opdef.operands) == 2 else _UNARY if len(opdef.operands) == 1 else []
-    return []
+        return _BINARY if len(opdef.operands) == 2 else _UNARY if len(opdef.operands) == 1 else ()
+    return ()
+
+
+def operand_domains(op: str) -> dict[int, str]:
+    """Operand index -> the domain it must be drawn from (`OpDef.domains`)."""
+    opdef = get_op(op)
+    return {i: opdef.domains[name] for i, name in enumerate(opdef.operands) if name in opdef.domains}
 
 
 def dtypes_for(op: str) -> list[DType]:
@@ -114,7 +65,7 @@ def inputs(op: str, sample: Sample, graph: Graph, seed: int = 0) -> list[np.ndar
     """Inputs inside the op's domain: positive where log/sqrt need it, nonzero divisors, valid
     indices, and a few exact zeros and negatives elsewhere to exercise edges."""
     rng = np.random.default_rng(seed)
-    domain = DOMAINS.get(op, "")
+    domains = operand_domains(op)
     out = []
     for i, v in enumerate(graph.inputs):
         shape = tuple(int(d) for d in v.shape)
@@ -126,11 +77,12 @@ def inputs(op: str, sample: Sample, graph: Graph, seed: int = 0) -> list[np.ndar
             out.append(rng.random(shape) < 0.5)
             continue
         x = rng.uniform(-3, 3, shape)
-        if domain == "positive" or (domain == "positive-lhs" and i == 0):
+        domain = domains.get(i)
+        if domain == "positive":
             x = np.abs(x) + 0.1
         elif domain == "nonnegative":
             x = np.abs(x)
-        elif domain == "nonzero-rhs" and i == 1:
+        elif domain == "nonzero":
             x = np.sign(x + 1e-9) * (np.abs(x) + 0.5)
         elif x.size > 2:
             x.flat[0] = 0.0

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .codegen import GeneratedModule, emit
+from .codegen import GeneratedModule, emit, target_info
 from .codegen.module import weights_filename
 from .codegen.pipeline import pipeline_filename
 from .frontend import elaborate_file, elaborate_source
@@ -21,7 +21,8 @@ from .ir.graph import Graph
 from .ir.init import init_params
 from .ir.interpreter import Precision, interpret
 from .ir.parser import parse_ir
-from .ir.passes.manager import DEFAULT_OPT, PassContext, check_pass_options, run_passes, select_passes
+from .ir.passes.context import PassSettings
+from .ir.passes.manager import DEFAULT_OPT, PassContext, run_passes, select_passes
 from .ir.passes.rewrite import clone
 from .ir.pipeline import plan_pipeline
 from .ir.printer import print_graph
@@ -100,7 +101,7 @@ class Compiled:
     def estimate_memory(self, **dims: int) -> MemoryEstimate:
         """Weights, inputs, activations and workspace at these shape symbols (`B=64`), before loading:
         activations as this target's program holds them (see `MemoryEstimate`)."""
-        planned = self.passes is not None and "memory_plan" in self.passes.options
+        planned = self.passes is not None and self.passes.results.memory_plan is not None
         return estimate_memory(self.ir, dims, self.target, planned)
 
     def load(self, device: str = "auto", allow_fallback: bool = False, *, cast: bool = False,
@@ -123,8 +124,8 @@ def optimize(graph: Graph, opt: int = 2, *, passes: Sequence[str] | None = None,
     `shipei.ir.passes.manager`. With `context.partition` set, the partition pass runs too, before
     the passes that work per program (layout, fuse, plan-memory)."""
     ctx = context or PassContext()
-    check_pass_options(pass_options or {})
-    ctx.options.update(pass_options or {})
+    if pass_options is not None:
+        ctx.settings = PassSettings.parse(pass_options)
     names = select_passes(opt, passes, disable, ctx.frozen)
     if ctx.partition is not None and "partition" not in names:
         late = [i for i, name in enumerate(names) if name in ("layout", "fuse", "plan-memory")]
@@ -161,13 +162,14 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     ctx = context or PassContext()
     ctx.weights = dict(weights) if weights is not None else init_params(graph, seed)
     ctx.frozen = freeze
-    ctx.options = {"target": target, **ctx.options}
+    ctx.target = target_info(target)
     dims = dict((pass_options or {}).get("dims", {}))
     ctx.partition = partition_request(graph, target, device_map, dims, profile)
     graph = optimize(graph, opt, passes=passes, disable=disable, pass_options=pass_options, context=ctx)
     if ctx.partition is not None:
         return compile_pipeline(graph, ctx, _source_name(src), {target: options or {}})
-    module = emit(graph, target, _source_name(src), planned="memory_plan" in ctx.options, **dict(options or {}))
+    module = emit(graph, target, _source_name(src), planned=ctx.results.memory_plan is not None,
+                  **dict(options or {}))
     return Compiled(graph, target, module, ctx.weights, ctx)
 
 

@@ -144,9 +144,10 @@ def _dims(args: argparse.Namespace) -> dict[str, int]:
 
 def _compression(compiled: api.Compiled) -> list[str]:
     """What quantize and prune did, when they ran, in a line each, in the order they ran."""
-    summaries = {"quantize_report": quantize.summary, "prune_report": prune.summary}
-    reports = compiled.passes.options
-    return [summaries[key](report) for key, report in reports.items() if key in summaries and report]
+    results = compiled.passes.results
+    reports = {"quantize": (quantize.summary, results.quantize_report), "prune": (prune.summary, results.prune_report)}
+    ran = dict.fromkeys(t.name for t in compiled.passes.timings)
+    return [summary(report) for summary, report in (reports[name] for name in ran if name in reports) if report]
 
 
 def cmd_ir(args: argparse.Namespace) -> int:
@@ -161,10 +162,11 @@ def cmd_ir(args: argparse.Namespace) -> int:
                                               _dims(args), _profile(args.costs))
         graph = api.optimize(graph, args.opt, passes=passes, disable=args.disable_pass,
                              pass_options=_pass_options(args), context=ctx)
-        if ctx.partition_report is not None:
-            print(f"// placed: {ctx.partition_report.summary(graph, _dims(args))}")
+        report = ctx.results.partition_report
+        if report is not None:
+            print(f"// placed: {report.summary(graph, _dims(args))}")
             if args.placement:
-                notes = {n: d.reason for n, d in ctx.partition_report.decisions.items()}
+                notes = {n: d.reason for n, d in report.decisions.items()}
     print(print_graph(graph, locs=args.locs, notes=notes), end="")
     return 0
 
@@ -402,7 +404,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     for stage in compiled.plan.stages:
         print(f"  stage {stage.index}  {str(stage.placement):<16} {len(stage.graph.nodes):4d} nodes  "
               f"{', '.join(stage.modules) or '-'}")
-    report, dims = compiled.passes.partition_report, _dims(args)
+    report, dims = compiled.passes.results.partition_report, _dims(args)
     for path, draw in ((args.svg, draw_svg), (args.html, draw_html)):
         if path:
             Path(path).write_text(draw(compiled.ir, report, dims), encoding="utf-8")

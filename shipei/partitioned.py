@@ -98,7 +98,7 @@ class CompiledPipeline:
 
     def summary(self, dims: Mapping[str, int] | None = None) -> str:
         """`41/44 nodes torch:cpu, 3 jax:cpu, 3 stages, 2 transfers, 64.0 KiB, zero-copy`."""
-        return self.passes.partition_report.summary(self.ir, dims)
+        return self.passes.results.partition_report.summary(self.ir, dims)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the driver, each stage's program and weights, and the partitioned IR; returns the
@@ -141,7 +141,7 @@ def compile_pipeline(graph: Graph, ctx: PassContext, source: str, options: Mappi
     """Each stage of the partitioned `graph` through its target's generator (`options` per target),
     and the driver."""
     plan = plan_pipeline(graph)
-    planned = "memory_plan" in ctx.options
+    planned = ctx.results.memory_plan is not None
     modules = [emit(s.graph, s.placement.target, source, planned=planned, **dict(options.get(s.placement.target, {})))
                for s in plan.stages]
     return CompiledPipeline(graph, plan, write_pipeline(graph, plan, modules, source), ctx.weights, ctx)

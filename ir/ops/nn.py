@@ -8,9 +8,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ShipeiError
-from ..registry import Attr, AttrKind, FusionKind, op
+from ..registry import Attr, AttrKind, FusionKind, Sample, Spelling, op
 from ..types import TensorType, broadcast_shapes, dim_mod, dim_mul
-from .rules import FLOATS, NUMERIC, check_dtype, same_dtype
+from .rules import FLOATS, NUMERIC, check_dtype, same_dtype, scalar
 
 
 def _matmul_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -32,7 +32,9 @@ def _matmul_flops(operands: list, results: list, attrs: dict) -> float:
 
 
 op("matmul", ["lhs", "rhs"], FusionKind.OUT_FUSABLE, _matmul_rule, np.matmul, flops=_matmul_flops,
-   doc="numpy.matmul on rank >= 2 operands; batch dims broadcast.")
+   doc="numpy.matmul on rank >= 2 operands; batch dims broadcast.", dsl=Spelling(function="matmul", operator="@"),
+   mixes=lambda node, batch: [(node.operands[0].type.rank - 1,), (node.operands[1].type.rank - 2,)],
+   samples=[Sample(((3, 4), (4, 5))), Sample(((2, 3, 4), (4, 6))), Sample(((2, 1, 3, 4), (5, 4, 2)))])
 
 
 def _pair(v: tuple[int, ...], name: str) -> tuple[int, int]:
@@ -98,7 +100,11 @@ def _conv2d_flops(operands: list, results: list, attrs: dict) -> float:
 
 
 op("conv2d", ["x", "weight"], FusionKind.OUT_FUSABLE, _conv2d_rule, _conv2d, attrs=_CONV_ATTRS, flops=_conv2d_flops,
-   doc="NCHW input, OIHW weight (PyTorch layout); bias is a separate add.")
+   doc="NCHW input, OIHW weight (PyTorch layout); bias is a separate add.",
+   mixes=lambda node, batch: [(1, 2, 3), (0, 1, 2, 3)],
+   samples=[Sample(((2, 4, 7, 7), (6, 4, 3, 3))),
+            Sample(((1, 4, 8, 8), (6, 2, 3, 3)),
+                   {"stride": (2, 2), "padding": (1, 1), "dilation": (2, 2), "groups": 2})])
 
 
 def _pool_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -141,9 +147,19 @@ def _pool_flops(operands: list, results: list, attrs: dict) -> float:
     return float(math.prod(results[0]) * math.prod(_pair(attrs["kernel"], "kernel")))
 
 
-op("max_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _max_pool2d, attrs=dict(_POOL_ATTRS), flops=_pool_flops)
+def _pool_mixes(node, batch: str) -> list[tuple[int, ...]]:
+    return [(2, 3)]
+
+
+op("max_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _max_pool2d, attrs=dict(_POOL_ATTRS), flops=_pool_flops,
+   mixes=_pool_mixes,
+   samples=[Sample(((2, 3, 6, 6),), {"kernel": (2, 2), "stride": (2, 2)}),
+            Sample(((1, 2, 7, 7),), {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)})])
 op("avg_pool2d", ["x"], FusionKind.OUT_FUSABLE, _pool_rule, _avg_pool2d, flops=_pool_flops,
-   attrs={**_POOL_ATTRS, "count_include_pad": Attr(AttrKind.BOOL, True)})
+   attrs={**_POOL_ATTRS, "count_include_pad": Attr(AttrKind.BOOL, True)}, mixes=_pool_mixes,
+   samples=[Sample(((2, 3, 6, 6),), {"kernel": (2, 2), "stride": (2, 2)}),
+            Sample(((1, 2, 7, 7),), {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1),
+                                     "count_include_pad": False})])
 
 
 def _linear_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -169,8 +185,16 @@ def _linear_flops(operands: list, results: list, attrs: dict) -> float:
     return (2.0 * operands[1][1] + (len(operands) > 2)) * math.prod(results[0])
 
 
+def _linear_decomposition(b, operands, attrs):
+    x, w, *bias = operands
+    y = b("matmul", x, b("transpose", w, perm=(1, 0)))
+    return [b("add", y, bias[0]) if bias else y]
+
+
 op("linear", ["x", "weight", "*bias"], FusionKind.OUT_FUSABLE, _linear_rule, _linear, flops=_linear_flops,
-   doc="x @ weight.T (+ bias): torch.nn.functional.linear, weight [out, in].")
+   doc="x @ weight.T (+ bias): torch.nn.functional.linear, weight [out, in].", decomposition=_linear_decomposition,
+   mixes=lambda node, batch: [(node.operands[0].type.rank - 1,), (0, 1), (0,)][:len(node.operands)],
+   samples=[Sample(((2, 3, 4), (5, 4), (5,))), Sample(((3, 4), (6, 4)))])
 
 
 def _attention_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -210,7 +234,28 @@ def _attention_workspace(operands: list, results: list, attrs: dict) -> int:
     return math.prod(q[:-2]) * q[-2] * k[-2]
 
 
+def _attention_mixes(node, batch: str) -> list[tuple[int, ...]]:
+    """q mixes its depth axis; k and v their key axis (and k its depth)."""
+    rank = node.operands[0].type.rank
+    return [(rank - 1,), (rank - 2, rank - 1), (rank - 2,)]
+
+
+def _attention_decomposition(b, operands, attrs):
+    """The reference's steps: scaled scores, keys after the query masked with -inf, softmax, @ v."""
+    q, k, v = operands
+    perm = (*range(k.type.rank - 2), k.type.rank - 1, k.type.rank - 2)
+    scores = b("mul", b("matmul", q, b("transpose", k, perm=perm)), scalar(b, attrs["scale"], q))
+    if attrs["causal"]:
+        length, source = q.shape[-2], k.shape[-2]
+        later = b("gt", b("iota", length=source), b("reshape", b("iota", length=length), shape=(length, 1)))
+        scores = b("where", later, scalar(b, -np.inf, q), scores)
+    return [b("matmul", b("softmax", scores, axis=-1), v)]
+
+
 op("attention", ["q", "k", "v"], FusionKind.OPAQUE, _attention_rule, _attention, flops=_attention_flops,
-   workspace=_attention_workspace,
+   workspace=_attention_workspace, mixes=_attention_mixes, decomposition=_attention_decomposition,
+   samples=[Sample(((2, 3, 4), (2, 5, 4), (2, 5, 6)), {"scale": 0.5}),
+            Sample(((1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 8)), {"scale": 0.35, "causal": True}),
+            Sample(((2, 5, 4), (2, 3, 4), (2, 3, 2)), {"scale": 0.5, "causal": True})],
    attrs={"scale": Attr(AttrKind.FLOAT), "causal": Attr(AttrKind.BOOL, False)},
    doc="softmax(q @ k^T * scale, masking key j > query i when causal) @ v: scaled dot-product attention.")

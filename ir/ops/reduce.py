@@ -5,9 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShipeiError
-from ..registry import Attr, AttrKind, FusionKind, op
+from ..registry import Attr, AttrKind, FusionKind, Sample, Spelling, op
 from ..types import TensorType, normalize_axis
-from .rules import FLOATS, NUMERIC, check_dtype, per_element, reduce_shape, same_dtype
+from .rules import (
+    FLOATS,
+    NUMERIC,
+    check_dtype,
+    mixes_axes_attr,
+    mixes_axis_attr,
+    per_element,
+    reduce_shape,
+    same_dtype,
+    scalar,
+)
 
 _AXES = {"axes": Attr(AttrKind.OPT_INTS, None), "keepdims": Attr(AttrKind.BOOL, False)}
 
@@ -29,7 +39,11 @@ def _reducer(fn):
 
 for _name, _fn, _allowed in [("reduce_sum", np.sum, NUMERIC), ("reduce_mean", np.mean, FLOATS),
                              ("reduce_max", np.max, NUMERIC), ("reduce_min", np.min, NUMERIC)]:
-    op(_name, ["x"], FusionKind.REDUCTION, _reduce_rule(_allowed), _reducer(_fn), attrs=dict(_AXES))
+    op(_name, ["x"], FusionKind.REDUCTION, _reduce_rule(_allowed), _reducer(_fn), attrs=dict(_AXES),
+       mixes=mixes_axes_attr, dsl=Spelling(function=_name.removeprefix("reduce_"),
+                                           keywords={"axes": "axis", "keepdims": "keepdim"}),
+       samples=[Sample(((2, 3, 4),), {"axes": (1,)}), Sample(((2, 3, 4),), {"axes": (-1, 0), "keepdims": True}),
+                Sample(((3, 4),), {"axes": None})])
 
 
 def _axis_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -48,11 +62,28 @@ def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
+def _shifted(b, x, axis: int):
+    """x less its maximum along `axis`: exp of it cannot overflow."""
+    return b("sub", x, b("reduce_max", x, axes=(axis,), keepdims=True))
+
+
+def _softmax_decomposition(b, operands, attrs):
+    e = b("exp", _shifted(b, operands[0], attrs["axis"]))
+    return [b("div", e, b("reduce_sum", e, axes=(attrs["axis"],), keepdims=True))]
+
+
+def _log_softmax_decomposition(b, operands, attrs):
+    shifted = _shifted(b, operands[0], attrs["axis"])
+    return [b("sub", shifted, b("log", b("reduce_sum", b("exp", shifted), axes=(attrs["axis"],), keepdims=True)))]
+
+
 # max, subtract, exp, sum, divide (log_softmax: log and subtract instead of the divide)
 op("softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _softmax, attrs={"axis": Attr(AttrKind.INT, -1)},
-   flops=per_element(5))
+   flops=per_element(5), mixes=mixes_axis_attr, decomposition=_softmax_decomposition,
+   samples=[Sample(((2, 5),), {"axis": -1}), Sample(((2, 3, 4),), {"axis": 1})])
 op("log_softmax", ["x"], FusionKind.OPAQUE, _axis_rule, _log_softmax, attrs={"axis": Attr(AttrKind.INT, -1)},
-   flops=per_element(6))
+   flops=per_element(6), mixes=mixes_axis_attr, decomposition=_log_softmax_decomposition,
+   samples=[Sample(((2, 5),), {"axis": -1}), Sample(((2, 3, 4),), {"axis": 0})])
 
 
 def _check_eps(attrs: dict) -> None:
@@ -77,9 +108,22 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.n
     return (x - mean) / np.sqrt(var + eps) * w + b
 
 
+def _layer_norm_decomposition(b, operands, attrs):
+    x, w, bias = operands
+    axes = tuple(range(x.type.rank - w.type.rank, x.type.rank))
+    centered = b("sub", x, b("reduce_mean", x, axes=axes, keepdims=True))
+    var = b("reduce_mean", b("mul", centered, centered), axes=axes, keepdims=True)
+    normalized = b("div", centered, b("sqrt", b("add", var, scalar(b, attrs["eps"], x))))
+    return [b("add", b("mul", normalized, w), bias)]
+
+
 # mean, subtract, square, mean, then normalize, scale and shift
 op("layer_norm", ["x", "weight", "bias"], FusionKind.OPAQUE, _layer_norm_rule, _layer_norm, flops=per_element(8),
-   attrs={"eps": Attr(AttrKind.FLOAT, 1e-5)}, doc="Normalizes over the trailing dims that weight covers.")
+   attrs={"eps": Attr(AttrKind.FLOAT, 1e-5)}, doc="Normalizes over the trailing dims that weight covers.",
+   decomposition=_layer_norm_decomposition,
+   mixes=lambda node, batch: [tuple(range(node.operands[0].type.rank - node.operands[1].type.rank,
+                                          node.operands[0].type.rank)), (), ()],
+   samples=[Sample(((2, 3, 8), (8,), (8,)), {"eps": 1e-5}), Sample(((2, 3, 4), (3, 4), (3, 4)))])
 
 
 def _batch_norm_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -98,5 +142,16 @@ def _batch_norm(x, mean, var, w, b, eps: float) -> np.ndarray:
     return (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * w.reshape(shape) + b.reshape(shape)
 
 
+def _batch_norm_decomposition(b, operands, attrs):
+    x, mean, var, w, bias = operands
+    channels = (1, x.shape[1]) + (1,) * (x.type.rank - 2)  # [C] statistics against axis 1
+    mean, var, w, bias = (b("reshape", v, shape=channels) for v in (mean, var, w, bias))
+    normalized = b("div", b("sub", x, mean), b("sqrt", b("add", var, scalar(b, attrs["eps"], x))))
+    return [b("add", b("mul", normalized, w), bias)]
+
+
 op("batch_norm", ["x", "mean", "var", "weight", "bias"], FusionKind.BROADCAST, _batch_norm_rule, _batch_norm,
-   attrs={"eps": Attr(AttrKind.FLOAT, 1e-5)}, doc="Inference form: running statistics, channel axis 1.")
+   attrs={"eps": Attr(AttrKind.FLOAT, 1e-5)}, doc="Inference form: running statistics, channel axis 1.",
+   domains={"var": "positive"}, decomposition=_batch_norm_decomposition,
+   samples=[Sample(((2, 3, 4, 4), (3,), (3,), (3,), (3,))), Sample(((4, 3), (3,), (3,), (3,), (3,))),
+            Sample(((2, 3, 5), (3,), (3,), (3,), (3,)))])

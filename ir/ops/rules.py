@@ -1,13 +1,18 @@
-"""Type-rule helpers shared by the op definitions."""
+"""Helpers shared by the op definitions: type rules, FLOP rules and batch-mixing rules."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..errors import ShipeiError
-from ..types import DType, TensorType, broadcast_shapes, normalize_axis
+from ..types import DType, Sym, TensorType, broadcast_shapes, normalize_axis
+
+if TYPE_CHECKING:
+    from ..graph import Builder, Node, Value
 
 FLOATS = frozenset(d for d in DType if d.is_float)
 NUMERIC = frozenset(d for d in DType if d is not DType.bool)
@@ -62,3 +67,33 @@ def reduce_shape(t: TensorType, axes: tuple[int, ...] | None, keepdims: bool) ->
 def per_element(flops: float):
     """A FLOP rule of `flops` per element of the first operand."""
     return lambda operands, results, attrs: flops * math.prod(operands[0])
+
+
+def normalized(axes: Iterable[int] | None, rank: int) -> tuple[int, ...]:
+    """Axes in [0, rank); None is every axis."""
+    return tuple(range(rank)) if axes is None else tuple(normalize_axis(a, rank) for a in axes)
+
+
+def batch_axes(value: Value, batch: str) -> tuple[int, ...]:
+    """Axes of `value` whose dim is exactly the batch symbol."""
+    return tuple(i for i, d in enumerate(value.shape) if isinstance(d, Sym) and str(d) == batch)
+
+
+def mixes_nothing(node: Node, batch: str) -> list[tuple[int, ...]]:
+    """The mix rule of an op that moves or creates elements without combining them."""
+    return [() for _ in node.operands]
+
+
+def mixes_axes_attr(node: Node, batch: str) -> list[tuple[int, ...]]:
+    """A reduction over its `axes` attribute (None: all)."""
+    return [normalized(node.attrs["axes"], node.operands[0].type.rank)]
+
+
+def mixes_axis_attr(node: Node, batch: str) -> list[tuple[int, ...]]:
+    """An op along its one `axis` attribute (softmax, concat): every operand along it."""
+    return [normalized((node.attrs["axis"],), v.type.rank) for v in node.operands]
+
+
+def scalar(b: Builder, value: float, like: Value) -> Value:
+    """A rank-0 constant of `like`'s dtype, for decompositions: broadcasting does the rest."""
+    return b("constant", value=np.asarray(value, dtype=like.dtype.numpy), dtype=like.dtype)

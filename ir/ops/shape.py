@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShipeiError
-from ..registry import Attr, AttrKind, FusionKind, op
+from ..registry import Attr, AttrKind, FusionKind, Sample, Spelling, op
 from ..types import DType, TensorType, broadcast_shapes, dim_add, dim_product, format_dim, normalize_axis
-from .rules import INTS, NUMERIC, check_dtype, same_dtype
+from .rules import INTS, NUMERIC, batch_axes, check_dtype, mixes_axis_attr, mixes_nothing, same_dtype
 
 
 def _fmt(shape) -> str:
@@ -21,8 +21,15 @@ def _reshape_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
     return [x.with_shape(shape)]
 
 
+def _reshape_mixes(node, batch: str) -> list[tuple[int, ...]]:
+    """A row-major reshape keeps rows apart only when the batch is the leading dim on both sides."""
+    before, after = batch_axes(node.operands[0], batch), batch_axes(node.result, batch)
+    return [() if before == after == (0,) or not before else tuple(range(node.operands[0].type.rank))]
+
+
 op("reshape", ["x"], FusionKind.INJECTIVE, _reshape_rule, lambda x, shape: x.reshape(shape),
-   attrs={"shape": Attr(AttrKind.DIMS)})
+   attrs={"shape": Attr(AttrKind.DIMS)}, mixes=_reshape_mixes,
+   samples=[Sample(((2, 3, 4),), {"shape": (6, 4)}), Sample(((2, 6),), {"shape": (3, 2, 2)})])
 
 
 def _transpose_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -33,7 +40,8 @@ def _transpose_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
 
 
 op("transpose", ["x"], FusionKind.INJECTIVE, _transpose_rule, lambda x, perm: np.transpose(x, perm),
-   attrs={"perm": Attr(AttrKind.INTS)})
+   attrs={"perm": Attr(AttrKind.INTS)}, mixes=mixes_nothing,
+   samples=[Sample(((2, 3, 4),), {"perm": (2, 0, 1)}), Sample(((3, 4),), {"perm": (1, 0)})])
 
 
 def _broadcast_to_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -44,7 +52,8 @@ def _broadcast_to_rule(types: list[TensorType], attrs: dict) -> list[TensorType]
 
 
 op("broadcast_to", ["x"], FusionKind.BROADCAST, _broadcast_to_rule,
-   lambda x, shape: np.broadcast_to(x, shape).copy(), attrs={"shape": Attr(AttrKind.DIMS)})
+   lambda x, shape: np.broadcast_to(x, shape).copy(), attrs={"shape": Attr(AttrKind.DIMS)},
+   samples=[Sample(((3, 1),), {"shape": (2, 3, 4)})])
 
 
 def _concat_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -64,7 +73,8 @@ def _concat_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
 
 
 op("concat", ["*xs"], FusionKind.INJECTIVE, _concat_rule, lambda *xs, axis: np.concatenate(xs, axis=axis),
-   attrs={"axis": Attr(AttrKind.INT, 0)})
+   attrs={"axis": Attr(AttrKind.INT, 0)}, mixes=mixes_axis_attr,
+   samples=[Sample(((2, 3), (2, 1), (2, 2)), {"axis": 1}), Sample(((1, 3), (2, 3)), {"axis": 0})])
 
 
 def _split_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -80,7 +90,9 @@ def _split(x: np.ndarray, sizes, axis: int) -> tuple[np.ndarray, ...]:
 
 
 op("split", ["x"], FusionKind.INJECTIVE, _split_rule, _split,
-   attrs={"sizes": Attr(AttrKind.INTS), "axis": Attr(AttrKind.INT, 0)})
+   attrs={"sizes": Attr(AttrKind.INTS), "axis": Attr(AttrKind.INT, 0)}, mixes=mixes_nothing,
+   dsl=Spelling(keywords={"sizes": "sections"}),
+   samples=[Sample(((2, 6),), {"sizes": (1, 2, 3), "axis": 1}), Sample(((4, 3),), {"sizes": (2, 2), "axis": 0})])
 
 
 def _slice_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -111,7 +123,10 @@ def _slice(x: np.ndarray, axes, starts, stops, steps) -> np.ndarray:
 _BIG = 2**62  # stands for "to the end", so a slice's stop is always an int
 op("slice", ["x"], FusionKind.INJECTIVE, _slice_rule, _slice,
    attrs={"axes": Attr(AttrKind.INTS), "starts": Attr(AttrKind.INTS), "stops": Attr(AttrKind.INTS),
-          "steps": Attr(AttrKind.INTS)}, doc=f"Python slicing per axis; a stop of {_BIG} means the end.")
+          "steps": Attr(AttrKind.INTS)}, doc=f"Python slicing per axis; a stop of {_BIG} means the end.",
+   mixes=mixes_nothing, dsl=Spelling(operator="[]"),
+   samples=[Sample(((5, 6),), {"axes": (0, 1), "starts": (1, -4), "stops": (4, 6), "steps": (1, 2)}),
+            Sample(((3, 4, 5),), {"axes": (2,), "starts": (0,), "stops": (_BIG,), "steps": (3,)})])
 
 
 def _gather_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -128,7 +143,9 @@ def _gather(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
 
 
 op("gather", ["x", "indices"], FusionKind.INJECTIVE, _gather_rule, _gather, attrs={"axis": Attr(AttrKind.INT, 0)},
-   doc="numpy.take with indices in [0, n): embedding lookup is gather along axis 0.")
+   doc="numpy.take with indices in [0, n): embedding lookup is gather along axis 0.", mixes=mixes_nothing,
+   samples=[Sample(((5, 3), (4,)), {"axis": 0}, int_operands=(1,)),
+            Sample(((2, 5, 3), (2, 2)), {"axis": 1}, int_operands=(1,))])
 
 
 def _pad_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -144,8 +161,15 @@ def _pad(x: np.ndarray, pads, value: float) -> np.ndarray:
     return np.pad(x, np.reshape(np.asarray(pads, dtype=np.int64), (x.ndim, 2)), constant_values=value)
 
 
+def _pad_mixes(node, batch: str) -> list[tuple[int, ...]]:
+    pads = node.attrs["pads"]
+    return [tuple(i for i in range(node.operands[0].type.rank) if pads[2 * i] or pads[2 * i + 1])]
+
+
 op("pad", ["x"], FusionKind.INJECTIVE, _pad_rule, _pad,
-   attrs={"pads": Attr(AttrKind.INTS), "value": Attr(AttrKind.FLOAT, 0.0)})
+   attrs={"pads": Attr(AttrKind.INTS), "value": Attr(AttrKind.FLOAT, 0.0)}, mixes=_pad_mixes,
+   samples=[Sample(((2, 3),), {"pads": (1, 0, 2, 1), "value": 0.0}),
+            Sample(((2, 2, 2),), {"pads": (0, 0, 1, 1, 0, 2), "value": -1.5})])
 
 
 def _constant_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
@@ -154,11 +178,12 @@ def _constant_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
 
 op("constant", [], FusionKind.INJECTIVE, _constant_rule,
    lambda value, dtype: np.asarray(value, dtype=dtype.numpy),
-   attrs={"value": Attr(AttrKind.ARRAY), "dtype": Attr(AttrKind.DTYPE)})
+   attrs={"value": Attr(AttrKind.ARRAY), "dtype": Attr(AttrKind.DTYPE)}, mixes=mixes_nothing,
+   samples=[Sample((), {"value": np.array([[1.5, -2.0], [0.25, 3.0]])}), Sample((), {"value": np.array(0.5)})])
 
 
 op("transfer", ["x"], FusionKind.OPAQUE, lambda types, attrs: [types[0]], lambda x: x, traits=("transfer",),
-   flops=lambda operands, results, attrs: 0.0,
+   flops=lambda operands, results, attrs: 0.0, mixes=mixes_nothing, dsl=None, samples=[Sample(((2, 3),))],
    doc="x, handed from its producer's placement to this node's: where one pipeline stage feeds another.")
 
 
@@ -169,5 +194,6 @@ def _iota_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
 
 op("iota", [], FusionKind.INJECTIVE, _iota_rule, lambda length, dtype: np.arange(length, dtype=dtype.numpy),
    attrs={"length": Attr(AttrKind.DIM), "dtype": Attr(AttrKind.DTYPE, DType.i64)},
-   doc="0, 1, ..., length-1; length may be symbolic.")
+   doc="0, 1, ..., length-1; length may be symbolic.", mixes=mixes_nothing,
+   dsl=Spelling(function="arange", keywords={"length": "n"}), samples=[Sample((), {"length": 5})])
 

@@ -3,7 +3,7 @@
 The result is computed exactly as the reference interpreter computes it at declared precision
 (f16/bf16 in f32, rounded to the result dtype), so folding never changes what the spec says.
 `iota` of a static length folds too. Big constants are kept in check: a fold whose results hold
-more than `ctx.options["fold_limit"]` elements (default 1024) and more than its constant operands
+more than `ctx.settings.fold_limit` elements (default 1024) and more than its constant operands
 together is skipped, so `broadcast_to(0.0, [4096, 4096])` stays one op instead of 64 MB of
 literal in the generated program. The folded-away operands are left for `dce`.
 """
@@ -11,20 +11,15 @@ literal in the generated program. The folded-away operands are left for `dce`.
 from __future__ import annotations
 
 from ..graph import Graph, Node, Value
-from .manager import Pass, PassContext, PassOption
+from .manager import Pass, PassContext
 from .rewrite import Rewriter, constant_value, evaluate, rewrite
-
-DEFAULT_LIMIT = 1024
 
 
 class FoldConstants(Pass):
     name = "fold-constants"
-    options = {
-        "fold_limit": PassOption(int, f"most elements a fold may add to its operands' (default {DEFAULT_LIMIT})"),
-    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        limit = int(ctx.options.get("fold_limit", DEFAULT_LIMIT))
+        limit = ctx.settings.fold_limit
 
         def rule(rw: Rewriter, node: Node) -> list[Value] | None:
             if node.op == "constant":

@@ -5,7 +5,7 @@ constants (Linear's `transpose(weight)`, a `reshape(bias, [C, 1, 1])`, a dequant
 evaluated at compile time where a computation that depends on the inputs reads it. The value
 becomes a new param named after the weight it came from and the last op
 (`fc1.weight` -> `fc1.weight_transpose`), not a constant: a weight is data in the weights file,
-never a literal in generated code. Only values of at most `ctx.options["freeze_inline"]`
+never a literal in generated code. Only values of at most `ctx.settings.freeze_inline`
 elements (default 1: scalars) become constants, which targets write inline; tiny params become
 constants too. A value with more bytes than the stored weights it comes from (a broadcast of a
 weight, an int8 weight dequantized to f32) is left to run, so freezing never grows the model.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Node, Value
-from .manager import Pass, PassContext, PassOption
+from .manager import Pass, PassContext
 from .rewrite import (
     Rewriter,
     add_weight,
@@ -36,8 +36,6 @@ from .rewrite import (
     replace_uses,
     rewrite,
 )
-
-DEFAULT_INLINE = 1
 
 
 class _Static:
@@ -76,15 +74,12 @@ class _Static:
 class Freeze(Pass):
     name = "freeze"
     frozen_only = True
-    options = {
-        "freeze_inline": PassOption(int, f"most elements of a frozen value inlined (default {DEFAULT_INLINE})"),
-    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         weights = frozen_weights(ctx)
         if weights is None:
             return graph
-        inline = int(ctx.options.get("freeze_inline", DEFAULT_INLINE))
+        inline = ctx.settings.freeze_inline
         static = _Static(graph, weights)
         readers = {v for n in graph.nodes if n.results[:1] and n.results[0] not in static.leaves
                    for v in n.operands} | set(graph.outputs)

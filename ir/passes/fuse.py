@@ -11,7 +11,7 @@ fusion kind (the registry's `FusionKind`) allows, as in TVM's FuseOps:
 - complex-out-fusable ops start a group; opaque ops (softmax, layer_norm) stay alone;
 - constants are never grouped: every target holds them outside the computation.
 
-A group holds at most one complex-out-fusable op and at most `ctx.options["max_group_size"]`
+A group holds at most one complex-out-fusable op and at most `ctx.settings.max_group_size`
 nodes (default 32), all of one placement (a group is one function of one program). Joining is
 refused when it would make a cycle between regions (a path that leaves the group and comes
 back). Groups of one node are left ungrouped. Finally the nodes are reordered, stably, so that
@@ -24,9 +24,7 @@ import heapq
 
 from ..graph import Graph, Node
 from ..registry import FusionKind, get_op
-from .manager import Pass, PassContext, PassOption
-
-DEFAULT_MAX_GROUP = 32
+from .manager import Pass, PassContext
 
 ELEMENTWISE = (FusionKind.ELEMWISE, FusionKind.BROADCAST)
 
@@ -95,12 +93,9 @@ class _Groups:
 
 class Fuse(Pass):
     name = "fuse"
-    options = {
-        "max_group_size": PassOption(int, f"the most nodes in one fused group (default {DEFAULT_MAX_GROUP})"),
-    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        limit = int(ctx.options.get("max_group_size", DEFAULT_MAX_GROUP))
+        limit = ctx.settings.max_group_size
         nodes = graph.nodes
         groups = _Groups(nodes)
         for i, node in enumerate(nodes):

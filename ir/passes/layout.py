@@ -17,8 +17,8 @@ at the edges only. An f32/f64 batch_norm of an NHWC activation becomes a multipl
 per-channel scale and shift, which broadcast along NHWC's last axis; broadcast_to carries a shape
 and f16/bf16 batch norm computes in f32, so transposes stop there.
 
-The layout comes from `ctx.options["layout"]` ("NCHW" or "NHWC"), else from the target in
-`ctx.options["target"]` by `PREFERRED`. XLA targets (jax, tf) choose physical layouts themselves
+The layout comes from `ctx.settings.layout` ("NCHW" or "NHWC"), else from the target's preference
+(`ctx.target.layout`). XLA targets (jax, tf) choose physical layouts themselves
 and torch's channels-last is a memory format (`emit(..., channels_last=True)`), not transposes,
 so no target asks for it yet: it stays NCHW unless asked.
 """
@@ -31,15 +31,12 @@ from ..errors import ShipeiError
 from ..graph import Graph, Node, Value
 from ..registry import FusionKind, get_op
 from ..types import DType
-from .manager import Pass, PassContext, PassOption
+from .manager import Pass, PassContext
 from .rewrite import Rewriter, rewrite
 from .simplify import RULES as SIMPLIFY_RULES
 
 TO_NHWC = (0, 2, 3, 1)
 TO_NCHW = (0, 3, 1, 2)
-
-#: Target -> the layout its convolutions prefer; targets not listed keep NCHW.
-PREFERRED: dict[str, str] = {}
 
 #: Ops whose operand 0 and result are NCHW activations.
 CHANNELS_FIRST = frozenset({"conv2d", "max_pool2d", "avg_pool2d"})
@@ -114,7 +111,7 @@ def _batch_norm(rw: Rewriter, node: Node) -> list[Value] | None:
 
 
 def layout_for(ctx: PassContext) -> str:
-    layout = ctx.options.get("layout") or PREFERRED.get(str(ctx.options.get("target")), "NCHW")
+    layout = ctx.settings.layout or (ctx.target.layout if ctx.target else "NCHW")
     if layout not in ("NCHW", "NHWC"):
         raise ShipeiError(f"unknown layout '{layout}'", hint="layouts are NCHW and NHWC")
     return str(layout)
@@ -122,9 +119,6 @@ def layout_for(ctx: PassContext) -> str:
 
 class Layout(Pass):
     name = "layout"
-    options = {
-        "layout": PassOption(str, "NCHW or NHWC (default: the target's preference)"),
-    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         if layout_for(ctx) == "NCHW" or not any(n.op in CHANNELS_FIRST for n in graph.nodes):

@@ -1,27 +1,21 @@
 """The pass manager: named passes, explicit pipelines, verification, timing and IR dumps.
 
 Passes are registered lazily by CLI name (`fold-constants` -> `FoldConstants` in
-`fold_constants.py`) and run in a `PassContext`, TVM-style: the context carries the options
-(verify after every pass, print after a pass, time passes) and the weights for passes that
-rewrite them (folding BatchNorm, quantization, pruning), which apply only when weights are frozen.
+`fold_constants.py`) and run in a `PassContext` (`context.py`), TVM-style: the context carries the
+typed settings, the target, what to print or time, and the weights for passes that rewrite them
+(folding BatchNorm, quantization, pruning), which apply only when weights are frozen.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, TextIO
-
-import numpy as np
+from collections.abc import Sequence
+from typing import ClassVar
 
 from ..errors import ShipeiError, did_you_mean
 from ..graph import Graph
-
-if TYPE_CHECKING:
-    from .partition import PartitionReport, PartitionRequest
+from .context import PassContext, PassTiming
 
 #: CLI name -> (module in ir/passes, class name).
 PASSES: dict[str, tuple[str, str]] = {
@@ -35,6 +29,7 @@ PASSES: dict[str, tuple[str, str]] = {
     "freeze": ("freeze", "Freeze"),
     "layout": ("layout", "Layout"),
     "fuse": ("fuse", "Fuse"),
+    "decompose": ("decompose", "Decompose"),
     "plan-memory": ("plan_memory", "PlanMemory"),
     "quantize": ("quantize", "Quantize"),
     "prune": ("prune", "Prune"),
@@ -60,31 +55,11 @@ PIPELINES: dict[int, list[str]] = {0: [], 1: _O1, 2: _O2, 3: _O3}
 DEFAULT_OPT = 2
 
 
-@dataclass(frozen=True)
-class PassOption:
-    """A setting a pass reads from `PassContext.options`, which the user may give."""
-
-    kind: type  # int, float, bool, str or dict
-    help: str
-
-    @property
-    def described(self) -> str:
-        return {int: "an int", float: "a float", bool: "true or false", str: "a string"}.get(self.kind, "a mapping")
-
-    def accepts(self, value: object) -> bool:
-        if self.kind is float:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-        if self.kind is int:
-            return isinstance(value, int) and not isinstance(value, bool)
-        return isinstance(value, self.kind)
-
-
 class Pass:
-    """A rewrite of the graph, by name. `options` are the settings it reads; a `frozen_only` pass
-    rewrites weights, so it does nothing unless the user froze them."""
+    """A rewrite of the graph, by name; the settings it reads are `PassSettings` fields. A
+    `frozen_only` pass rewrites weights, so it does nothing unless the user froze them."""
 
     name: ClassVar[str]
-    options: ClassVar[Mapping[str, PassOption]] = {}
     frozen_only: ClassVar[bool] = False
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
@@ -103,20 +78,6 @@ def get_pass(name: str) -> Pass:
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
 
 
-def check_pass_options(options: Mapping[str, object]) -> None:
-    """Refuse a setting no pass reads, or of the wrong kind: a typo must not be ignored."""
-    if not options:
-        return  # spares importing every pass
-    known = {key: (p.name, option) for p in map(get_pass, PASSES) for key, option in p.options.items()}
-    for key, value in options.items():
-        if key not in known:
-            raise _unknown("pass option", key, list(known))
-        owner, option = known[key]
-        if not option.accepts(value):
-            raise ShipeiError(f"pass option '{key}' expects {option.described}, got {value!r}",
-                              hint=f"{owner} reads {key}: {option.help}")
-
-
 def select_passes(opt: int, passes: Sequence[str] | None, disabled: Sequence[str], frozen: bool) -> list[str]:
     """The `-O{opt}` pipeline, or the `passes` named; less `disabled`. Naming a pass that rewrites
     weights when they are not frozen is an error, as it would silently do nothing."""
@@ -130,33 +91,6 @@ def select_passes(opt: int, passes: Sequence[str] | None, disabled: Sequence[str
             raise ShipeiError(f"pass '{name}' rewrites the weights, which are not frozen, so it would do nothing",
                               hint="add --freeze (freeze=True in shipei.compile) to make them part of the program")
     return names
-
-
-@dataclass
-class PassTiming:
-    name: str
-    seconds: float
-    nodes_before: int
-    nodes_after: int
-
-
-@dataclass
-class PassContext:
-    """Options for one pipeline run, and the weights that weight-rewriting passes may change."""
-
-    weights: dict[str, np.ndarray] | None = None
-    frozen: bool = False
-    verify: bool = True
-    print_after: set[str] | None = None      # names, or {"all"}
-    time_passes: bool = False
-    out: TextIO = field(default_factory=lambda: sys.stderr)
-    timings: list[PassTiming] = field(default_factory=list)
-    options: dict[str, object] = field(default_factory=dict)
-    partition: PartitionRequest | None = None  # what the partition pass chooses among
-    partition_report: PartitionReport | None = None  # what it chose, and why
-
-    def wants_print(self, name: str) -> bool:
-        return bool(self.print_after) and ("all" in self.print_after or name in self.print_after)
 
 
 def pipeline(opt: int, disabled: Sequence[str] = ()) -> list[str]:

@@ -18,7 +18,7 @@ Hugging Face accelerate spells it, and the cost model's figures. Then:
    where dependencies allow. Each maximal run of one placement is a stage (`ir.region`).
 
 The decisions and why each was made (hint, device map, capability, cost) are in
-`PassContext.partition_report`.
+`PassContext.results.partition_report`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class Partition(Pass):
         _drop_transfers(graph)  # partitioned before: placed again, the placements kept as hints
         problem = _Problem(graph, request)
         assignment = problem.solve()
-        ctx.partition_report = _apply(graph, problem, assignment)
+        ctx.results.partition_report = _apply(graph, problem, assignment)
         return graph
 
 

@@ -7,13 +7,13 @@ its size class, else a new one, and its buffer is freed after its last reader. A
 broadcast op may write into a dying operand's buffer (in place). Size classes are four per power
 of two (`size_class`), as caching allocators round.
 
-The plan is recorded in `ctx.options["memory_plan"]` as a `MemoryPlan`: naive bytes (every value
+The plan is recorded in `ctx.results.memory_plan` as a `MemoryPlan`: naive bytes (every value
 in its own buffer of its size class, none freed), planned bytes (the buffers the plan allocates)
 and the live-bytes peak (exact sizes: a lower bound for any plan), the live peak of a program that
 allocates every result anew and frees it after its last reader (an eager framework without the
 plan: no result written over an operand), and the most workspace an op
 holds while it runs (`OpDef.workspace`: attention's scores), which one scratch buffer serves.
-Shapes need values for their symbols: `ctx.options["dims"]` (e.g. `{"B": 8, "T": 64}`); a symbol
+Shapes need values for their symbols: `ctx.settings.dims` (e.g. `{"B": 8, "T": 64}`); a symbol
 not given there is 1. `plan_memory(graph, dims)` gives the same plan outside a pipeline, e.g. for
 the runtime to estimate memory at a batch size.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..graph import Graph, Node, Value
 from ..registry import FusionKind, get_op
 from ..types import eval_dim
-from .manager import Pass, PassContext, PassOption
+from .manager import Pass, PassContext
 from .rewrite import elements
 
 
@@ -130,10 +130,7 @@ def _workspace(node: Node, env: Mapping[str, int]) -> int:
 
 class PlanMemory(Pass):
     name = "plan-memory"
-    options = {
-        "dims": PassOption(dict, "the shape symbols' values to plan at, e.g. {'B': 8} (others are 1)"),
-    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        ctx.options["memory_plan"] = plan_memory(graph, ctx.options.get("dims"))  # type: ignore[arg-type]
+        ctx.results.memory_plan = plan_memory(graph, ctx.settings.dims)
         return graph

@@ -1,15 +1,15 @@
 """prune: magnitude pruning of layer weights, unstructured or structured, by a sparsity knob.
 
 For each layer weight (`layer_weights`: matmul and conv weights) with at least
-`ctx.options["prune_min_elements"]` elements (default 1024), a fraction `ctx.options["sparsity"]`
+`ctx.settings.prune_min_elements` elements (default 1024), a fraction `ctx.settings.sparsity`
 (default 0.5) is set to zero:
 
 - unstructured (the default): the individual weights of least magnitude;
-- structured (`ctx.options["structured"]`): whole output channels of least L2 norm, so a target
+- structured (`ctx.settings.structured`): whole output channels of least L2 norm, so a target
   or a later pass can drop them (a conv filter, a Linear row).
 
 The graph keeps its shape; the weights change in place (frozen weights only). Per weight,
-`ctx.options["prune_report"]` records the zeros and the stored size of a sparse encoding: a bitmap
+`ctx.results.prune_report` records the zeros and the stored size of a sparse encoding: a bitmap
 of nonzeros plus their values (unstructured), or the kept channels plus a channel bitmap
 (structured), against the dense size; `summary` says it in one line.
 """
@@ -23,11 +23,8 @@ import numpy as np
 
 from ..errors import ShipeiError
 from ..graph import Graph
-from .manager import Pass, PassContext, PassOption
+from .manager import Pass, PassContext
 from .rewrite import frozen_weights, layer_weights
-
-DEFAULT_SPARSITY = 0.5
-DEFAULT_MIN_ELEMENTS = 1024
 
 
 @dataclass(frozen=True)
@@ -77,22 +74,17 @@ def sparse_bytes(w: np.ndarray, axis: int | None) -> int:
 class Prune(Pass):
     name = "prune"
     frozen_only = True
-    options = {
-        "sparsity": PassOption(float, f"fraction of weights (or channels) set to zero (default {DEFAULT_SPARSITY})"),
-        "structured": PassOption(bool, "prune whole output channels instead of single weights (default false)"),
-        "prune_min_elements": PassOption(int, f"fewest elements of a weight to prune (default {DEFAULT_MIN_ELEMENTS})"),
-    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         weights = frozen_weights(ctx)
         if weights is None:
             return graph
-        sparsity = float(ctx.options.get("sparsity", DEFAULT_SPARSITY))
+        sparsity = ctx.settings.sparsity
         if not 0.0 <= sparsity <= 1.0:
             raise ShipeiError(f"sparsity must be between 0 and 1, got {sparsity}")
-        structured = bool(ctx.options.get("structured", False))
-        limit = int(ctx.options.get("prune_min_elements", DEFAULT_MIN_ELEMENTS))
-        report = ctx.options.setdefault("prune_report", {})
+        structured = ctx.settings.structured
+        limit = ctx.settings.prune_min_elements
+        report = ctx.results.prune_report
         for p, axis in layer_weights(graph).items():
             w = np.asarray(weights[p.name])
             if w.size < limit:

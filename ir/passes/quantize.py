@@ -1,7 +1,7 @@
 """quantize: post-training int8 weight quantization, per output channel, symmetric.
 
 Each layer weight (`layer_weights`: matmul and conv weights, and gathered embedding tables, one
-scale per row) with at least `ctx.options["quantize_min_elements"]` elements (default 1024),
+scale per row) with at least `ctx.settings.quantize_min_elements` elements (default 1024),
 and at least two per channel so that it shrinks (which also leaves a gathered scale alone and
 keeps the pass idempotent), becomes `q = round(w / s)` in [-127, 127] with `s = max|w| / 127`
 per output channel, and its readers read the dequantized `cast(q, f32) * s` instead (a gather
@@ -14,11 +14,11 @@ dequantizes only the rows it reads):
 
 The IR has no i8 dtype yet, so `q` is typed i32 and stored as int8 (the weights file holds int8,
 a quarter of f32; a target widens it when it loads it). Where the target multiplies int8
-directly (`INT8_MATMUL`, or `ctx.options["int8_matmul"]`), the scale of a matmul weight is folded
+directly (`ctx.target.int8_matmul`, or `ctx.settings.int8_matmul`), the scale of a matmul weight is folded
 past the matmul instead: `matmul(x, cast(q)) * s[N]`, the form an int8 GEMM with a float rescale
 computes. CPU targets keep the dequantize before the matmul. Frozen weights only; run it last
 (freeze leaves the dequantize alone: folding it would grow the model). Per weight,
-`ctx.options["quantize_report"]` records its relative error and its bytes before and after;
+`ctx.results.quantize_report` records its relative error and its bytes before and after;
 `summary` says it in one line.
 """
 
@@ -31,13 +31,8 @@ import numpy as np
 
 from ..graph import Graph, Node, Value
 from ..types import DType
-from .manager import Pass, PassContext, PassOption
+from .manager import Pass, PassContext
 from .rewrite import Rewriter, add_weight, drop_unused_params, frozen_weights, layer_weights, rewrite
-
-DEFAULT_MIN_ELEMENTS = 1024
-
-#: Targets whose generated code multiplies int8 weights directly (none of the four yet).
-INT8_MATMUL: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -77,19 +72,16 @@ def _scales_rows(scale: Value, table: Value, axis: int) -> bool:
 class Quantize(Pass):
     name = "quantize"
     frozen_only = True
-    options = {
-        "quantize_min_elements": PassOption(
-            int, f"fewest elements of a weight to quantize (default {DEFAULT_MIN_ELEMENTS})"),
-        "int8_matmul": PassOption(bool, "fold scales past the matmul, as for int8 GEMMs (default: the target's)"),
-    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         weights = frozen_weights(ctx)
         if weights is None:
             return graph
-        limit = int(ctx.options.get("quantize_min_elements", DEFAULT_MIN_ELEMENTS))
-        int8_matmul = bool(ctx.options.get("int8_matmul", str(ctx.options.get("target")) in INT8_MATMUL))
-        report = ctx.options.setdefault("quantize_report", {})
+        limit = ctx.settings.quantize_min_elements
+        int8_matmul = ctx.settings.int8_matmul
+        if int8_matmul is None:
+            int8_matmul = bool(ctx.target and ctx.target.int8_matmul)
+        report = ctx.results.quantize_report
         chosen: dict[Value, tuple[Value, Value]] = {}
         for p, axis in layer_weights(graph, tables=True).items():
             w = np.asarray(weights[p.name])

@@ -88,6 +88,8 @@ def rewrite(graph: Graph, rule: Rule) -> bool:
             if old.type != new.type:
                 raise AssertionError(f"{node.op}: a rewrite replaced {old.type} by {new.type}")
             rw.subst[old] = new
+            if new.hint is None and new.producer is not None:
+                new.hint = old.hint  # the source's name for what the new value computes
         rw.changed = True
     graph.nodes = rw.nodes
     graph.outputs = [rw.get(v) for v in graph.outputs]
@@ -114,7 +116,7 @@ def clone(graph: Graph) -> Graph:
     for node in graph.nodes:
         copy = Node(node.op, [values[v] for v in node.operands], dict(node.attrs), loc=node.loc,
                     placement=node.placement, group=node.group, module=node.module)
-        copy.results = [Value(r.type, producer=copy, index=i) for i, r in enumerate(node.results)]
+        copy.results = [Value(r.type, producer=copy, index=i, hint=r.hint) for i, r in enumerate(node.results)]
         values.update(zip(node.results, copy.results))
         out.nodes.append(copy)
     out.outputs = [values[v] for v in graph.outputs]

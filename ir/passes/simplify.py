@@ -7,7 +7,7 @@ when the replacement has exactly the node's type, so an identity never drops a b
 broadcast or cast to what the operand already is, a slice or pad that keeps everything, a
 one-piece concat or split, a reduction over size-1 axes with keepdims: the operand itself.
 `where` with equal branches or a constant condition picks its branch; `dropout` is the identity
-at inference (kept when `ctx.options["training"]`). An operand of a broadcasting op that is
+at inference (kept when `ctx.settings.training`). An operand of a broadcasting op that is
 `broadcast_to(x)` reads `x` when broadcasting gives the same result (broadcasts of scalars).
 
 `x + 0` -> `x` keeps a `-0.0` that `-0.0 + 0.0` would have made `0.0`: numerically equal, and
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..graph import Graph, Node, Value
 from ..registry import FusionKind, get_op
-from .manager import Pass, PassContext, PassOption
+from .manager import Pass, PassContext
 from .rewrite import Rewriter, Rule, infers_same, is_splat_of, rewrite, splat
 
 
@@ -151,13 +151,10 @@ def _unbroadcast(rw: Rewriter, node: Node) -> list[Value] | None:
 
 class Simplify(Pass):
     name = "simplify"
-    options = {
-        "training": PassOption(bool, "true for a training graph: dropout stays (default false)"),
-    }
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         rules = dict(RULES)
-        if ctx.options.get("training"):
+        if ctx.settings.training:
             del rules["dropout"]
 
         def rule(rw: Rewriter, node: Node) -> list[Value] | None:

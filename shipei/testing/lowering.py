@@ -264,11 +264,10 @@ def spread(graph: Graph, targets: Sequence[str]) -> list[str | None]:
     return out
 
 
-@functools.cache
 def lowers(target: str) -> dict[str, frozenset[DType]]:
     from ..codegen import capabilities
 
-    return capabilities(target)
+    return capabilities(target)  # cached there, per target and registry
 
 
 def _lowers(table: dict[str, frozenset[DType]], node) -> bool:

@@ -12,7 +12,7 @@ fitter is built from its `ir/samples.py` samples. A fitter's plan is checked by 
 and the targets' capability tables, and a rejected plan falls back to a sample, so generation
 never rejects a whole example.
 
-Values stay finite because ops with an input domain (`DOMAINS`: log wants positives, div a
+Values stay finite because ops with an input domain (`OpDef.domains`: log wants positives, div a
 nonzero divisor, ...) and ops whose result jumps at some float value (floor, comparisons,
 float-to-int casts, where a last-bit difference between a framework and the reference would
 flip the result) read those operands straight from graph inputs, whose values `make_inputs`
@@ -31,9 +31,8 @@ import numpy as np
 
 from ..ir.errors import ShipeiError
 from ..ir.graph import Builder, Graph, Init, Value
-from ..ir.ops.elementwise import DOMAINS
 from ..ir.registry import AttrKind, FusionKind, all_ops, get_op
-from ..ir.samples import dtypes_for, samples
+from ..ir.samples import dtypes_for, operand_domains, samples
 from ..ir.types import Dim, DType, Sym, TensorType, broadcast_shapes, dim_mul, dim_product, eval_dim
 
 T = TypeVar("T")
@@ -44,8 +43,6 @@ DTYPES = (DType.f32, DType.f64, DType.i64, DType.i32, DType.bool, DType.f16, DTy
 SYMBOL, SYMBOL_VALUE = "B", 3
 MAX_DIM = 4
 MAX_ELEMENTS = 1024
-#: Input domains the registry does not state yet (see the report on DOMAINS).
-EXTRA_DOMAINS = {"batch_norm": "positive-var"}
 #: Attribute values beyond an op's samples, drawn now and then: whatever the type rule accepts,
 #: every target must implement (a target that rejects one shows a gap in the type rule).
 PROBES: dict[AttrKind, tuple[Any, ...]] = {AttrKind.FLOAT: (0.0, 1.0, -1.0, 2.5), AttrKind.STR: ("other",)}
@@ -155,11 +152,10 @@ def make_space(ops: Iterable[str] | None = None, dtypes: Iterable[DType | str] |
     return Space(table, min_nodes, max_nodes, symbolic, params)
 
 
-@cache
 def _capabilities(target: str) -> dict[str, frozenset[DType]]:
     from ..codegen import capabilities
 
-    return capabilities(target)
+    return capabilities(target)  # cached there, per target and registry
 
 
 @cache
@@ -181,18 +177,6 @@ class GeneratedGraph(Graph):
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
-
-
-def operand_domains(op: str) -> dict[int, str]:
-    """Operand index -> domain ("positive", "nonnegative", "nonzero", "small") from `DOMAINS`."""
-    spec = DOMAINS.get(op) or EXTRA_DOMAINS.get(op)
-    operands = get_op(op).operands
-    if not spec:
-        return {}
-    for i, name in enumerate(operands):
-        if spec.endswith("-" + name):
-            return {i: spec[: -len(name) - 1]}
-    return dict.fromkeys(range(len(operands)), spec)
 
 
 class GraphGen:

@@ -181,6 +181,6 @@ def test_window_attributes_are_written_as_pairs() -> None:
     """`max_pool2d(y, 2, stride=2)` holds 1-tuples; torch takes them, but its ONNX exporter copies them
     as they are and ONNX Runtime refuses the model ("Attribute dilations has incorrect size")."""
     source = shipei.compile(EXAMPLES / "cnn.sp", "torch").source
-    assert "F.max_pool2d(v2, (2, 2), stride=(2, 2), padding=(0, 0))" in source
+    assert "F.max_pool2d(y_1, (2, 2), stride=(2, 2), padding=(0, 0))" in source
     calls = re.findall(r"F\.(?:conv2d|max_pool2d|avg_pool2d)\(.*", source)
     assert calls and not any(re.search(r"\(\d+,\)", call) for call in calls)

@@ -1,4 +1,4 @@
-"""Graphs for IR tests: one small sample per registered op, a few hand-built models, and a
+"""Graphs for IR tests: the registry's samples of every op, a few hand-built models, and a
 structural equality check (what "parse(print(g)) equals g" means)."""
 
 from __future__ import annotations
@@ -6,8 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from shipei.ir.errors import ShipeiError
 from shipei.ir.graph import Builder, Graph, Init, Value
-from shipei.ir.types import DType, Sym, TensorType, dim_add, dim_mul
+from shipei.ir.registry import Sample
+from shipei.ir.samples import build, dtypes_for, samples
+from shipei.ir.types import DType, Sym, TensorType
 
 B, T = Sym.named("B"), Sym.named("T")
 END = 2**62  # slice's "to the end" stop
@@ -17,58 +20,26 @@ def t(dtype: str, *shape: Any) -> TensorType:
     return TensorType(DType(dtype), tuple(shape))
 
 
-F, BOOL, I64 = t("f32", B, 3), t("bool", B, 3), t("i64", B, 3)
-UNARY = {"neg": F, "abs": F, "exp": F, "log": F, "sqrt": F, "rsqrt": F, "sin": F, "cos": F, "tanh": F,
-         "erf": F, "floor": F, "sigmoid": F, "relu": t("i32", B), "silu": F, "logical_not": BOOL}
-BINARY = {"add": F, "sub": F, "mul": I64, "div": F, "pow": F, "maximum": F, "minimum": I64,
-          "eq": I64, "ne": F, "lt": F, "le": I64, "gt": F, "ge": F, "logical_and": BOOL, "logical_or": BOOL}
-
-#: op name -> (operand types, attributes): one well-typed node per op, symbolic where it can be.
-SAMPLES: dict[str, tuple[list[TensorType], dict[str, Any]]] = {
-    **{op: ([ty], {}) for op, ty in UNARY.items()},
-    **{op: ([ty, ty.with_shape(ty.shape[1:])], {}) for op, ty in BINARY.items()},
-    "gelu": ([F], {"approximate": "tanh"}),
-    "dropout": ([F], {"p": 0.1}),
-    "where": ([t("bool", B, 1), F, t("f32", 3)], {}),
-    "cast": ([F], {"dtype": DType.bf16}),
-    "matmul": ([t("f32", B, 4, 5), t("f32", 5, 6)], {}),
-    "linear": ([t("f32", B, T, 5), t("f32", 6, 5), t("f32", 6)], {}),
-    "attention": ([t("f32", B, 4, T, 8), t("f32", B, 4, T, 8), t("f32", B, 4, T, 6)], {"scale": 0.25,
-                                                                                       "causal": True}),
-    "conv2d": ([t("f32", B, 4, 8, 8), t("f32", 6, 2, 3, 3)], {"stride": (2, 2), "padding": (1,), "groups": 2}),
-    "max_pool2d": ([t("f32", 2, 3, 8, 8)], {"kernel": (2, 2), "stride": (2, 2)}),
-    "avg_pool2d": ([t("f16", 2, 3, 5, 5)], {"kernel": (3,), "stride": (1,), "padding": (1, 1),
-                                            "count_include_pad": False}),
-    "reduce_sum": ([t("i32", B, T, 3)], {"axes": (1, -1), "keepdims": True}),
-    "reduce_mean": ([F], {}),
-    "reduce_max": ([F], {"axes": (0,)}),
-    "reduce_min": ([I64], {"axes": None, "keepdims": True}),
-    "softmax": ([F], {"axis": 0}),
-    "log_softmax": ([t("f64", B, T)], {}),
-    "layer_norm": ([t("f32", B, T, 8), t("f32", 8), t("f32", 8)], {"eps": 1e-6}),
-    "batch_norm": ([t("f32", B, 4, 5, 5)] + [t("f32", 4)] * 4, {"eps": 0.001}),
-    "reshape": ([t("f32", B, T, 4)], {"shape": (dim_mul(B, T), 2, 2)}),
-    "transpose": ([t("f32", B, T, 4)], {"perm": (2, 0, 1)}),
-    "broadcast_to": ([t("f32", 1, 3)], {"shape": (B, 3)}),
-    "concat": ([t("f32", B, 2), t("f32", B, T)], {"axis": -1}),
-    "split": ([t("f32", B, 5)], {"sizes": (2, 3), "axis": 1}),
-    "slice": ([t("f32", B, 10)], {"axes": (1,), "starts": (1,), "stops": (END,), "steps": (2,)}),
-    "gather": ([t("f32", 10, 4), t("i64", B, T)], {"axis": 0}),
-    "pad": ([F], {"pads": (0, 1, 2, 0), "value": -np.inf}),
-    "constant": ([], {"value": np.array([[1.5, -0.0], [np.inf, np.nan]]), "dtype": DType.f32}),
-    "iota": ([], {"length": dim_add(dim_mul(B, T), 1), "dtype": DType.i32}),
-    "transfer": ([t("f32", B, 4)], {}),
-}
+def sample_graphs(op: str) -> list[Graph]:
+    """One graph per registry sample of `op` (`OpDef.samples`), at the first dtype it accepts,
+    with the leading dim of the first operand, and of every operand sharing it, made the symbol B
+    where the type rule accepts that: so printing and parsing see symbolic shapes too."""
+    graphs = []
+    for sample in samples(op):
+        dtype = dtypes_for(op)[0]
+        lead = sample.shapes[0][0] if sample.shapes and sample.shapes[0] else None
+        symbolic = Sample(tuple((B, *s[1:]) if s and s[0] == lead else s for s in sample.shapes), sample.attrs,
+                          sample.int_operands, sample.bool_operands)
+        try:
+            graphs.append(build(op, symbolic, dtype))
+        except ShipeiError:
+            graphs.append(build(op, sample, dtype))
+    return graphs
 
 
 def sample_graph(op: str) -> Graph:
     """A graph applying `op` once to inputs %x0, %x1, ...; it returns every result."""
-    types, attrs = SAMPLES[op]
-    g = Graph(f"sample_{op}")
-    b = Builder(g)
-    inputs = [b.input(f"x{i}", ty) for i, ty in enumerate(types)]
-    g.outputs = b.op(op, *inputs, **attrs)
-    return g
+    return sample_graphs(op)[0]
 
 
 def mlp() -> Graph:

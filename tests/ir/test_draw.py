@@ -45,8 +45,8 @@ def model(module: str = "enc", file: str = "m.sp") -> Graph:
 def partition(g: Graph, places: list[str], dims: dict[str, int] | None = None) -> tuple[Graph, PartitionReport]:
     ctx = PassContext(partition=PartitionRequest([P(p) for p in places], CAPS, dims=dims or {}))
     g = run_passes(g, ["partition"], ctx)
-    assert ctx.partition_report is not None
-    return g, ctx.partition_report
+    assert ctx.results.partition_report is not None
+    return g, ctx.results.partition_report
 
 
 def with_class(root: ET.Element, cls: str) -> list[ET.Element]:
@@ -103,8 +103,8 @@ def transformer() -> tuple[Graph, PartitionReport]:
     device_map = {"h.0": P("torch:cpu"), "h.1": P("jax:cpu"), "*": P("tf:cpu")}
     ctx = PassContext(partition=PartitionRequest([P("torch:cpu"), P("jax:cpu"), P("tf:cpu")], CAPS, device_map))
     g = run_passes(g, ["canonicalize", "partition"], ctx)
-    assert ctx.partition_report is not None
-    return g, ctx.partition_report
+    assert ctx.results.partition_report is not None
+    return g, ctx.results.partition_report
 
 
 def test_the_transformer_example_draws_every_node_and_edge() -> None:

@@ -6,15 +6,17 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from graphs import SAMPLES, B, mlp, sample_graph, t
+from graphs import B, mlp, sample_graph, sample_graphs, t
 from shipei.ir.errors import ShipeiError, SourceLoc
 from shipei.ir.graph import Graph, Init, ParamInfo
+from shipei.ir.registry import all_ops
 from shipei.ir.verifier import verify
 
 
-@pytest.mark.parametrize("op", sorted(SAMPLES))
+@pytest.mark.parametrize("op", sorted(all_ops()))
 def test_valid_graphs_verify(op: str) -> None:
-    verify(sample_graph(op))
+    for graph in sample_graphs(op):
+        verify(graph)
 
 
 def test_mlp_verifies() -> None:
@@ -84,7 +86,7 @@ def test_each_violation_is_named(mutate: Callable[[Graph], object], message: str
 def test_result_count() -> None:
     g = sample_graph("split")
     g.nodes[0].results.pop()
-    with pytest.raises(ShipeiError, match="node 0 \\(split\\): it has 1 results, but the op gives 2"):
+    with pytest.raises(ShipeiError, match="node 0 \\(split\\): it has 2 results, but the op gives 3"):
         verify(g)
 
 

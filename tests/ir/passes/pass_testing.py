@@ -17,6 +17,7 @@ from shipei.ir.graph import Graph
 from shipei.ir.init import init_params
 from shipei.ir.interpreter import interpret
 from shipei.ir.parser import parse_ir
+from shipei.ir.passes.context import PassSettings, TargetInfo
 from shipei.ir.passes.manager import PassContext, run_passes
 from shipei.ir.passes.rewrite import clone
 from shipei.ir.printer import print_graph
@@ -29,9 +30,9 @@ Weights = dict[str, np.ndarray]
 
 
 def after(text: str, *passes: str, weights: Weights | None = None, frozen: bool = False,
-          **options: Any) -> str:
-    """The printed IR after running `passes` on the parsed `text`."""
-    ctx = PassContext(weights=weights, frozen=frozen, options=dict(options))
+          target: TargetInfo | None = None, **options: Any) -> str:
+    """The printed IR after running `passes` on the parsed `text`, for `target` (none if not given)."""
+    ctx = PassContext(weights=weights, frozen=frozen, settings=PassSettings.parse(options), target=target)
     return print_graph(run_passes(parse_ir(text), passes, ctx))
 
 
@@ -44,7 +45,7 @@ def run(graph: Graph, passes: Sequence[str], weights: Weights | None = None, fro
         **options: Any) -> tuple[Graph, PassContext]:
     """`passes` on a copy of `graph` with (a copy of) its weights; verification after each pass."""
     ctx = PassContext(weights=dict(weights if weights is not None else init_params(graph)), frozen=frozen,
-                      verify=True, options=dict(options))
+                      verify=True, settings=PassSettings.parse(options))
     out = run_passes(clone(graph), passes, ctx)
     verify(out)
     return out, ctx

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from pass_testing import after, assert_preserves, idempotent
+from shipei.codegen import target_info
 from shipei.ir.errors import ShipeiError
+from shipei.ir.passes.context import TargetInfo
 
 from shipei.testing import graphs
 
@@ -92,7 +94,14 @@ def test_golden_batch_norm() -> None:
 
 def test_targets_keep_nchw_unless_asked() -> None:
     for target in ("torch", "jax", "tf", "mindspore"):
-        assert after(BEFORE, "layout", target=target) == after(BEFORE)
+        assert after(BEFORE, "layout", target=target_info(target)) == after(BEFORE)
+
+
+def test_a_target_that_prefers_nhwc_gets_it_without_being_asked() -> None:
+    """The preference is the target's data (`Target.layout`), read through `PassContext.target`."""
+    prefers = TargetInfo("nhwc-target", layout="NHWC")
+    assert after(BEFORE, "layout", "dce", target=prefers) == after(BEFORE, "layout", "dce", layout="NHWC")
+    assert after(BEFORE, "layout", "dce", target=prefers) != after(BEFORE, "layout", "dce")
     with pytest.raises(ShipeiError, match="unknown layout 'NCWH'"):
         after(BEFORE, "layout", layout="NCWH")
 

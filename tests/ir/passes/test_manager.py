@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from pass_testing import assert_preserves
+from shipei.codegen import target_info
 from shipei.ir.errors import ShipeiError
 from shipei.ir.graph import Graph
 from shipei.ir.init import init_params
 from shipei.ir.inputs import random_inputs
 from shipei.ir.interpreter import interpret
 from shipei.ir.parser import parse_ir
+from shipei.ir.passes.context import PassSettings
 from shipei.ir.passes.manager import PASSES, PIPELINES, PassContext, get_pass, pipeline, run_passes
 from shipei.ir.passes.rewrite import clone
 from shipei.ir.tolerance import compare
@@ -72,21 +74,22 @@ def _example_graphs() -> list[tuple[str, Graph]]:
 def test_examples_keep_their_meaning_at_every_level(level: int, frozen: bool) -> None:
     for name, graph in _example_graphs():
         weights = init_params(graph)
-        ctx = PassContext(weights=dict(weights), frozen=frozen, options={"dims": DIMS})
+        ctx = PassContext(weights=dict(weights), frozen=frozen, settings=PassSettings(dims=DIMS))
         optimized = run_passes(clone(graph), pipeline(level), ctx)
         x = random_inputs(graph, seed=1, dims=DIMS)
         for want, got in zip(interpret(graph, x, weights), interpret(optimized, x, ctx.weights)):
             assert compare(got, want, graph.outputs[0].dtype).ok, name
         assert len(optimized.nodes) <= len(graph.nodes)
         if level == 3:
-            assert ctx.options["memory_plan"].ratio <= 0.6, name
+            assert ctx.results.memory_plan.ratio <= 0.6, name
 
 
 @pytest.mark.parametrize("target", available_targets())
 def test_examples_at_o3_agree_with_the_reference_on_every_target(target: str) -> None:
     for name, graph in _example_graphs():
         weights = init_params(graph)
-        ctx = PassContext(weights=dict(weights), frozen=True, options={"dims": DIMS, "target": target})
+        ctx = PassContext(weights=dict(weights), frozen=True, settings=PassSettings(dims=DIMS),
+                          target=target_info(target))
         optimized = run_passes(clone(graph), pipeline(3), ctx)
         x = random_inputs(graph, seed=1, dims=DIMS)
         got = run_target(optimized, target, x, ctx.weights, planned=True)
@@ -107,7 +110,7 @@ def test_compile_runs_the_pipeline_and_keeps_the_callers_graph() -> None:
     compiled = shipei.compile(graph, "torch", opt=3, freeze=True, pass_options={"dims": {"B": 8}})
     assert str(graph) == before and "batch_norm" not in str(compiled.ir) and "group 0 {" in str(compiled.ir)
     assert set(compiled.weights) == {p.name for p in compiled.ir.params}
-    assert compiled.passes.options["memory_plan"].dims == {"B": 8}
+    assert compiled.passes.results.memory_plan.dims == {"B": 8}
     x = random_inputs(graph, seed=2, dims={"B": 2})
     want = shipei.reference(graph, x)[0]
     assert compare(compiled.load(device="cpu").run(*x)[0], want, graph.outputs[0].dtype).ok
@@ -139,15 +142,15 @@ def test_cli_optimization_flags(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PASSES))
-def test_a_pass_declares_exactly_the_options_it_reads(name: str) -> None:
-    """A setting a pass reads but does not declare would be refused from the user; one declared
-    but never read would be accepted and ignored."""
+def test_a_pass_reads_exactly_the_settings_that_name_it(name: str) -> None:
+    """A setting that names a pass it is not read by would be accepted from the user and ignored."""
+    import dataclasses
     import re
 
     module, _ = PASSES[name]
     source = (Path(shipei.__file__).parents[1] / "ir" / "passes" / f"{module}.py").read_text()
-    read = set(re.findall(r'ctx\.options\.get\("(\w+)"', source)) - {"target"}  # the target is set by compile
-    assert read == set(get_pass(name).options)
+    read = set(re.findall(r"ctx\.settings\.(\w+)", source))
+    assert read == {f.name for f in dataclasses.fields(PassSettings) if f.metadata["pass"] == name}
 
 
 def test_pass_options_are_checked_by_name_and_kind() -> None:

@@ -97,7 +97,7 @@ def test_hints_bind_and_the_report_says_why() -> None:
     }""")
     ctx = PassContext(partition=PartitionRequest([P("torch:cpu"), P("jax:cpu")], CAPS))
     graph = run_passes(graph, ["partition"], ctx)
-    by_op = {n.op: (str(n.placement), ctx.partition_report.decisions[n].reason) for n in graph.nodes}
+    by_op = {n.op: (str(n.placement), ctx.results.partition_report.decisions[n].reason) for n in graph.nodes}
     assert by_op["relu"] == ("jax:cpu", "hint")
     assert by_op["exp"][1] == "cost"
 
@@ -114,7 +114,7 @@ def test_a_device_map_names_modules_as_accelerate_does() -> None:
             assert str(node.placement) == expected, node
     stages = regions(graph, lambda n: n.placement)
     assert [str(s.key) for s in stages] == ["jax:cpu", "torch:cpu", "jax:cpu"]
-    assert ctx.partition_report.summary(graph, {"B": 2, "T": 16}).endswith(
+    assert ctx.results.partition_report.summary(graph, {"B": 2, "T": 16}).endswith(
         "3 stages, 2 transfers, 32.0 KiB, zero-copy")
 
 
@@ -146,7 +146,7 @@ def test_capability_sends_a_node_where_it_can_run() -> None:
     ctx = PassContext(partition=PartitionRequest([P("mindspore:cpu"), P("tf:cpu")], CAPS))
     graph = run_passes(graph, ["partition"], ctx)
     (node,) = graph.nodes
-    assert str(node.placement) == "tf:cpu" and ctx.partition_report.decisions[node].reason == "capability"
+    assert str(node.placement) == "tf:cpu" and ctx.results.partition_report.decisions[node].reason == "capability"
 
 
 @pytest.mark.parametrize("seed", range(8))

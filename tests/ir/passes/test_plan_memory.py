@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from pass_testing import run
 from shipei.ir.parser import parse_ir
+from shipei.ir.passes.context import PassSettings
 from shipei.ir.passes.manager import PassContext, run_passes
 from shipei.ir.passes.plan_memory import plan_memory, size_class
 from shipei.ir.passes.rewrite import elements
@@ -40,9 +41,9 @@ def test_chain_reuses_buffers() -> None:
 
 def test_symbols_default_to_one_and_come_from_options() -> None:
     graph = parse_ir(CHAIN)
-    ctx = PassContext(options={"dims": {"B": 8}})
+    ctx = PassContext(settings=PassSettings(dims={"B": 8}))
     run_passes(graph, ["plan-memory"], ctx)
-    assert ctx.options["memory_plan"].dims == {"B": 8}
+    assert ctx.results.memory_plan.dims == {"B": 8}
     assert plan_memory(graph).naive_bytes == plan_memory(graph, {"B": 1}).naive_bytes
 
 
@@ -55,7 +56,7 @@ def test_size_classes() -> None:
 def test_plan_is_sound(graph) -> None:
     """Values alive at once never share a buffer, and a buffer fits every value in it."""
     out, ctx = run(graph, ["plan-memory"], dims={"B": 3})
-    plan = ctx.options["memory_plan"]
+    plan = ctx.results.memory_plan
     order = {r: i for i, n in enumerate(out.nodes) for r in n.results}
     last = {v: max([i for i, n in enumerate(out.nodes) if v in n.operands] +
                    [len(out.nodes) if v in out.outputs else order[v]]) for v in plan.assignment}

@@ -47,7 +47,7 @@ def test_structured_zeroes_whole_output_channels() -> None:
 
 def test_report_and_knob_checks() -> None:
     _, ctx = run(parse_ir(LINEAR), ["prune"], _weights(), sparsity=0.25, prune_min_elements=1)
-    report = ctx.options["prune_report"]["fc.weight"]
+    report = ctx.results.prune_report["fc.weight"]
     assert (report.zeros, report.total, report.dense_bytes) == (2, 8, 32)  # the zero weight and 0.25
     assert report.sparse_bytes == 6 * 4 + 1  # six float values and a one-byte bitmap
     with pytest.raises(ShipeiError, match="sparsity must be between 0 and 1"):

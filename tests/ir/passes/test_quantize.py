@@ -99,7 +99,7 @@ def test_freeze_leaves_the_dequantize_alone() -> None:
 
 def test_report_gives_each_weights_error_and_bytes() -> None:
     _, ctx = run(parse_ir(BEFORE), ["quantize"], _weights(), quantize_min_elements=1)
-    report = ctx.options["quantize_report"]
+    report = ctx.results.quantize_report
     assert (report["fc.weight"].dense_bytes, report["fc.weight"].stored_bytes) == (32, 8 + 2 * 4)
     assert (report["emb"].dense_bytes, report["emb"].stored_bytes) == (48, 12 + 3 * 4)
     # row 2's 1.0 is 63.5 steps of 2/127: off by half a step (1/127), over the largest |w|, 2
