@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from types import ModuleType
 
 from ..ir.errors import ShipeiError
+from . import TARGETS, get_target
 
 #: Seconds an import may take before it counts as hung; mindspore, the slowest here, takes ~1 s.
 DEFAULT_TIMEOUT = 120.0
@@ -118,3 +119,16 @@ def _start_up_log() -> Iterator[list[str]]:
             os.close(saved)
             log.seek(0)
             said.append(log.read().decode(errors="replace"))
+
+
+def available_targets() -> list[str]:
+    """Targets whose code generator exists and whose framework is installed (not imported)."""
+    out = []
+    for name in TARGETS:
+        try:
+            target = get_target(name)
+        except ImportError:
+            continue
+        if importlib.util.find_spec(target.framework) is not None:
+            out.append(name)
+    return out

@@ -21,7 +21,6 @@ generated module does not flip the process-wide flag, so importing it changes no
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -40,11 +39,12 @@ from .writer import (
     Rule,
     Target,
     attention,
-    inline_scalars,
+    computed_in,
+    hoisted_constants,
     is_global_average,
     pair,
+    prefixed_params,
     py_literal,
-    render,
 )
 
 #: matmul_precision option -> `jax.lax.Precision` member.
@@ -86,23 +86,8 @@ class JaxEmit(Emit):
 
 def _in_f32(rule: Rule | str) -> Rule:
     """`rule` for f16/bf16 computed in float32 and rounded once, as the reference's "declared"
-    precision and the frameworks' fused kernels do; op by op in 16 bits, the roundings of a
-    composite op (softmax, layer_norm, an average's sum) exceed the 16-bit tolerances."""
-
-    def wrapped(e: JaxEmit, node: Node) -> str:
-        dtype = node.result.dtype
-        if dtype not in LOW_PRECISION:
-            return render(rule, e, node)
-        names = {v: e.values[v] for v in node.operands}
-        e.values.update({v: f"{n}.astype(jnp.float32)" for v, n in names.items() if v.dtype in LOW_PRECISION})
-        try:
-            expr = render(rule, e, node)
-        finally:
-            e.values.update(names)
-        primary = isinstance(ast.parse(expr, mode="eval").body, (ast.Call, ast.Attribute, ast.Subscript, ast.Name))
-        return f"{expr if primary else f'({expr})'}.astype({e.dtype(dtype)})"
-
-    return wrapped
+    precision and the frameworks' fused kernels do."""
+    return computed_in(rule, LOW_PRECISION, DType.f32, "{x}.astype({dtype})")
 
 
 def _contract(e: JaxEmit, node: Node, fn: str, keywords: str, operands: list[str] | None = None,
@@ -390,14 +375,13 @@ def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, optio
     code(*_OPTIONS.format(compute=TARGET.dtypes[compute] if compute else None,
                           precision=PRECISIONS[options.matmul_precision], pad_to=options.pad_to).splitlines())
     constants: dict[Node, str] = {}
-    inlined = inline_scalars(graph)
-    for node in graph.nodes:
-        if node.op == "constant" and node not in inlined:
-            constants[node] = names.fresh(f"CONST{len(constants)}")
-            value = py_literal(np.asarray(node.attrs["value"]).tolist())
-            code(f"{constants[node]} = np.array({value}, dtype={_numpy_dtype(node.attrs['dtype'])})")
+    constants.update(hoisted_constants(graph, names, "CONST"))
+    for node, name in constants.items():
+        value = py_literal(np.asarray(node.attrs["value"]).tolist())
+        code(f"{name} = np.array({value}, dtype={_numpy_dtype(node.attrs['dtype'])})")
     code("", "")
     e = JaxEmit(graph, names, options, lambda v: f"params[{v.name!r}]", constants.__getitem__)
+    e.layer_ref = prefixed_params("params")
     inputs = [names.fresh(v.name) for v in graph.inputs]
     for v, n in zip(graph.inputs, inputs, strict=True):
         e.values[v] = n

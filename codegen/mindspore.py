@@ -35,8 +35,9 @@ from .writer import (
     Rule,
     Target,
     attention,
+    called_helpers,
     computed_in,
-    inline_scalars,
+    hoisted_constants,
     pads_last_dim_first,
     pair,
     param_path,
@@ -434,9 +435,14 @@ def _attr_hint(value: Value) -> str:
 
 def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, note: str = "",
                  target: Target = TARGET) -> None:
-    for op, helper in _HELPERS.items():
-        if any(n.op == op for n in graph.nodes):
-            code(*helper.strip("\n").splitlines(), "", "")
+    model = Code()
+    _write_cell(model, graph, module, emit_body, note, target)
+    for helper in called_helpers(_HELPERS.values(), model):
+        code(*helper.strip("\n").splitlines(), "", "")
+    code(*model.lines)
+
+
+def _write_cell(code: Code, graph: Graph, module: ModuleNames, emit_body, note: str, target: Target) -> None:
     attrs = python_namespace(cell_attributes())
     names = module.names
     params = {p: attrs.fresh(_attr_hint(p)) for p in graph.params}
@@ -445,12 +451,10 @@ def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, note:
     # Constants live at module level, not on the cell, so that the body never reads `self` but for
     # params: a fused region (a local function) takes what it reads as arguments, and MindSpore's
     # compiler cannot take one named `self`.
-    inlined = inline_scalars(graph)
-    for node in graph.nodes:
-        if node.op == "constant" and node not in inlined:
-            constants[node] = names.fresh(f"CONST{len(constants)}")
-            value = e.literal("constant", "value", node.attrs["value"])
-            code(f"{constants[node]} = ms.Tensor({value}, dtype={e.dtype(node.attrs['dtype'])})")
+    constants.update(hoisted_constants(graph, names, "CONST"))
+    for node, name in constants.items():
+        value = e.literal("constant", "value", node.attrs["value"])
+        code(f"{name} = ms.Tensor({value}, dtype={e.dtype(node.attrs['dtype'])})")
     if constants:
         code("", "")
     if note:

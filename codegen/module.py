@@ -56,7 +56,7 @@ def example_inputs(seed=0):
             else rng.integers(0, 2, shape).astype(dtype) for _, shape, dtype in INPUTS]
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python this_file.py [--verbose]: --verbose shows the framework's start-up logs
     device = available_devices()[0]
     model = load(WEIGHTS, device)
     for output in run(model, example_inputs(), device):
@@ -92,6 +92,11 @@ _SKELETON = "\n".join(["import os", "import numpy as np", "import safetensors.nu
                        _MAIN, _WEIGHTS])
 
 
+def _sorted_imports(lines: list[str]) -> list[str]:
+    """One section's imports in isort's order: `import x` lines, then `from x import y`, by module."""
+    return sorted(lines, key=lambda line: (line.startswith("from "), line.split()[1].lower()))
+
+
 def write_module(target: Target, graph: Graph, source: str, write_model: ModelWriter) -> GeneratedModule:
     """Assemble a standalone module: `write_model` writes the model, using the shared body walk
     (where results go as `Emit.plan` decided; see `codegen.buffers`). User text reaches the module
@@ -107,12 +112,10 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
          "shapes and the device it ran on. Regenerate rather than edit.",
          '"""',
          "",
-         "import os",
-         *target.std_imports,
+         *_sorted_imports(["import os", *target.std_imports]),
          "",
-         "import numpy as np",
-         "import safetensors.numpy",
-         *target.imports,
+         *([*target.preamble.strip("\n").splitlines(), ""] if target.preamble else []),
+         *_sorted_imports(["import numpy as np", "import safetensors.numpy", *target.imports]),
          "",
          f"WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), {weights_filename(graph.name)!r})",
          "INPUTS = [  # name, example shape, dtype")

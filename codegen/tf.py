@@ -18,11 +18,13 @@ from .writer import (
     Emit,
     Target,
     attention,
+    called_helpers,
     computed_in,
-    inline_scalars,
+    hoisted_constants,
     is_global_average,
     pair,
     param_path,
+    prefixed_params,
     py_literal,
 )
 
@@ -188,7 +190,7 @@ for _op in ("gelu", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm"
             "sigmoid", "rsqrt"):
     RULES[_op] = computed_in(RULES[_op], LOW_PRECISION, DType.f32, "tf.cast({x}, {dtype})")
 
-#: Module-level helpers for ops that take more than one expression, written only where used.
+#: Module-level helpers for ops that take more than one expression, written only where called.
 HELPERS = {
     "avg_pool2d_excluding_padding": '''
 def avg_pool2d_excluding_padding(x, kernel, stride, pads):
@@ -306,8 +308,18 @@ def run(model, inputs, device="cpu"):
     return [to_numpy(y) for y in call(model, *(tf.convert_to_tensor(x) for x in inputs), device=device)]
 '''
 
+#: Run as a script, the program keeps TensorFlow's info and warning logs (XLA's service, CPU
+#: features) off the terminal unless `--verbose` is given; TensorFlow reads the setting once, when
+#: it is imported. Imported as a module, it changes nothing.
+_QUIET = '''
+if __name__ == "__main__" and "--verbose" not in sys.argv:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+'''
+
 TARGET = Target(
     name="tf", framework="tensorflow", extra="tf",
+    std_imports=("import sys",),
+    preamble=_QUIET,
     imports=("import tensorflow as tf",),
     runtime_code=_RUNTIME,
     shape_of="tf.shape({x})[{axis}]",
@@ -323,15 +335,6 @@ def emit(graph: Graph, source: str) -> GeneratedModule:
     return write_module(TARGET, graph, source, _write_model)
 
 
-def _helpers(graph: Graph) -> list[str]:
-    """The helpers that `graph`'s nodes call, in HELPERS' order."""
-    used = {node.op for node in graph.nodes}
-    if any(n.op == "avg_pool2d" and not n.attrs["count_include_pad"] and any(n.attrs["padding"])
-           for n in graph.nodes):
-        used.add("avg_pool2d_excluding_padding")
-    return [name for name in HELPERS if name in used]
-
-
 def _constant_literal(e: Emit, node: Node) -> str:
     """`tf.constant(...)` holding what numpy's conversion to the constant's dtype holds."""
     dtype = node.attrs["dtype"]
@@ -342,13 +345,20 @@ def _constant_literal(e: Emit, node: Node) -> str:
 
 
 def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body) -> None:
+    model = Code()
+    _write_class(model, graph, module, emit_body)
+    for helper in called_helpers(HELPERS.values(), model):
+        code(*helper.strip("\n").splitlines(), "", "")
+    code(*model.lines)
+
+
+def _write_class(code: Code, graph: Graph, module: ModuleNames, emit_body) -> None:
     names = module.names
     constants: dict[Node, str] = {}
-    for name in _helpers(graph):
-        code(*HELPERS[name].strip("\n").splitlines(), "", "")
     for p in graph.params:
         param_path(p)  # validates the name; it reaches the code only as a repr'd key
     e = Emit(TARGET, graph, names, lambda v: f"self.params[{v.name!r}]", lambda node: f"self.{constants[node]}")
+    e.layer_ref = prefixed_params("self.params")
     with code.block(f"class {module.model}(tf.Module):"):
         with code.block("def __init__(self):"):
             code(f"super().__init__(name={module.model!r})")
@@ -362,11 +372,9 @@ def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body) -> No
                 code("}")
             else:
                 code("self.params = {}")
-            inlined = inline_scalars(graph)
-            for node in graph.nodes:
-                if node.op == "constant" and node not in inlined:
-                    constants[node] = names.fresh(f"const{len(constants)}")
-                    code(f"self.{constants[node]} = {_constant_literal(e, node)}")
+            constants.update(hoisted_constants(graph, names, "const"))
+            for node, name in constants.items():
+                code(f"self.{name} = {_constant_literal(e, node)}")
         code("")
         inputs = [names.fresh(v.name) for v in graph.inputs]
         for v, n in zip(graph.inputs, inputs, strict=True):

@@ -40,10 +40,11 @@ from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
     Emit,
+    LayerRef,
     Rule,
     Target,
     computed_in,
-    inline_scalars,
+    hoisted_constants,
     pads_last_dim_first,
     pair,
     param_path,
@@ -402,8 +403,8 @@ def _dims(shape) -> str:
     return f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
 
 
-def _path_expr(parts: tuple[str, ...] | list[str]) -> str:
-    expr = "self"
+def _path_expr(parts: tuple[str, ...] | list[str], root: str = "self") -> str:
+    expr = root
     for part in parts:
         expr = _attr(expr, part)
     return expr
@@ -464,6 +465,8 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
     # Fused groups are functions at module level, before the class (which `model` holds meanwhile),
     # not defined anew by every call of forward; under compile=groups each is compiled.
     e.hoist = (code, "@torch.compile" if options.compile == "groups" else None)
+    e.layer_ref = LayerRef(lambda path: _path_expr(path.split(".")),
+                           lambda layer, v, path: _path_expr(_torch_path(v)[path.count(".") + 1:], layer))
     e.plan(reuse_buffers=options.reuse_buffers and amp is None,
            keep_buffers=options.keep_buffers and amp is None and not options.compile)
     _write_class(model, graph, module.model, e, emit_body, amp, constants)
@@ -478,13 +481,11 @@ def _write_class(code: Code, graph: Graph, name: str, e: Emit, emit_body, amp: D
         with code.block("def __init__(self):"):
             code("super().__init__()")
             _module_tree(code, graph.params)
-            inlined = inline_scalars(graph)
-            for node in graph.nodes:
-                if node.op == "constant" and node not in inlined:
-                    constants[node] = attrs.fresh(f"const{len(constants)}")
-                    value = e.literal("constant", "value", node.attrs["value"])
-                    code(f"self.register_buffer({constants[node]!r}, torch.tensor({value}, "
-                         f"dtype={e.dtype(node.attrs['dtype'])}), persistent=False)")
+            constants.update(hoisted_constants(graph, attrs, "const"))
+            for node, name in constants.items():
+                value = e.literal("constant", "value", node.attrs["value"])
+                code(f"self.register_buffer({name!r}, torch.tensor({value}, "
+                     f"dtype={e.dtype(node.attrs['dtype'])}), persistent=False)")
             if e.buffers.slots:
                 code(f"self.{KEPT} = KeptBuffers()",
                      "self.requires_grad_(False)  # for inference: forward writes into kept buffers (out=)")

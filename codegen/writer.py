@@ -23,10 +23,11 @@ import numpy as np
 from ..ir.errors import ShipeiError, SourceLoc
 from ..ir.graph import Graph, Node, Value
 from ..ir.names import IDENTIFIER, Namespace
-from ..ir.region import Region, regions
+from ..ir.region import Region, layer_calls, regions
 from ..ir.registry import AttrKind, get_op
 from ..ir.types import Dim, DType, Sym
 from .buffers import BufferPlan, like_operand, plan_buffers
+from .wrap import wrap_line
 
 
 def python_namespace(reserved: Iterable[str] = ()) -> Namespace:
@@ -53,7 +54,8 @@ class Code:
         self._indent -= 1
 
     def text(self) -> str:
-        return "\n".join(self.lines).rstrip() + "\n"
+        """The code, long lines wrapped to the project's line length (`codegen.wrap`)."""
+        return "\n".join(out for line in self.lines for out in wrap_line(line)).rstrip() + "\n"
 
 
 def names_in(*texts: str) -> frozenset[str]:
@@ -82,6 +84,21 @@ def top_level_names(*texts: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def prefixed_params(params: str) -> LayerRef:
+    """A layer's params in a dict keyed by dotted names (`params['h.0.ln_1.weight']`): its function
+    takes the key prefix `'h.0.'`."""
+    return LayerRef(lambda path: repr(path + "."),
+                    lambda layer, v, path: f"{params}[{layer} + {v.name[len(path) + 1:]!r}]")
+
+
+def called_helpers(helpers: Iterable[str], code: Code) -> list[str]:
+    """The helper functions (module-level snippets, each defining one function) that `code` calls:
+    a program holds no helper it does not use."""
+    text = "\n".join(code.lines)
+    names = {h: re.search(r"def (\w+)", h).group(1) for h in helpers}
+    return [h for h, name in names.items() if re.search(r"\b" + name + r"\(", text)]
+
+
 def param_path(value: Value) -> list[str]:
     """A param's dotted name as validated segments: identifiers or non-negative integers. A
     segment reaches generated code only as an attribute (a keyword one through getattr) or a
@@ -105,6 +122,16 @@ def inert_text(text: str) -> str:
 Rule = Callable[["Emit", Node], str]
 
 
+@dataclass(frozen=True)
+class LayerRef:
+    """How a repeated layer's function reads its params from one argument: `layer(path)` is the
+    argument at a call (`self.h[0]`, `'h.0.'`), `param(arg, value, path)` a param through it
+    (`layer.ln_1.weight`, `params[layer + 'ln_1.weight']`)."""
+
+    layer: Callable[[str], str]
+    param: Callable[[str, Value, str], str]
+
+
 @dataclass
 class Target:
     """What distinguishes one backend: its lowering table, spellings and the glue its module needs.
@@ -120,6 +147,8 @@ class Target:
     rules: dict[str, Rule | str]
     imports: tuple[str, ...] = ()
     std_imports: tuple[str, ...] = ()  # of the standard library, beside the module's `import os`
+    #: code that must run before the framework is imported (settings it reads once, at import)
+    preamble: str = ""
     runtime_code: str = ""
     shape_of: str = "{x}.shape[{axis}]"
     unsupported_dtypes: dict[str, frozenset[DType]] = field(default_factory=dict)
@@ -154,7 +183,7 @@ class Target:
     @property
     def fixed_code(self) -> tuple[str, ...]:
         """Every piece of code the target writes as it is, around the model."""
-        return (*self.std_imports, *self.imports, self.runtime_code, *self.helpers)
+        return (*self.std_imports, self.preamble, *self.imports, self.runtime_code, *self.helpers)
 
     def supports(self, op: str, dtype: DType) -> bool:
         return op in self.rules and dtype not in self.unsupported_dtypes.get(op, frozenset())
@@ -180,6 +209,10 @@ class Emit:
         #: on every call. None keeps them local functions of the model (traced targets, which run
         #: forward's Python once).
         self.hoist: tuple[Code, str | None] | None = None
+        #: how a repeated layer's function reaches its params from one argument, where the target
+        #: can (torch's submodule, a key prefix); None: each param is an argument
+        self.layer_ref: LayerRef | None = None
+        self._bindings: tuple[Code, int, int] | None = None  # where `bind_symbols` wrote
 
     # -- helpers for rules ------------------------------------------------------------------
     def arg(self, node: Node, i: int) -> str:
@@ -232,12 +265,23 @@ class Emit:
 
     # -- the walk ---------------------------------------------------------------------------
     def bind_symbols(self, code: Code, input_names: list[str]) -> None:
-        """Bind each shape symbol to the first input dim that names it: `B = x.shape[0]`."""
+        """Bind each shape symbol to the first input dim that names it, here: `B = x.shape[0]`.
+        The body (`body`) keeps only those it reads."""
+        start = len(code.lines)
         for value, name in zip(self.graph.inputs, input_names):
             for axis, d in enumerate(value.shape):
                 if isinstance(d, Sym) and len(d.symbols) == 1 and str(d) in d.symbols and str(d) not in self.symbols:
                     self.symbols[str(d)] = self.names.fresh(str(d))
                     code(f"{self.symbols[str(d)]} = {self.target.shape_of.format(x=name, axis=axis)}")
+        self._bindings = (code, start, len(code.lines))
+
+    def _unbind_unused(self) -> None:
+        """Drop the symbol bindings that nothing after them reads (an unused local, to a linter)."""
+        if self._bindings is None:
+            return
+        code, start, end = self._bindings
+        read = set(re.findall(r"[A-Za-z_]\w*", "\n".join(code.lines[end:])))
+        code.lines[start:end] = [line for line in code.lines[start:end] if line.split(" = ")[0].strip() in read]
 
     def plan(self, reuse_buffers: bool = False, keep_buffers: bool = False) -> None:
         """Decide, before the body is written, which results overwrite dying operands
@@ -247,25 +291,39 @@ class Emit:
                                         keep=keep_buffers)
 
     def body(self, code: Code) -> None:
-        """One assignment per node, each DSL statement's block headed by its source line; each
-        fused region (a run of nodes with one `Node.group`) is a function (`region`): local, or
-        at module level where `hoist` says. Results go where `plan` put them."""
+        """One assignment per node, each DSL statement's block headed by its source line. A
+        repeated layer's call (`ir.region.layer_calls`: a Block used twice) is a call of one
+        function for the layer, and each fused region (a run of nodes with one `Node.group`) a
+        call of its own function: local, or at module level where `hoist` says. Results go where
+        `plan` put them."""
         self._last_loc: tuple[str, int] | None = None
         self._count = 0
         self._inline = inline_scalars(self.graph)
-        last_read = self.graph.last_reads()
-        self._hoisted: dict[str, str] = {}  # a hoisted group's canonical text -> its function
+        self._last_read = self.graph.last_reads()
+        self._position = {id(n): i for i, n in enumerate(self.graph.nodes)}
+        self._functions: dict[str, str] = {}  # a shared function's canonical text -> its name
+        self._calls = layer_calls(self.graph)
         for value in self.graph.params:
             self.values[value] = self.param_ref(value)
+        self._walk(code, self.graph.nodes, lambda n: ("layer", self._calls[n]) if n in self._calls else n.group)
+        self._unbind_unused()
+
+    def _walk(self, code: Code, nodes: list[Node], key: Callable[[Node], Any]) -> None:
+        """Write `nodes`: runs with one key that is not None are a function each (a layer's call, a
+        fused group), the rest a statement each; dead values are freed where the target does so."""
         live: list[Value] = []
-        end = 0
-        # each ungrouped node is a run of its own; a fused group is one region
-        for run in regions(self.graph, lambda n: n.group if n.group is not None else n):
-            end += len(run.nodes)
-            defined = self.region(code, run) if run.nodes[0].group is not None else self.statement(code, run.nodes[0])
+        for run in regions(self.graph, lambda n: n if key(n) is None else key(n), nodes):
+            kind = key(run.nodes[0])
+            if kind is None:
+                defined = self.statement(code, run.nodes[0])
+            elif isinstance(kind, tuple):  # ("layer", call)
+                defined = self.layer_call(code, run)
+            else:
+                defined = self.region(code, run)
             if self.target.free_dead_values:
-                dead = [v for v in live + defined if last_read.get(v, -1) < end]
-                live = [v for v in live + defined if last_read.get(v, -1) >= end]
+                end = self._position[id(run.nodes[-1])]
+                dead = [v for v in live + defined if self._last_read.get(v, -1) <= end]
+                live = [v for v in live + defined if self._last_read.get(v, -1) > end]
                 if dead:  # on the line that read them last, as torch.fx writes it
                     code.lines[-1] += f";  del {', '.join(self.values[v] for v in dead)}"
 
@@ -301,57 +359,102 @@ class Emit:
         return list(node.results)
 
     def region(self, code: Code, region: Region) -> list[Value]:
-        """A fused group as a local function: the values it reads (params included) and the shape
-        symbols it uses are its arguments, and it returns the values read after it; a target's
-        own names (imports, `device`) it reads as usual, or as arguments where `hoist` puts it at
-        module level. Returns the values the call names."""
+        """A fused group as a function: see `function`."""
+        group = region.nodes[0].group
+        ops = ", ".join(dict.fromkeys(n.op for n in region.nodes))
+        return self.function(code, region, f"group{group}", f"fused group {group}: {ops}",
+                             lambda body: [self.statement(body, node) for node in region.nodes],
+                             shared=bool(self.hoist))
+
+    def layer_call(self, code: Code, region: Region) -> list[Value]:
+        """A call of a repeated layer as a call of the layer's function (see `function`), its
+        params arguments named as within the layer (`ln_1_weight`); inside, fused groups are
+        functions of their own and dead values are freed as in the model's body."""
+        path, _ = self._calls[region.nodes[0]]
+        definition = self.graph.layers[path]
+        snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", definition).lower()
+
+        def write(body: Code) -> None:
+            self._last_loc = None
+            self._walk(body, region.nodes, lambda n: n.group)
+
+        def hint(v: Value) -> str | None:
+            return v.name[len(path) + 1:] if v.param is not None and v.name.startswith(path + ".") else None
+
+        comment = f"the layer {definition}, for each of its calls"
+        if self.layer_ref is None:
+            return self.function(code, region, snake, comment, write, shared=True, hint=hint, decorate=False)
+        # the target reaches a layer's params from one argument (torch's submodule, a key prefix)
+        layer = self.names.fresh("layer")
+        params = [v for v in region.inputs if hint(v)]
+        saved = {v: self.values[v] for v in params}
+        self.values.update({v: self.layer_ref.param(layer, v, path) for v in params})
+        try:
+            return self.function(code, region, snake, comment, write, shared=True,
+                                 outer={layer: self.layer_ref.layer(path)}, given=set(params), decorate=False)
+        finally:
+            self.values.update(saved)
+
+    def function(self, code: Code, region: Region, name: str, comment: str, write: Callable[[Code], Any],
+                 shared: bool, hint: Callable[[Value], str | None] = lambda v: None,
+                 outer: dict[str, str] | None = None, given: set[Value] = frozenset(),
+                 decorate: bool = True) -> list[Value]:
+        """A region as a function and its call: the values it reads (params included) and the
+        shape symbols it uses are its arguments, and it returns the values read after it; a
+        target's own names (imports, `device`) it reads as usual, or as arguments where `hoist`
+        puts it at module level. A `shared` function is written once for every region that
+        computes the same on values of the same types. `outer` are arguments given already (name
+        -> expression at the call site), through which the body reads the values `given`. Returns
+        the values the call names. Only a `decorate`d function gets the hoist decorator (a fused
+        group's, not a layer's whose groups have it)."""
         nodes = region.nodes
         inside = {r for n in nodes for r in n.results}
-        outer: dict[str, str] = {}  # argument name -> expression at the call site
+        outer = dict(outer or {})  # argument name -> expression at the call site
         saved = dict(self.values)
         for v in region.inputs:
             expr = self.values[v]
-            if v.producer in self._inline or expr in outer:
+            if v.producer in self._inline or expr in outer or v in given:
                 continue
-            arg = expr if IDENTIFIER.match(expr) else self.names.fresh(v.name or "const")
+            named = hint(v)
+            arg = (self.names.fresh(named) if named else expr if IDENTIFIER.match(expr)
+                   else self.names.fresh(v.name or "const"))
             outer[arg] = expr
             self.values[v] = arg
         body = Code()
-        for node in nodes:
-            self.statement(body, node)
+        write(body)
         results = region.outputs
         body(f"return {', '.join(self.values[v] for v in results)}" if results else "return None")
         local = set(self.values.values()) | set(self.symbols.values())
         if self.hoist:
             local |= self.target.model_locals
-        for name in sorted((_free_names(body.lines) & local) - set(outer)):
-            outer[name] = name  # a shape symbol or value the body reads by name
+        for free in sorted((_free_names(body.lines) & local) - set(outer)):
+            outer[free] = free  # a shape symbol or value the body reads by name
         args = list(outer)
-        fn = self._hoisted_function(nodes, args, body) if self.hoist else self._function(code, nodes, args, body)
+        where, decorator = self.hoist if self.hoist else (code, None)
+        decorators = [decorator] if decorator and decorate else []
+        if shared:  # the same layer, repeated: one function (one compilation where a compiler caches)
+            types = " ".join(str(v.type) for n in nodes for v in (*n.operands, *n.results))
+            key = f"{types}\n{_canonical(args, body.lines)}"
+            if key not in self._functions:
+                self._functions[key] = self._define(where, name, comment, args, body, decorators)
+            fn = self._functions[key]
+        else:
+            fn = self._define(where, name, comment, args, body, decorators)
         names = [self.values[v] for v in results]
         self.values.update({k: v for k, v in saved.items() if k not in inside})
         code(f"{', '.join(names) or '_'} = {fn}({', '.join(outer.values())})")
         return results
 
-    def _function(self, code: Code, nodes: list[Node], args: list[str], body: Code, *decorators: str) -> str:
-        """Write a group's function into `code`; returns its name."""
-        fn = self.names.fresh(f"group{nodes[0].group}")
-        code(f"# fused group {nodes[0].group}: {', '.join(dict.fromkeys(n.op for n in nodes))}", *decorators)
-        with code.block(f"def {fn}({', '.join(args)}):"):
-            code(*body.lines)
-        return fn
-
-    def _hoisted_function(self, nodes: list[Node], args: list[str], body: Code) -> str:
-        """A group's module-level function under the hoist decorator. A group computing what an
-        earlier one does, on values of the same types (the same layer, repeated), calls that
-        function instead: one compilation where its compiler caches."""
-        where, decorator = self.hoist
-        types = " ".join(str(v.type) for n in nodes for v in (*n.operands, *n.results))
-        key = f"{types}\n{_canonical(args, body.lines)}"
-        if key not in self._hoisted:
-            self._hoisted[key] = self._function(where, nodes, args, body, *filter(None, [decorator]))
+    def _define(self, where: Code, name: str, comment: str, args: list[str], body: Code,
+                decorators: list[str]) -> str:
+        """Write a function into `where` (and blank lines after it at module level); its name."""
+        fn = self.names.fresh(name)
+        where(f"# {comment}", *decorators)
+        with where.block(f"def {fn}({', '.join(args)}):"):
+            where(*body.lines)
+        if self.hoist and where is self.hoist[0]:
             where("", "")
-        return self._hoisted[key]
+        return fn
 
     def rule_for(self, node: Node) -> Rule | str:
         rule = self.target.rules.get(node.op)
@@ -366,8 +469,9 @@ class Emit:
 
 def computed_in(rule: Rule | str, when: frozenset[DType], compute: DType, cast: str) -> Rule:
     """`rule` for nodes whose result dtype is in `when`, computed at `compute`: those operands are
-    cast to it and the result back, rounding once as the reference does. `cast` spells a cast,
-    with `{x}` and `{dtype}`."""
+    cast to it and the result back, rounding once as the reference does (op by op in 16 bits, the
+    roundings of a composite op exceed the 16-bit tolerances). `cast` spells a cast, with `{x}` and
+    `{dtype}`: a call (`tf.cast({x}, {dtype})`) or a method (`{x}.astype({dtype})`)."""
 
     def wrapped(e: Emit, node: Node) -> str:
         dtype = node.results[0].dtype
@@ -378,11 +482,19 @@ def computed_in(rule: Rule | str, when: frozenset[DType], compute: DType, cast: 
             if v.dtype in when:
                 e.values[v] = cast.format(x=e.values[v], dtype=e.dtype(compute))
         try:
-            return cast.format(x=render(rule, e, node), dtype=e.dtype(dtype))
+            expr = render(rule, e, node)
         finally:
             e.values.update(saved)
+        if cast.startswith("{x}.") and not _primary(expr):
+            expr = f"({expr})"
+        return cast.format(x=expr, dtype=e.dtype(dtype))
 
     return wrapped
+
+
+def _primary(expr: str) -> bool:
+    """Whether a method can be called on `expr` as it is: a name, call, attribute or subscript."""
+    return isinstance(ast.parse(expr, mode="eval").body, (ast.Call, ast.Attribute, ast.Subscript, ast.Name))
 
 
 def render(rule: Rule | str, e: Emit, node: Node) -> str:
@@ -391,16 +503,25 @@ def render(rule: Rule | str, e: Emit, node: Node) -> str:
 
 
 def _canonical(args: list[str], lines: list[str]) -> str:
-    """A function's text with its arguments and locals renamed by position, comments dropped:
-    equal for two groups that compute the same on different values (a repeated layer's)."""
+    """A function's text with its arguments, locals and nested functions renamed by position,
+    comments dropped: equal for two groups that compute the same on different values (a repeated
+    layer's)."""
     tree = ast.parse("\n".join(lines))
     names = {a: f"_a{i}" for i, a in enumerate(args)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in names:
             names[node.id] = f"_t{len(names)}"
+        elif isinstance(node, ast.FunctionDef) and node.name not in names:
+            names[node.name] = f"_f{len(names)}"
+        elif isinstance(node, ast.arg) and node.arg not in names:
+            names[node.arg] = f"_p{len(names)}"
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             node.id = names.get(node.id, node.id)
+        elif isinstance(node, ast.FunctionDef):
+            node.name = names[node.name]
+        elif isinstance(node, ast.arg):
+            node.arg = names[node.arg]
     return f"({', '.join(names[a] for a in args)})\n{ast.unparse(tree)}"
 
 
@@ -472,6 +593,14 @@ def inline_scalars(graph: Graph) -> set[Node]:
                            and not any(v.producer in out for v in u.operands) for u in readers):
             out.add(node)
     return out
+
+
+def hoisted_constants(graph: Graph, names: Namespace, hint: str) -> dict[Node, str]:
+    """A name (`hint` + its number) for each constant the program holds once, outside the body:
+    every constant but the scalars the body writes inline (`inline_scalars`)."""
+    inlined = inline_scalars(graph)
+    constants = [n for n in graph.nodes if n.op == "constant" and n not in inlined]
+    return {node: names.fresh(f"{hint}{i}") for i, node in enumerate(constants)}
 
 
 def source_comment(loc: SourceLoc) -> str:

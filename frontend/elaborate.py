@@ -24,35 +24,12 @@ from ..ir.registry import all_ops
 from ..ir.types import Dim, DType, Sym, TensorType, dim_add, dim_floordiv, dim_mod, dim_mul, dim_neg, dim_sub
 from . import ast, limits
 from .builtins import BoundMethod, Builtin, Context, bind_arguments, builtins, describe, tensor_attribute
+from .scope import Scope
 from .signature import bind_signature, check_returns
 from .source import PRELUDE_FILE, Definitions
 
 CONSTANTS: dict[str, Any] = {"inf": math.inf, "nan": math.nan, "pi": math.pi,
                              **{d.value: d for d in DType}}
-
-
-class Scope:
-    """Names visible at one point: a dict with a parent chain."""
-
-    def __init__(self, parent: Scope | None = None):
-        self.names: dict[str, Any] = {}
-        self.parent = parent
-
-    def lookup(self, name: str) -> Any:
-        scope: Scope | None = self
-        while scope is not None:
-            if name in scope.names:
-                return scope.names[name]
-            scope = scope.parent
-        raise KeyError(name)
-
-    def visible(self) -> set[str]:
-        out: set[str] = set()
-        scope: Scope | None = self
-        while scope is not None:
-            out |= scope.names.keys()
-            scope = scope.parent
-        return out
 
 
 @dataclass(eq=False)
@@ -324,6 +301,8 @@ class Elaborator:
         scope.names.update(bind_signature(method, values, inst.scope, self.eval_dim_expr, loc,
                                           f"{inst.path or inst.definition.name}"))
         outer, self.b.module = self.b.module, inst.path  # nodes built here belong to this layer
+        if inst.path:
+            self.b.graph.layers[inst.path] = inst.definition.name
         try:
             with self.nested(loc), _from_prelude(loc, f"the forward of the prelude's {inst.definition.name}"):
                 try:

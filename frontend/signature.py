@@ -15,6 +15,7 @@ from ..ir.errors import ShipeiError, SourceLoc
 from ..ir.graph import Value
 from ..ir.types import Dim, DType, TensorType, format_dim
 from . import ast
+from .scope import Scope
 
 ELLIPSIS = "..."
 DimEval = Callable[[Any, Any, Any], Dim]
@@ -35,8 +36,6 @@ def _render(t: ast.TensorTypeExpr, bound: dict[str, Any], eval_dim: DimEval, sco
 
 
 def _with(scope: Any, bound: dict[str, Any]) -> Any:
-    from .elaborate import Scope
-
     child = Scope(scope)
     child.names.update({k: v for k, v in bound.items() if k != ELLIPSIS})
     return child

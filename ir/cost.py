@@ -34,10 +34,7 @@ from .graph import Node, Value
 from .placement import Placement
 from .profile import Profile
 from .registry import FusionKind, get_op
-from .types import LOW_PRECISION, DType, eval_dim
-
-#: Value a shape symbol takes in cost estimates when the caller gives none.
-DEFAULT_DIM = 8
+from .types import LOW_PRECISION, DType, concrete_shape
 
 
 @dataclass(frozen=True)
@@ -114,8 +111,8 @@ def flops(node: Node, dims: Mapping[str, int]) -> float:
     per result element for elementwise ops, one per operand element for reductions, four per
     operand element for other opaque ops, none for ops that only move data."""
     opdef = get_op(node.op)
-    operands = [concrete_shape(v, dims) for v in node.operands]
-    results = [concrete_shape(v, dims) for v in node.results]
+    operands = [concrete_shape(v.shape, dims) for v in node.operands]
+    results = [concrete_shape(v.shape, dims) for v in node.results]
     if opdef.flops is not None:
         return float(opdef.flops(operands, results, node.attrs))
     if opdef.fusion in (FusionKind.ELEMWISE, FusionKind.BROADCAST):
@@ -137,17 +134,7 @@ def format_bytes(n: float) -> str:
 
 
 def nbytes(value: Value, dims: Mapping[str, int]) -> float:
-    return float(math.prod(concrete_shape(value, dims)) * value.dtype.itemsize)
-
-
-def concrete_shape(value: Value, dims: Mapping[str, int]) -> tuple[int, ...]:
-    env = _with_defaults(dims, value)
-    return tuple(eval_dim(d, env) for d in value.shape)
-
-
-def _with_defaults(dims: Mapping[str, int], value: Value) -> Mapping[str, int]:
-    missing = {s for d in value.shape if not isinstance(d, int) for s in d.symbols} - set(dims)
-    return {**dims, **dict.fromkeys(missing, DEFAULT_DIM)} if missing else dims
+    return float(math.prod(concrete_shape(value.shape, dims)) * value.dtype.itemsize)
 
 
 def node_seconds(node: Node, placement: Placement, dims: Mapping[str, int], costs: Costs) -> float:

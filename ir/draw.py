@@ -307,7 +307,7 @@ def _isotonic(want: list[float], offsets: list[float], weight: list[float]) -> l
 def draw_svg(graph: Graph, report: PartitionReport | None = None, dims: Mapping[str, int] | None = None) -> str:
     """A standalone SVG of `graph`, top to bottom, coloured by placement, with a legend; `report` (the
     partition pass's) adds a summary line and each node's reason; `dims` sizes transfers' bytes
-    (symbols it does not give are `ir.cost.DEFAULT_DIM`)."""
+    (symbols it does not give are `ir.types.DEFAULT_DIM`)."""
     dims = dims or {}
     rows, edges, labels = _layout(graph, dims)
     names = value_names(graph)

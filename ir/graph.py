@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import ShipeiError, SourceLoc
 from .placement import Placement
+from .registry import get_op
 from .types import Dim, DType, TensorType, dim_symbols
 
 
@@ -96,6 +97,8 @@ class Graph:
     nodes: list[Node] = field(default_factory=list)
     outputs: list[Value] = field(default_factory=list)
     loc: SourceLoc | None = field(default=None, repr=False)  # where the model is declared
+    #: each layer instance's path (as `Node.module` names it) -> its definition's name: `h.0` -> `Block`
+    layers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def param(self, name: str) -> Value:
         for p in self.params:
@@ -174,8 +177,6 @@ class Builder:
 
     def op(self, op: str, *operands: Value, **attrs: Any) -> list[Value]:
         """Build a node; returns all its results."""
-        from .registry import get_op
-
         opdef = get_op(op)
         attrs = opdef.complete_attrs(attrs, self.loc)
         try:

@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ShipeiError
-from .graph import Graph, Init, Node, Value
 from .registry import all_ops, get_op
 from .types import DType, Sym, dim_mul, dim_product, format_dim
+
+if TYPE_CHECKING:
+    from .graph import Graph, Init, Node, Value
 
 
 def print_graph(graph: Graph, *, locs: bool = False, notes: Mapping[Node, str] | None = None) -> str:

@@ -21,17 +21,15 @@ from pathlib import Path
 from .errors import ShipeiError
 from .graph import Node
 from .printer import format_attrs
-from .types import TensorType
+from .types import TensorType, concrete_shape
 
 VERSION = 1
 
 
 def signature(node: Node, dims: Mapping[str, int]) -> str:
     """What a node computes, at `dims`: the key a profile is looked up by."""
-    from .cost import concrete_shape
-
     def types(values: list) -> str:
-        return ", ".join(str(TensorType(v.dtype, concrete_shape(v, dims))) for v in values)
+        return ", ".join(str(TensorType(v.dtype, concrete_shape(v.shape, dims))) for v in values)
 
     attrs = f" {format_attrs(node)}" if node.attrs else ""
     return f"{node.op}{attrs} : ({types(node.operands)}) -> ({types(node.results)})"

@@ -8,6 +8,7 @@ runs by a key (`Node.group`, `Node.placement`); `region_graph` makes one a stand
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -26,10 +27,10 @@ class Region:
     outputs: list[Value]
 
 
-def regions(graph: Graph, key: Callable[[Node], Hashable]) -> list[Region]:
-    """The schedule cut into maximal runs of nodes with one `key`."""
+def regions(graph: Graph, key: Callable[[Node], Hashable], nodes: list[Node] | None = None) -> list[Region]:
+    """The schedule (or the consecutive `nodes` of it) cut into maximal runs of nodes with one `key`."""
     runs: list[list[Node]] = []
-    for node in graph.nodes:
+    for node in graph.nodes if nodes is None else nodes:
         if runs and key(runs[-1][-1]) == key(node):
             runs[-1].append(node)
         else:
@@ -44,6 +45,69 @@ def regions(graph: Graph, key: Callable[[Node], Hashable]) -> list[Region]:
         outputs = [r for n in run for r in n.results if last_read.get(r, -1) > end]
         out.append(Region(key(run[0]), run, inputs, outputs))
     return out
+
+
+def layer_calls(graph: Graph, min_nodes: int = 2) -> dict[Node, tuple[str, int]]:
+    """The calls of repeated layers: node -> (its layer's path, the call's number), for each node
+    that one call of a layer instance built, where at least two calls of one definition (two
+    instances, or one called twice) compute the same thing on values of the same types, with at
+    least `min_nodes` nodes each. The outermost such layers are taken (a Block, not the LayerNorm
+    inside it); a call is a maximal run of consecutive nodes under the instance's path
+    (`Node.module`, `Graph.layers`), and is left out where it would cut a fused group."""
+    out: dict[Node, tuple[str, int]] = {}
+    taken: set[str] = set()
+    numbers = itertools.count()
+    for depth in sorted({path.count(".") for path in graph.layers}):
+        calls: dict[tuple[str, str], list[tuple[str, list[Node]]]] = {}  # (definition, what it computes) -> calls
+        for path, definition in graph.layers.items():
+            if path.count(".") != depth or any(path == t or path.startswith(t + ".") for t in taken):
+                continue
+            for run in _runs(graph, path):
+                if len(run) >= min_nodes and not _cuts_a_group(graph, run):
+                    calls.setdefault((definition, _signature(run, path)), []).append((path, run))
+        for same in calls.values():
+            if len(same) < 2:
+                continue
+            for path, run in same:
+                taken.add(path)
+                out.update(dict.fromkeys(run, (path, next(numbers))))
+    return out
+
+
+def _signature(run: list[Node], path: str) -> str:
+    """What a call computes, independent of the values it reads and of its layer's path: its ops,
+    attributes and types, operands by position (its own results, its layer's params by their
+    names within the layer, other values by first use)."""
+    refs: dict[Value, str] = {}
+    lines = []
+    for i, node in enumerate(run):
+        operands = []
+        for v in node.operands:
+            if v not in refs:
+                inner = v.param is not None and v.name.startswith(path + ".")
+                refs[v] = f"param {v.name[len(path) + 1:]}" if inner else f"input {len(refs)}: {v.type}"
+            operands.append(refs[v])
+        lines.append(f"{node.op}({', '.join(operands)}) {sorted(node.attrs.items(), key=str)!r} "
+                     f"-> {', '.join(str(r.type) for r in node.results)}")
+        refs.update({r: f"%{i}.{k}" for k, r in enumerate(node.results)})
+    return "\n".join(lines)
+
+
+def _runs(graph: Graph, path: str) -> list[list[Node]]:
+    runs: list[list[Node]] = []
+    previous = False
+    for node in graph.nodes:
+        inside = node.module == path or node.module.startswith(path + ".")
+        if inside:
+            (runs[-1].append(node) if previous else runs.append([node]))
+        previous = inside
+    return runs
+
+
+def _cuts_a_group(graph: Graph, run: list[Node]) -> bool:
+    members = set(map(id, run))
+    groups = {n.group for n in run if n.group is not None}
+    return any(n.group in groups and id(n) not in members for n in graph.nodes)
 
 
 def region_graph(graph: Graph, region: Region, name: str) -> tuple[Graph, list[Value]]:

@@ -252,7 +252,6 @@ def register(opdef: OpDef) -> OpDef:
 
 
 def get_op(name: str) -> OpDef:
-    _load()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -260,12 +259,7 @@ def get_op(name: str) -> OpDef:
 
 
 def all_ops() -> dict[str, OpDef]:
-    _load()
     return dict(_REGISTRY)
-
-
-def _load() -> None:
-    from . import ops  # noqa: F401  (registers every op on first use)
 
 
 def unregister(name: str) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .graph import Builder, Graph
+from .inputs import random_inputs
 from .registry import FusionKind, Sample, all_ops, get_op
 from .types import DType, TensorType
 
@@ -26,12 +27,6 @@ def samples(op: str) -> Sequence[Sample]:
     if opdef.fusion in (FusionKind.ELEMWISE, FusionKind.BROADCAST):
         return _BINARY if len(opdef.operands) == 2 else _UNARY if len(opdef.operands) == 1 else ()
     return ()
-
-
-def operand_domains(op: str) -> dict[int, str]:
-    """Operand index -> the domain it must be drawn from (`OpDef.domains`)."""
-    opdef = get_op(op)
-    return {i: opdef.domains[name] for i, name in enumerate(opdef.operands) if name in opdef.domains}
 
 
 def dtypes_for(op: str) -> list[DType]:
@@ -62,34 +57,9 @@ def build(op: str, sample: Sample, dtype: DType) -> Graph:
 
 
 def inputs(op: str, sample: Sample, graph: Graph, seed: int = 0) -> list[np.ndarray]:
-    """Inputs inside the op's domain: positive where log/sqrt need it, nonzero divisors, valid
-    indices, and a few exact zeros and negatives elsewhere to exercise edges."""
-    rng = np.random.default_rng(seed)
-    domains = operand_domains(op)
-    out = []
-    for i, v in enumerate(graph.inputs):
-        shape = tuple(int(d) for d in v.shape)
-        if i in sample.int_operands:
-            bound = sample.shapes[0][sample.attrs.get("axis", 0)]
-            out.append(rng.integers(0, bound, shape).astype(np.int64))
-            continue
-        if v.dtype is DType.bool:
-            out.append(rng.random(shape) < 0.5)
-            continue
-        x = rng.uniform(-3, 3, shape)
-        domain = domains.get(i)
-        if domain == "positive":
-            x = np.abs(x) + 0.1
-        elif domain == "nonnegative":
-            x = np.abs(x)
-        elif domain == "nonzero":
-            x = np.sign(x + 1e-9) * (np.abs(x) + 0.5)
-        elif x.size > 2:
-            x.flat[0] = 0.0
-        if not v.dtype.is_float:
-            x = np.round(x * 10)
-        out.append(x.astype(v.dtype.numpy))
-    return out
+    """Inputs inside the op's domain (`ir.inputs`): positive where log/sqrt need it, nonzero
+    divisors, valid indices, and an exact zero first elsewhere to exercise edges."""
+    return random_inputs(graph, seed, scale=3.0, edges=True, ints=(-30, 31))
 
 
 def cases() -> Iterator[tuple[str, int, Sample]]:

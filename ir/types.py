@@ -9,6 +9,7 @@ and it keeps equality exact without a computer-algebra system.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -216,7 +217,7 @@ def dim_symbols(d: Dim) -> frozenset[str]:
     return d.symbols if isinstance(d, Sym) else frozenset()
 
 
-def eval_dim(d: Dim, env: dict[str, int]) -> int:
+def eval_dim(d: Dim, env: Mapping[str, int]) -> int:
     """The concrete value of a dim once its symbols are bound."""
     if isinstance(d, int):
         return d
@@ -227,6 +228,17 @@ def eval_dim(d: Dim, env: dict[str, int]) -> int:
             v *= env[s]
         total += v
     return total
+
+
+#: Value a shape symbol takes in cost estimates and profiles when the caller gives none.
+DEFAULT_DIM = 8
+
+
+def concrete_shape(shape: tuple[Dim, ...], dims: Mapping[str, int]) -> tuple[int, ...]:
+    """`shape` at `dims`; a symbol they do not give is `DEFAULT_DIM`."""
+    missing = {s for d in shape if not isinstance(d, int) for s in d.symbols} - set(dims)
+    env = {**dims, **dict.fromkeys(missing, DEFAULT_DIM)} if missing else dims
+    return tuple(eval_dim(d, env) for d in shape)
 
 
 @dataclass(frozen=True)

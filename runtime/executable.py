@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..codegen.frameworks import require_framework
+from ..codegen.module import GeneratedModule
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph
 from ..ir.interpreter import bind_symbols, coerce_input, empty_arrays
@@ -36,6 +38,25 @@ _counter = itertools.count()
 
 class DeviceFallbackWarning(UserWarning):
     """A model runs on CPU because its target's preferred accelerator is absent."""
+
+
+def write_generated(module: GeneratedModule) -> Path:
+    """A generated module's source in a file of its own, in a folder that lives as long as the
+    process (frameworks that compile Python read a function's source back from its file)."""
+    global _GENERATED
+    if _GENERATED is None:
+        _GENERATED = tempfile.TemporaryDirectory(prefix="shipei-generated-")
+    path = Path(tempfile.mkdtemp(dir=_GENERATED.name)) / module.filename
+    path.write_text(module.source)
+    return path
+
+
+def import_generated(module: GeneratedModule) -> ModuleType:
+    """A generated module, imported from its source (`write_generated`)."""
+    return import_module_file(write_generated(module))
+
+
+_GENERATED: tempfile.TemporaryDirectory | None = None
 
 
 def import_module_file(path: Path) -> ModuleType:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Node, Value
-from .manager import Pass, PassContext
-from .rewrite import Rewriter, add_weight, drop_unused_params, first_param, frozen_weights, rewrite, static_value
+from .manager import PassContext, WeightPass
+from .rewrite import Rewriter, add_weight, drop_unused_params, first_param, rewrite, static_value
 
 
 def _layer(value: Value) -> Node | None:
@@ -48,14 +48,10 @@ def _layer_prefix(value: Value) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
-class FoldBatchNorm(Pass):
+class FoldBatchNorm(WeightPass):
     name = "fold-batch-norm"
-    frozen_only = True
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        weights = frozen_weights(ctx)
-        if weights is None:
-            return graph
+    def rewrite(self, graph: Graph, ctx: PassContext, weights: dict[str, np.ndarray]) -> Graph:
         users = graph.users()
         outputs = set(graph.outputs)
 

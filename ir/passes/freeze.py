@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Graph, Node, Value
-from .manager import Pass, PassContext
+from .manager import PassContext, WeightPass
 from .rewrite import (
     Rewriter,
     add_weight,
@@ -31,7 +31,6 @@ from .rewrite import (
     elements,
     evaluate,
     first_param,
-    frozen_weights,
     make_node,
     replace_uses,
     rewrite,
@@ -71,14 +70,10 @@ class _Static:
         return self.arrays[v]
 
 
-class Freeze(Pass):
+class Freeze(WeightPass):
     name = "freeze"
-    frozen_only = True
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        weights = frozen_weights(ctx)
-        if weights is None:
-            return graph
+    def rewrite(self, graph: Graph, ctx: PassContext, weights: dict[str, np.ndarray]) -> Graph:
         inline = ctx.settings.freeze_inline
         static = _Static(graph, weights)
         readers = {v for n in graph.nodes if n.results[:1] and n.results[0] not in static.leaves

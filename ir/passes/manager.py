@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from typing import ClassVar
 
+import numpy as np
+
 from ..errors import ShipeiError, did_you_mean
 from ..graph import Graph
 from .context import PassContext, PassTiming
@@ -63,6 +65,21 @@ class Pass:
     frozen_only: ClassVar[bool] = False
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        raise NotImplementedError
+
+
+class WeightPass(Pass):
+    """A pass that rewrites the weights as well as the graph: only frozen weights (`--freeze`) are
+    the program's to change, so without them it does nothing."""
+
+    frozen_only = True
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        if not ctx.frozen or ctx.weights is None:
+            return graph
+        return self.rewrite(graph, ctx, ctx.weights)
+
+    def rewrite(self, graph: Graph, ctx: PassContext, weights: dict[str, np.ndarray]) -> Graph:
         raise NotImplementedError
 
 

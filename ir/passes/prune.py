@@ -23,8 +23,8 @@ import numpy as np
 
 from ..errors import ShipeiError
 from ..graph import Graph
-from .manager import Pass, PassContext
-from .rewrite import frozen_weights, layer_weights
+from .manager import PassContext, WeightPass
+from .rewrite import layer_weights
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,10 @@ def sparse_bytes(w: np.ndarray, axis: int | None) -> int:
     return kept * moved.shape[1] * w.itemsize + -(-w.shape[axis] // 8)
 
 
-class Prune(Pass):
+class Prune(WeightPass):
     name = "prune"
-    frozen_only = True
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        weights = frozen_weights(ctx)
-        if weights is None:
-            return graph
+    def rewrite(self, graph: Graph, ctx: PassContext, weights: dict[str, np.ndarray]) -> Graph:
         sparsity = ctx.settings.sparsity
         if not 0.0 <= sparsity <= 1.0:
             raise ShipeiError(f"sparsity must be between 0 and 1, got {sparsity}")

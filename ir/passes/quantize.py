@@ -31,8 +31,8 @@ import numpy as np
 
 from ..graph import Graph, Node, Value
 from ..types import DType
-from .manager import Pass, PassContext
-from .rewrite import Rewriter, add_weight, drop_unused_params, frozen_weights, layer_weights, rewrite
+from .manager import PassContext, WeightPass
+from .rewrite import Rewriter, add_weight, drop_unused_params, layer_weights, rewrite
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,10 @@ def _scales_rows(scale: Value, table: Value, axis: int) -> bool:
     return _only_along(scale, axis) and scale.shape[axis] == table.shape[axis]
 
 
-class Quantize(Pass):
+class Quantize(WeightPass):
     name = "quantize"
-    frozen_only = True
 
-    def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        weights = frozen_weights(ctx)
-        if weights is None:
-            return graph
+    def rewrite(self, graph: Graph, ctx: PassContext, weights: dict[str, np.ndarray]) -> Graph:
         limit = ctx.settings.quantize_min_elements
         int8_matmul = ctx.settings.int8_matmul
         if int8_matmul is None:

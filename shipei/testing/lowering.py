@@ -14,18 +14,16 @@ the nodes that computed them), keeping each step only while the failure persists
 from __future__ import annotations
 
 import functools
-import importlib.util
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-from ..codegen import TARGETS, emit, get_target
+from ..codegen import emit
+from ..codegen.frameworks import available_targets
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Value
 from ..ir.init import init_params
@@ -42,19 +40,6 @@ RANGE_MARGIN = 64.0
 
 Arrays = Sequence[np.ndarray]
 Weights = dict[str, np.ndarray]
-
-
-def available_targets() -> list[str]:
-    """Targets whose code generator exists and whose framework is installed."""
-    out = []
-    for name in TARGETS:
-        try:
-            target = get_target(name)
-        except ImportError:
-            continue
-        if importlib.util.find_spec(target.framework) is not None:
-            out.append(name)
-    return out
 
 
 @dataclass
@@ -218,6 +203,7 @@ def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, devi
     opt=opt, freeze=True)` makes: the -O pipeline runs first, with the weights frozen. The target
     `HETERO` is every available framework at once: the graph partitioned over them (`spread`)."""
     from ..runtime import Executable
+    from ..runtime.executable import write_generated
 
     if target == HETERO:
         return run_partitioned(graph, inputs, weights, spread(graph, available_targets()), available_targets(),
@@ -235,11 +221,7 @@ def run_target(graph: Graph, target: str, inputs: Arrays, weights: Weights, devi
         graph, weights, module = compiled.ir, compiled.weights, compiled.module
     else:
         module = emit(graph, target, **options)
-    with tempfile.TemporaryDirectory(prefix="shipei-check-") as tmp:
-        path = Path(tmp) / module.filename
-        path.write_text(module.source)
-        exe = Executable(graph, target, path, weights, device)
-        return exe.run(*inputs)
+    return Executable(graph, target, write_generated(module), weights, device).run(*inputs)
 
 
 #: The pseudo-target of heterogeneous checks: one graph over every available framework.

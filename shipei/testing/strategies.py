@@ -31,8 +31,9 @@ import numpy as np
 
 from ..ir.errors import ShipeiError
 from ..ir.graph import Builder, Graph, Init, Value
+from ..ir.inputs import operand_domains, random_inputs
 from ..ir.registry import AttrKind, FusionKind, all_ops, get_op
-from ..ir.samples import dtypes_for, operand_domains, samples
+from ..ir.samples import dtypes_for, samples
 from ..ir.types import Dim, DType, Sym, TensorType, broadcast_shapes, dim_mul, dim_product, eval_dim
 
 T = TypeVar("T")
@@ -620,55 +621,14 @@ class Inputs(list):
 
 
 def make_inputs(graph: Graph, seed: int = 0, dims: dict[str, int] | None = None, scale: float = 3.0) -> Inputs:
-    """One array per graph input, inside the domain of every op that reads it.
+    """One array per graph input, inside the domain of every op that reads it (`ir.inputs`).
 
     Floats are uniform in [-scale, scale], half of the inputs rounded to eighths (so comparisons
     and maxima meet ties); positive, nonnegative and nonzero domains shift them away from zero.
     Integer inputs used as gather indices lie in [0, n); others in [-4, 4]. Shape symbols take
     `dims[name]`, else 3.
     """
-    rng = np.random.default_rng(seed)
-    env = dict.fromkeys(graph.symbols(), SYMBOL_VALUE)
-    env.update(dims or {})
-    domains: dict[Value, set[str]] = {}
-    bounds: dict[Value, int] = {}
-    for node in graph.nodes:
-        for i, domain in operand_domains(node.op).items():
-            if i < len(node.operands):
-                domains.setdefault(node.operands[i], set()).add(domain)
-        for i in _sample_index_operands(node.op):
-            x, axis = node.operands[0], node.attrs.get("axis", 0)
-            bound = eval_dim(x.shape[axis], env)
-            bounds[node.operands[i]] = min(bounds.get(node.operands[i], bound), bound)
-    out = []
-    for v in graph.inputs:
-        shape = tuple(eval_dim(d, env) for d in v.shape)
-        if v.dtype is DType.bool:
-            array = rng.random(shape) < 0.5
-        elif v.dtype.is_int:
-            array = rng.integers(0, bounds[v], shape) if v in bounds else rng.integers(-4, 5, shape)
-        else:
-            array = _in_domain(rng.uniform(-scale, scale, shape), domains.get(v, set()))
-            if rng.random() < 0.5:
-                array = np.round(array * 8) / 8
-                array = _in_domain(array, domains.get(v, set()))
-        out.append(np.asarray(array).astype(v.dtype.numpy))
-    return Inputs(out, seed)
-
-
-#: The bound of the "small" domain (exp, pow's exponent): |x| <= SMALL.
-SMALL = 3.0
-
-
-def _in_domain(x: np.ndarray, domains: set[str]) -> np.ndarray:
-    if "positive" in domains or {"nonnegative", "nonzero"} <= domains:
-        x = np.abs(x) + 0.125
-    elif "nonnegative" in domains:
-        x = np.abs(x)
-    elif "nonzero" in domains:
-        x = np.where(x < 0, x - 0.5, x + 0.5)
-    # the shifts above can leave [-SMALL, SMALL]; clipping keeps them away from zero
-    return np.clip(x, -SMALL, SMALL) if "small" in domains else x
+    return Inputs(random_inputs(graph, seed, dims, SYMBOL_VALUE, scale=scale, ties=True, ints=(-4, 5)), seed)
 
 
 # -- Hypothesis strategies ---------------------------------------------------------------
@@ -706,7 +666,7 @@ def placements(graph: Graph, targets: Iterable[str] | None = None, device: str =
     Nodes without operands stay None: they are copied to wherever they are read."""
     from hypothesis import strategies as st
 
-    from .lowering import available_targets
+    from ..codegen.frameworks import available_targets
 
     names = list(targets) if targets is not None else available_targets()
     choices = []

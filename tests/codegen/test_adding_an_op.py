@@ -9,7 +9,6 @@ generators draw it, and every target runs it. A test-only target that lowers onl
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import primitive_target
 import pytest
 from hypothesis import given
-from shipei.codegen import TARGETS, capabilities, emit, register_target
+from shipei.codegen import TARGETS, GeneratedModule, capabilities, emit, register_target
 from shipei.frontend.unparse import unparse
 from shipei.ir.graph import Graph
 from shipei.ir.interpreter import interpret
@@ -29,7 +28,7 @@ from shipei.ir.registry import FusionKind, all_ops, op, unregister
 from shipei.ir.tolerance import compare
 from shipei.ir.types import DType
 from shipei.ir.verifier import verify
-from shipei.runtime.executable import import_module_file
+from shipei.runtime.executable import import_generated
 
 import shipei
 from shipei.testing import assert_lowering_correct, available_targets, graphs, make_inputs
@@ -59,14 +58,11 @@ def softsign() -> Iterator[str]:
     unregister("softsign")
 
 
-def _run(module_source: str, filename: str, inputs: list[np.ndarray], weights: dict) -> list[np.ndarray]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / filename
-        path.write_text(module_source)
-        module = import_module_file(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return [np.asarray(y) for y in module.run(module.load(weights, "cpu"), inputs, "cpu")]
+def _run(generated: GeneratedModule, inputs: list[np.ndarray], weights: dict) -> list[np.ndarray]:
+    module = import_generated(generated)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [np.asarray(y) for y in module.run(module.load(weights, "cpu"), inputs, "cpu")]
 
 
 def test_a_registered_op_is_parsed_verified_interpreted_and_printed(softsign: str) -> None:
@@ -89,7 +85,7 @@ def test_a_registered_op_runs_on_every_target_through_its_decomposition(softsign
         assert DType.f32 in capabilities(target)["softsign"], target
         module = emit(graph, target, "soft.sp")
         assert "abs(" in module.source, target  # its decomposition: x / (1 + |x|)
-        (got,) = _run(module.source, module.filename, [x], {})
+        (got,) = _run(module, [x], {})
         assert compare(got, want, DType.f32).ok, target
 
 
@@ -133,7 +129,7 @@ def test_the_examples_run_on_a_target_that_lowers_only_primitives(primitives: st
     dims = {"B": 2, "T": 8}
     x = make_inputs(graph, seed=1, dims=dims)
     want = shipei.reference(graph, x, compiled.weights)
-    got = _run(body, compiled.module.filename, list(x), compiled.weights)
+    got = _run(compiled.module, list(x), compiled.weights)
     for g, w, v in zip(got, want, graph.outputs, strict=True):
         assert compare(g, w, v.dtype).ok, example
 

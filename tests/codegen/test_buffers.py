@@ -20,7 +20,7 @@ from shipei.ir.init import init_params
 from shipei.ir.registry import get_op
 from shipei.ir.types import DType, Sym, TensorType
 from shipei.runtime import Executable
-from shipei.runtime.executable import import_module_file
+from shipei.runtime.executable import import_generated, import_module_file, write_generated
 
 import shipei
 from shipei.testing import graphs
@@ -93,12 +93,8 @@ def test_an_operand_read_twice_by_the_node_is_not_overwritten() -> None:
 
 
 def _run(graph: Graph, inputs, weights, **options) -> list[np.ndarray]:
-    module = emit(graph, "torch", **options)
-    with tempfile.TemporaryDirectory(prefix="shipei-inplace-") as tmp:
-        path = Path(tmp) / module.filename
-        path.write_text(module.source)
-        exe = Executable(graph, "torch", path, weights, "cpu")
-        return [exe.run(*inputs), exe.run(*inputs)]
+    exe = Executable(graph, "torch", write_generated(emit(graph, "torch", **options)), weights, "cpu")
+    return [exe.run(*inputs), exe.run(*inputs)]
 
 
 @given(graphs(max_nodes=10, targets=["torch"]))
@@ -116,13 +112,17 @@ def test_reusing_buffers_keeps_results_inputs_and_weights(graph: Graph) -> None:
 
 
 def _per_call(source: str, text: str) -> int:
-    """How often a call of forward runs `text`: in forward itself, and in each group function as
-    often as forward calls it (a repeated layer's groups are one function, called for each)."""
-    functions = dict(re.findall(r"^def (group\d+)\(.*?\n((?:    .*\n|\n)+)", source, re.M))
+    """How often a call of forward runs `text`: in forward itself, and in each function (a fused
+    group's, a repeated layer's) as often as forward runs it, directly or through another."""
+    functions = dict(re.findall(r"^def (group\d+|block)\(.*?\n((?:    .*\n|\n)+)", source, re.M))
     forward = source[source.index("    def forward("):]
     forward = forward[:forward.index("\n\n\n")]
-    calls = {name: len(re.findall(rf"= {name}\(", forward)) for name in functions}
-    return forward.count(text) + sum(body.count(text) * calls[name] for name, body in functions.items())
+
+    def runs(name: str) -> int:
+        calls = {other: len(re.findall(rf"= {name}\(", body)) for other, body in functions.items()}
+        return len(re.findall(rf"= {name}\(", forward)) + sum(n * runs(other) for other, n in calls.items() if n)
+
+    return forward.count(text) + sum(body.count(text) * runs(name) for name, body in functions.items())
 
 
 def test_o3_programs_reuse_and_keep_buffers_and_options_turn_each_off() -> None:
@@ -270,11 +270,7 @@ def test_a_program_with_kept_buffers_reads_as_written() -> None:
 
 
 def _load(graph: Graph, weights, **options):
-    compiled = emit(graph, "torch", **options)
-    tmp = tempfile.mkdtemp(prefix="shipei-kept-")
-    path = Path(tmp) / compiled.filename
-    path.write_text(compiled.source)
-    module = import_module_file(path)
+    module = import_generated(emit(graph, "torch", **options))
     return module, module.load(weights)
 
 

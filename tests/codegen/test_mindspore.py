@@ -70,7 +70,6 @@ class Linear(nn.Cell):
 
     @ms.jit
     def construct(self, x):
-        B = x.shape[0]
         # linear.sp:3  return fc(x)
         v0 = ops.matmul(x, self.fc_weight)
         v1 = v0 + self.fc_bias
@@ -84,9 +83,9 @@ def test_golden_linear():
     model = source[source.index("\nclass "):source.index("\n\n\n_DEVICE_TARGETS")]
     assert model == GOLDEN_MODEL.rstrip("\n")
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
-    assert imports == ["import os", "import logging", "import numpy as np", "import safetensors.numpy",
-                       "import mindspore as ms", "import mindspore.utils.dlpack", "from mindspore import nn, ops",
-                       "from mindspore.common.initializer import initializer"]
+    assert imports == ["import logging", "import os", "import mindspore as ms", "import mindspore.utils.dlpack",
+                       "import numpy as np", "import safetensors.numpy", "from mindspore import nn, ops",
+                       "from mindspore.common.initializer import initializer"]  # isort's order
 
 
 # --- mixed precision --------------------------------------------------------------------------

@@ -12,9 +12,7 @@ failure names its op.
 from __future__ import annotations
 
 import functools
-import tempfile
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,10 +25,9 @@ from shipei.ir.registry import all_ops
 from shipei.ir.samples import build, cases, dtypes_for, inputs, samples
 from shipei.ir.tolerance import compare
 from shipei.ir.types import DType
-from shipei.runtime.executable import import_module_file
+from shipei.runtime.executable import import_generated
 
 CHUNK = 8
-_PROGRAMS = tempfile.TemporaryDirectory(prefix="shipei-ops-")
 
 Case = tuple[str, str, int, DType, str]  # target, op, sample index, dtype, path ("as-is" or "decomposed")
 
@@ -54,10 +51,7 @@ UNSUPPORTED = [c for c in ALL_CASES if c not in SUPPORTED and c[4] == "as-is"]
 
 
 def _run(target: str, graph: Graph, xs: list[np.ndarray]) -> list[np.ndarray]:
-    generated = emit(graph, target, "ops.sp")
-    path = Path(tempfile.mkdtemp(dir=_PROGRAMS.name)) / generated.filename
-    path.write_text(generated.source)
-    module = import_module_file(path)
+    module = import_generated(emit(graph, target, "ops.sp"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return module.run(module.load({}, "cpu"), xs, "cpu")

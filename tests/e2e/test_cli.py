@@ -48,6 +48,14 @@ def test_ir_prints_textual_ir(capsys: pytest.CaptureFixture[str]) -> None:
     assert "linear(%x, %fc1.weight, %fc1.bias) : f32[B, 256]" in capsys.readouterr().out
 
 
+def test_ir_shows_a_model_in_primitives(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ir", str(EXAMPLES / "transformer.sp"), "--passes", "decompose"]) == 0
+    out = capsys.readouterr().out
+    composite = ("linear(", "layer_norm(", "gelu(", "softmax(", "attention(")
+    assert not [op for op in composite if f"= {op}" in out]
+    assert "= erf(" in out and "= reduce_max(" in out  # gelu's and softmax's primitives
+
+
 def test_compile_writes_program_weights_and_ir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compile", MLP, "--target", "torch", "-o", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.ir", "mlp.safetensors", "mlp_torch.py"]

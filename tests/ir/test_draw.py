@@ -193,7 +193,7 @@ def test_a_shade_per_device_and_a_hue_per_target() -> None:
 @pytest.mark.parametrize(("dims", "label"), [({"B": 4}, "transfer 64 B"), ({"B": 4096}, "transfer 64.0 KiB"),
                                              ({"B": 2**17}, "transfer 2.0 MiB"), (None, "transfer 128 B")])
 def test_transfers_are_hexagons_labelled_with_their_bytes(dims: dict[str, int] | None, label: str) -> None:
-    """f32[B, 4] is 16*B bytes; without dims B is ir.cost.DEFAULT_DIM (8)."""
+    """f32[B, 4] is 16*B bytes; without dims B is ir.types.DEFAULT_DIM (8)."""
     g, report = partition(model(), ["torch:cpu", "jax:cpu"])
     root = ET.fromstring(draw_svg(g, report, dims))
     (transfer,) = with_class(root, "transfer")
