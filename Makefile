@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(PY) -m shipei run examples/mlp.sp --target torch --check
 	$(PY) -m shipei run examples/cnn.sp --target torch --check
 	$(PY) -m shipei run examples/transformer.sp --target torch --check --dim B=2 --dim T=16
+	$(PY) -m shipei train examples/digits_mlp.sp --target torch --lr 1e-2 --schedule cosine --warmup 20 --epochs 8
 
 test: $(STAMP)
 	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(PY) -m pytest -q -n 2 --dist loadgroup

@@ -110,21 +110,23 @@ def _capabilities(target: str, ops: frozenset[str]) -> dict[str, frozenset[DType
     table = {op: frozenset(d for d in DType if t.supports(op, d)) for op in t.rules}
     for op in ops:
         if all_ops()[op].composite:
-            table[op] = table.get(op, frozenset()) | {d for d in DType if _decomposes(t, op, d)}
+            table[op] = table.get(op, frozenset()).union(*(_decomposes(t, op, d) for d in DType))
     return {op: dtypes for op, dtypes in table.items() if dtypes}
 
 
-def _decomposes(t: Target, op: str, dtype: DType) -> bool:
-    """Whether every sample of `op` at `dtype`, decomposed to primitives, is lowered by `t`."""
+def _decomposes(t: Target, op: str, dtype: DType) -> frozenset[DType]:
+    """The dtypes `op` reads and makes at `dtype` (its labels' i64 too) where every sample of it,
+    decomposed to primitives, is lowered by `t`; else none."""
     graphs = []
     for sample in samples(op):
         try:
             graphs.append(build(op, sample, dtype))
         except ShipeiError:
-            return False
+            return frozenset()
+    used = frozenset(v.dtype for graph in graphs for v in (*graph.inputs, *graph.outputs))
     for graph in graphs:
         decompose(graph)
-    return bool(graphs) and all(native(t)(node) for graph in graphs for node in graph.nodes)
+    return used if graphs and all(native(t)(node) for graph in graphs for node in graph.nodes) else frozenset()
 
 
 __all__ = ["TARGETS", "GeneratedModule", "capabilities", "emit", "get_target", "native", "register_target",

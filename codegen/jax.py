@@ -287,6 +287,30 @@ def to_numpy(y):
     return y.astype(np.float32) if y.dtype == jnp.bfloat16 else y  # in numpy: no XLA compile per cast
 
 
+def gradients(model, *arrays):
+    """The loss (the program's one output, a scalar) and its gradient by each trainable param,
+    name -> array, by jax.value_and_grad: what a train step takes."""
+    trained = {{key: value for key, value in model.items() if key not in BUFFERS}}
+    kept = {{key: value for key, value in model.items() if key in BUFFERS}}
+    with jax.enable_x64(True):
+        return _loss_and_gradients(trained, kept, *arrays)
+
+
+@jax.jit
+def _loss_and_gradients(trained, kept, *arrays):
+    return jax.value_and_grad(lambda params: forward({{**params, **kept}}, *arrays))(trained)
+
+
+def parameters(model):
+    """The trainable params, name -> array."""
+    return {{key: value for key, value in model.items() if key not in BUFFERS}}
+
+
+def assign(model, values):
+    """New values (name -> array) for params: a train step's update (the params dict is the model)."""
+    model.update(values)
+
+
 def call(model, *arrays):
     """Arrays in, a tuple of arrays out: a pipeline stage's step, with no numpy in between."""
     with jax.enable_x64(True):

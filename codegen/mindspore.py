@@ -351,6 +351,28 @@ def export(tensor):
     return tensor.asnumpy()
 
 
+def gradients(model, *tensors):
+    """The loss (the program's one output, a scalar) and its gradient by each trainable param,
+    name -> tensor, by mindspore.value_and_grad: what a train step takes."""
+    weights = model.trainable_params()
+    loss, grads = ms.value_and_grad(model, None, weights)(*tensors)
+    return loss, {{param.name: grad for param, grad in zip(weights, grads)}}
+
+
+def parameters(model):
+    """The trainable params, name -> parameter."""
+    return {{param.name: param for param in model.trainable_params()}}
+
+
+def assign(model, values):
+    """Write new values (name -> tensor) over params: a train step's update. ops.assign writes the
+    memory a compiled construct reads; Parameter.set_data would give the param new memory, which a
+    graph compiled before does not see."""
+    for param in model.trainable_params():
+        if param.name in values:
+            ops.assign(param, values[param.name])
+
+
 def to_numpy(tensor):
     return (tensor.astype(ms.float32) if tensor.dtype == ms.bfloat16 else tensor).asnumpy()
 

@@ -88,7 +88,8 @@ def checked_weights(weights):
 '''
 
 #: The skeleton's own code, whose names generated names must not shadow.
-_SKELETON = "\n".join(["import os", "import numpy as np", "import safetensors.numpy", "WEIGHTS = INPUTS = PARAMS = 0",
+_SKELETON = "\n".join(["import os", "import numpy as np", "import safetensors.numpy",
+                       "WEIGHTS = INPUTS = PARAMS = BUFFERS = 0",
                        _MAIN, _WEIGHTS])
 
 
@@ -126,7 +127,8 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
     code("]", "PARAMS = [  # name, shape, dtype")
     for p in graph.params:
         code(f"    ({p.name!r}, {tuple(p.shape)!r}, {p.dtype.numpy.name!r}),")
-    code("]", "", "")
+    code("]", f"BUFFERS = {[p.name for p in graph.params if p.param and p.param.buffer]!r}  # params not trained",
+         "", "")
     write_model(code, graph, module_names, lambda e, c: e.body(c))
     runtime = target.runtime_code.replace("{name}", module_names.model).replace("{{", "{").replace("}}", "}")
     code("", "", *runtime.strip("\n").splitlines(), "", "", *_WEIGHTS.strip("\n").splitlines(),

@@ -299,6 +299,26 @@ def export(tensor):
     return tensor
 
 
+def gradients(model, *tensors):
+    """The loss (the program's one output, a scalar) and its gradient by each trainable param,
+    name -> tensor, by tf.GradientTape: what a train step takes."""
+    trained = parameters(model)
+    with tf.GradientTape() as tape:
+        loss = model(*tensors)
+    return loss, dict(zip(trained, tape.gradient(loss, list(trained.values()))))
+
+
+def parameters(model):
+    """The trainable params, name -> variable."""
+    return {{key: value for key, value in model.params.items() if value.trainable}}
+
+
+def assign(model, values):
+    """Write new values (name -> tensor) over params: a train step's update."""
+    for key, value in values.items():
+        model.params[key].assign(value)
+
+
 def to_numpy(tensor):
     return (tf.cast(tensor, tf.float32) if tensor.dtype == tf.bfloat16 else tensor).numpy()
 

@@ -262,6 +262,31 @@ def to_numpy(tensor):
     return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).detach().cpu().numpy()
 
 
+def gradients(model, *tensors):
+    """The loss (the program's one output, a scalar) and its gradient by each trainable param,
+    name -> tensor, by autograd: what a train step takes."""
+    named = dict(model.named_parameters())
+    with torch.enable_grad():
+        for param in named.values():
+            param.requires_grad_(True)
+        loss = model(*tensors)
+        grads = torch.autograd.grad(loss, list(named.values()))
+    return loss.detach(), dict(zip(named, grads))
+
+
+def parameters(model):
+    """The trainable params, name -> tensor."""
+    return {{name: param.detach() for name, param in model.named_parameters()}}
+
+
+@torch.no_grad()
+def assign(model, values):
+    """Write new values (name -> tensor) over params in place: a train step's update."""
+    named = dict(model.named_parameters())
+    for name, value in values.items():
+        named[name].copy_(value)
+
+
 def run(model, inputs, device="cpu"):
     """Numpy in, numpy out."""
     return [to_numpy(y) for y in call(model, *(_tensor(x).to(device) for x in inputs))]

@@ -42,6 +42,7 @@ class LayerInstance:
     scope: Scope
     loc: SourceLoc
     forward: ast.Method | None = None
+    loss: ast.Method | None = None  # a model's: what training makes small
 
     def describe(self) -> str:
         return f"the layer {self.path or self.definition.name} ({self.definition.name})"
@@ -222,9 +223,13 @@ class Elaborator:
             if isinstance(item, ast.ParamDecl):
                 self.declare_param(item, inst, scope)
             elif isinstance(item, ast.Method):
-                if item.name != "forward":
-                    raise ShipeiError(f"unknown method '{item.name}'", item.loc, hint="layers define forward(...)")
-                inst.forward = item
+                if item.name == "loss" and inst.definition.kind == "model":
+                    inst.loss = item
+                elif item.name == "forward":
+                    inst.forward = item
+                else:
+                    raise ShipeiError(f"unknown method '{item.name}'", item.loc,
+                                      hint="layers define forward(...); a model may also define loss(...)")
             elif isinstance(item, ast.Assign):
                 self.item_assign(item, inst, scope)
             elif isinstance(item, ast.For):
@@ -670,17 +675,18 @@ def check_cparam(cp: ast.CParam, value: Any, loc: SourceLoc) -> Any:
 
 
 def elaborate(defs: Definitions, model: str | None, params: dict[str, Any],
-              bounds: limits.Limits | None = None) -> Graph:
-    """Build the graph of one model from parsed definitions, within `bounds` (the defaults if None)."""
+              bounds: limits.Limits | None = None, method: str = "forward") -> Graph:
+    """Build the graph of one model's `method` (forward, or loss: what training makes small, which
+    may call forward) from parsed definitions, within `bounds` (the defaults if None)."""
     mdef = defs.pick_model(model)
     with limits.using(bounds or limits.Limits()):
         try:
-            return _elaborate_model(defs, mdef, params)
+            return _elaborate_model(defs, mdef, params, method)
         except RecursionError:  # the nesting limit should come first; if not, still no traceback
             raise ShipeiError(f"model {mdef.name} nests too deeply to elaborate", mdef.loc) from None
 
 
-def _elaborate_model(defs: Definitions, mdef: ast.LayerDef, params: dict[str, Any]) -> Graph:
+def _elaborate_model(defs: Definitions, mdef: ast.LayerDef, params: dict[str, Any], which: str) -> Graph:
     graph = Graph(mdef.name, loc=mdef.loc)
     elab = Elaborator(defs, graph)
     unknown = sorted(set(params) - {cp.name for cp in mdef.cparams})
@@ -688,8 +694,13 @@ def _elaborate_model(defs: Definitions, mdef: ast.LayerDef, params: dict[str, An
         raise ShipeiError(f"model {mdef.name} has no parameter '{unknown[0]}'", mdef.loc,
                           hint=did_you_mean(unknown[0], [cp.name for cp in mdef.cparams]))
     inst = elab.instantiate(mdef, [], params, "", mdef.loc, mdef.loc)
-    method = inst.forward
+    method = inst.loss if which == "loss" else inst.forward
+    if method is None:
+        raise ShipeiError(f"model {mdef.name} has no loss method, so it cannot be trained", mdef.loc,
+                          hint="declare what training makes small: loss(x: ..., y: ...) -> f32[] "
+                               "{ return cross_entropy(forward(x), y) }")
     scope = Scope(inst.scope)
+    scope.names["forward"] = inst  # loss calls the model's forward as a layer is called
     free: dict[str, Sym] = {}
     for arg in method.args:
         if any(isinstance(d, ast.EllipsisLit) for d in arg.type.dims):
@@ -705,15 +716,16 @@ def _elaborate_model(defs: Definitions, mdef: ast.LayerDef, params: dict[str, An
         result = elab.finish_call(method, r, scope, r.loc, inst)
         graph.outputs = list(result) if isinstance(result, tuple) else [result]
         return graph
-    raise ShipeiError(f"forward of model '{mdef.name}' ends without return", method.loc)
+    raise ShipeiError(f"{method.name} of model '{mdef.name}' ends without return", method.loc)
 
 
 def elaborate_source(text: str, file: str = "<string>", model: str | None = None,
-                     params: dict[str, Any] | None = None, bounds: limits.Limits | None = None) -> Graph:
-    return elaborate(Definitions.from_source(text, file), model, params or {}, bounds)
+                     params: dict[str, Any] | None = None, bounds: limits.Limits | None = None,
+                     method: str = "forward") -> Graph:
+    return elaborate(Definitions.from_source(text, file), model, params or {}, bounds, method)
 
 
 def elaborate_file(path: str | Path, model: str | None = None, params: dict[str, Any] | None = None,
-                   bounds: limits.Limits | None = None) -> Graph:
-    return elaborate(Definitions.from_file(Path(path)), model, params or {}, bounds)
+                   bounds: limits.Limits | None = None, method: str = "forward") -> Graph:
+    return elaborate(Definitions.from_file(Path(path)), model, params or {}, bounds, method)
 

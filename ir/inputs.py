@@ -19,9 +19,14 @@ SMALL = 3.0
 
 
 def index_bound(graph: Graph, value: Value, env: dict[str, int]) -> int | None:
-    """The number of valid indices for an integer input used as gather indices, if it is one."""
-    bounds = [eval_dim(n.operands[0].shape[n.attrs["axis"]], env)
-              for n in graph.nodes if n.op == "gather" and n.operands[1] is value]
+    """The number of valid indices for an integer input used as indices (`OpDef.indices`: gather's,
+    cross_entropy's labels), if it is one."""
+    bounds = []
+    for node in graph.nodes:
+        opdef = get_op(node.op)
+        for i, spec in opdef.index_operands().items():
+            if i < len(node.operands) and node.operands[i] is value:
+                bounds.append(eval_dim(node.operands[0].shape[opdef.indexed_axis(node.attrs, spec)], env))
     return min(bounds) if bounds else None
 
 

@@ -90,11 +90,11 @@ DOMAINS = frozenset({"positive", "nonnegative", "nonzero", "small"})
 @dataclass(frozen=True)
 class Sample:
     """One use of an op, PyTorch OpInfo-style: operand shapes (the dtype is chosen per test),
-    attributes, and the operands that are indices (i64) or conditions (bool) rather than data."""
+    attributes, and the operands that are conditions (bool) rather than data (indices are i64:
+    `OpDef.indices`)."""
 
     shapes: tuple[tuple[int, ...], ...]
     attrs: dict[str, Any] = field(default_factory=dict)
-    int_operands: tuple[int, ...] = ()
     bool_operands: tuple[int, ...] = ()
 
 
@@ -134,6 +134,9 @@ class OpDef:
     dsl: Spelling | None = field(default_factory=Spelling)
     samples: tuple[Sample, ...] = ()  # () for an elementwise op: the generic unary or binary ones
     decomposition: Decomposition | None = None
+    #: operand name -> the axis of operand 0 it indexes (an int, or the attribute holding it): its
+    #: values must lie in [0, n) (gather's indices, cross_entropy's labels)
+    indices: dict[str, int | str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for operand, domain in self.domains.items():
@@ -151,6 +154,13 @@ class OpDef:
     @property
     def composite(self) -> bool:
         return self.decomposition is not None
+
+    def index_operands(self) -> dict[int, int | str]:
+        """Operand position -> the axis of operand 0 it indexes (`indices`)."""
+        return {i: self.indices[name] for i, name in enumerate(self.operands) if name in self.indices}
+
+    def indexed_axis(self, node_attrs: dict[str, Any], spec: int | str) -> int:
+        return node_attrs[spec] if isinstance(spec, str) else spec
 
     @property
     def variadic(self) -> bool:
@@ -272,10 +282,11 @@ def op(name: str, operands: Sequence[str], fusion: FusionKind, type_rule: TypeRu
        traits: Sequence[str] = (), doc: str = "", *, flops: FlopRule | None = None,
        workspace: WorkspaceRule | None = None, domains: dict[str, str] | None = None,
        mixes: MixRule | None = None, dsl: Spelling | None = Spelling(), samples: Sequence[Sample] = (),
-       decomposition: Decomposition | None = None) -> OpDef:
+       decomposition: Decomposition | None = None, indices: dict[str, int | str] | None = None) -> OpDef:
     """Declare and register an op in one call; the ops modules are lists of these."""
     return register(OpDef(name, tuple(operands), dict(attrs or {}), type_rule, reference, fusion, frozenset(traits),
-                          doc, flops, workspace, dict(domains or {}), mixes, dsl, tuple(samples), decomposition))
+                          doc, flops, workspace, dict(domains or {}), mixes, dsl, tuple(samples), decomposition,
+                          dict(indices or {})))
 
 
 __all__ = ["Attr", "AttrKind", "Decomposition", "Dim", "FlopRule", "FusionKind", "MixRule", "OpDef", "Sample",

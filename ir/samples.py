@@ -46,8 +46,9 @@ def build(op: str, sample: Sample, dtype: DType) -> Graph:
     graph = Graph(f"op_{op}")
     b = Builder(graph)
     operands = []
+    index_operands = get_op(op).index_operands()
     for i, shape in enumerate(sample.shapes):
-        d = DType.i64 if i in sample.int_operands else DType.bool if i in sample.bool_operands else dtype
+        d = DType.i64 if i in index_operands else DType.bool if i in sample.bool_operands else dtype
         operands.append(b.input(f"x{i}", TensorType(d, shape)))
     attrs = dict(sample.attrs)
     if op in ("constant", "iota"):

@@ -1,4 +1,5 @@
-"""Gather indices checked before a target sees them.
+"""Indices checked before a target sees them: gather's, and every operand an op's definition
+marks as indexing (`OpDef.indices`: cross_entropy's labels).
 
 The IR defines `gather` for indices in [0, n) only; out of that range every framework does
 something of its own (docs/known-differences.md): torch raises and wraps -1 to the last row, jax
@@ -19,27 +20,28 @@ import numpy as np
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
 from ..ir.interpreter import interpret
+from ..ir.registry import get_op
 from ..ir.subgraph import cone, extract
 from ..ir.types import dim_symbols, eval_dim
 
 
 @dataclass
 class IndexCheck:
-    """The gathers of a graph and the graph computing their indices from its inputs."""
+    """The indexing nodes of a graph, and the graph computing their indices from its inputs."""
 
     graph: Graph
-    gathers: list[Node]
-    indices: Graph  # one output per gather: its indices
+    gathers: list[tuple[Node, int]]  # an indexing node and its operand of indices
+    indices: Graph  # one output per pair: the indices
     sources: list[Value]  # the graph's inputs that `indices` reads, in its input order
     weights: dict[str, np.ndarray]  # the params it reads (rarely any)
 
     @staticmethod
     def build(graph: Graph, weights: Mapping[str, np.ndarray]) -> IndexCheck | None:
-        """The check for `graph`, or None when it gathers nothing."""
-        gathers = [n for n in graph.nodes if n.op == "gather"]
+        """The check for `graph`, or None when it indexes nothing."""
+        gathers = [(n, i) for n in graph.nodes for i in get_op(n.op).index_operands() if i < len(n.operands)]
         if not gathers:
             return None
-        part, sources = extract(graph, [n.operands[1] for n in gathers])
+        part, sources = extract(graph, [n.operands[i] for n, i in gathers])
         return IndexCheck(graph, gathers, part, sources, {p.name: weights[p.name] for p in part.params})
 
     def check(self, arrays: Sequence[np.ndarray], env: Mapping[str, int]) -> None:
@@ -47,16 +49,19 @@ class IndexCheck:
         the graph's inputs as coerced, `env` the shape symbols they bind."""
         given = dict(zip(self.graph.inputs, arrays))
         values = interpret(self.indices, [given[v] for v in self.sources], self.weights, symbols=env)
-        for node, idx in zip(self.gathers, values):
-            n = eval_dim(node.operands[0].shape[node.attrs["axis"]], env)
+        for (node, operand), idx in zip(self.gathers, values):
+            opdef = get_op(node.op)
+            n = eval_dim(node.operands[0].shape[opdef.indexed_axis(node.attrs, opdef.index_operands()[operand])], env)
             bad = (idx < 0) | (idx >= n)
             if bad.any():
                 at = tuple(int(i) for i in np.argwhere(bad)[0])
+                what = "gather from" if node.op == "gather" else f"{node.op}'s {opdef.operands[operand]} into"
                 raise ShipeiError(
-                    f"gather from {_describe(node.operands[0])}: index {idx[at]} is out of range [0, {n}) "
-                    f"({_origin(self.graph, node.operands[1], at, env)}; {int(bad.sum())} of {idx.size} out of range)",
-                    node.loc, hint="indices must lie in [0, n), as the IR defines gather; check_indices=False "
-                                   "skips this check and leaves it to the target (see docs/known-differences.md)")
+                    f"{what} {_describe(node.operands[0])}: index {idx[at]} is out of range [0, {n}) "
+                    f"({_origin(self.graph, node.operands[operand], at, env)}; {int(bad.sum())} of {idx.size} "
+                    "out of range)", node.loc,
+                    hint=f"indices must lie in [0, n), as the IR defines {node.op}; check_indices=False "
+                         "skips this check and leaves it to the target (see docs/known-differences.md)")
 
 
 def _describe(table: Value) -> str:

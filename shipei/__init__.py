@@ -14,7 +14,8 @@ from .frontend.limits import Limits
 from .ir.errors import ShipeiError
 from .partitioned import CompiledPipeline
 from .runtime.distributed import RayOptions
+from .training import Dataset, Trainer
 
-__all__ = ["Compiled", "CompiledPipeline", "Limits", "RayOptions", "ShipeiError", "compile", "load", "optimize",
-           "parse", "reference"]
+__all__ = ["Compiled", "CompiledPipeline", "Dataset", "Limits", "RayOptions", "ShipeiError", "Trainer", "compile",
+           "load", "optimize", "parse", "reference"]
 __version__ = "0.1.0"

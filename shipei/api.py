@@ -41,12 +41,14 @@ def _is_path(src: str | os.PathLike) -> bool:
     return isinstance(src, os.PathLike) or ("\n" not in src and src.endswith(".sp"))
 
 
-def parse(src: Source, model: str | None = None, *, limits: Limits | None = None, **params: Any) -> Graph:
+def parse(src: Source, model: str | None = None, *, limits: Limits | None = None, method: str = "forward",
+          **params: Any) -> Graph:
     """DSL source (a `.sp` path or the text itself) to a verified, typed IR graph.
 
     `model` picks a model when the file defines several (default: the last one); keyword
     arguments override the model's compile-time parameters, e.g. `parse(path, n_layers=2)`.
     `limits` bounds loop iterations and the graph's size (`shipei.Limits`; the defaults if None).
+    `method="loss"` gives the graph of the model's loss method (what training makes small).
     """
     if isinstance(src, Graph):
         verify(src)
@@ -55,9 +57,9 @@ def parse(src: Source, model: str | None = None, *, limits: Limits | None = None
         path = Path(src)
         if not path.exists():
             raise ShipeiError(f"no such file: {path}")
-        graph = elaborate_file(path, model=model, params=params, bounds=limits)
+        graph = elaborate_file(path, model=model, params=params, bounds=limits, method=method)
     else:
-        graph = elaborate_source(src, "<string>", model=model, params=params, bounds=limits)
+        graph = elaborate_source(src, "<string>", model=model, params=params, bounds=limits, method=method)
     verify(graph)
     return graph
 

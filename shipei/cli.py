@@ -28,10 +28,12 @@ from .ir.graph import Graph
 from .ir.init import init_params
 from .ir.inputs import random_inputs
 from .ir.interpreter import bind_symbols
+from .ir.optim import OPTIMIZERS
 from .ir.passes import prune, quantize
 from .ir.passes.manager import DEFAULT_OPT, PassContext
 from .ir.printer import print_graph
 from .ir.profile import Profile
+from .ir.schedule import SCHEDULES
 from .ir.tolerance import compare
 from .partitioned import CompiledPipeline, partition_request
 from .planning import CLOSE
@@ -351,6 +353,38 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import Dataset, Trainer, print_progress
+
+    params = {k: _value(v) for k, v in _pairs(args.set, "--set").items()}
+    data = Dataset.digits(args.seed) if args.data == "digits" else Dataset.load(args.data, args.seed)
+    steps = args.epochs * -(-len(data.x_train) // max(1, args.batch))
+    settings = dict(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, warmup=args.warmup,
+                    total_steps=steps, clip_norm=args.clip_norm)
+    common = dict(device=args.device, seed=args.seed, model=args.model, **params)
+    if args.resume:
+        trainer = Trainer.resume(args.resume, Path(args.file), args.target, clip_norm=args.clip_norm, **common)
+        print(f"resumed {args.resume} at epoch {trainer.epoch}, step {trainer.step_count}")
+    else:
+        trainer = Trainer(Path(args.file), args.target, **settings, **common)
+    opt = trainer.optimizer
+    print(f"training {trainer.loss_graph.name} on {args.target} ({args.device}): {len(data.x_train):,} examples, "
+          f"{len(data.x_val):,} held out; {opt.name} lr {args.lr:g} ({args.schedule}, warm-up {args.warmup}), "
+          f"batch {args.batch}")
+    history = trainer.fit(data, args.epochs, args.batch, progress=print_progress, checkpoint=args.checkpoint)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    for row in history.rows:
+        print(f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  held-out loss {row['val_loss']:.4f}  "
+              f"accuracy {row['val_accuracy']:.2%}  lr {row['lr']:.3g}  {row['seconds']:.1f} s")
+    _, accuracy = trainer.evaluate(data.x_val, data.y_val)
+    print(f"{trainer.loss_graph.name}: {accuracy:.2%} held-out accuracy after {trainer.epoch} epochs "
+          f"({trainer.step_count} steps)")
+    if args.checkpoint:
+        print(f"wrote {args.checkpoint}")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from .ir.plan import Cluster
     from .planning import coverage, measure, plan_model, this_machine
@@ -601,6 +635,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"optimization level (default -O{DEFAULT_OPT})")
     p.set_defaults(func=cmd_tune)
+    p = command("train", "train the model's params on a target with its loss method: shipei's optimizer and "
+                         "schedule, the framework's autodiff")
+    p.add_argument("--target", default="torch", choices=TARGETS)
+    p.add_argument("--device", default="cpu", help="where it trains (default cpu)")
+    p.add_argument("--data", default="digits", metavar="digits|FILE.npz",
+                   help="scikit-learn's bundled 8x8 digits (default), or an .npz of x and y (or x_train, y_train, "
+                        "x_val, y_val)")
+    p.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
+    p.add_argument("--lr", type=float, default=1e-3, help="the peak learning rate (default 1e-3)")
+    p.add_argument("--schedule", default="constant", choices=SCHEDULES)
+    p.add_argument("--warmup", type=int, default=0, metavar="STEPS", help="linear warm-up steps (default 0)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--clip-norm", type=float, metavar="X", help="clip the gradients' global L2 norm to X")
+    p.add_argument("--checkpoint", metavar="FILE", help="write params, optimizer state and step here after each "
+                   "epoch (safetensors)")
+    p.add_argument("--resume", metavar="FILE", help="continue from a checkpoint (written on any target)")
+    p.add_argument("--seed", type=int, default=0, help="initial weights, held-out split and batch order")
+    p.set_defaults(func=cmd_train)
     p = command("run", "compile, run and optionally check against the reference")
     passes(p)
     p.add_argument("--target", default="torch", choices=TARGETS)

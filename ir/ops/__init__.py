@@ -1,3 +1,3 @@
 """Every IR op, grouped by kind; importing this package registers them all."""
 
-from . import elementwise, nn, reduce, shape  # noqa: F401
+from . import elementwise, loss, nn, reduce, shape  # noqa: F401

@@ -144,8 +144,8 @@ def _gather(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
 
 op("gather", ["x", "indices"], FusionKind.INJECTIVE, _gather_rule, _gather, attrs={"axis": Attr(AttrKind.INT, 0)},
    doc="numpy.take with indices in [0, n): embedding lookup is gather along axis 0.", mixes=mixes_nothing,
-   samples=[Sample(((5, 3), (4,)), {"axis": 0}, int_operands=(1,)),
-            Sample(((2, 5, 3), (2, 2)), {"axis": 1}, int_operands=(1,))])
+   indices={"indices": "axis"},
+   samples=[Sample(((5, 3), (4,)), {"axis": 0}), Sample(((2, 5, 3), (2, 2)), {"axis": 1})])
 
 
 def _pad_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:

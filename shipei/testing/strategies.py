@@ -253,7 +253,7 @@ class GraphGen:
 
         Operands with a domain or a discontinuity come only from graph inputs (see the module doc).
         """
-        input_only = input_only or index in operand_domains(op) or index in _sample_index_operands(op) or (
+        input_only = input_only or index in operand_domains(op) or index in _index_operands(op) or (
             op in INPUT_ONLY and dtype.is_float)
         if (self.prefer is not None and not input_only and self.prefer.dtype is dtype and fits(self.prefer)):
             v, self.prefer = self.prefer, None
@@ -345,10 +345,9 @@ def _attr_seeds(op: str, name: str) -> tuple[Any, ...]:
     return tuple(out)
 
 
-@cache
-def _sample_index_operands(op: str) -> frozenset[int]:
-    """Operands the samples mark as indices (gather's): their values need a bound, so inputs only."""
-    return frozenset(i for s in samples(op) for i in s.int_operands)
+def _index_operands(op: str) -> frozenset[int]:
+    """Operands that are indices (`OpDef.indices`): their values need a bound, so inputs only."""
+    return frozenset(get_op(op).index_operands())
 
 
 def _broadcasts(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> bool:
@@ -570,7 +569,7 @@ def fit_sample(g: GraphGen, op: str, dtype: DType) -> Plan:
     sample = g.ch.choice(options)
     operands = []
     for i, shape in enumerate(sample.shapes):
-        d = DType.i64 if i in sample.int_operands else DType.bool if i in sample.bool_operands else dtype
+        d = DType.i64 if i in _index_operands(op) else DType.bool if i in sample.bool_operands else dtype
         operands.append(g.operand(op, i, d, fits=lambda v, s=shape: v.shape == s, make=lambda s=shape: s))
     return operands, g.attrs(op, dict(sample.attrs), dtype)
 

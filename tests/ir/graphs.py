@@ -29,7 +29,7 @@ def sample_graphs(op: str) -> list[Graph]:
         dtype = dtypes_for(op)[0]
         lead = sample.shapes[0][0] if sample.shapes and sample.shapes[0] else None
         symbolic = Sample(tuple((B, *s[1:]) if s and s[0] == lead else s for s in sample.shapes), sample.attrs,
-                          sample.int_operands, sample.bool_operands)
+                          sample.bool_operands)
         try:
             graphs.append(build(op, symbolic, dtype))
         except ShipeiError:

@@ -83,6 +83,9 @@ TORCH: dict[str, Callable[..., Any]] = {
     "softmax": lambda x, axis: F.softmax(x, dim=axis),
     "log_softmax": lambda x, axis: F.log_softmax(x, dim=axis),
     "layer_norm": lambda x, w, b, eps: F.layer_norm(x, w.shape, w, b, eps),
+    "cross_entropy": lambda x, y, label_smoothing: F.cross_entropy(x, y, label_smoothing=label_smoothing),
+    "mse_loss": F.mse_loss,
+    "bce_with_logits": F.binary_cross_entropy_with_logits,
     "batch_norm": lambda x, mean, var, w, b, eps: F.batch_norm(x, mean, var, w, b, training=False, eps=eps),
     "reshape": lambda x, shape: x.reshape(shape),
     "transpose": lambda x, perm: x.permute(perm),
@@ -234,6 +237,11 @@ CASES: dict[str, Case] = {
                                {"value": np.array([True, False]), "dtype": "bool"})),
     "iota": case(variants=({"length": 5}, {"length": 4, "dtype": "f32"}, {"length": 1, "dtype": "i32"})),
     "transfer": case(normal(2, 3)),
+    "cross_entropy": Case({"x": normal(5, 4, scale=4), "y": ints(5, low=0, high=4, dtype=np.int64)}, [
+        (("x", "y"), {}), (("x", "y"), {"label_smoothing": 0.2})]),
+    "mse_loss": case(normal(3, 4, scale=3), normal(3, 4)),
+    "bce_with_logits": Case({"x": normal(3, 4, scale=6, edges=(40.0, -40.0)),
+                             "t": RNG.random((3, 4)).astype(np.float32)}, [(("x", "t"), {})]),
 }
 
 

@@ -1,0 +1,295 @@
+"""Training a model on one target: `shipei.Trainer` and `shipei train`.
+
+A model declares how it is trained in its `loss` method. The trainer compiles that loss graph
+for the target (passes that assume inference stay off: `training=True`) and the optimizer's
+update graph (`ir.optim`) for the same target. A step is the generated program's own
+`gradients` (the framework's autodiff: torch.autograd, jax.value_and_grad, tf.GradientTape,
+mindspore.value_and_grad), then the update program, then `assign`: tensors never leave the
+framework. The learning rate of each step comes from the schedule (`ir.schedule`).
+
+A checkpoint is one safetensors file: the params (`param.NAME`), the optimizer's state
+(`state.NAME.SLOT`), and in its metadata the step, epoch, model, optimizer and schedule, so a
+run resumes where it stopped, on this target or another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+
+from .api import Source, compile, parse
+from .ir.errors import ShipeiError
+from .ir.graph import Graph
+from .ir.optim import Optimizer, update_graph
+from .ir.schedule import Schedule
+from .ir.types import DType
+
+CHECKPOINT_FORMAT = "shipei-checkpoint-1"
+
+
+@dataclass
+class Dataset:
+    """Features and integer labels, split into training and held-out parts."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+    @classmethod
+    def digits(cls, seed: int = 0, held_out: float = 0.2) -> Dataset:
+        """scikit-learn's bundled 8x8 digits (1,797 images, no download), scaled to [0, 1]; a
+        random `held_out` share kept apart."""
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise ShipeiError("--data digits needs scikit-learn", hint="pip install 'shipei[train]'") from None
+        data = load_digits()
+        return cls.split(data.data.astype(np.float32) / 16.0, data.target.astype(np.int64), seed, held_out)
+
+    @classmethod
+    def split(cls, x: np.ndarray, y: np.ndarray, seed: int, held_out: float) -> Dataset:
+        order = np.random.default_rng(seed).permutation(len(x))
+        cut = len(x) - max(1, round(held_out * len(x)))
+        return cls(x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]])
+
+    @classmethod
+    def load(cls, path: str | Path, seed: int = 0) -> Dataset:
+        """An .npz with `x` and `y` (split here), or `x_train`, `y_train`, `x_val`, `y_val`."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = dict(f)
+        except (OSError, ValueError) as e:
+            raise ShipeiError(f"cannot read data file {path}: {e}") from None
+        if {"x_train", "y_train", "x_val", "y_val"} <= set(arrays):
+            data = cls(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"])
+        elif {"x", "y"} <= set(arrays):
+            data = cls.split(arrays["x"], arrays["y"], seed, 0.2)
+        else:
+            raise ShipeiError(f"data file {path} holds {sorted(arrays) or 'no arrays'}",
+                              hint="give arrays x and y, or x_train, y_train, x_val and y_val")
+        for part in ("train", "val"):
+            x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+            if len(x) != len(y) or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+                raise ShipeiError(f"data file {path}: x_{part} {x.shape} and y_{part} {y.shape} {y.dtype} do not "
+                                  "pair up as examples and integer labels")
+        return data
+
+
+@dataclass
+class History:
+    """Per epoch: the mean training loss, the held-out loss and accuracy, and seconds."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains a model's params on `target` with shipei's optimizer and schedule.
+
+    Keras' and Lightning's shape: `Trainer(source, target, optimizer="adamw", lr=1e-3,
+    schedule="cosine", warmup=100).fit(data, epochs=20, batch=64)`, then `trainer.weights` (name ->
+    numpy array) or `trainer.save(path)`.
+    """
+
+    def __init__(self, source: Source, target: str = "torch", *, optimizer: str | Optimizer = "adamw",
+                 lr: float = 1e-3, schedule: str = "constant", warmup: int = 0, total_steps: int = 0,
+                 clip_norm: float | None = None, device: str = "cpu", seed: int = 0, model: str | None = None,
+                 weights: Mapping[str, np.ndarray] | None = None, **params: Any):
+        self.source, self.target, self.device, self.seed = source, target, device, seed
+        self.model_name, self.model_params = model, params
+        self.optimizer = optimizer if isinstance(optimizer, Optimizer) else Optimizer.named(optimizer)
+        self.schedule = Schedule(schedule, lr, total=max(1, total_steps - warmup), warmup=warmup)
+        self.loss_graph = parse(source, model, method="loss", **params)
+        self._check_loss(self.loss_graph)
+        loss = compile(self.loss_graph, target, weights=weights, seed=seed, pass_options={"training": True})
+        self._initial = dict(loss.weights)  # buffers keep these: nothing trains them
+        exe = loss.load(device=device)
+        self._program, self._model = exe.module, exe._model
+        trained = self._program.parameters(self._model)
+        types = {p.name: p.type for p in self.loss_graph.params if p.name in trained}
+        self.update = update_graph(self.optimizer, types, DType.f32, clip_norm=clip_norm)
+        updater = compile(self.update.graph, target).load(device=device)
+        self._updater, self._update_model = updater.module, updater._model
+        self.state = {(k, s): self._tensor(np.zeros(types[k].shape, types[k].dtype.numpy))
+                      for k in self.update.params for s in self.optimizer.state}
+        self.step_count, self.epoch = 0, 0
+
+    @staticmethod
+    def _check_loss(graph: Graph) -> None:
+        out = graph.outputs
+        if len(out) != 1 or out[0].type.rank != 0 or not out[0].dtype.is_float:
+            raise ShipeiError(f"the loss of {graph.name} must be one float scalar, got "
+                              f"{', '.join(str(v.type) for v in out)}", graph.loc)
+
+    def _tensor(self, array: np.ndarray) -> Any:
+        return self._program.accept(np.asarray(array), self.device)[0]
+
+    # -- training ---------------------------------------------------------------------------
+    def step(self, *inputs: np.ndarray) -> float:
+        """One optimizer step on one batch (numpy in); the batch's loss before it."""
+        tensors = [self._tensor(x) for x in inputs]
+        loss, grads = self._program.gradients(self._model, *tensors)
+        params = self._program.parameters(self._model)
+        self.step_count += 1
+        lr = self.schedule.rate(self.step_count - 1)
+        args = [t for k in self.update.params for t in (params[k], grads[k], *(self.state[k, s]
+                                                                               for s in self.optimizer.state))]
+        args += [self._updater.accept(np.float32(v), self.device)[0]
+                 for v in self.optimizer.scalars(lr, self.step_count).values()]
+        out = iter(self._updater.call(self._update_model, *args))
+        new = {}
+        for k in self.update.params:
+            new[k] = next(out)
+            self.state.update({(k, s): next(out) for s in self.optimizer.state})
+        self._program.assign(self._model, new)
+        value = float(self._program.to_numpy(loss))
+        if not math.isfinite(value):
+            raise ShipeiError(f"the loss is {value} at step {self.step_count}",
+                              hint="lower the learning rate, or clip gradients (--clip-norm)")
+        return value
+
+    def fit(self, data: Dataset, epochs: int, batch: int, progress: Callable[[str], None] | None = None,
+            checkpoint: str | Path | None = None) -> History:
+        """`epochs` passes over the training set in shuffled batches of `batch` (the last one
+        short); after each, the held-out loss and accuracy (and a checkpoint, where asked)."""
+        if batch < 1 or epochs < 0:
+            raise ShipeiError(f"batch must be >= 1 and epochs >= 0, got {batch} and {epochs}")
+        self._check_labels(data)
+        history = History()
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.epoch):  # a resumed run draws the orders it would have drawn
+            rng.permutation(len(data.x_train))
+        while self.epoch < epochs:
+            start = time.perf_counter()
+            order = rng.permutation(len(data.x_train))
+            losses = []
+            batches = range(0, len(order), batch)
+            for n, at in enumerate(batches, 1):
+                idx = order[at:at + batch]
+                losses.append(self.step(data.x_train[idx], data.y_train[idx]))
+                if progress:
+                    progress(f"epoch {self.epoch + 1}/{epochs}  batch {n}/{len(batches)}  loss {losses[-1]:.4f}")
+            self.epoch += 1
+            val_loss, accuracy = self.evaluate(data.x_val, data.y_val)
+            history.rows.append({"epoch": self.epoch, "loss": float(np.mean(losses)), "val_loss": val_loss,
+                                 "val_accuracy": accuracy, "seconds": time.perf_counter() - start,
+                                 "lr": self.schedule.rate(self.step_count)})
+            if checkpoint is not None:
+                self.save(checkpoint)
+        return history
+
+    def _check_labels(self, data: Dataset) -> None:
+        x_type, y_type = (v.type for v in self.loss_graph.inputs[:2])
+        classes = next((n.operands[0].shape[1] for n in self.loss_graph.nodes if n.op == "cross_entropy"), None)
+        for part in ("train", "val"):
+            x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+            if tuple(x.shape[1:]) != tuple(x_type.shape[1:]):
+                raise ShipeiError(f"the data's x_{part} has examples of shape {list(x.shape[1:])}, "
+                                  f"but {self.loss_graph.name} takes {x_type}")
+            if isinstance(classes, int) and len(y) and (y.min() < 0 or y.max() >= classes):
+                raise ShipeiError(f"the data's y_{part} holds labels from {y.min()} to {y.max()}, outside the "
+                                  f"model's {classes} classes [0, {classes})")
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 512) -> tuple[float, float]:
+        """The mean loss and the accuracy (argmax of forward) on held-out data."""
+        forward = compile(self.source, self.target, model=self.model_name, weights=self.weights,
+                          **self.model_params).load(device=self.device)
+        loss, hits = 0.0, 0
+        for at in range(0, len(x), batch):
+            xs, ys = x[at:at + batch], y[at:at + batch]
+            logits = forward.run(xs)[0]
+            hits += int((np.argmax(logits, axis=-1) == ys).sum())
+            loss += float(self._program.to_numpy(self._program.call(
+                self._model, self._tensor(xs), self._tensor(ys))[0])) * len(xs)
+        return loss / max(1, len(x)), hits / max(1, len(x))
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """Every param (buffers included) as numpy arrays, by name."""
+        trained = {k: np.asarray(self._program.to_numpy(v)) for k, v in self._program.parameters(self._model).items()}
+        return {**self._initial, **trained}
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Params, optimizer state, step and settings in one safetensors file (written whole to a
+        temporary file first, so a failure leaves the last checkpoint as it was)."""
+        path = Path(path)
+        arrays = {f"param.{k}": np.ascontiguousarray(v) for k, v in self.weights.items()}
+        arrays |= {f"state.{k}.{s}": np.ascontiguousarray(self._program.to_numpy(t))
+                   for (k, s), t in self.state.items()}
+        meta = {"format": CHECKPOINT_FORMAT, "model": self.loss_graph.name, "step": str(self.step_count),
+                "epoch": str(self.epoch), "optimizer": json.dumps(dataclasses.asdict(self.optimizer)),
+                "schedule": json.dumps(dataclasses.asdict(self.schedule)), "target": self.target}
+        tmp = path.with_name(path.name + ".tmp")
+        safetensors.numpy.save_file(arrays, str(tmp), metadata=meta)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def resume(cls, path: str | Path, source: Source, target: str = "torch", **kwargs: Any) -> Trainer:
+        """A trainer continuing a checkpoint, on `target` (any: tensors are numpy in the file)."""
+        arrays, meta = _read_checkpoint(path)
+        optimizer = Optimizer(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in json.loads(meta["optimizer"]).items()})
+        schedule = json.loads(meta["schedule"])
+        weights = {k.removeprefix("param."): v for k, v in arrays.items() if k.startswith("param.")}
+        trainer = cls(source, target, optimizer=optimizer, lr=schedule["lr"], schedule=schedule["name"],
+                      warmup=schedule["warmup"], total_steps=schedule["total"] + schedule["warmup"],
+                      weights=_matching(weights, source, path, kwargs), **kwargs)
+        if trainer.loss_graph.name != meta["model"]:
+            raise ShipeiError(f"checkpoint {path} is of model {meta['model']}, not {trainer.loss_graph.name}")
+        for (k, s) in trainer.state:
+            key = f"state.{k}.{s}"
+            if key not in arrays:
+                raise ShipeiError(f"checkpoint {path} has no optimizer state {key}")
+            trainer.state[k, s] = trainer._updater.accept(arrays[key], trainer.device)[0]
+        trainer.step_count, trainer.epoch = int(meta["step"]), int(meta["epoch"])
+        return trainer
+
+
+def _read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as e:  # noqa: BLE001 - a missing file, or safetensors' own error for a corrupt one
+        raise ShipeiError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ShipeiError(f"{path} is not a shipei checkpoint", hint="write one with shipei train --checkpoint")
+    return arrays, meta
+
+
+def _matching(weights: dict[str, np.ndarray], source: Source, path: str | Path,
+              kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The checkpoint's params, if they are exactly the model's (names, shapes, dtypes)."""
+    params = {k: v for k, v in kwargs.items() if k not in _TRAINER_KEYWORDS}
+    graph = parse(source, kwargs.get("model"), method="loss", **params)
+    want = {p.name: (tuple(p.shape), p.dtype.numpy) for p in graph.params}
+    have = {k: (tuple(v.shape), v.dtype) for k, v in weights.items()}
+    if want != have:
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        changed = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+        raise ShipeiError(f"checkpoint {path} is not of this model: missing {missing}, unexpected {extra}, "
+                          f"of another shape {changed}")
+    return weights
+
+
+_TRAINER_KEYWORDS = {"clip_norm", "device", "seed", "model"}
+
+
+def print_progress(text: str) -> None:
+    """A training progress line, rewritten in place on a terminal."""
+    if sys.stderr.isatty():
+        print(f"\r{text:<70}", end="", file=sys.stderr, flush=True)
