@@ -305,7 +305,8 @@ def gradients(model, *tensors):
     trained = parameters(model)
     with tf.GradientTape() as tape:
         loss = model(*tensors)
-    return loss, dict(zip(trained, tape.gradient(loss, list(trained.values()))))
+    grads = tape.gradient(loss, list(trained.values()))  # a gathered table's comes as IndexedSlices
+    return loss, {{key: tf.convert_to_tensor(grad) for key, grad in zip(trained, grads)}}
 
 
 def parameters(model):
