@@ -29,4 +29,8 @@ model GPT(vocab: int = 512, d_model: int = 128, n_heads: int = 4, n_layers: int 
         }
         return lm_head(ln_f(x))
     }
+
+    loss(tokens: i64[B, T], targets: i64[B, T]) -> f32[] {
+        return cross_entropy(reshape(forward(tokens), [B * T, vocab]), reshape(targets, [B * T]))
+    }
 }

@@ -339,6 +339,8 @@ def _bench_profile(args: argparse.Namespace, graph: Graph, targets: list[str], d
 def cmd_tune(args: argparse.Namespace) -> int:
     from .tune import limit_text, parse_size, tune
 
+    if args.lr:
+        return _lr_range_test(args)
     graph = _graph(args)
     limit = parse_size(args.memory_limit) if args.memory_limit is not None else None
     tuned = tune(graph, args.target, _dims(args), limit=limit, margin=args.margin, device=args.device,
@@ -383,6 +385,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.checkpoint:
         print(f"wrote {args.checkpoint}")
     return 0
+
+
+def _lr_range_test(args: argparse.Namespace) -> int:
+    """shipei tune --lr: the learning-rate range test on the model's loss."""
+    from .training import Dataset, Trainer, lr_range_test
+
+    params = {k: _value(v) for k, v in _pairs(args.set, "--set").items()}
+    data = Dataset.digits(args.seed) if args.data == "digits" else Dataset.load(args.data, args.seed)
+    trainer = Trainer(Path(args.file), args.target, optimizer=args.optimizer, device=_cpu(args.device),
+                      seed=args.seed, model=args.model, **params)
+    found = lr_range_test(trainer, data, args.batch, args.steps, args.lr_min, args.lr_max)
+    print(f"{trainer.loss_graph.name} on {args.target}, {args.optimizer}, batch {args.batch}: learning-rate range "
+          f"test from {args.lr_min:g} to {args.lr_max:g}, stopped {found.stopped}")
+    print("\n".join(found.table()))
+    print(f"suggested learning rate: {found.suggestion:.3g} (where the loss falls fastest)")
+    if args.plot:
+        print(f"wrote {found.plot(args.plot)}")
+    return 0
+
+
+def _cpu(device: str) -> str:
+    return "cpu" if device == "auto" else device
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -634,6 +658,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="weight and input seed")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"optimization level (default -O{DEFAULT_OPT})")
+    g = p.add_argument_group("learning rate (--lr): a range test of the model's loss, as fastai's lr_find")
+    g.add_argument("--lr", action="store_true", help="find a learning rate instead of a batch size")
+    g.add_argument("--data", default="digits", metavar="digits|FILE.npz", help="the training data (default digits)")
+    g.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
+    g.add_argument("--batch", type=int, default=64)
+    g.add_argument("--steps", type=int, default=100, help="steps from --lr-min to --lr-max (default 100)")
+    g.add_argument("--lr-min", type=float, default=1e-6)
+    g.add_argument("--lr-max", type=float, default=1.0)
+    g.add_argument("--plot", metavar="FILE.png", help="draw loss against learning rate")
     p.set_defaults(func=cmd_tune)
     p = command("train", "train the model's params on a target with its loss method: shipei's optimizer and "
                          "schedule, the framework's autodiff")

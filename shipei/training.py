@@ -135,13 +135,14 @@ class Trainer:
         return self._program.accept(np.asarray(array), self.device)[0]
 
     # -- training ---------------------------------------------------------------------------
-    def step(self, *inputs: np.ndarray) -> float:
-        """One optimizer step on one batch (numpy in); the batch's loss before it."""
+    def step(self, *inputs: np.ndarray, lr: float | None = None) -> float:
+        """One optimizer step on one batch (numpy in), at the schedule's rate or `lr`; the batch's
+        loss before it."""
         tensors = [self._tensor(x) for x in inputs]
         loss, grads = self._program.gradients(self._model, *tensors)
         params = self._program.parameters(self._model)
         self.step_count += 1
-        lr = self.schedule.rate(self.step_count - 1)
+        lr = self.schedule.rate(self.step_count - 1) if lr is None else lr
         args = [t for k in self.update.params for t in (params[k], grads[k], *(self.state[k, s]
                                                                                for s in self.optimizer.state))]
         args += [self._updater.accept(np.float32(v), self.device)[0]
@@ -255,6 +256,71 @@ class Trainer:
             trainer.state[k, s] = trainer._updater.accept(arrays[key], trainer.device)[0]
         trainer.step_count, trainer.epoch = int(meta["step"]), int(meta["epoch"])
         return trainer
+
+
+@dataclass
+class RangeTest:
+    """A learning-rate range test (fastai's lr_find, Lightning's Tuner.lr_find): the loss of each
+    step as the rate grows exponentially, smoothed, and the suggested rate."""
+
+    rates: list[float]
+    losses: list[float]  # smoothed: an exponential moving average (0.98), bias-corrected
+    suggestion: float
+    stopped: str
+
+    def table(self, rows: int = 12) -> list[str]:
+        picks = sorted({round(i * (len(self.rates) - 1) / max(1, rows - 1)) for i in range(rows)})
+        return ["lr          loss"] + [f"{self.rates[i]:<10.3g}  {self.losses[i]:.4f}" for i in picks]
+
+    def plot(self, path: str | Path) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(self.rates, self.losses)
+        ax.axvline(self.suggestion, color="tab:red", linestyle="--", label=f"suggested {self.suggestion:.3g}")
+        ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)", title="learning-rate range test")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return Path(path)
+
+
+def lr_range_test(trainer: Trainer, data: Dataset, batch: int, steps: int = 100, lr_min: float = 1e-6,
+                  lr_max: float = 1.0) -> RangeTest:
+    """Steps at rates from `lr_min` to `lr_max`, growing by the same factor each step, on
+    shuffled batches, until the smoothed loss passes 4 times its best (it diverged). The
+    suggestion is the rate where the smoothed loss falls fastest against log(rate), as Lightning
+    suggests; the params are trained along the way, so use a fresh trainer afterwards."""
+    if not 0 < lr_min < lr_max or steps < 4:
+        raise ShipeiError(f"the range test needs 0 < lr_min < lr_max and >= 4 steps, got {lr_min}, {lr_max}, {steps}")
+    factor = (lr_max / lr_min) ** (1 / (steps - 1))
+    rng = np.random.default_rng(trainer.seed)
+    order = np.concatenate([rng.permutation(len(data.x_train)) for _ in range(steps * batch // len(data.x_train) + 1)])
+    rates, losses, average, best, stopped = [], [], 0.0, math.inf, f"after {steps} steps"
+    for t in range(steps):
+        lr = lr_min * factor**t
+        idx = order[t * batch:(t + 1) * batch]
+        try:
+            loss = trainer.step(data.x_train[idx], data.y_train[idx], lr=lr)
+        except ShipeiError:  # the loss is no longer finite
+            stopped = f"at lr {lr:.3g}: the loss is not finite"
+            break
+        average = 0.98 * average + 0.02 * loss
+        smoothed = average / (1 - 0.98 ** (t + 1))
+        rates.append(lr)
+        losses.append(smoothed)
+        best = min(best, smoothed)
+        if t > 3 and smoothed > 4 * best:
+            stopped = f"at lr {lr:.3g}: the loss passed 4 times its best"
+            break
+    if len(rates) < 4:
+        raise ShipeiError(f"the range test stopped after {len(rates)} steps ({stopped})", hint="lower --lr-min")
+    slopes = np.gradient(np.asarray(losses), np.log(rates))
+    return RangeTest(rates, losses, rates[int(np.argmin(slopes))], stopped)
 
 
 def _read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -81,6 +81,23 @@ def test_fifty_steps_agree_across_targets_and_with_torch_optim(digits: Dataset) 
             np.testing.assert_allclose(got[k], want[k], atol=1e-5, rtol=0, err_msg=f"{target}: {k}")
 
 
+def test_the_transformer_takes_the_same_steps_on_every_target() -> None:
+    """A language model's loss (next-token cross-entropy): fifteen steps on one batch, attention,
+    layer norm and embeddings differentiated by each framework, the losses alike to 1e-4."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 512, (4, 16))
+    targets = np.roll(tokens, -1, axis=1)
+    curves = {}
+    for target in available_targets():
+        trainer = _trainer(EXAMPLES / "transformer.sp", target, epochs=1, lr=3e-3, schedule="constant", warmup=0,
+                           n_layers=1)
+        curves[target] = [trainer.step(tokens, targets) for _ in range(15)]
+    first = next(iter(curves.values()))
+    assert first[-1] < first[0] / 10
+    for target, curve in curves.items():
+        np.testing.assert_allclose(curve, first, rtol=1e-4, err_msg=target)
+
+
 def test_a_checkpoint_written_on_one_target_resumes_on_another(tmp_path: Path, digits: Dataset) -> None:
     targets = available_targets()
     first, second = targets[0], targets[-1]
@@ -137,3 +154,17 @@ def test_bad_training_input_is_a_clear_error_and_writes_nothing(tmp_path: Path,
                                           capsys)
     assert "has no loss method" in _bad(["train", str(EXAMPLES / "mlp.sp")], capsys)
     assert ckpt.read_bytes() == before
+
+
+def test_the_learning_rate_range_test_suggests_a_rate_that_trains(tmp_path: Path, digits: Dataset,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "lr.png"
+    assert main(["tune", str(MLP), "--lr", "--target", "jax", "--steps", "60", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    suggested = float(out.split("suggested learning rate: ")[1].split()[0])
+    assert plot.stat().st_size > 10_000 and "lr          loss" in out
+    assert 1e-4 < suggested < 1.0
+    at = {lr: _trainer(MLP, "jax", epochs=2, lr=lr, schedule="constant", warmup=0).fit(digits, 2, 64).rows[-1]
+          for lr in (suggested, 1e-5)}
+    assert at[suggested]["val_accuracy"] > 0.9 > at[1e-5]["val_accuracy"]
+    assert "needs 0 < lr_min < lr_max" in _bad(["tune", str(MLP), "--lr", "--lr-min", "0"], capsys)
