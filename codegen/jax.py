@@ -288,7 +288,7 @@ def to_numpy(y):
 
 
 def gradients(model, *arrays):
-    """The loss (the program's one output, a scalar) and its gradient by each trainable param,
+    """The outputs (the loss, a scalar, first) and the loss's gradient by each trainable param,
     name -> array, by jax.value_and_grad: what a train step takes."""
     trained = {{key: value for key, value in model.items() if key not in BUFFERS}}
     kept = {{key: value for key, value in model.items() if key in BUFFERS}}
@@ -298,7 +298,13 @@ def gradients(model, *arrays):
 
 @jax.jit
 def _loss_and_gradients(trained, kept, *arrays):
-    return jax.value_and_grad(lambda params: forward({{**params, **kept}}, *arrays))(trained)
+    def loss(params):
+        outputs = forward({{**params, **kept}}, *arrays)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return outputs[0], outputs
+
+    (_, outputs), grads = jax.value_and_grad(loss, has_aux=True)(trained)
+    return outputs, grads
 
 
 def parameters(model):
@@ -307,7 +313,7 @@ def parameters(model):
 
 
 def assign(model, values):
-    """New values (name -> array) for params: a train step's update (the params dict is the model)."""
+    """New values (name -> array) for params and buffers: a train step's update (the dict is the model)."""
     model.update(values)
 
 

@@ -352,11 +352,12 @@ def export(tensor):
 
 
 def gradients(model, *tensors):
-    """The loss (the program's one output, a scalar) and its gradient by each trainable param,
+    """The outputs (the loss, a scalar, first) and the loss's gradient by each trainable param,
     name -> tensor, by mindspore.value_and_grad: what a train step takes."""
     weights = model.trainable_params()
-    loss, grads = ms.value_and_grad(model, None, weights)(*tensors)
-    return loss, {{param.name: grad for param, grad in zip(weights, grads)}}
+    outputs, grads = ms.value_and_grad(model, None, weights, has_aux=len(OUTPUTS) > 1)(*tensors)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return outputs, {{param.name: grad for param, grad in zip(weights, grads)}}
 
 
 def parameters(model):
@@ -365,10 +366,10 @@ def parameters(model):
 
 
 def assign(model, values):
-    """Write new values (name -> tensor) over params: a train step's update. ops.assign writes the
-    memory a compiled construct reads; Parameter.set_data would give the param new memory, which a
-    graph compiled before does not see."""
-    for param in model.trainable_params():
+    """Write new values (name -> tensor) over params and buffers: a train step's update. ops.assign
+    writes the memory a compiled construct reads; Parameter.set_data would give the param new
+    memory, which a graph compiled before does not see."""
+    for param in model.get_parameters():
         if param.name in values:
             ops.assign(param, values[param.name])
 

@@ -89,7 +89,7 @@ def checked_weights(weights):
 
 #: The skeleton's own code, whose names generated names must not shadow.
 _SKELETON = "\n".join(["import os", "import numpy as np", "import safetensors.numpy",
-                       "WEIGHTS = INPUTS = PARAMS = BUFFERS = 0",
+                       "WEIGHTS = INPUTS = OUTPUTS = PARAMS = BUFFERS = 0",
                        _MAIN, _WEIGHTS])
 
 
@@ -124,6 +124,9 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
     for v in graph.inputs:
         shape = tuple(eval_dim(d, env) for d in v.shape)
         code(f"    ({v.name!r}, {shape!r}, {v.dtype.numpy.name!r}),")
+    code("]", "OUTPUTS = [  # example shape, dtype")
+    for v in graph.outputs:
+        code(f"    ({tuple(eval_dim(d, env) for d in v.shape)!r}, {v.dtype.numpy.name!r}),")
     code("]", "PARAMS = [  # name, shape, dtype")
     for p in graph.params:
         code(f"    ({p.name!r}, {tuple(p.shape)!r}, {p.dtype.numpy.name!r}),")

@@ -300,13 +300,14 @@ def export(tensor):
 
 
 def gradients(model, *tensors):
-    """The loss (the program's one output, a scalar) and its gradient by each trainable param,
+    """The outputs (the loss, a scalar, first) and the loss's gradient by each trainable param,
     name -> tensor, by tf.GradientTape: what a train step takes."""
     trained = parameters(model)
     with tf.GradientTape() as tape:
-        loss = model(*tensors)
-    grads = tape.gradient(loss, list(trained.values()))  # a gathered table's comes as IndexedSlices
-    return loss, {{key: tf.convert_to_tensor(grad) for key, grad in zip(trained, grads)}}
+        outputs = model(*tensors)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    grads = tape.gradient(outputs[0], list(trained.values()))  # a gathered table's come as IndexedSlices
+    return outputs, {{key: tf.convert_to_tensor(grad) for key, grad in zip(trained, grads)}}
 
 
 def parameters(model):
@@ -315,7 +316,7 @@ def parameters(model):
 
 
 def assign(model, values):
-    """Write new values (name -> tensor) over params: a train step's update."""
+    """Write new values (name -> tensor) over params and buffers: a train step's update."""
     for key, value in values.items():
         model.params[key].assign(value)
 

@@ -263,15 +263,16 @@ def to_numpy(tensor):
 
 
 def gradients(model, *tensors):
-    """The loss (the program's one output, a scalar) and its gradient by each trainable param,
+    """The outputs (the loss, a scalar, first) and the loss's gradient by each trainable param,
     name -> tensor, by autograd: what a train step takes."""
     named = dict(model.named_parameters())
     with torch.enable_grad():
         for param in named.values():
             param.requires_grad_(True)
-        loss = model(*tensors)
-        grads = torch.autograd.grad(loss, list(named.values()))
-    return loss.detach(), dict(zip(named, grads))
+        outputs = model(*tensors)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        grads = torch.autograd.grad(outputs[0], list(named.values()))
+    return tuple(output.detach() for output in outputs), dict(zip(named, grads))
 
 
 def parameters(model):
@@ -281,8 +282,8 @@ def parameters(model):
 
 @torch.no_grad()
 def assign(model, values):
-    """Write new values (name -> tensor) over params in place: a train step's update."""
-    named = dict(model.named_parameters())
+    """Write new values (name -> tensor) over params and buffers in place: a train step's update."""
+    named = dict(model.named_parameters()) | dict(model.named_buffers())
     for name, value in values.items():
         named[name].copy_(value)
 

@@ -1,8 +1,9 @@
 """Training a model on one target: `shipei.Trainer` and `shipei train`.
 
 A model declares how it is trained in its `loss` method. The trainer compiles that loss graph
-for the target (passes that assume inference stay off: `training=True`) and the optimizer's
-update graph (`ir.optim`) for the same target. A step is the generated program's own
+for the target, as training computes it (`ir.passes.train_mode`: batch norm by the batch's
+statistics, the running ones updated; passes that assume inference stay off: `training=True`), and
+the optimizer's update graph (`ir.optim`) for the same target. A step is the generated program's own
 `gradients` (the framework's autodiff: torch.autograd, jax.value_and_grad, tf.GradientTape,
 mindspore.value_and_grad), then the update program, then `assign`: tensors never leave the
 framework. The learning rate of each step comes from the schedule (`ir.schedule`).
@@ -31,6 +32,8 @@ from .api import Source, compile, parse
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.optim import Optimizer, update_graph
+from .ir.passes.rewrite import clone
+from .ir.passes.train_mode import to_training
 from .ir.schedule import Schedule
 from .ir.types import DType
 
@@ -111,8 +114,10 @@ class Trainer:
         self.schedule = Schedule(schedule, lr, total=max(1, total_steps - warmup), warmup=warmup)
         self.loss_graph = parse(source, model, method="loss", **params)
         self._check_loss(self.loss_graph)
+        self._inference_loss = clone(self.loss_graph)
+        self.updates = to_training(self.loss_graph)  # the buffers its extra outputs update
         loss = compile(self.loss_graph, target, weights=weights, seed=seed, pass_options={"training": True})
-        self._initial = dict(loss.weights)  # buffers keep these: nothing trains them
+        self._initial = dict(loss.weights)  # buffers: running statistics, updated by each step
         exe = loss.load(device=device)
         self._program, self._model = exe.module, exe._model
         trained = self._program.parameters(self._model)
@@ -139,7 +144,7 @@ class Trainer:
         """One optimizer step on one batch (numpy in), at the schedule's rate or `lr`; the batch's
         loss before it."""
         tensors = [self._tensor(x) for x in inputs]
-        loss, grads = self._program.gradients(self._model, *tensors)
+        (loss, *statistics), grads = self._program.gradients(self._model, *tensors)
         params = self._program.parameters(self._model)
         self.step_count += 1
         lr = self.schedule.rate(self.step_count - 1) if lr is None else lr
@@ -152,7 +157,8 @@ class Trainer:
         for k in self.update.params:
             new[k] = next(out)
             self.state.update({(k, s): next(out) for s in self.optimizer.state})
-        self._program.assign(self._model, new)
+        self._program.assign(self._model, new | dict(zip(self.updates, statistics, strict=True)))
+        self._initial.update({k: np.asarray(self._program.to_numpy(v)) for k, v in zip(self.updates, statistics)})
         value = float(self._program.to_numpy(loss))
         if not math.isfinite(value):
             raise ShipeiError(f"the loss is {value} at step {self.step_count}",
@@ -202,16 +208,18 @@ class Trainer:
                                   f"model's {classes} classes [0, {classes})")
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 512) -> tuple[float, float]:
-        """The mean loss and the accuracy (argmax of forward) on held-out data."""
-        forward = compile(self.source, self.target, model=self.model_name, weights=self.weights,
+        """The mean loss and the accuracy (argmax of forward) on held-out data, as at inference
+        (batch norm by its running statistics)."""
+        weights = self.weights
+        forward = compile(self.source, self.target, model=self.model_name, weights=weights,
                           **self.model_params).load(device=self.device)
+        loss_fn = compile(self._inference_loss, self.target, weights=weights).load(device=self.device)
         loss, hits = 0.0, 0
         for at in range(0, len(x), batch):
             xs, ys = x[at:at + batch], y[at:at + batch]
             logits = forward.run(xs)[0]
             hits += int((np.argmax(logits, axis=-1) == ys).sum())
-            loss += float(self._program.to_numpy(self._program.call(
-                self._model, self._tensor(xs), self._tensor(ys))[0])) * len(xs)
+            loss += float(loss_fn.run(xs, ys)[0]) * len(xs)
         return loss / max(1, len(x)), hits / max(1, len(x))
 
     @property

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ShipeiError
 from ..registry import Attr, AttrKind, FusionKind, Sample, Spelling, op
-from ..types import TensorType, normalize_axis
+from ..types import DType, TensorType, normalize_axis
 from .rules import (
     FLOATS,
     NUMERIC,
@@ -155,3 +155,57 @@ op("batch_norm", ["x", "mean", "var", "weight", "bias"], FusionKind.BROADCAST, _
    domains={"var": "positive"}, decomposition=_batch_norm_decomposition,
    samples=[Sample(((2, 3, 4, 4), (3,), (3,), (3,), (3,))), Sample(((4, 3), (3,), (3,), (3,), (3,))),
             Sample(((2, 3, 5), (3,), (3,), (3,), (3,)))])
+
+
+def _batch_norm_train_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
+    (x,) = _batch_norm_rule(types, attrs)
+    # Batch statistics in 16 bits lose the running ones; autocast keeps batch norm in f32 too.
+    check_dtype(x, {DType.f32, DType.f64})
+    if not 0.0 <= attrs["momentum"] <= 1.0:
+        raise ShipeiError(f"batch norm momentum must be in [0, 1], got {attrs['momentum']}")
+    return [x, types[1], types[2]]
+
+
+def _stat_axes(rank: int) -> tuple[int, ...]:
+    return (0, *range(2, rank))
+
+
+def _batch_norm_train(x, mean, var, w, b, eps: float, momentum: float):
+    axes = _stat_axes(x.ndim)
+    batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
+    n = x.size // x.shape[1]
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - batch_mean.reshape(shape)) / np.sqrt(batch_var.reshape(shape) + eps) * w.reshape(shape) + b.reshape(shape)
+    unbiased = batch_var * n / max(n - 1, 1)
+    return (y.astype(x.dtype), ((1 - momentum) * mean + momentum * batch_mean).astype(mean.dtype),
+            ((1 - momentum) * var + momentum * unbiased).astype(var.dtype))
+
+
+def _batch_norm_train_decomposition(b, operands, attrs):
+    """Normalize by the batch's statistics; blend them into the running ones (the variance's
+    unbiased estimate, as torch's BatchNorm does)."""
+    x, mean, var, w, bias = operands
+    axes, channels = _stat_axes(x.type.rank), (1, x.shape[1]) + (1,) * (x.type.rank - 2)
+    batch_mean = b("reduce_mean", x, axes=axes, keepdims=True)
+    centered = b("sub", x, batch_mean)
+    batch_var = b("reduce_mean", b("mul", centered, centered), axes=axes, keepdims=True)
+    scale = b("div", b("reshape", w, shape=channels), b("sqrt", b("add", batch_var, scalar(b, attrs["eps"], x))))
+    y = b("add", b("mul", centered, scale), b("reshape", bias, shape=channels))
+    n = b("reduce_sum", b("add", b("mul", x, scalar(b, 0.0, x)), scalar(b, 1.0, x)), axes=axes)  # per channel
+    unbiased = b("div", b("mul", b("reshape", batch_var, shape=(x.shape[1],)), n),
+                 b("maximum", b("sub", n, scalar(b, 1.0, x)), scalar(b, 1.0, x)))
+    m = attrs["momentum"]
+    new_mean = b("add", b("mul", mean, scalar(b, 1 - m, x)),
+                 b("mul", b("reshape", batch_mean, shape=(x.shape[1],)), scalar(b, m, x)))
+    new_var = b("add", b("mul", var, scalar(b, 1 - m, x)), b("mul", unbiased, scalar(b, m, x)))
+    return [y, new_mean, new_var]
+
+
+op("batch_norm_train", ["x", "mean", "var", "weight", "bias"], FusionKind.OPAQUE, _batch_norm_train_rule,
+   _batch_norm_train, attrs={"eps": Attr(AttrKind.FLOAT, 1e-5), "momentum": Attr(AttrKind.FLOAT, 0.1)},
+   mixes=lambda node, batch: [tuple(range(node.operands[0].type.rank)), (), (), (), ()],
+   decomposition=_batch_norm_train_decomposition, domains={"var": "positive"},
+   samples=[Sample(((4, 3, 2, 2), (3,), (3,), (3,), (3,))), Sample(((5, 3), (3,), (3,), (3,), (3,)),
+                                                                    {"momentum": 0.3})],
+   doc="Training form of batch_norm: normalizes by the batch's statistics and gives the running "
+       "statistics blended with them (torch's BatchNorm in train mode).")

@@ -218,10 +218,13 @@ class GraphGen:
         if not dtypes:
             return False
         sinks = [v for v in self.pool if v.producer is not None and v not in self.used and v.dtype in dtypes]
-        if self.ch.boolean(0.7) and sinks:
-            self.prefer = self.ch.choice(sinks)
+        # Drawn whether or not they are used, so that the draws after them mean the same thing when
+        # shrinking deletes the step that made a sink (the chain's link) before this one.
+        extend, sink, fallback = self.ch.boolean(0.7), self.ch.integer(0, 255), self.ch.choice(dtypes)
+        if extend and sinks:
+            self.prefer = sinks[sink % len(sinks)]
         wanted = self.prefer.dtype if self.prefer is not None else None
-        dtype = wanted if wanted in dtypes else self.ch.choice(dtypes)
+        dtype = wanted if wanted in dtypes else fallback
         mark = (len(self.graph.inputs), len(self.graph.params), len(self.graph.nodes), len(self.pool))
         for fit in (fitter(op), fit_sample):
             try:

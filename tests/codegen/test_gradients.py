@@ -29,7 +29,7 @@ from shipei.testing import available_targets
 #: Ops with no gradient to check: their results are not floats, or are constant almost everywhere.
 NOT_DIFFERENTIABLE = {"floor", "transfer", "constant", "iota"}
 #: Operands that are statistics, not trained: buffers, as BatchNorm2d holds them.
-BUFFERS = {("batch_norm", "mean"), ("batch_norm", "var")}
+BUFFERS = {(op, stat) for op in ("batch_norm", "batch_norm_train") for stat in ("mean", "var")}
 EPS = 1e-6
 
 

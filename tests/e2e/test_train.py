@@ -81,6 +81,47 @@ def test_fifty_steps_agree_across_targets_and_with_torch_optim(digits: Dataset) 
             np.testing.assert_allclose(got[k], want[k], atol=1e-5, rtol=0, err_msg=f"{target}: {k}")
 
 
+BN_NET = """
+model BNNet() {
+    conv = Conv2d(1, 4, 3, padding=1, bias=false)
+    bn = BatchNorm2d(4)
+    fc = Linear(4 * 64, 10)
+    forward(x: f32[B, 64]) -> f32[B, 10] {
+        y = relu(bn(conv(reshape(x, [B, 1, 8, 8]))))
+        return fc(flatten(y, start_dim=1))
+    }
+    loss(x: f32[B, 64], y: i64[B]) -> f32[] { return cross_entropy(forward(x), y) }
+}
+"""
+
+
+def test_batch_norm_trains_as_torchs_does_on_every_target(digits: Dataset) -> None:
+    """Batch statistics in the step, running statistics updated (momentum 0.1, unbiased variance):
+    torch.nn.BatchNorm2d in train mode with torch.optim.SGD is the oracle, five steps."""
+    start = Trainer(BN_NET, "torch", optimizer="sgd", lr=0.05).weights
+    conv = torch.tensor(start["conv.weight"], requires_grad=True)
+    bn = torch.nn.BatchNorm2d(4).train()
+    fc_w, fc_b = (torch.tensor(start[k], requires_grad=True) for k in ("fc.weight", "fc.bias"))
+    opt = torch.optim.SGD([conv, *bn.parameters(), fc_w, fc_b], lr=0.05)
+    batches = [(digits.x_train[s * 32:(s + 1) * 32], digits.y_train[s * 32:(s + 1) * 32]) for s in range(5)]
+    for x, y in batches:
+        h = F.relu(bn(F.conv2d(torch.tensor(x).reshape(-1, 1, 8, 8), conv, padding=1)))
+        loss = F.cross_entropy(F.linear(h.flatten(1), fc_w, fc_b), torch.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    want = {"bn.running_mean": bn.running_mean, "bn.running_var": bn.running_var, "bn.weight": bn.weight,
+            "fc.bias": fc_b, "conv.weight": conv}
+    for target in available_targets():
+        trainer = Trainer(BN_NET, target, optimizer="sgd", lr=0.05, weights=start)
+        for x, y in batches:
+            trainer.step(x, y)
+        got = trainer.weights
+        assert got["bn.running_var"].min() < 0.9  # moved from its initial ones
+        for k, v in want.items():
+            np.testing.assert_allclose(got[k], v.detach().numpy(), atol=1e-5, rtol=0, err_msg=f"{target}: {k}")
+
+
 def test_the_transformer_takes_the_same_steps_on_every_target() -> None:
     """A language model's loss (next-token cross-entropy): fifteen steps on one batch, attention,
     layer norm and embeddings differentiated by each framework, the losses alike to 1e-4."""

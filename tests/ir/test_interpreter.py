@@ -55,6 +55,12 @@ def _pad(x: torch.Tensor, pads, value: float) -> torch.Tensor:
     return F.pad(x, [p for pair in reversed(pairs) for p in pair], value=value)
 
 
+def _batch_norm_train(x, mean, var, w, b, eps: float, momentum: float) -> tuple[torch.Tensor, ...]:
+    """torch's batch norm in train mode, which updates the running statistics it is given."""
+    mean, var = mean.clone(), var.clone()
+    return F.batch_norm(x, mean, var, w, b, training=True, momentum=momentum, eps=eps), mean, var
+
+
 TORCH: dict[str, Callable[..., Any]] = {
     "neg": torch.neg, "abs": torch.abs, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt,
     "rsqrt": torch.rsqrt, "sin": torch.sin, "cos": torch.cos, "tanh": torch.tanh, "erf": torch.erf,
@@ -84,6 +90,7 @@ TORCH: dict[str, Callable[..., Any]] = {
     "log_softmax": lambda x, axis: F.log_softmax(x, dim=axis),
     "layer_norm": lambda x, w, b, eps: F.layer_norm(x, w.shape, w, b, eps),
     "cross_entropy": lambda x, y, label_smoothing: F.cross_entropy(x, y, label_smoothing=label_smoothing),
+    "batch_norm_train": _batch_norm_train,
     "mse_loss": F.mse_loss,
     "bce_with_logits": F.binary_cross_entropy_with_logits,
     "batch_norm": lambda x, mean, var, w, b, eps: F.batch_norm(x, mean, var, w, b, training=False, eps=eps),
@@ -240,6 +247,8 @@ CASES: dict[str, Case] = {
     "cross_entropy": Case({"x": normal(5, 4, scale=4), "y": ints(5, low=0, high=4, dtype=np.int64)}, [
         (("x", "y"), {}), (("x", "y"), {"label_smoothing": 0.2})]),
     "mse_loss": case(normal(3, 4, scale=3), normal(3, 4)),
+    "batch_norm_train": case(normal(4, 3, 5, 5, scale=2), normal(3), np.abs(normal(3)) + 0.5, normal(3), normal(3),
+                             variants=({}, {"momentum": 0.3, "eps": 1e-3})),
     "bce_with_logits": Case({"x": normal(3, 4, scale=6, edges=(40.0, -40.0)),
                              "t": RNG.random((3, 4)).astype(np.float32)}, [(("x", "t"), {})]),
 }
