@@ -16,7 +16,7 @@ from ..ir.graph import Graph, Node
 from ..ir.passes.context import TargetInfo
 from ..ir.passes.decompose import decompose, needs_decomposing
 from ..ir.passes.rewrite import clone
-from ..ir.registry import all_ops
+from ..ir.registry import all_ops, generation
 from ..ir.samples import build, samples
 from ..ir.types import DType
 from .module import GeneratedModule
@@ -71,8 +71,8 @@ def emit(graph: Graph, target: str, source: str = "<graph>", *, planned: bool = 
         options.setdefault("reuse_buffers", True)
     if spec.into and planned:
         options.setdefault("keep_buffers", True)
-    keep = _keeps(target, spec)
-    if needs_decomposing(graph, keep):  # composites the target has no kernel for
+    if needs_decomposing(graph, native(spec)):  # composites the target has no kernel for
+        keep = _keeps(target, spec)
         graph = clone(graph)
         decompose(graph, keep)
     return write(graph, source, **options)
@@ -101,15 +101,15 @@ def _check_options(target: str, options: dict[str, Any], write: Any) -> None:
 def capabilities(target: str) -> dict[str, frozenset[DType]]:
     """The op x dtype table a target lowers, itself or through decompositions; the partitioner and
     tests read this."""
-    return dict(_capabilities(target, frozenset(all_ops())))
+    return dict(_capabilities(target, generation()))
 
 
 @cache
-def _capabilities(target: str, ops: frozenset[str]) -> dict[str, frozenset[DType]]:
+def _capabilities(target: str, registry: int) -> dict[str, frozenset[DType]]:
     t = get_target(target)
     table = {op: frozenset(d for d in DType if t.supports(op, d)) for op in t.rules}
-    for op in ops:
-        if all_ops()[op].composite:
+    for op, opdef in all_ops().items():
+        if opdef.composite:
             table[op] = table.get(op, frozenset()).union(*(_decomposes(t, op, d) for d in DType))
     return {op: dtypes for op, dtypes in table.items() if dtypes}
 

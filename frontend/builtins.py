@@ -9,6 +9,7 @@ small compositions (`flatten`). Compile-time functions (`range`, `len`, `require
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from ..ir.graph import Builder, Value
-from ..ir.registry import OpDef, all_ops, coerce_attr
+from ..ir.registry import OpDef, all_ops, coerce_attr, generation
 from ..ir.types import Dim, DType, Sym, dim_floordiv, dim_product, normalize_axis
 from . import limits
 
@@ -162,6 +163,11 @@ def builtin(name: str, *params: str, **defaults: Any) -> Callable[[Callable[...,
 def builtins() -> dict[str, Builtin]:
     """Every builtin: one per op the DSL writes as a call (from the registry, so an op registered
     at any time has one), then the special ones."""
+    return _builtins(generation())
+
+
+@functools.cache
+def _builtins(registry: int) -> dict[str, Builtin]:
     derived = {opdef.function: op_builtin(opdef) for opdef in all_ops().values() if opdef.function}
     return derived | SPECIAL
 

@@ -9,6 +9,7 @@ so generated code quotes the user's line, not the prelude's.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from ..ir.errors import ShipeiError, SourceLoc, did_you_mean
 from ..ir.graph import Builder, Graph, Init, Value
 from ..ir.init import check_init
 from ..ir.placement import Placement
-from ..ir.registry import all_ops
+from ..ir.registry import all_ops, generation
 from ..ir.types import Dim, DType, Sym, TensorType, dim_add, dim_floordiv, dim_mod, dim_mul, dim_neg, dim_sub
 from . import ast, limits
 from .builtins import BoundMethod, Builtin, Context, bind_arguments, builtins, describe, tensor_attribute
@@ -614,6 +615,11 @@ class Elaborator:
 
 def tensor_operators(comparison: bool, arity: int = 2) -> dict[str, str]:
     """Operator -> op, as the registry spells ops (`OpDef.dsl`): arithmetic or comparisons."""
+    return _operators(comparison, arity, generation())
+
+
+@functools.cache
+def _operators(comparison: bool, arity: int, registry: int) -> dict[str, str]:
     return {opdef.dsl.operator: name for name, opdef in all_ops().items()
             if opdef.dsl and opdef.dsl.operator and len(opdef.operands) == arity
             and ("comparison" in opdef.traits) == comparison}

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from .errors import ShipeiError
 from .graph import Builder, Graph, Value
+from .ops.rules import scalar
 from .types import DType, TensorType
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -122,16 +123,10 @@ def _clip(b: Builder, grads: list[Value], clip_norm: float, per_param: list[list
     for square in squares[1:]:
         total = b("add", total, square)
     norm = b("sqrt", total)
-    one = _const(b, 1.0, norm)
-    coef = b("minimum", b("div", _const(b, clip_norm, norm), b("add", norm, _const(b, 1e-6, norm))), one)
+    one = scalar(b, 1.0, norm)
+    coef = b("minimum", b("div", scalar(b, clip_norm, norm), b("add", norm, scalar(b, 1e-6, norm))), one)
     for values in per_param:
         values[1] = b("mul", values[1], _scalar(b, coef, values[1]))
-
-
-def _const(b: Builder, value: float, like: Value) -> Value:
-    import numpy as np
-
-    return b("constant", value=np.asarray(value, dtype=like.dtype.numpy), dtype=like.dtype)
 
 
 def _scalar(b: Builder, scalar: Value, like: Value) -> Value:
@@ -140,7 +135,7 @@ def _scalar(b: Builder, scalar: Value, like: Value) -> Value:
 
 
 def _l2(b: Builder, opt: Optimizer, p: Value, g: Value) -> Value:
-    return b("add", g, b("mul", p, _const(b, opt.weight_decay, p))) if opt.weight_decay else g
+    return b("add", g, b("mul", p, scalar(b, opt.weight_decay, p))) if opt.weight_decay else g
 
 
 def _sgd(b: Builder, opt: Optimizer, values: list[Value], scalars: dict[str, Value]) -> list[Value]:
@@ -150,9 +145,9 @@ def _sgd(b: Builder, opt: Optimizer, values: list[Value], scalars: dict[str, Val
     if opt.momentum:
         (buf,) = state
         first = _scalar(b, scalars["first"], p)  # 1 on the first step: the buffer starts as the gradient
-        kept = b("mul", buf, b("mul", _const(b, opt.momentum, p), b("sub", _const(b, 1.0, p), first)))
+        kept = b("mul", buf, b("mul", scalar(b, opt.momentum, p), b("sub", scalar(b, 1.0, p), first)))
         buf = b("add", kept, g)
-        g = b("add", g, b("mul", buf, _const(b, opt.momentum, p))) if opt.nesterov else buf
+        g = b("add", g, b("mul", buf, scalar(b, opt.momentum, p))) if opt.nesterov else buf
         out_state.append(buf)
     return [b("sub", p, b("mul", g, _scalar(b, scalars["lr"], p))), *out_state]
 
@@ -165,8 +160,8 @@ def _adam(b: Builder, opt: Optimizer, values: list[Value], scalars: dict[str, Va
     else:
         g = _l2(b, opt, p, g)
     m = _lerp(b, m, g, 1 - b1)
-    v = b("add", b("mul", v, _const(b, b2, p)), b("mul", b("mul", g, g), _const(b, 1 - b2, p)))
-    denom = b("add", b("div", b("sqrt", v), _scalar(b, scalars["correction2_sqrt"], p)), _const(b, opt.eps, p))
+    v = b("add", b("mul", v, scalar(b, b2, p)), b("mul", b("mul", g, g), scalar(b, 1 - b2, p)))
+    denom = b("add", b("div", b("sqrt", v), _scalar(b, scalars["correction2_sqrt"], p)), scalar(b, opt.eps, p))
     p = b("sub", p, b("mul", b("div", m, denom), _scalar(b, scalars["step_size"], p)))
     return [p, m, v]
 
@@ -174,8 +169,8 @@ def _adam(b: Builder, opt: Optimizer, values: list[Value], scalars: dict[str, Va
 def _lerp(b: Builder, start: Value, end: Value, weight: float) -> Value:
     """start + weight (end - start), computed as torch.lerp computes it for a scalar weight."""
     if weight < 0.5:
-        return b("add", start, b("mul", b("sub", end, start), _const(b, weight, start)))
-    return b("sub", end, b("mul", b("sub", end, start), _const(b, 1 - weight, start)))
+        return b("add", start, b("mul", b("sub", end, start), scalar(b, weight, start)))
+    return b("sub", end, b("mul", b("sub", end, start), scalar(b, 1 - weight, start)))
 
 
 _STEPS = {"sgd": _sgd, "adam": _adam, "adamw": _adam}

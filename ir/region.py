@@ -9,6 +9,7 @@ runs by a key (`Node.group`, `Node.placement`); `region_graph` makes one a stand
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
@@ -57,14 +58,13 @@ def layer_calls(graph: Graph, min_nodes: int = 2) -> dict[Node, tuple[str, int]]
     out: dict[Node, tuple[str, int]] = {}
     taken: set[str] = set()
     numbers = itertools.count()
+    sizes = Counter(n.group for n in graph.nodes if n.group is not None)
     for depth in sorted({path.count(".") for path in graph.layers}):
         calls: dict[tuple[str, str], list[tuple[str, list[Node]]]] = {}  # (definition, what it computes) -> calls
-        for path, definition in graph.layers.items():
-            if path.count(".") != depth or any(path == t or path.startswith(t + ".") for t in taken):
-                continue
-            for run in _runs(graph, path):
-                if len(run) >= min_nodes and not _cuts_a_group(graph, run):
-                    calls.setdefault((definition, _signature(run, path)), []).append((path, run))
+        for path, run in _runs(graph, depth, taken):
+            whole = all(sum(m.group == g for m in run) == sizes[g] for g in {n.group for n in run} - {None})
+            if len(run) >= min_nodes and whole:
+                calls.setdefault((graph.layers[path], _signature(run, path)), []).append((path, run))
         for same in calls.values():
             if len(same) < 2:
                 continue
@@ -93,21 +93,23 @@ def _signature(run: list[Node], path: str) -> str:
     return "\n".join(lines)
 
 
-def _runs(graph: Graph, path: str) -> list[list[Node]]:
-    runs: list[list[Node]] = []
-    previous = False
+def _runs(graph: Graph, depth: int, taken: set[str]) -> list[tuple[str, list[Node]]]:
+    """The maximal runs of consecutive nodes under one layer instance at `depth` (its path has
+    `depth` dots), outside the instances already `taken`; in one pass over the schedule."""
+    runs: list[tuple[str, list[Node]]] = []
+    previous = None
     for node in graph.nodes:
-        inside = node.module == path or node.module.startswith(path + ".")
-        if inside:
-            (runs[-1].append(node) if previous else runs.append([node]))
-        previous = inside
+        parts = node.module.split(".")
+        path = ".".join(parts[:depth + 1]) if len(parts) > depth else None
+        if path not in graph.layers or any(".".join(parts[:k]) in taken for k in range(1, depth + 2)):
+            path = None
+        if path is not None:
+            if path == previous:
+                runs[-1][1].append(node)
+            else:
+                runs.append((path, [node]))
+        previous = path
     return runs
-
-
-def _cuts_a_group(graph: Graph, run: list[Node]) -> bool:
-    members = set(map(id, run))
-    groups = {n.group for n in run if n.group is not None}
-    return any(n.group in groups and id(n) not in members for n in graph.nodes)
 
 
 def region_graph(graph: Graph, region: Region, name: str) -> tuple[Graph, list[Value]]:

@@ -252,13 +252,21 @@ def coerce_attr(op: str, name: str, kind: AttrKind, value: Any, loc: SourceLoc |
 
 
 _REGISTRY: dict[str, OpDef] = {}
+_GENERATION = [0]  # counts changes to the registry
 
 
 def register(opdef: OpDef) -> OpDef:
     if opdef.name in _REGISTRY:
         raise ValueError(f"op {opdef.name} registered twice")
     _REGISTRY[opdef.name] = opdef
+    _GENERATION[0] += 1
     return opdef
+
+
+def generation() -> int:
+    """A number that changes whenever an op is registered or removed: what tables derived from the
+    registry (the DSL's builtins, capability tables) are cached by."""
+    return _GENERATION[0]
 
 
 def get_op(name: str) -> OpDef:
@@ -274,7 +282,8 @@ def all_ops() -> dict[str, OpDef]:
 
 def unregister(name: str) -> None:
     """Remove an op registered for a test (`shipei.testing`'s fixtures add ops and take them away)."""
-    _REGISTRY.pop(name, None)
+    if _REGISTRY.pop(name, None) is not None:
+        _GENERATION[0] += 1
 
 
 def op(name: str, operands: Sequence[str], fusion: FusionKind, type_rule: TypeRule,
@@ -290,4 +299,4 @@ def op(name: str, operands: Sequence[str], fusion: FusionKind, type_rule: TypeRu
 
 
 __all__ = ["Attr", "AttrKind", "Decomposition", "Dim", "FlopRule", "FusionKind", "MixRule", "OpDef", "Sample",
-           "Spelling", "WorkspaceRule", "all_ops", "get_op", "op", "register", "unregister"]
+           "Spelling", "WorkspaceRule", "all_ops", "generation", "get_op", "op", "register", "unregister"]

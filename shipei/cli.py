@@ -379,7 +379,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for row in history.rows:
         print(f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  held-out loss {row['val_loss']:.4f}  "
               f"accuracy {row['val_accuracy']:.2%}  lr {row['lr']:.3g}  {row['seconds']:.1f} s")
-    _, accuracy = trainer.evaluate(data.x_val, data.y_val)
+    accuracy = history.rows[-1]["val_accuracy"] if history.rows else trainer.evaluate(data.x_val, data.y_val)[1]
     print(f"{trainer.loss_graph.name}: {accuracy:.2%} held-out accuracy after {trainer.epoch} epochs "
           f"({trainer.step_count} steps)")
     if args.checkpoint:

@@ -117,7 +117,9 @@ class Trainer:
         self._inference_loss = clone(self.loss_graph)
         self.updates = to_training(self.loss_graph)  # the buffers its extra outputs update
         loss = compile(self.loss_graph, target, weights=weights, seed=seed, pass_options={"training": True})
-        self._initial = dict(loss.weights)  # buffers: running statistics, updated by each step
+        self._initial = dict(loss.weights)
+        self._statistics: dict[str, Any] = {}  # the running statistics the last step left (tensors)
+        self._evaluators: tuple[Any, Any] | None = None  # forward and the inference loss, compiled once
         exe = loss.load(device=device)
         self._program, self._model = exe.module, exe._model
         trained = self._program.parameters(self._model)
@@ -157,8 +159,8 @@ class Trainer:
         for k in self.update.params:
             new[k] = next(out)
             self.state.update({(k, s): next(out) for s in self.optimizer.state})
-        self._program.assign(self._model, new | dict(zip(self.updates, statistics, strict=True)))
-        self._initial.update({k: np.asarray(self._program.to_numpy(v)) for k, v in zip(self.updates, statistics)})
+        self._statistics = dict(zip(self.updates, statistics, strict=True))
+        self._program.assign(self._model, new | self._statistics)
         value = float(self._program.to_numpy(loss))
         if not math.isfinite(value):
             raise ShipeiError(f"the loss is {value} at step {self.step_count}",
@@ -211,9 +213,14 @@ class Trainer:
         """The mean loss and the accuracy (argmax of forward) on held-out data, as at inference
         (batch norm by its running statistics)."""
         weights = self.weights
-        forward = compile(self.source, self.target, model=self.model_name, weights=weights,
-                          **self.model_params).load(device=self.device)
-        loss_fn = compile(self._inference_loss, self.target, weights=weights).load(device=self.device)
+        if self._evaluators is None:
+            self._evaluators = (
+                compile(self.source, self.target, model=self.model_name, weights=weights,
+                        **self.model_params).load(device=self.device),
+                compile(self._inference_loss, self.target, weights=weights).load(device=self.device))
+        forward, loss_fn = self._evaluators
+        forward.load_weights(weights)
+        loss_fn.load_weights(weights)
         loss, hits = 0.0, 0
         for at in range(0, len(x), batch):
             xs, ys = x[at:at + batch], y[at:at + batch]
@@ -225,8 +232,8 @@ class Trainer:
     @property
     def weights(self) -> dict[str, np.ndarray]:
         """Every param (buffers included) as numpy arrays, by name."""
-        trained = {k: np.asarray(self._program.to_numpy(v)) for k, v in self._program.parameters(self._model).items()}
-        return {**self._initial, **trained}
+        trained = self._program.parameters(self._model) | self._statistics
+        return {**self._initial, **{k: np.asarray(self._program.to_numpy(v)) for k, v in trained.items()}}
 
     # -- checkpoints ------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -24,7 +24,7 @@ The decisions and why each was made (hint, device map, capability, cost) are in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..cost import HOST, Costs, format_bytes, link, nbytes, node_seconds, transfer_seconds
@@ -423,7 +423,8 @@ def _apply(graph: Graph, problem: _Problem, assignment: list[int]) -> PartitionR
         node.placement = problem.places[assignment[i]]
         decisions[node] = Decision(node.placement, problem.reasons[i])
     placed = [n.placement for n in problem.nodes]
-    nodes = _copy_sources(graph, max(set(placed), key=placed.count) if placed else problem.places[0])
+    preferred = sorted(problem.places, key=lambda p: -placed.count(p))  # the most used first
+    nodes = _copy_sources(graph, preferred, lambda place, node: problem._lowers(place.target, node))
     transfers = _insert_transfers(graph, nodes)
     graph.nodes = _schedule(graph.nodes)
     for node in graph.nodes:
@@ -440,9 +441,9 @@ def _drop_transfers(graph: Graph) -> None:
     graph.outputs = [handed.get(v, v) for v in graph.outputs]
 
 
-def _copy_sources(graph: Graph, default: Placement) -> list[Node]:
-    """Nodes without operands (constants, iota), one copy per placement that reads them (`default`
-    for one that only the graph's outputs read)."""
+def _copy_sources(graph: Graph, preferred: list[Placement], lowers: Callable[[Placement, Node], bool]) -> list[Node]:
+    """Nodes without operands (constants, iota), one copy per placement that reads them; one that
+    only the graph's outputs read goes to the first `preferred` placement that `lowers` it."""
     users = graph.users()
     out: list[Node] = []
     for node in graph.nodes:
@@ -450,7 +451,8 @@ def _copy_sources(graph: Graph, default: Placement) -> list[Node]:
             out.append(node)
             continue
         readers = users.get(node.result, [])
-        places = list(dict.fromkeys(u.placement for u in readers if u.operands)) or [default]
+        places = list(dict.fromkeys(u.placement for u in readers if u.operands)) or [
+            next((p for p in preferred if lowers(p, node)), preferred[0])]
         for k, place in enumerate(places):
             copy = node if k == 0 else make_node(node.op, [], node.attrs, like=node)
             copy.placement = place
