@@ -393,7 +393,7 @@ def main() -> None:
                      if args.in_process else run_worker(target, args, weights_dir))
     order = {m: i for i, m in enumerate(MODELS)}
     rows.sort(key=lambda r: (order[r["model"]], TARGETS.index(r["target"])))
-    report(rows)
+    report(rows, table(rows), GOAL)
 
 
 def run_worker(target: str, args: argparse.Namespace, weights_dir: str) -> list[dict]:
@@ -401,19 +401,22 @@ def run_worker(target: str, args: argparse.Namespace, weights_dir: str) -> list[
     cmd = [sys.executable, __file__, "--json", "--targets", target, "--models", *args.models,
            "--repeats", str(args.repeats), "--sample-ms", str(args.sample_ms), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--opt", str(args.opt), "--weights-dir", weights_dir]
+    return worker_rows(cmd, target, args.models)
+
+
+def worker_rows(cmd: list[str], target: str, models: list[str]) -> list[dict]:
+    """Run a worker (`cmd`) for `target`; the rows it printed last, or skip rows saying why it failed."""
     proc = subprocess.run(cmd, capture_output=True, text=True)
     found = [line for line in proc.stdout.splitlines() if line.startswith("ROWS ")]
     if found:
         return json.loads(found[-1][5:])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     return [{"model": m, "target": target, "skip": f"worker exited {proc.returncode}: {' | '.join(tail)}"}
-            for m in args.models]
+            for m in models]
 
 
-def report(rows: list[dict]) -> None:
-    print()
-    print(table(rows))
-    print()
+def notes(rows: list[dict]) -> None:
+    """Under a table: the rows skipped and why, the checks that failed, the threads and versions."""
     for r in rows:
         if "skip" in r:
             print(f"skipped {r['model']} on {r['target']}: {r['skip']}")
@@ -423,6 +426,14 @@ def report(rows: list[dict]) -> None:
     threads = sorted({f"{r['target']}: {r['threads']}" for r in rows if "threads" in r})
     if threads:
         print("threads/versions: " + "; ".join(threads))
+
+
+def report(rows: list[dict], rendered: str, goal: float) -> None:
+    """The table (`rendered`), the notes under it, and the rows whose ratio misses `goal`."""
+    print()
+    print(rendered)
+    print()
+    notes(rows)
     timed = [r for r in rows if "skip" not in r]
     if not timed:
         return
@@ -432,8 +443,8 @@ def report(rows: list[dict]) -> None:
           + ", ".join(f"{r['model']}/{r['target']} {r['pair_ratio']:.2f}" for r in timed))
     print("ratio of median process CPU times: "
           + ", ".join(f"{r['model']}/{r['target']} {r['cpu_ratio']:.2f}" for r in timed))
-    slow = [r for r in timed if r["ratio"] > GOAL]
-    print(f"goal ratio <= {GOAL}: " + ("met on every row" if not slow else
+    slow = [r for r in timed if r["ratio"] > goal]
+    print(f"goal ratio <= {goal}: " + ("met on every row" if not slow else
                                       "missed on " + ", ".join(f"{r['model']}/{r['target']}" for r in slow)))
 
 

@@ -7,8 +7,9 @@ A node's result overwrites operand k (0, or 1 of a commutative op) when
 - the target spells the op in place (`Target.inplace`) and the result has the operand's type, in
   a float dtype (in place, integer division or type promotion would change the result);
 - the operand's storage is the program's own: an op the target computes into a new tensor
-  (`Target.fresh`) made it, or an earlier in-place write into such storage. Not a graph input,
-  a weight, a constant or a view;
+  (`Target.fresh`) made it, or an earlier in-place write into such storage, or the caller
+  donated it (`Graph.donated`: an optimizer's params, gradients and state). Not another graph
+  input, a weight, a constant or a view;
 - nothing reads that storage after this node: not the operand, not a value sharing it (the
   result of an op outside `fresh` may be a view of its first operand, as a reshape or an
   eval-mode dropout is), not a graph output; and no other operand of the node shares it.
@@ -26,6 +27,7 @@ programs (-O3, which plans memory) ask for either.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,14 +49,15 @@ class BufferPlan:
 
 
 def plan_buffers(graph: Graph, target: Target, last: dict[Value, int], *, reuse: bool = True,
-                 keep: bool = False) -> BufferPlan:
+                 keep: bool = False, donated: Sequence[Value] = ()) -> BufferPlan:
     """In-place writes (with `reuse`) and kept buffers (with `keep`) for `graph` on `target`.
-    `last` maps each value to its last reader's schedule index (outputs: past the end)."""
+    `last` maps each value to its last reader's schedule index (outputs: past the end);
+    `donated` inputs are the program's to overwrite."""
     plan = BufferPlan()
     escaping = _reaching_outputs(graph, target) if keep else set()
-    storage: dict[Value, Value] = {}  # value -> the fresh result whose storage it is or may view
-    whole: set[Value] = set()         # values that are all of the program's own storage
-    read_until: dict[Value, int] = {}  # storage -> the last schedule index reading it
+    storage: dict[Value, Value] = {v: v for v in donated}  # value -> the storage it is or may view
+    whole: set[Value] = set(donated)  # values that are all of the program's own storage
+    read_until: dict[Value, int] = {v: last.get(v, -1) for v in donated}  # storage -> its last reader
     held: dict[int, Value] = {}        # kept buffer -> the storage now in it
     free: dict[TensorType, list[int]] = {}
     for i, node in enumerate(graph.nodes):

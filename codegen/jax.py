@@ -307,6 +307,34 @@ def _loss_and_gradients(trained, kept, *arrays):
     return outputs, grads
 
 
+def train_step(model, update, state, scalars, *arrays):
+    """One optimizer step on one batch, compiled as one XLA program: the loss's gradients by
+    jax.value_and_grad, then `update` (the optimizer's own generated program, `as_function` of its
+    module, traced into this one) on the params and the gradients each raveled into one vector.
+    The inputs are arrays or numpy arrays (jit takes those as they are). The new params replace
+    the model's; the outputs (the loss first) and the optimizer's new state."""
+    trained = {{key: value for key, value in model.items() if key not in BUFFERS}}
+    kept = {{key: value for key, value in model.items() if key in BUFFERS}}
+    with jax.enable_x64(True):
+        outputs, new, state = _train_step(update, trained, kept, tuple(state), tuple(scalars), *arrays)
+    model.update(new)
+    return outputs, state
+
+
+@jax.jit
+def _train_step(update, trained, kept, state, scalars, *arrays):
+    outputs, grads = _loss_and_gradients(trained, kept, *arrays)
+    flat, unravel = jax.flatten_util.ravel_pytree(trained)
+    new = update(flat, jax.flatten_util.ravel_pytree(grads)[0], *state, *scalars)
+    new = new if isinstance(new, tuple) else (new,)
+    return outputs, unravel(new[0]), new[1:]
+
+
+def as_function(model):
+    """This program as a function of arrays, for another program's train step to trace."""
+    return jax.tree_util.Partial(forward, model)
+
+
 def parameters(model):
     """The trainable params, name -> array."""
     return {{key: value for key, value in model.items() if key not in BUFFERS}}
@@ -377,7 +405,7 @@ PAD_TO = {pad_to!r}  # run() pads the batch dim to a multiple of this and slices
 
 TARGET = Target(
     name="jax", framework="jax", extra="jax",
-    imports=("import jax", "import jax.numpy as jnp"),
+    imports=("import jax", "import jax.flatten_util", "import jax.numpy as jnp"),
     runtime_code=_RUNTIME + _RUN,
     dtypes={DType.f16: "jnp.float16", DType.bf16: "jnp.bfloat16", DType.f32: "jnp.float32",
             DType.f64: "jnp.float64", DType.i32: "jnp.int32", DType.i64: "jnp.int64", DType.bool: "jnp.bool_"},

@@ -360,6 +360,50 @@ def gradients(model, *tensors):
     return outputs, {{param.name: grad for param, grad in zip(weights, grads)}}
 
 
+def train_step(model, update, state, scalars, *tensors):
+    """One optimizer step on one batch, compiled by `ms.jit` as one graph (one per model and
+    optimizer): the loss's gradients by mindspore.value_and_grad, then `update` (the optimizer's
+    own generated program, `as_function` of its module) on the params and the gradients each as
+    one flat vector, its new values assigned to the params. The inputs are tensors or numpy
+    arrays. The outputs (the loss first) and the optimizer's new state."""
+    steps = _TRAIN_STEPS.setdefault(model, {{}})
+    if update not in steps:
+        steps[update] = _compiled_train_step(model, update, len(state) + len(scalars))
+    tensors = [x if isinstance(x, ms.Tensor) else _tensor(x) for x in tensors]
+    outputs, state = steps[update](*state, *(ms.Tensor(scalar) for scalar in scalars), *tensors)
+    return (outputs if isinstance(outputs, tuple) else (outputs,)), state
+
+
+_TRAIN_STEPS = weakref.WeakKeyDictionary()  # model -> optimizer -> compiled train step
+
+
+def _compiled_train_step(model, update, taken):
+    """The step, of the optimizer's state and scalars then the loss's inputs (its first `taken`
+    arguments are the optimizer's: tensors in tuples would be compiled in as constants)."""
+    weights = model.trainable_params()
+    loss_and_grads = ms.value_and_grad(model, None, weights, has_aux=len(OUTPUTS) > 1)
+
+    @ms.jit
+    def step(*tensors):
+        optimizer, tensors = tensors[:taken], tensors[taken:]
+        outputs, grads = loss_and_grads(*tensors)
+        flat = ops.concat([param.reshape(-1) for param in weights])
+        new = update(flat, ops.concat([grad.reshape(-1) for grad in grads]), *optimizer)
+        new = new if isinstance(new, tuple) else (new,)
+        at = 0
+        for param in weights:
+            ops.assign(param, new[0][at:at + param.size].reshape(param.shape))
+            at += param.size
+        return outputs, new[1:]
+
+    return step
+
+
+def as_function(model):
+    """This program as a function of tensors, for another program's train step to call."""
+    return model
+
+
 def parameters(model):
     """The trainable params, name -> parameter."""
     return {{param.name: param for param in model.trainable_params()}}
@@ -399,7 +443,7 @@ _DTYPES = {DType.f16: "ms.float16", DType.bf16: "ms.bfloat16", DType.f32: "ms.fl
 
 TARGET = Target(
     name="mindspore", framework="mindspore", extra="mindspore",
-    std_imports=("import logging",),
+    std_imports=("import logging", "import weakref"),
     imports=("import mindspore as ms", "import mindspore.utils.dlpack",
              "from mindspore import nn, ops", "from mindspore.common.initializer import initializer"),
     runtime_code=_runtime(False),

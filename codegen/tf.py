@@ -310,6 +310,52 @@ def gradients(model, *tensors):
     return outputs, {{key: tf.convert_to_tensor(grad) for key, grad in zip(trained, grads)}}
 
 
+def train_step(model, update, state, scalars, *tensors):
+    """One optimizer step on one batch, compiled by XLA as one program (one per model and
+    optimizer): the loss's gradients by tf.GradientTape, then `update` (the optimizer's own
+    generated program, `as_function` of its module) on the params and the gradients each as one
+    flat vector, its new values assigned to the params. The inputs are tensors or numpy arrays.
+    The outputs (the loss first) and the optimizer's new state."""
+    args = (*state, tf.convert_to_tensor(np.stack(scalars)), *(tf.convert_to_tensor(x) for x in tensors))
+    # one concrete function per signature, looked up here: tf.function's own dispatch over six or
+    # more arguments costs as much as the MLP's whole step
+    key = (update, len(state), *((tuple(arg.shape), arg.dtype) for arg in args))
+    steps = _TRAIN_STEPS.setdefault(model, {{}})
+    if key not in steps:
+        step = functools.partial(_train_step, model, update, len(state))
+        steps[key] = tf.function(step, jit_compile=True, autograph=False).get_concrete_function(*args)
+    return steps[key](*args)
+
+
+_TRAIN_STEPS = weakref.WeakKeyDictionary()  # model -> (optimizer, signature) -> compiled train step
+
+
+def _train_step(model, update, slots, *args):
+    state, scalars, tensors = args[:slots], tf.unstack(args[slots]), args[slots + 1:]
+    trained = parameters(model)
+    with tf.GradientTape() as tape:
+        outputs = model.forward(*tensors)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    grads = tape.gradient(outputs[0], list(trained.values()))  # a gathered table's come as IndexedSlices
+    new = update(_flat(trained.values()), _flat(tf.convert_to_tensor(grad) for grad in grads), *state, *scalars)
+    new = new if isinstance(new, tuple) else (new,)
+    at = 0
+    for variable in trained.values():
+        size = variable.shape.num_elements()
+        variable.assign(tf.reshape(new[0][at:at + size], variable.shape))
+        at += size
+    return outputs, new[1:]
+
+
+def _flat(tensors):
+    return tf.concat([tf.reshape(tensor, [-1]) for tensor in tensors], 0)
+
+
+def as_function(model):
+    """This program as a function of tensors, for another program's train step to call."""
+    return model
+
+
 def parameters(model):
     """The trainable params, name -> variable."""
     return {{key: value for key, value in model.params.items() if value.trainable}}
@@ -340,7 +386,7 @@ if __name__ == "__main__" and "--verbose" not in sys.argv:
 
 TARGET = Target(
     name="tf", framework="tensorflow", extra="tf",
-    std_imports=("import sys",),
+    std_imports=("import functools", "import sys", "import weakref"),
     preamble=_QUIET,
     imports=("import tensorflow as tf",),
     runtime_code=_RUNTIME,
@@ -407,6 +453,11 @@ def _write_class(code: Code, graph: Graph, module: ModuleNames, emit_body) -> No
                 code(f"tf.TensorSpec({shape!r}, {e.dtype(v.dtype)}, name={v.name!r}),")
         code("])")
         with code.block(f"def __call__({', '.join(['self', *inputs])}):"):
+            code(f"return self.forward({', '.join(inputs)})")
+        code("")
+        # forward itself is not compiled: a train step differentiates it inside its own XLA program
+        # (XLA compiled a step differentiating the compiled __call__ anew on every call)
+        with code.block(f"def forward({', '.join(['self', *inputs])}):"):
             e.bind_symbols(code, inputs)
             emit_body(e, code)
             code(f"return {', '.join(e.values[v] for v in graph.outputs)}")

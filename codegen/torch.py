@@ -82,6 +82,15 @@ def _pad(e: Emit, node: Node) -> str:
     return f"F.pad({e.arg(node, 0)}, {pads!r}, value={py_literal(node.attrs['value'])})"
 
 
+def _cross_entropy(e: Emit, node: Node) -> str:
+    """F.cross_entropy, which takes int64 class indices only."""
+    logits, labels = e.args(node)
+    if node.operands[1].dtype is not DType.i64:
+        labels = f"{labels}.long()"
+    smoothing = node.attrs["label_smoothing"]
+    return f"F.cross_entropy({logits}, {labels}{f', label_smoothing={smoothing!r}' if smoothing else ''})"
+
+
 def _layer_norm(e: Emit, node: Node) -> str:
     x, w, b = e.args(node)
     return f"F.layer_norm({x}, {w}.shape, {w}, {b}, eps={node.attrs['eps']!r})"
@@ -151,6 +160,7 @@ RULES = {
     # Its CPU kernel folds weight and variance into one scale in the 16-bit dtype, rounding twice.
     "batch_norm": computed_in("F.batch_norm({0}, {1}, {2}, {3}, {4}, training=False, eps={eps})",
                               LOW_PRECISION, DType.f32, "{x}.to({dtype})"),
+    "cross_entropy": _cross_entropy,
     "reshape": "torch.reshape({0}, {shape})",
     "transpose": "torch.permute({0}, {perm})",
     "broadcast_to": "{0}.expand({shape})",
@@ -275,6 +285,41 @@ def gradients(model, *tensors):
     return tuple(output.detach() for output in outputs), dict(zip(named, grads))
 
 
+def train_step(model, update, state, scalars, *tensors):
+    """One optimizer step on one batch: the loss's gradients by autograd, then `update` (the
+    optimizer's own generated program, `as_function` of its module) on the params and the
+    gradients each as one flat vector, as torch's fused optimizers hold them. The params are
+    views of their vector, which the update overwrites in place, as it does the state it is
+    given. The inputs are tensors or numpy arrays. The outputs (the loss first) and the
+    optimizer's new state."""
+    params = list(model.parameters())
+    outputs, grads = gradients(model, *(torch.as_tensor(x, device=params[0].device) for x in tensors))
+    flat = _FLAT_PARAMS.get(model)
+    if flat is None or any(param.data_ptr() != at.data_ptr() for param, at in zip(params, _views(flat, params))):
+        flat = _FLAT_PARAMS[model] = torch.cat([param.detach().reshape(-1) for param in params])
+        torch.nn.utils.vector_to_parameters(flat, params)
+    with torch.no_grad():
+        device = flat.device
+        new = update(flat, torch.cat([grad.reshape(-1) for grad in grads.values()]), *state,
+                     *(torch.tensor(scalar, device=device) for scalar in scalars))
+    new = new if isinstance(new, tuple) else (new,)
+    if new[0].data_ptr() != flat.data_ptr():  # the update wrote its result elsewhere
+        flat.copy_(new[0])
+    return outputs, new[1:]
+
+
+_FLAT_PARAMS = weakref.WeakKeyDictionary()  # model -> the vector its params are views of
+
+
+def _views(flat, params):
+    return torch.split(flat, [param.numel() for param in params])
+
+
+def as_function(model):
+    """This program as a function of tensors, for another program's train step to call."""
+    return model
+
+
 def parameters(model):
     """The trainable params, name -> tensor."""
     return {{name: param.detach() for name, param in model.named_parameters()}}
@@ -342,7 +387,7 @@ CHANNELS_LAST = {channels_last}  # NHWC memory format for weights and 4-D inputs
 
 TARGET = Target(
     name="torch", framework="torch", extra="torch",
-    std_imports=("import threading",),
+    std_imports=("import threading", "import weakref"),
     imports=("import torch", "import torch.nn.functional as F"),
     runtime_code=_RUNTIME,
     dtypes={DType.f16: "torch.float16", DType.bf16: "torch.bfloat16", DType.f32: "torch.float32",

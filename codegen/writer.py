@@ -288,7 +288,8 @@ class Emit:
         (`reuse_buffers`) and which go into kept buffers (`keep_buffers`): see `codegen.buffers`."""
         if reuse_buffers or keep_buffers:
             self.buffers = plan_buffers(self.graph, self.target, self.graph.last_reads(), reuse=reuse_buffers,
-                                        keep=keep_buffers)
+                                        keep=keep_buffers,
+                                        donated=[v for v in self.graph.inputs if v.name in self.graph.donated])
 
     def body(self, code: Code) -> None:
         """One assignment per node, each DSL statement's block headed by its source line. A

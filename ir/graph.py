@@ -99,6 +99,8 @@ class Graph:
     loc: SourceLoc | None = field(default=None, repr=False)  # where the model is declared
     #: each layer instance's path (as `Node.module` names it) -> its definition's name: `h.0` -> `Block`
     layers: dict[str, str] = field(default_factory=dict, repr=False)
+    #: inputs (by name) the caller gives up to the program: an eager target may write results over them
+    donated: frozenset[str] = field(default=frozenset(), repr=False)
 
     def param(self, name: str) -> Value:
         for p in self.params:

@@ -113,6 +113,7 @@ def update_graph(optimizer: Optimizer, params: Mapping[str, TensorType], scalar_
         _clip(b, [values[1] for values in per_param], clip_norm, per_param)
     for values in per_param:
         graph.outputs += _STEPS[optimizer.name](b, optimizer, values, scalars)
+    graph.donated = frozenset(v.name for v in graph.inputs if v.type.rank)  # a step replaces them all
     return UpdateGraph(graph, list(params), list(scalars), optimizer.state)
 
 
@@ -159,8 +160,9 @@ def _adam(b: Builder, opt: Optimizer, values: list[Value], scalars: dict[str, Va
         p = b("mul", p, _scalar(b, scalars["decay"], p))
     else:
         g = _l2(b, opt, p, g)
-    m = _lerp(b, m, g, 1 - b1)
+    # v before m: g's last reader is then m's update, which an eager target computes over g
     v = b("add", b("mul", v, scalar(b, b2, p)), b("mul", b("mul", g, g), scalar(b, 1 - b2, p)))
+    m = _lerp(b, m, g, 1 - b1)
     denom = b("add", b("div", b("sqrt", v), _scalar(b, scalars["correction2_sqrt"], p)), scalar(b, opt.eps, p))
     p = b("sub", p, b("mul", b("div", m, denom), _scalar(b, scalars["step_size"], p)))
     return [p, m, v]

@@ -35,7 +35,7 @@ from .ir.optim import Optimizer, update_graph
 from .ir.passes.rewrite import clone
 from .ir.passes.train_mode import to_training
 from .ir.schedule import Schedule
-from .ir.types import DType
+from .ir.types import DType, TensorType
 
 CHECKPOINT_FORMAT = "shipei-checkpoint-1"
 
@@ -124,11 +124,13 @@ class Trainer:
         self._program, self._model = exe.module, exe._model
         trained = self._program.parameters(self._model)
         types = {p.name: p.type for p in self.loss_graph.params if p.name in trained}
-        self.update = update_graph(self.optimizer, types, DType.f32, clip_norm=clip_norm)
-        updater = compile(self.update.graph, target).load(device=device)
-        self._updater, self._update_model = updater.module, updater._model
-        self.state = {(k, s): self._tensor(np.zeros(types[k].shape, types[k].dtype.numpy))
-                      for k in self.update.params for s in self.optimizer.state}
+        self._sizes = {k: math.prod(types[k].shape) for k in trained}  # the params' order and sizes in the flat vector
+        self.update = update_graph(self.optimizer, {"params": _flat_type(types, self.loss_graph)}, DType.f32,
+                                   clip_norm=clip_norm)
+        updater = compile(self.update.graph, target, opt=3).load(device=device)
+        self._update = updater.module.as_function(updater._model)
+        self.state = [self._tensor(np.zeros(sum(self._sizes.values()), types[next(iter(types))].dtype.numpy))
+                      for _ in self.optimizer.state]
         self.step_count, self.epoch = 0, 0
 
     @staticmethod
@@ -145,22 +147,14 @@ class Trainer:
     def step(self, *inputs: np.ndarray, lr: float | None = None) -> float:
         """One optimizer step on one batch (numpy in), at the schedule's rate or `lr`; the batch's
         loss before it."""
-        tensors = [self._tensor(x) for x in inputs]
-        (loss, *statistics), grads = self._program.gradients(self._model, *tensors)
-        params = self._program.parameters(self._model)
         self.step_count += 1
         lr = self.schedule.rate(self.step_count - 1) if lr is None else lr
-        args = [t for k in self.update.params for t in (params[k], grads[k], *(self.state[k, s]
-                                                                               for s in self.optimizer.state))]
-        args += [self._updater.accept(np.float32(v), self.device)[0]
-                 for v in self.optimizer.scalars(lr, self.step_count).values()]
-        out = iter(self._updater.call(self._update_model, *args))
-        new = {}
-        for k in self.update.params:
-            new[k] = next(out)
-            self.state.update({(k, s): next(out) for s in self.optimizer.state})
-        self._statistics = dict(zip(self.updates, statistics, strict=True))
-        self._program.assign(self._model, new | self._statistics)
+        scalars = [np.float32(v) for v in self.optimizer.scalars(lr, self.step_count).values()]
+        (loss, *statistics), self.state = self._program.train_step(self._model, self._update, self.state, scalars,
+                                                                   *map(np.asarray, inputs))
+        if statistics:
+            self._statistics = dict(zip(self.updates, statistics, strict=True))
+            self._program.assign(self._model, self._statistics)
         value = float(self._program.to_numpy(loss))
         if not math.isfinite(value):
             raise ShipeiError(f"the loss is {value} at step {self.step_count}",
@@ -229,6 +223,13 @@ class Trainer:
             loss += float(loss_fn.run(xs, ys)[0]) * len(xs)
         return loss / max(1, len(x)), hits / max(1, len(x))
 
+    def _unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """A flat vector of the optimizer's (a state slot) as one array per param, by name."""
+        shapes = {p.name: tuple(p.shape) for p in self.loss_graph.params}
+        cuts = np.cumsum(list(self._sizes.values()))[:-1]
+        return {k: np.ascontiguousarray(part.reshape(shapes[k]))
+                for k, part in zip(self._sizes, np.split(flat, cuts), strict=True)}
+
     @property
     def weights(self) -> dict[str, np.ndarray]:
         """Every param (buffers included) as numpy arrays, by name."""
@@ -241,8 +242,8 @@ class Trainer:
         temporary file first, so a failure leaves the last checkpoint as it was)."""
         path = Path(path)
         arrays = {f"param.{k}": np.ascontiguousarray(v) for k, v in self.weights.items()}
-        arrays |= {f"state.{k}.{s}": np.ascontiguousarray(self._program.to_numpy(t))
-                   for (k, s), t in self.state.items()}
+        for slot, flat in zip(self.optimizer.state, self.state, strict=True):
+            arrays |= {f"state.{k}.{slot}": v for k, v in self._unflatten(self._program.to_numpy(flat)).items()}
         meta = {"format": CHECKPOINT_FORMAT, "model": self.loss_graph.name, "step": str(self.step_count),
                 "epoch": str(self.epoch), "optimizer": json.dumps(dataclasses.asdict(self.optimizer)),
                 "schedule": json.dumps(dataclasses.asdict(self.schedule)), "target": self.target}
@@ -264,11 +265,11 @@ class Trainer:
                       weights=_matching(weights, source, path, kwargs), **kwargs)
         if trainer.loss_graph.name != meta["model"]:
             raise ShipeiError(f"checkpoint {path} is of model {meta['model']}, not {trainer.loss_graph.name}")
-        for (k, s) in trainer.state:
-            key = f"state.{k}.{s}"
-            if key not in arrays:
-                raise ShipeiError(f"checkpoint {path} has no optimizer state {key}")
-            trainer.state[k, s] = trainer._updater.accept(arrays[key], trainer.device)[0]
+        for i, slot in enumerate(trainer.optimizer.state):
+            keys = [f"state.{k}.{slot}" for k in trainer._sizes]
+            if missing := [key for key in keys if key not in arrays]:
+                raise ShipeiError(f"checkpoint {path} has no optimizer state {', '.join(missing)}")
+            trainer.state[i] = trainer._tensor(np.concatenate([arrays[key].reshape(-1) for key in keys]))
         trainer.step_count, trainer.epoch = int(meta["step"]), int(meta["epoch"])
         return trainer
 
@@ -336,6 +337,15 @@ def lr_range_test(trainer: Trainer, data: Dataset, batch: int, steps: int = 100,
         raise ShipeiError(f"the range test stopped after {len(rates)} steps ({stopped})", hint="lower --lr-min")
     slopes = np.gradient(np.asarray(losses), np.log(rates))
     return RangeTest(rates, losses, rates[int(np.argmin(slopes))], stopped)
+
+
+def _flat_type(types: Mapping[str, TensorType], graph: Graph) -> TensorType:
+    """The type of all trainable params as one vector: the optimizer updates them at once."""
+    dtypes = {t.dtype for t in types.values()}
+    if len(dtypes) != 1:
+        raise ShipeiError(f"the trainable params of {graph.name} are of dtypes {', '.join(sorted(map(str, dtypes)))}",
+                          graph.loc, hint="training takes params of one dtype")
+    return TensorType(dtypes.pop(), (sum(math.prod(t.shape) for t in types.values()),))
 
 
 def _read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -20,7 +20,9 @@ class Dense(tf.Module):
         self.bias = tf.Variable(w[f"{prefix}.bias"]) if bias else None
 
     def __call__(self, x):
-        y = tf.matmul(x, self.kernel) if x.shape.rank == 2 else tf.einsum("...i,io->...o", x, self.kernel)
+        # tensordot (a reshape to 2-D and one matmul) as Keras 2's Dense: XLA compiles it as it does an
+        # einsum, but the einsum's gradient forms the [..., i, o] outer product before summing it
+        y = tf.matmul(x, self.kernel) if x.shape.rank == 2 else tf.tensordot(x, self.kernel, 1)
         return y if self.bias is None else y + self.bias
 
 

@@ -106,7 +106,7 @@ def replace_uses(graph: Graph, subst: Mapping[Value, Value]) -> None:
 def clone(graph: Graph) -> Graph:
     """An independent copy: new values and nodes, the same names, types, attributes and groups."""
     values: dict[Value, Value] = {}
-    out = Graph(graph.name, loc=graph.loc, layers=dict(graph.layers))
+    out = Graph(graph.name, loc=graph.loc, layers=dict(graph.layers), donated=graph.donated)
     for v in graph.inputs:
         values[v] = Value(v.type, v.name)
         out.inputs.append(values[v])

@@ -92,6 +92,23 @@ def test_an_operand_read_twice_by_the_node_is_not_overwritten() -> None:
     assert _writes(g) == []
 
 
+def test_a_donated_input_is_overwritten_by_its_last_reader_and_only_when_donated() -> None:
+    g = Graph("Step")
+    b = Builder(g)
+    p, m, grad = (b.input(name, TensorType(DType.f32, (4,))) for name in ("p", "m", "g"))
+    m2 = b("add", m, grad)                 # m and grad die here
+    g.outputs = [b("sub", p, m2), m2]      # p dies here; m2 is an output
+
+    def writes(*donated: str) -> list[tuple[str, int]]:
+        g.donated = frozenset(donated)
+        plan = plan_buffers(g, TORCH, g.last_reads(), donated=[v for v in g.inputs if v.name in donated])
+        return [(node.op, k) for node, k in plan.writes.items()]
+
+    assert writes() == []                  # a caller's input is not the program's to overwrite
+    assert writes("p", "m") == [("add", 0), ("sub", 0)]
+    assert writes("g") == [("add", 1)]     # the commutative add writes over its donated operand
+
+
 def _run(graph: Graph, inputs, weights, **options) -> list[np.ndarray]:
     exe = Executable(graph, "torch", write_generated(emit(graph, "torch", **options)), weights, "cpu")
     return [exe.run(*inputs), exe.run(*inputs)]

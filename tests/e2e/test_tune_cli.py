@@ -87,7 +87,11 @@ def test_the_chosen_batch_runs_under_the_limit_and_the_next_one_up_does_not(
     compiled = api.compile(MLP, "torch")
     directory = compiled.save(tmp_path / "program").parent
     again = {batch: _trial(tmp_path, directory, batch, limit) for batch in (chosen, above)}
-    assert "error" not in again[chosen] and again[chosen]["peak"] <= budget
+    # a run's peak varies by a few pages from process to process (tune bisects to the budget's edge: one CI
+    # run measured 60.45 MB against a 60.40 MB budget), which is what the margin is for: under the limit
+    assert "error" not in again[chosen] and again[chosen]["peak"] <= limit
+    assert again[chosen]["peak"] == pytest.approx(next(t for t in tuned["trials"] if t["batch"] == chosen)["peak"],
+                                                  rel=0.01)
     assert "error" in again[above] or again[above]["peak"] > budget
     # and measured outside shipei, the generated program itself agrees with what tune counted
     mine = next(t for t in tuned["trials"] if t["batch"] == chosen)["peak"]
