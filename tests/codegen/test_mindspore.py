@@ -83,9 +83,9 @@ def test_golden_linear():
     model = source[source.index("\nclass "):source.index("\n\n\n_DEVICE_TARGETS")]
     assert model == GOLDEN_MODEL.rstrip("\n")
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
-    assert imports == ["import logging", "import os", "import mindspore as ms", "import mindspore.utils.dlpack",
-                       "import numpy as np", "import safetensors.numpy", "from mindspore import nn, ops",
-                       "from mindspore.common.initializer import initializer"]  # isort's order
+    assert imports == ["import logging", "import os", "import weakref", "import mindspore as ms",
+                       "import mindspore.utils.dlpack", "import numpy as np", "import safetensors.numpy",
+                       "from mindspore import nn, ops", "from mindspore.common.initializer import initializer"]
 
 
 # --- mixed precision --------------------------------------------------------------------------
