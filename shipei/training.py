@@ -125,8 +125,10 @@ class Trainer:
         trained = self._program.parameters(self._model)
         types = {p.name: p.type for p in self.loss_graph.params if p.name in trained}
         self._sizes = {k: math.prod(types[k].shape) for k in trained}  # the params' order and sizes in the flat vector
-        self.update = update_graph(self.optimizer, {"params": _flat_type(types, self.loss_graph)}, DType.f32,
-                                   clip_norm=clip_norm)
+        flat = _flat_type(types, self.loss_graph)
+        # the rates and bias corrections in f64 for f64 params (torch.optim's are Python floats)
+        self._scalar_dtype = DType.f64 if flat.dtype is DType.f64 else DType.f32
+        self.update = update_graph(self.optimizer, {"params": flat}, self._scalar_dtype, clip_norm=clip_norm)
         updater = compile(self.update.graph, target, opt=3).load(device=device)
         self._update = updater.module.as_function(updater._model)
         self.state = [self._tensor(np.zeros(sum(self._sizes.values()), types[next(iter(types))].dtype.numpy))
@@ -149,7 +151,7 @@ class Trainer:
         loss before it."""
         self.step_count += 1
         lr = self.schedule.rate(self.step_count - 1) if lr is None else lr
-        scalars = [np.float32(v) for v in self.optimizer.scalars(lr, self.step_count).values()]
+        scalars = [self._scalar_dtype.numpy.type(v) for v in self.optimizer.scalars(lr, self.step_count).values()]
         (loss, *statistics), self.state = self._program.train_step(self._model, self._update, self.state, scalars,
                                                                    *map(np.asarray, inputs))
         if statistics:
