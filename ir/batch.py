@@ -26,14 +26,20 @@ class BatchLayout:
     outputs: list[tuple[int, ...]]
 
 
-def batch_layout(graph: Graph, purpose: str) -> BatchLayout:
-    """The batch symbol (the first input's leading symbolic dim) and the batch axes of each input
-    and output, or a ShipeiError saying why splitting or padding the batch for `purpose` would
-    change results."""
+def batch_symbol(graph: Graph, purpose: str) -> str:
+    """The batch symbol: the first input's leading symbolic dim (a loss may mix rows: a mean)."""
     batch = next((str(v.shape[0]) for v in graph.inputs
                   if v.type.rank and isinstance(v.shape[0], Sym) and str(v.shape[0]) in v.shape[0].symbols), None)
     if batch is None:
         raise ShipeiError(f"{purpose} needs a batch dim: no input of {graph.name} has a shape symbol as its first dim")
+    return batch
+
+
+def batch_layout(graph: Graph, purpose: str) -> BatchLayout:
+    """The batch symbol (the first input's leading symbolic dim) and the batch axes of each input
+    and output, or a ShipeiError saying why splitting or padding the batch for `purpose` would
+    change results."""
+    batch = batch_symbol(graph, purpose)
     ops = all_ops()
     values = [*graph.inputs, *graph.params, *(r for n in graph.nodes for r in n.results)]
     for v in values:

@@ -78,6 +78,45 @@ def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = 
     return MemoryEstimate(env, weights, inputs, plan_memory(graph, env), allocation(target, planned))
 
 
+@dataclass(frozen=True)
+class TrainingEstimate:
+    """Bytes one training step holds at `dims`: the weights, their gradients and the optimizer's
+    state (`slots` tensors the size of the trained params: Adam's two moments, SGD's momentum), the
+    two flat vectors the generated update works on (params and gradients), the inputs, and the
+    activations the backward pass may read: every value the loss graph computes, as an autodiff
+    tape keeps them. That last term is an upper bound (a compiler keeps fewer and recomputes some);
+    the trials decide."""
+
+    dims: dict[str, int]
+    weights_bytes: int
+    trained_bytes: int
+    slots: int
+    inputs_bytes: int
+    kept_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return (self.weights_bytes + self.trained_bytes * (1 + self.slots + 2) + self.inputs_bytes
+                + self.kept_bytes)
+
+    def __str__(self) -> str:
+        at = ", ".join(f"{k}={v}" for k, v in self.dims.items())
+        return (f"training memory{' at ' + at if at else ''}: weights {_size(self.weights_bytes)} + gradients "
+                f"{_size(self.trained_bytes)} + optimizer state {_size(self.slots * self.trained_bytes)} + update "
+                f"vectors {_size(2 * self.trained_bytes)} + inputs {_size(self.inputs_bytes)} + kept activations "
+                f"{_size(self.kept_bytes)} = {_size(self.total_bytes)}")
+
+
+def estimate_training_memory(graph: Graph, dims: Mapping[str, int], slots: int) -> TrainingEstimate:
+    """The estimate for one training step of the loss graph `graph` (its params but the buffers
+    trained) with an optimizer keeping `slots` state tensors per param."""
+    base = estimate_memory(graph, dims)
+    env = base.dims
+    trained = sum(elements(p.type, env) * p.dtype.itemsize for p in graph.params if not p.param.buffer)
+    kept = sum(elements(v.type, env) * v.dtype.itemsize for node in graph.nodes for v in node.results)
+    return TrainingEstimate(env, base.weights_bytes, trained, slots, base.inputs_bytes, kept)
+
+
 def _size(nbytes: int) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if nbytes >= scale:

@@ -72,9 +72,14 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-def _graph(args: argparse.Namespace) -> Graph:
-    params = {k: _value(v) for k, v in _pairs(args.set, "--set").items()}
-    return api.parse(Path(args.file), model=args.model, limits=Limits(args.max_loop, args.max_size), **params)
+def _graph(args: argparse.Namespace, method: str = "forward") -> Graph:
+    return api.parse(Path(args.file), model=args.model, limits=Limits(args.max_loop, args.max_size), method=method,
+                     **_params(args))
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """The model's parameters given with --set."""
+    return {k: _value(v) for k, v in _pairs(args.set, "--set").items()}
 
 
 def signature(graph: Graph) -> str:
@@ -337,16 +342,23 @@ def _bench_profile(args: argparse.Namespace, graph: Graph, targets: list[str], d
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .tune import limit_text, parse_size, tune
+    from .ir.optim import Optimizer
+    from .runtime.memory import estimate_training_memory
+    from .tune import Training, limit_text, parse_size, tune
 
     if args.lr:
         return _lr_range_test(args)
-    graph = _graph(args)
+    training = Training(Path(args.file), args.optimizer, args.model, _params(args)) if args.train else None
+    graph = _graph(args, "loss" if args.train else "forward")
     limit = parse_size(args.memory_limit) if args.memory_limit is not None else None
     tuned = tune(graph, args.target, _dims(args), limit=limit, margin=args.margin, device=args.device,
-                 max_batch=args.max_batch, opt=args.opt, seed=args.seed)
+                 max_batch=args.max_batch, opt=args.opt, seed=args.seed, training=training)
     at = ", ".join(f"{k}={v}" for k, v in _dims(args).items())
-    print(f"{graph.name} on {args.target} ({tuned.device}){', ' + at if at else ''}: {limit_text(tuned)}")
+    what = f"training ({args.optimizer}) " if training else ""
+    print(f"{graph.name} {what}on {args.target} ({tuned.device}){', ' + at if at else ''}: {limit_text(tuned)}")
+    if training:
+        print(estimate_training_memory(graph, {**_dims(args), tuned.symbol: tuned.largest.batch},
+                                       len(Optimizer.named(args.optimizer).state)))
     print("\n".join(tuned.table()))
     print("\n".join(tuned.summary()))
     if args.json:
@@ -358,7 +370,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import Dataset, Trainer, print_progress
 
-    params = {k: _value(v) for k, v in _pairs(args.set, "--set").items()}
+    params = _params(args)
     data = Dataset.digits(args.seed) if args.data == "digits" else Dataset.load(args.data, args.seed)
     steps = args.epochs * -(-len(data.x_train) // max(1, args.batch))
     settings = dict(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, warmup=args.warmup,
@@ -391,7 +403,7 @@ def _lr_range_test(args: argparse.Namespace) -> int:
     """shipei tune --lr: the learning-rate range test on the model's loss."""
     from .training import Dataset, Trainer, lr_range_test
 
-    params = {k: _value(v) for k, v in _pairs(args.set, "--set").items()}
+    params = _params(args)
     data = Dataset.digits(args.seed) if args.data == "digits" else Dataset.load(args.data, args.seed)
     trainer = Trainer(Path(args.file), args.target, optimizer=args.optimizer, device=_cpu(args.device),
                       seed=args.seed, model=args.model, **params)
@@ -655,13 +667,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", action="append", default=[], metavar="SYM=N",
                    help="a shape symbol's value (each but the batch needs one)")
     p.add_argument("--json", metavar="FILE", help="write every trial as JSON")
+    p.add_argument("--train", action="store_true", help="the batch for training steps of the model's loss "
+                   "(gradients, --optimizer's state, the activations the backward pass keeps), not for inference")
     p.add_argument("--seed", type=int, default=0, help="weight and input seed")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"optimization level (default -O{DEFAULT_OPT})")
     g = p.add_argument_group("learning rate (--lr): a range test of the model's loss, as fastai's lr_find")
     g.add_argument("--lr", action="store_true", help="find a learning rate instead of a batch size")
     g.add_argument("--data", default="digits", metavar="digits|FILE.npz", help="the training data (default digits)")
-    g.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
+    g.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="also for --train (default adamw)")
     g.add_argument("--batch", type=int, default=64)
     g.add_argument("--steps", type=int, default=100, help="steps from --lr-min to --lr-max (default 100)")
     g.add_argument("--lr-min", type=float, default=1e-6)

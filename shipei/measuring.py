@@ -9,6 +9,7 @@ the framework's, not the model's: the model's memory is the peak resident set ab
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -87,16 +88,16 @@ class _Served:
         self.meter: Any = None
         self.energy_note = ""
         self.natives: list[tuple[Callable[[], Any] | None, bool]] = []
+        self.trainer: Any = None
 
-    def load(self, entry: Entry) -> dict[str, Any]:
+    def _warm(self, targets: list[str]) -> None:
+        """Import and warm up the frameworks, then take the baseline the model's memory is counted from."""
         from .codegen.frameworks import require_framework
-        from .runtime.measure import energy_meter, reset_peak_rss, rss_bytes, vm_bytes
+        from .runtime.measure import reset_peak_rss, rss_bytes, vm_bytes
 
-        self.target, self.on_ray = entry.target, entry.ray is not None
-        targets = [entry.target] if entry.target else _pipeline_targets(entry.directory)
         for target in targets:
             require_framework(target)
-        if os.environ.get("SHIPEI_BENCH_THREADS") and entry.target == "torch":
+        if os.environ.get("SHIPEI_BENCH_THREADS") and "torch" in targets:
             import torch
 
             torch.set_num_threads(int(os.environ["SHIPEI_BENCH_THREADS"]))
@@ -104,6 +105,12 @@ class _Served:
             api.compile(api.parse(CALL_MODEL), target, passes=[]).load("auto").run(np.ones(1, np.float32))
         reset_peak_rss()
         self.rss_after_import, self.vm_after_import = rss_bytes(), vm_bytes()
+
+    def load(self, entry: Entry) -> dict[str, Any]:
+        from .runtime.measure import energy_meter
+
+        self.target, self.on_ray = entry.target, entry.ray is not None
+        self._warm([entry.target] if entry.target else _pipeline_targets(entry.directory))
         start = time.perf_counter()
         self.exe = api.load(entry.directory, entry.target or "torch", entry.device, ray=entry.ray)
         if entry.target:
@@ -115,6 +122,19 @@ class _Served:
             self.meter, self.energy_note = energy_meter("cpu")
         return {"load_s": time.perf_counter() - start, "device": device,
                 "energy_note": self.energy_note or self.meter.source}
+
+    def load_trainer(self, source: str, target: str, model: str | None, optimizer: str, seed: int,
+                     params: dict[str, Any], device: str) -> dict[str, Any]:
+        """A `Trainer` of `source`'s loss on `target` and `device`, built after the baseline, so that
+        its weights, gradients and optimizer state count as the model's: what `trial` then steps."""
+        from .training import Trainer
+
+        self.target = target
+        self._warm([target])
+        start = time.perf_counter()
+        self.trainer = Trainer(Path(source), target, optimizer=optimizer, seed=seed, model=model, device=device,
+                               **params)
+        return {"load_s": time.perf_counter() - start, "device": self.trainer.device}
 
     def prepare(self, inputs: list[np.ndarray], micro_batches: int) -> dict[str, Any]:
         from .runtime.measure import device_peak_bytes, reset_peak_rss
@@ -186,24 +206,28 @@ class _Served:
         return {"seconds": [float(np.median(s)) if s else None for s in seconds]}
 
     def trial(self, dims: dict[str, int], seed: int, limit: int | None, calls: int) -> dict[str, Any]:
-        """The loaded program at `dims` (inputs made here, not sent), with `limit` bytes for the model
-        on a CPU enforced on this process (its address space may grow by no more, plus
-        `ADDRESS_SLACK`, from the load on: an allocation past it fails here, or kills this process,
-        never the caller); `calls` timed after a first call. Its peak memory over those calls (the
-        model's: RSS above the warmed-up framework, or the device's own counter) and median seconds
-        per call; on an accelerator, also the device memory free at the start."""
+        """The loaded program (or the trainer's step) at `dims` (inputs made here, not sent), with
+        `limit` bytes for the model on a CPU enforced on this process (its address space may grow by
+        no more, plus `ADDRESS_SLACK`, from the load on: an allocation past it fails here, or kills
+        this process, never the caller); `calls` timed after a first call. Its peak memory over those
+        calls (the model's: RSS above the warmed-up framework, or the device's own counter) and
+        median seconds per call; on an accelerator, also the device memory free at the start."""
         import resource
 
         from .runtime.measure import device_free_bytes, device_peak_bytes, peak_rss_bytes, reset_peak_rss
 
-        device = self.exe.device
+        device = self.trainer.device if self.trainer is not None else self.exe.device
         free = device_free_bytes(self.target, device)
         if limit is not None and device == "cpu" and self.vm_after_import is not None:
             cap = self.vm_after_import + limit + ADDRESS_SLACK
             resource.setrlimit(resource.RLIMIT_AS, (cap, resource.RLIM_INFINITY))
         if device != "cpu":
             device_peak_bytes(self.target, device, reset=True)
-        call = self.exe.prepared(*random_inputs(self.exe.graph, seed, dims))
+        if self.trainer is not None:  # one training step per call
+            inputs = random_inputs(self.trainer.loss_graph, seed, dims)
+            call = functools.partial(self.trainer.step, *inputs)
+        else:
+            call = self.exe.prepared(*random_inputs(self.exe.graph, seed, dims))
         call()  # where jax, tf and MindSpore compile: the compiler's memory is its own, not the model's
         reset_peak_rss()  # from here: the weights, inputs and what the calls hold (a steady state)
         seconds = []
@@ -243,7 +267,8 @@ def worker_main() -> None:
         os.sched_setaffinity(0, cores[:int(threads)])
     served = _Served()
     serve({"load": served.load, "prepare": served.prepare, "sample": served.sample, "stats": served.stats,
-           "programs": served.programs, "time": served.time, "trial": served.trial})
+           "programs": served.programs, "time": served.time, "trial": served.trial,
+           "load_trainer": served.load_trainer})
 
 
 def serve(handlers: Mapping[str, Callable[..., dict[str, Any]]]) -> None:

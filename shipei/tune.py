@@ -27,10 +27,12 @@ from typing import Any
 
 from . import api
 from .bench import Progress, symbols_given
-from .ir.batch import batch_layout
+from .ir.batch import batch_layout, batch_symbol
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
+from .ir.optim import Optimizer
 from .measuring import REQUEST_TIMEOUT, BenchWorker, Entry, thread_env
+from .runtime.memory import estimate_training_memory
 
 #: The part of the limit a batch may not use: Lightning's finder keeps no margin and users then
 #: trim; a tenth leaves room for what the trials do not hold (other inputs, fragmentation).
@@ -177,30 +179,57 @@ def estimated_batch(estimate: Callable[[int], int], budget: float, cap: int) -> 
     return lo
 
 
+@dataclass(frozen=True)
+class Training:
+    """`tune --train`: the batch for training steps of `source`'s loss with `optimizer`. A step
+    holds more than a forward call: gradients, the optimizer's state and the activations the
+    backward pass reads (`runtime.memory.TrainingEstimate`)."""
+
+    source: Path
+    optimizer: str = "adamw"
+    model: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)  # the model's parameters (`--set`)
+
+
 def tune(graph: Graph, target: str, dims: Mapping[str, int], *, limit: int | None = None, margin: float = MARGIN,
          device: str = "auto", max_batch: int = MAX_BATCH, opt: int = 2, seed: int = 0, calls: int = 5,
-         progress: Progress | None = None) -> Tuned:
-    """Search the batch symbol's value for `graph` on `target`; `dims` gives the other symbols."""
+         progress: Progress | None = None, training: Training | None = None) -> Tuned:
+    """Search the batch symbol's value for `graph` on `target`; `dims` gives the other symbols.
+    With `training`, `graph` is the loss graph and each trial takes training steps."""
     if not 0 <= margin < 1:
         raise ShipeiError(f"--margin must be at least 0 and less than 1, got {margin:g}")
     if max_batch < 1:
         raise ShipeiError(f"--max-batch must be at least 1, got {max_batch}")
-    symbol = batch_layout(graph, "tuning the batch size").symbol
+    symbol = (batch_symbol(graph, "tuning the training batch size") if training
+              else batch_layout(graph, "tuning the batch size").symbol)
     symbols_given(graph, dims, symbol)
     if symbol in dims:
         raise ShipeiError(f"{symbol} is the batch size tune searches: leave out --dim {symbol}=...")
     progress = progress or Progress(0, command="tune")
-    compiled = api.compile(graph, target, seed=seed, opt=opt)
     with tempfile.TemporaryDirectory(prefix="shipei-tune-") as tmp:
-        entry = Entry(target, compiled.save(Path(tmp) / target).parent, 0.0, target, device)
+        if training is None:
+            compiled = api.compile(graph, target, seed=seed, opt=opt)
+            entry = Entry(target, compiled.save(Path(tmp) / target).parent, 0.0, target, device)
+            load, how = "load", {"entry": entry}
+
+            def estimate(at: Mapping[str, int]) -> int:
+                return compiled.estimate_memory(**at).total_bytes
+        else:
+            load, how = "load_trainer", {"source": str(training.source), "target": target, "model": training.model,
+                                         "optimizer": training.optimizer, "seed": seed, "params": dict(training.params),
+                                         "device": "cpu" if device == "auto" else device}
+            slots = len(Optimizer.named(training.optimizer).state)
+
+            def estimate(at: Mapping[str, int]) -> int:
+                return estimate_training_memory(graph, at, slots).total_bytes
 
         def trial(batch: int, limit: int | None) -> tuple[Trial, dict[str, Any]]:
             """The trial at `batch`, and where it ran (device, free memory there) when it did."""
             at = {**dims, symbol: batch}
-            t = Trial(batch, compiled.estimate_memory(**at).total_bytes)
+            t = Trial(batch, estimate(at))
             worker = BenchWorker({**thread_env(None), **STEADY_MALLOC}, Path(tmp) / f"trial-{batch}.log")
             try:
-                reply = worker.request("load", REQUEST_TIMEOUT, entry=entry)
+                reply = worker.request(load, REQUEST_TIMEOUT, **how)
                 if "error" not in reply:
                     reply = worker.request("trial", REQUEST_TIMEOUT, dims=at, seed=seed, limit=limit, calls=calls)
             finally:
@@ -240,8 +269,7 @@ def tune(graph: Graph, target: str, dims: Mapping[str, int], *, limit: int | Non
             result.trials.append(t)
             return t
 
-        guess = estimated_batch(lambda b: compiled.estimate_memory(**dims, **{symbol: b}).total_bytes, result.budget,
-                                max_batch)
+        guess = estimated_batch(lambda b: estimate({**dims, symbol: b}), result.budget, max_batch)
         lo, hi = 1, None
         batch = max(2, 1 << max(0, (guess // 2).bit_length() - 1)) if guess >= 4 else 2
         while hi is None and lo < max_batch:  # double until a trial fails

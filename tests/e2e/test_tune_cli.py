@@ -101,6 +101,33 @@ def test_the_chosen_batch_runs_under_the_limit_and_the_next_one_up_does_not(
     assert tuned["fastest"] == fastest["batch"] and f"most throughput: B={fastest['batch']}, " in out
 
 
+def test_tune_train_finds_the_largest_training_batch_and_counts_what_a_step_holds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    digits = str(EXAMPLES / "digits_mlp.sp")
+    report = tmp_path / "train.json"
+    assert main(["tune", digits, "--train", "--target", "torch", "--memory-limit", "64MiB", "--json",
+                 str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "DigitsMLP training (adamw) on torch (cpu): memory limit 64.0 MiB (given)" in out
+    tuned = json.loads(report.read_text())
+    chosen = tuned["largest"]
+    assert re.search(rf"^training memory at B={chosen}: weights .* \+ gradients .* \+ optimizer state .* "
+                     r"\+ kept activations .* = [\d.]+ MiB$", out, re.M)
+    trials = {t["batch"]: t for t in tuned["trials"]}
+    above = min(b for b in trials if b > chosen)
+    assert trials[chosen]["peak"] <= tuned["budget"] and not trials[chosen]["error"]
+    assert trials[above]["error"] or trials[above]["peak"] > tuned["budget"]
+    # a step holds its activations for the backward pass: the same limit fits a smaller batch than a
+    # forward call's, whose trials the estimate of the inference program says would fit up to here
+    forward = api.compile(str(EXAMPLES / "digits_mlp.sp"), "torch").estimate_memory(B=chosen)
+    assert forward.total_bytes < trials[chosen]["estimate"]
+    # and the step's measured memory grows with the batch as the estimate says it will
+    big = max(trials, key=lambda b: b if not trials[b]["error"] else 0)
+    small = min(b for b in trials if b > 1)
+    assert (trials[big]["peak"] - trials[small]["peak"]) == pytest.approx(
+        trials[big]["estimate"] - trials[small]["estimate"], rel=0.25)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ([MLP, "--memory-limit", "1MiB"], "a memory limit of 1.0 MiB .* is too small for B=1"),
     ([MLP, "--memory-limit", "4 XB"], "'4 XB' is not a memory size"),
@@ -108,6 +135,7 @@ def test_the_chosen_batch_runs_under_the_limit_and_the_next_one_up_does_not(
     ([MLP, "--dim", "B=4"], "B is the batch size tune searches"),
     ([MLP, "--margin", "1.5"], "--margin must be at least 0 and less than 1"),
     ([str(EXAMPLES / "transformer.sp")], "give every shape symbol a value: T has none"),
+    ([MLP, "--train"], "mlp.sp:2:7: error: model MLP has no loss method, so it cannot be trained"),
 ])
 def test_tune_bad_input_is_a_clear_error(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tune", *args, "--target", "torch"]) == 1

@@ -15,6 +15,40 @@ from shipei.cli import main
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+BN_NET = """
+model BNNet() {
+    conv = Conv2d(1, 4, 3, padding=1, bias=false)
+    bn = BatchNorm2d(4)
+    fc = Linear(4 * 64, 10)
+    forward(x: f32[B, 64]) -> f32[B, 10] {
+        return fc(flatten(relu(bn(conv(reshape(x, [B, 1, 8, 8])))), start_dim=1))
+    }
+    loss(x: f32[B, 64], y: i64[B]) -> f32[] {
+        return cross_entropy(forward(x), y)
+    }
+}
+"""
+
+
+def test_a_training_step_counts_gradients_optimizer_state_update_vectors_and_kept_activations() -> None:
+    from shipei.runtime.memory import estimate_training_memory
+
+    graph = shipei.parse(BN_NET, method="loss")  # batch norm's running statistics are not trained
+    weights = sum(int(np.prod(p.shape)) * p.dtype.itemsize for p in graph.params)  # an i64 step count too
+    trained = sum(int(np.prod(p.shape)) * 4 for p in graph.params if not p.param.buffer)
+    assert 0 < trained < weights
+    sgd, adamw = (estimate_training_memory(graph, {"B": 32}, slots) for slots in (0, 2))
+    assert sgd.weights_bytes == weights and sgd.inputs_bytes == 32 * 64 * 4 + 32 * 8
+    assert adamw.total_bytes - sgd.total_bytes == 2 * trained  # Adam's two moments
+    assert sgd.total_bytes == weights + trained * 3 + sgd.inputs_bytes + sgd.kept_bytes
+    # every value the loss computes, which grows with the batch but for the scalar loss
+    assert sgd.kept_bytes == sum(int(np.prod([32 if str(d) == "B" else d for d in v.shape])) * v.dtype.itemsize
+                                 for node in graph.nodes for v in node.results)
+    double = estimate_training_memory(graph, {"B": 64}, 0)
+    assert 1.9 * sgd.kept_bytes < double.kept_bytes < 2 * sgd.kept_bytes
+    assert str(adamw).startswith("training memory at B=32: weights ")
+
+
 def test_the_estimate_adds_weights_inputs_planned_activations_and_workspace() -> None:
     compiled = shipei.compile(EXAMPLES / "transformer.sp", "torch", opt=3, freeze=True)
     small, large = compiled.estimate_memory(B=8, T=64), compiled.estimate_memory(B=64, T=64)
