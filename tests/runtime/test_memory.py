@@ -16,16 +16,13 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 BN_NET = """
-model BNNet() {
-    conv = Conv2d(1, 4, 3, padding=1, bias=false)
-    bn = BatchNorm2d(4)
-    fc = Linear(4 * 64, 10)
-    forward(x: f32[B, 64]) -> f32[B, 10] {
-        return fc(flatten(relu(bn(conv(reshape(x, [B, 1, 8, 8])))), start_dim=1))
-    }
-    loss(x: f32[B, 64], y: i64[B]) -> f32[] {
-        return cross_entropy(forward(x), y)
-    }
+model BNPool() {
+    conv = Conv2d(1, 8, 3)
+    bn = BatchNorm2d(8)
+    pool = AdaptiveAvgPool2d(1)
+    head = Linear(8, 10)
+    forward(x: f32[B, 1, 8, 8]) -> f32[B, 10] { return head(flatten(pool(relu(bn(conv(x)))), start_dim=1)) }
+    loss(x: f32[B, 1, 8, 8], y: i64[B]) -> f32[] { return cross_entropy(forward(x), y) }
 }
 """
 
