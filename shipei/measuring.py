@@ -224,7 +224,7 @@ class _Served:
         if device != "cpu":
             device_peak_bytes(self.target, device, reset=True)
         if self.trainer is not None:  # one training step per call
-            inputs = random_inputs(self.trainer.loss_graph, seed, dims)
+            inputs = random_inputs(self.trainer.inference_loss, seed, dims)
             call = functools.partial(self.trainer.step, *inputs)
         else:
             call = self.exe.prepared(*random_inputs(self.exe.graph, seed, dims))

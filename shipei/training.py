@@ -31,6 +31,7 @@ import safetensors.numpy
 from .api import Source, compile, parse
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
+from .ir.interpreter import bind_symbols
 from .ir.optim import Optimizer, update_graph
 from .ir.passes.rewrite import clone
 from .ir.passes.train_mode import to_training
@@ -114,8 +115,8 @@ class Trainer:
         self.schedule = Schedule(schedule, lr, total=max(1, total_steps - warmup), warmup=warmup)
         self.loss_graph = parse(source, model, method="loss", **params)
         self._check_loss(self.loss_graph)
-        self._inference_loss = clone(self.loss_graph)
-        self.updates = to_training(self.loss_graph)  # the buffers its extra outputs update
+        self.inference_loss = clone(self.loss_graph)  # the loss as evaluation computes it: the user's inputs
+        self.mode = to_training(self.loss_graph)  # the buffers its extra outputs update, its dropout masks
         loss = compile(self.loss_graph, target, weights=weights, seed=seed, pass_options={"training": True})
         self._initial = dict(loss.weights)
         self._statistics: dict[str, Any] = {}  # the running statistics the last step left (tensors)
@@ -152,10 +153,13 @@ class Trainer:
         self.step_count += 1
         lr = self.schedule.rate(self.step_count - 1) if lr is None else lr
         scalars = [self._scalar_dtype.numpy.type(v) for v in self.optimizer.scalars(lr, self.step_count).values()]
+        inputs = tuple(map(np.asarray, inputs))
+        masks = (self.mode.draw_masks(bind_symbols(self.inference_loss, inputs), self.seed, self.step_count)
+                 if self.mode.masks else [])
         (loss, *statistics), self.state = self._program.train_step(self._model, self._update, self.state, scalars,
-                                                                   *map(np.asarray, inputs))
+                                                                   *inputs, *masks)
         if statistics:
-            self._statistics = dict(zip(self.updates, statistics, strict=True))
+            self._statistics = dict(zip(self.mode.updates, statistics, strict=True))
             self._program.assign(self._model, self._statistics)
         value = float(self._program.to_numpy(loss))
         if not math.isfinite(value):
@@ -213,7 +217,7 @@ class Trainer:
             self._evaluators = (
                 compile(self.source, self.target, model=self.model_name, weights=weights,
                         **self.model_params).load(device=self.device),
-                compile(self._inference_loss, self.target, weights=weights).load(device=self.device))
+                compile(self.inference_loss, self.target, weights=weights).load(device=self.device))
         forward, loss_fn = self._evaluators
         forward.load_weights(weights)
         loss_fn.load_weights(weights)

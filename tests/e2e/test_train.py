@@ -122,6 +122,50 @@ def test_fifty_steps_in_float64_agree_to_rounding(digits: Dataset) -> None:
             np.testing.assert_allclose(got, want[k], atol=1e-12, rtol=0, err_msg=f"{target}: {k}")
 
 
+DROPOUT_MLP = """
+model DropoutMLP() {
+    fc1 = Linear(64, 64)
+    drop = Dropout(0.5)
+    fc2 = Linear(64, 10)
+    forward(x: f32[B, 64]) -> f32[B, 10] { return fc2(drop(relu(fc1(x)))) }
+    loss(x: f32[B, 64], y: i64[B]) -> f32[] { return cross_entropy(forward(x), y) }
+}
+"""
+
+
+def test_dropout_draws_seeded_masks_that_every_target_applies_as_torch_does(digits: Dataset) -> None:
+    """In training, dropout multiplies by a mask drawn for the step (0, or 1 / (1 - p) where kept:
+    torch's scaling); the trainer draws it, so the four targets drop the same elements. Evaluation
+    keeps every element."""
+    steps, batch = 20, 32
+    mode = Trainer(DROPOUT_MLP, "torch").mode
+    (first,) = mode.draw_masks({"B": 64}, seed=0, step=1)
+    assert first.shape == (64, 64) and set(np.unique(first)) == {0.0, 2.0}
+    assert 0.45 < (first > 0).mean() < 0.55
+    assert np.array_equal(first, mode.draw_masks({"B": 64}, seed=0, step=1)[0])
+    assert not np.array_equal(first, mode.draw_masks({"B": 64}, seed=0, step=2)[0])
+    assert not np.array_equal(first, mode.draw_masks({"B": 64}, seed=1, step=1)[0])
+
+    start = Trainer(DROPOUT_MLP, "torch").weights
+    params = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
+    opt = torch.optim.AdamW(params.values(), lr=1e-2)
+    for t, (x, y) in enumerate(_batches(digits, steps, batch), 1):
+        (mask,) = mode.draw_masks({"B": batch}, seed=0, step=t)
+        h = F.relu(F.linear(torch.tensor(x), params["fc1.weight"], params["fc1.bias"])) * torch.tensor(mask)
+        loss = F.cross_entropy(F.linear(h, params["fc2.weight"], params["fc2.bias"]), torch.tensor(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for target in available_targets():
+        trainer = Trainer(DROPOUT_MLP, target, optimizer="adamw", lr=1e-2, weights=start)
+        x, y = next(_batches(digits, 1, batch))
+        assert abs(trainer.evaluate(x, y)[0] - trainer.step(x, y)) > 1e-3  # the step's loss drops elements
+        for x, y in list(_batches(digits, steps, batch))[1:]:
+            trainer.step(x, y)
+        for k, got in trainer.weights.items():
+            np.testing.assert_allclose(got, params[k].detach().numpy(), atol=1e-5, rtol=0, err_msg=f"{target}: {k}")
+
+
 BN_NET = """
 model BNNet() {
     conv = Conv2d(1, 4, 3, padding=1, bias=false)
