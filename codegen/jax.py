@@ -412,6 +412,7 @@ TARGET = Target(
     rules=RULES,
     helpers=(_OPTIONS, _RUN_PADDED),
     defines=frozenset({"forward", "pad_batch", "unpad_batch"}),
+    autocast={DType.bf16: {"compute_dtype": "bf16"}},
 )
 
 def emit(graph: Graph, source: str, *, compute_dtype: str | None = None, matmul_precision: str = "highest",

@@ -401,6 +401,7 @@ TARGET = Target(
     kept_buffer="self._kept.get({slot}, {shape}, {like})",  # KEPT
     model_locals=frozenset({"self", "device"}),
     helpers=(_OPTIONS,),
+    autocast={DType.bf16: {"amp": "bf16"}},
 )
 
 #: The attribute where the generated model keeps its buffers (see `KeptBuffers`).

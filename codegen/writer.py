@@ -179,6 +179,9 @@ class Target:
     layout: str = "NCHW"
     #: whether its code multiplies int8 weights itself (the quantize pass folds scales past matmuls)
     int8_matmul: bool = False
+    #: mixed precision: a 16-bit dtype -> the emit options that compute matmul and convolution in it
+    #: over float32 params (what training with `precision=` compiles); a dtype absent is not offered
+    autocast: dict[DType, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fixed_code(self) -> tuple[str, ...]:

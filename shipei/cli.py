@@ -374,17 +374,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = Dataset.digits(args.seed) if args.data == "digits" else Dataset.load(args.data, args.seed)
     steps = args.epochs * -(-len(data.x_train) // max(1, args.batch))
     settings = dict(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, warmup=args.warmup,
-                    total_steps=steps, clip_norm=args.clip_norm)
+                    total_steps=steps, clip_norm=args.clip_norm, precision=args.precision)
     common = dict(device=args.device, seed=args.seed, model=args.model, **params)
     if args.resume:
-        trainer = Trainer.resume(args.resume, Path(args.file), args.target, clip_norm=args.clip_norm, **common)
+        trainer = Trainer.resume(args.resume, Path(args.file), args.target, clip_norm=args.clip_norm,
+                                 precision=args.precision, **common)
         print(f"resumed {args.resume} at epoch {trainer.epoch}, step {trainer.step_count}")
     else:
         trainer = Trainer(Path(args.file), args.target, **settings, **common)
     opt = trainer.optimizer
     print(f"training {trainer.loss_graph.name} on {args.target} ({args.device}): {len(data.x_train):,} examples, "
           f"{len(data.x_val):,} held out; {opt.name} lr {args.lr:g} ({args.schedule}, warm-up {args.warmup}), "
-          f"batch {args.batch}")
+          f"batch {args.batch}" + (f", {args.precision} mixed precision" if args.precision != "f32" else ""))
     history = trainer.fit(data, args.epochs, args.batch, progress=print_progress, checkpoint=args.checkpoint)
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -691,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "x_val, y_val)")
     p.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, default=1e-3, help="the peak learning rate (default 1e-3)")
+    p.add_argument("--precision", default="f32", choices=("f32", "bf16", "f16"),
+                   help="bf16: mixed precision, matmul and convolution in bfloat16 over float32 params, where "
+                        "the target offers it (default f32)")
     p.add_argument("--schedule", default="constant", choices=SCHEDULES)
     p.add_argument("--warmup", type=int, default=0, metavar="STEPS", help="linear warm-up steps (default 0)")
     p.add_argument("--epochs", type=int, default=10)

@@ -108,7 +108,7 @@ class Trainer:
     def __init__(self, source: Source, target: str = "torch", *, optimizer: str | Optimizer = "adamw",
                  lr: float = 1e-3, schedule: str = "constant", warmup: int = 0, total_steps: int = 0,
                  clip_norm: float | None = None, device: str = "cpu", seed: int = 0, model: str | None = None,
-                 weights: Mapping[str, np.ndarray] | None = None, **params: Any):
+                 weights: Mapping[str, np.ndarray] | None = None, precision: str = "f32", **params: Any):
         self.source, self.target, self.device, self.seed = source, target, device, seed
         self.model_name, self.model_params = model, params
         self.optimizer = optimizer if isinstance(optimizer, Optimizer) else Optimizer.named(optimizer)
@@ -117,7 +117,9 @@ class Trainer:
         self._check_loss(self.loss_graph)
         self.inference_loss = clone(self.loss_graph)  # the loss as evaluation computes it: the user's inputs
         self.mode = to_training(self.loss_graph)  # the buffers its extra outputs update, its dropout masks
-        loss = compile(self.loss_graph, target, weights=weights, seed=seed, pass_options={"training": True})
+        self.precision = precision
+        loss = compile(self.loss_graph, target, weights=weights, seed=seed, options=autocast_options(target, precision),
+                       pass_options={"training": True})
         self._initial = dict(loss.weights)
         self._statistics: dict[str, Any] = {}  # the running statistics the last step left (tensors)
         self._evaluators: tuple[Any, Any] | None = None  # forward and the inference loss, compiled once
@@ -345,6 +347,24 @@ def lr_range_test(trainer: Trainer, data: Dataset, batch: int, steps: int = 100,
     return RangeTest(rates, losses, rates[int(np.argmin(slopes))], stopped)
 
 
+def autocast_options(target: str, precision: str) -> dict[str, Any]:
+    """The emit options that train on `target` in `precision`: none for f32; for a 16-bit dtype,
+    mixed precision (matmul and convolution in it, params and their updates in f32) where the
+    target offers it (`Target.autocast`)."""
+    from .codegen import TARGETS, get_target
+
+    if precision == "f32":
+        return {}
+    offered = get_target(target).autocast
+    dtype = next((d for d in DType if d.value == precision), None)
+    if dtype not in offered:
+        where = ", ".join(t for t in TARGETS if dtype in get_target(t).autocast) or "none"
+        raise ShipeiError(f"{target} does not train in {precision} mixed precision",
+                          hint=f"--precision f32, or a target that does ({precision}: {where})"
+                          + ("; f16 needs loss scaling, not yet offered" if precision == "f16" else ""))
+    return offered[dtype]
+
+
 def _flat_type(types: Mapping[str, TensorType], graph: Graph) -> TensorType:
     """The type of all trainable params as one vector: the optimizer updates them at once."""
     dtypes = {t.dtype for t in types.values()}
@@ -383,7 +403,7 @@ def _matching(weights: dict[str, np.ndarray], source: Source, path: str | Path,
     return weights
 
 
-_TRAINER_KEYWORDS = {"clip_norm", "device", "seed", "model"}
+_TRAINER_KEYWORDS = {"clip_norm", "device", "seed", "model", "precision"}
 
 
 def print_progress(text: str) -> None:
