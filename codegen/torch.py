@@ -401,7 +401,7 @@ TARGET = Target(
     kept_buffer="self._kept.get({slot}, {shape}, {like})",  # KEPT
     model_locals=frozenset({"self", "device"}),
     helpers=(_OPTIONS,),
-    autocast={DType.bf16: {"amp": "bf16"}},
+    autocast={DType.bf16: {"amp": "bf16"}, DType.f16: {"amp": "fp16"}},
 )
 
 #: The attribute where the generated model keeps its buffers (see `KeptBuffers`).

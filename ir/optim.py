@@ -92,11 +92,16 @@ class UpdateGraph:
 
 
 def update_graph(optimizer: Optimizer, params: Mapping[str, TensorType], scalar_dtype: DType = DType.f32,
-                 name: str = "Update", clip_norm: float | None = None) -> UpdateGraph:
+                 name: str = "Update", clip_norm: float | None = None, loss_scaled: bool = False) -> UpdateGraph:
     """The graph of one step for parameters of these types: inputs `p{i}`, `g{i}` and the state
     per parameter, then the scalars; outputs the new value and state per parameter. With
     `clip_norm`, the gradients are first scaled by min(1, clip_norm / (norm + 1e-6)), their
-    global L2 norm's (torch.nn.utils.clip_grad_norm_)."""
+    global L2 norm's (torch.nn.utils.clip_grad_norm_).
+
+    With `loss_scaled` (float16 training, torch.amp.GradScaler's scheme), the gradients are of the
+    loss times a scale: a last scalar input `inv_scale` unscales them first, and where any is not
+    finite the step is skipped (the params and state come out as they went in); a last output says
+    whether the step was taken, so that the trainer can lower the scale."""
     if clip_norm is not None and not clip_norm > 0:
         raise ShipeiError(f"clip_norm must be positive, got {clip_norm}")
     graph = Graph(name)
@@ -109,12 +114,32 @@ def update_graph(optimizer: Optimizer, params: Mapping[str, TensorType], scalar_
         values += [b.input(f"{s}{i}", ptype) for s in optimizer.state]
         per_param.append(values)
     scalars = {s: b.input(s, TensorType(scalar_dtype, ())) for s in optimizer.scalars(1.0, 1)}
+    finite = None
+    if loss_scaled:
+        inv_scale = b.input("inv_scale", TensorType(scalar_dtype, ()))
+        for values in per_param:
+            values[1] = b("mul", values[1], _scalar(b, inv_scale, values[1]))
+        finite = _all_finite(b, [values[1] for values in per_param])
     if clip_norm is not None:
         _clip(b, [values[1] for values in per_param], clip_norm, per_param)
     for values in per_param:
-        graph.outputs += _STEPS[optimizer.name](b, optimizer, values, scalars)
+        new = _STEPS[optimizer.name](b, optimizer, values, scalars)
+        kept = [values[0], *values[2:]]  # the value and state as they came in
+        graph.outputs += new if finite is None else [b("where", finite, n, old) for n, old in zip(new, kept)]
+    if finite is not None:
+        graph.outputs.append(finite)
     graph.donated = frozenset(v.name for v in graph.inputs if v.type.rank)  # a step replaces them all
-    return UpdateGraph(graph, list(params), list(scalars), optimizer.state)
+    return UpdateGraph(graph, list(params), [*scalars, *(["inv_scale"] if loss_scaled else [])], optimizer.state)
+
+
+def _all_finite(b: Builder, grads: list[Value]) -> Value:
+    """A bool scalar: whether every gradient element is finite (a sum of g * 0 is 0 exactly then,
+    and NaN where any g is infinite or NaN)."""
+    total = None
+    for g in grads:
+        part = _scalar(b, b("reduce_sum", b("mul", g, scalar(b, 0.0, g))), grads[0])
+        total = part if total is None else b("add", total, part)
+    return b("eq", total, scalar(b, 0.0, total))
 
 
 def _clip(b: Builder, grads: list[Value], clip_norm: float, per_param: list[list[Value]]) -> None:

@@ -34,7 +34,7 @@ from .ir.graph import Graph
 from .ir.interpreter import bind_symbols
 from .ir.optim import Optimizer, update_graph
 from .ir.passes.rewrite import clone
-from .ir.passes.train_mode import to_training
+from .ir.passes.train_mode import scale_loss, to_training
 from .ir.schedule import Schedule
 from .ir.types import DType, TensorType
 
@@ -117,6 +117,9 @@ class Trainer:
         self._check_loss(self.loss_graph)
         self.inference_loss = clone(self.loss_graph)  # the loss as evaluation computes it: the user's inputs
         self.mode = to_training(self.loss_graph)  # the buffers its extra outputs update, its dropout masks
+        self.scaler = LossScaler() if precision == "f16" else None
+        if self.scaler:
+            scale_loss(self.loss_graph)
         self.precision = precision
         loss = compile(self.loss_graph, target, weights=weights, seed=seed, options=autocast_options(target, precision),
                        pass_options={"training": True})
@@ -131,7 +134,8 @@ class Trainer:
         flat = _flat_type(types, self.loss_graph)
         # the rates and bias corrections in f64 for f64 params (torch.optim's are Python floats)
         self._scalar_dtype = DType.f64 if flat.dtype is DType.f64 else DType.f32
-        self.update = update_graph(self.optimizer, {"params": flat}, self._scalar_dtype, clip_norm=clip_norm)
+        self.update = update_graph(self.optimizer, {"params": flat}, self._scalar_dtype, clip_norm=clip_norm,
+                                   loss_scaled=self.scaler is not None)
         updater = compile(self.update.graph, target, opt=3).load(device=device)
         self._update = updater.module.as_function(updater._model)
         self.state = [self._tensor(np.zeros(sum(self._sizes.values()), types[next(iter(types))].dtype.numpy))
@@ -154,16 +158,26 @@ class Trainer:
         loss before it."""
         self.step_count += 1
         lr = self.schedule.rate(self.step_count - 1) if lr is None else lr
-        scalars = [self._scalar_dtype.numpy.type(v) for v in self.optimizer.scalars(lr, self.step_count).values()]
+        taken = self.step_count - (self.scaler.skipped if self.scaler else 0)  # the optimizer's own count
+        scalars = [self._scalar_dtype.numpy.type(v) for v in self.optimizer.scalars(lr, taken).values()]
         inputs = tuple(map(np.asarray, inputs))
-        masks = (self.mode.draw_masks(bind_symbols(self.inference_loss, inputs), self.seed, self.step_count)
+        extra = (self.mode.draw_masks(bind_symbols(self.inference_loss, inputs), self.seed, self.step_count)
                  if self.mode.masks else [])
-        (loss, *statistics), self.state = self._program.train_step(self._model, self._update, self.state, scalars,
-                                                                   *inputs, *masks)
+        if self.scaler:
+            scalars.append(self._scalar_dtype.numpy.type(1 / self.scaler.scale))
+            extra.append(np.float32(self.scaler.scale))
+        (loss, *statistics), state = self._program.train_step(self._model, self._update, self.state, scalars,
+                                                              *inputs, *extra)
         if statistics:
             self._statistics = dict(zip(self.mode.updates, statistics, strict=True))
             self._program.assign(self._model, self._statistics)
         value = float(self._program.to_numpy(loss))
+        if self.scaler:
+            *state, finite = state
+            value /= self.scaler.scale
+            if not self.scaler.update(bool(self._program.to_numpy(finite))):
+                return value  # skipped: the gradients overflowed float16, and the scale is lowered
+        self.state = list(state)
         if not math.isfinite(value):
             raise ShipeiError(f"the loss is {value} at step {self.step_count}",
                               hint="lower the learning rate, or clip gradients (--clip-norm)")
@@ -255,6 +269,8 @@ class Trainer:
         meta = {"format": CHECKPOINT_FORMAT, "model": self.loss_graph.name, "step": str(self.step_count),
                 "epoch": str(self.epoch), "optimizer": json.dumps(dataclasses.asdict(self.optimizer)),
                 "schedule": json.dumps(dataclasses.asdict(self.schedule)), "target": self.target}
+        if self.scaler:
+            meta["loss_scaler"] = json.dumps(dataclasses.asdict(self.scaler))
         tmp = path.with_name(path.name + ".tmp")
         safetensors.numpy.save_file(arrays, str(tmp), metadata=meta)
         tmp.replace(path)
@@ -279,6 +295,8 @@ class Trainer:
                 raise ShipeiError(f"checkpoint {path} has no optimizer state {', '.join(missing)}")
             trainer.state[i] = trainer._tensor(np.concatenate([arrays[key].reshape(-1) for key in keys]))
         trainer.step_count, trainer.epoch = int(meta["step"]), int(meta["epoch"])
+        if trainer.scaler and "loss_scaler" in meta:
+            trainer.scaler = LossScaler(**json.loads(meta["loss_scaler"]))
         return trainer
 
 
@@ -347,6 +365,28 @@ def lr_range_test(trainer: Trainer, data: Dataset, batch: int, steps: int = 100,
     return RangeTest(rates, losses, rates[int(np.argmin(slopes))], stopped)
 
 
+@dataclass
+class LossScaler:
+    """Dynamic loss scaling for float16 training, torch.amp.GradScaler's with its defaults: the
+    loss is multiplied by `scale` before the gradients; a step whose gradients overflow is skipped
+    and halves the scale, and `growth_interval` steps in a row without overflow double it."""
+
+    scale: float = 2.0**16
+    growth_interval: int = 2000
+    good: int = 0  # steps taken since the scale last changed
+    skipped: int = 0
+
+    def update(self, finite: bool) -> bool:
+        """Account for a step whose gradients were `finite` (else it was skipped); that flag."""
+        if not finite:
+            self.scale, self.good, self.skipped = self.scale / 2, 0, self.skipped + 1
+        else:
+            self.good += 1
+            if self.good == self.growth_interval:
+                self.scale, self.good = self.scale * 2, 0
+        return finite
+
+
 def autocast_options(target: str, precision: str) -> dict[str, Any]:
     """The emit options that train on `target` in `precision`: none for f32; for a 16-bit dtype,
     mixed precision (matmul and convolution in it, params and their updates in f32) where the
@@ -360,8 +400,7 @@ def autocast_options(target: str, precision: str) -> dict[str, Any]:
     if dtype not in offered:
         where = ", ".join(t for t in TARGETS if dtype in get_target(t).autocast) or "none"
         raise ShipeiError(f"{target} does not train in {precision} mixed precision",
-                          hint=f"--precision f32, or a target that does ({precision}: {where})"
-                          + ("; f16 needs loss scaling, not yet offered" if precision == "f16" else ""))
+                          hint=f"--precision f32, or a target that does ({precision}: {where})")
     return offered[dtype]
 
 

@@ -8,6 +8,9 @@ Dropout becomes a product with a mask, an extra input of the graph: 0 where an e
 dropped, 1 / (1 - p) where it is kept (torch's scaling). The trainer draws the masks from a
 generator seeded by its seed and the step, in numpy, so that every target drops the same
 elements and the four take the same steps; a resumed run draws the masks it would have drawn.
+
+For float16 training, `scale_loss` multiplies the loss by a scalar input, `loss_scale`, so that
+small gradients survive float16 (torch.amp.GradScaler's scheme; the update unscales them).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..graph import Graph, Node, Value
-from ..types import concrete_shape
+from ..graph import Builder, Graph, Node, Value
+from ..types import DType, TensorType, concrete_shape
 from .rewrite import Rewriter, rewrite
 
 
@@ -74,3 +77,11 @@ def _dropout(rw: Rewriter, node: Node, mode: TrainMode, taken: set[str]) -> Valu
     mask = Value(x.type, name)
     mode.masks.append((mask, p))
     return rw.emit("mul", x, mask)
+
+
+def scale_loss(graph: Graph) -> None:
+    """Make the loss (the first output) the loss times a new f32 scalar input, `loss_scale`."""
+    b = Builder(graph)
+    scale = b.input("loss_scale", TensorType(DType.f32, ()))
+    loss = graph.outputs[0]
+    graph.outputs[0] = b("mul", loss, scale if loss.dtype is DType.f32 else b("cast", scale, dtype=loss.dtype))

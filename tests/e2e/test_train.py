@@ -145,6 +145,31 @@ def test_bf16_mixed_precision_trains_where_the_target_offers_it(target: str, dig
     assert history.rows[-1]["val_accuracy"] >= 0.95, history.rows
 
 
+@pytest.mark.parametrize("target", available_targets())
+def test_f16_training_scales_the_loss_and_skips_steps_whose_gradients_overflow(target: str, digits: Dataset,
+                                                                              tmp_path: Path) -> None:
+    if DType.f16 not in get_target(target).autocast:
+        with pytest.raises(ShipeiError, match=f"{target} does not train in f16 mixed precision"):
+            _trainer(MLP, target, epochs=8, precision="f16")
+        return
+    trainer = _trainer(MLP, target, epochs=8, precision="f16")
+    trainer.scaler.scale = 2.0**24  # the loss times this overflows float16 in the backward pass
+    start = trainer.weights
+    batches = list(_batches(digits, 20, 32))
+    trainer.step(*batches[0])
+    assert trainer.scaler.skipped == 1 and trainer.scaler.scale == 2.0**23
+    for k, v in trainer.weights.items():
+        np.testing.assert_array_equal(v, start[k], err_msg=f"{k} moved in a skipped step")
+    for x, y in batches[1:]:
+        trainer.step(x, y)
+    assert 1 < trainer.scaler.skipped < 20 and 0 < trainer.scaler.good <= 20 - trainer.scaler.skipped
+    assert max(np.abs(v - start[k]).max() for k, v in trainer.weights.items()) > 1e-3
+    resumed = Trainer.resume(trainer.save(tmp_path / "f16.safetensors"), MLP, target, precision="f16")
+    assert resumed.scaler == trainer.scaler
+    history = _trainer(MLP, target, epochs=8, precision="f16").fit(digits, epochs=8, batch=64)
+    assert history.rows[-1]["val_accuracy"] >= 0.95, history.rows
+
+
 DROPOUT_MLP = """
 model DropoutMLP() {
     fc1 = Linear(64, 64)

@@ -110,3 +110,37 @@ def test_schedules_give_torchs_rates(schedule: Schedule, make) -> None:
 def test_bad_settings_are_clear_errors(make, message: str) -> None:
     with pytest.raises(ShipeiError, match=message):
         make()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd-momentum", "adamw"])
+def test_a_loss_scaled_update_unscales_the_gradients_and_skips_a_step_that_overflowed(optimizer: str) -> None:
+    """float16 training's update (torch.amp.GradScaler's scheme): gradients of the loss times a
+    power of two, unscaled, give the unscaled step exactly; one infinite or NaN element anywhere
+    leaves every param and state as it was, and the last output says the step was skipped."""
+    opt, _ = CONFIGS[optimizer]
+    types = {k: TensorType(DType.f32, v) for k, v in SHAPES.items()}
+    plain, scaled = update_graph(opt, types), update_graph(opt, types, loss_scaled=True)
+    assert scaled.scalars == [*plain.scalars, "inv_scale"]
+    rng = np.random.default_rng(0)
+    params = {k: rng.standard_normal(v).astype(np.float32) for k, v in SHAPES.items()}
+    grads = {k: rng.standard_normal(v).astype(np.float32) for k, v in SHAPES.items()}
+    state = {(k, s): rng.random(v).astype(np.float32) for k, v in SHAPES.items() for s in opt.state}
+    scalars = [np.float32(v) for v in opt.scalars(1e-2, 3).values()]
+
+    def inputs(g: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [x for k in plain.params for x in (params[k], g[k], *(state[k, s] for s in opt.state))]
+
+    want = interpret(plain.graph, [*inputs(grads), *scalars], {})
+    *got, taken = interpret(scaled.graph, [*inputs({k: g * 1024 for k, g in grads.items()}), *scalars,
+                                           np.float32(1 / 1024)], {})
+    assert taken and len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    for bad in (np.inf, np.nan):
+        overflowed = {k: g * 1024 for k, g in grads.items()}
+        overflowed["conv.weight"][1, 0, 1] = bad
+        *got, taken = interpret(scaled.graph, [*inputs(overflowed), *scalars, np.float32(1 / 1024)], {})
+        assert not taken
+        for a, b in zip(got, [x for k in plain.params for x in (params[k], *(state[k, s] for s in opt.state))],
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
