@@ -136,6 +136,31 @@ def _attention(e: Emit, node: Node) -> str:
                      "ops.matmul(ops.softmax({scores}, -1), {v})")
 
 
+def _matmul(e: Emit, node: Node) -> str:
+    """ops.matmul where its gradient is right. A batched matmul's is not in three cases, all found
+    by the random-graph gradient test: an inner dim of 1 ("shape1[-1] must be equal to
+    shape2[-2]"), a second operand of rank 2 (a wrong gradient for it) and batch dims that
+    broadcast (a Reshape error). So an outer product is a broadcast multiply (the same products,
+    one each), [..., M, K] @ [K, N] is one 2-D matmul over the rows (as a tensordot), and other
+    broadcast batches are broadcast first; the gradients then go through multiply, reshape and
+    broadcast_to, which MindSpore gets right."""
+    a, b = node.operands
+    x, y = e.args(node)
+    if a.type.rank < 2 or b.type.rank < 2 or max(a.type.rank, b.type.rank) < 3:
+        return f"ops.matmul({x}, {y})"
+    if a.shape[-1] == 1:
+        return f"{x} * {y}"
+    if b.type.rank == 2:
+        rows = f"ops.reshape({x}, (-1, {e.dim(a.shape[-1])}))"
+        return f"ops.reshape(ops.matmul({rows}, {y}), {e.dims(node.result.shape)})"
+    batch = node.result.shape[:-2]
+    if a.shape[:-2] != batch:
+        x = f"ops.broadcast_to({x}, {e.dims((*batch, *a.shape[-2:]))})"
+    if b.shape[:-2] != batch:
+        y = f"ops.broadcast_to({y}, {e.dims((*batch, *b.shape[-2:]))})"
+    return f"ops.matmul({x}, {y})"
+
+
 def _linear(e: Emit, node: Node) -> str:
     """x @ w^T (+ b) as nn.Dense computes it: MatMul with the transpose folded in, BiasAdd, on
     rows (a 3-D or higher `x` flattened to [rows, in], the result reshaped back). ops.dense on
@@ -201,7 +226,7 @@ RULES: dict[str, Rule | str] = {
     "logical_and": "ops.logical_and({0}, {1})", "logical_or": "ops.logical_or({0}, {1})",
     "where": "ops.where({0}, {1}, {2})",
     "cast": "ops.cast({0}, {dtype})",
-    "matmul": "ops.matmul({0}, {1})",
+    "matmul": _matmul,
     "linear": _linear,
     "attention": _attention,
     "conv2d": _conv2d,

@@ -286,8 +286,11 @@ def accept(x, device="cpu"):
     whether it was copied: DLPack hands over the same memory; what it cannot carry (a strided view)
     is copied through numpy. TF's eager kernels abort the process on memory that is not 64-byte
     aligned (MindSpore's results never are); the model's XLA-compiled call takes it, and that is
-    the only use a pipeline makes of what it accepts."""
+    the only use a pipeline makes of what it accepts. But XLA's compiled gradients crashed on it
+    (found by the random-graph gradient test), so an unaligned numpy array is copied."""
     with tf.device(_DEVICES.get(device, "/CPU:0")):
+        if isinstance(x, np.ndarray) and x.ctypes.data % 64:
+            return tf.convert_to_tensor(x), True
         try:
             return tf.experimental.dlpack.from_dlpack(x.__dlpack__()), False
         except (AttributeError, TypeError, RuntimeError, BufferError, tf.errors.InvalidArgumentError):
@@ -302,12 +305,21 @@ def export(tensor):
 def gradients(model, *tensors):
     """The outputs (the loss, a scalar, first) and the loss's gradient by each trainable param,
     name -> tensor, by tf.GradientTape: what a train step takes."""
+    if model not in _GRADIENTS:  # compiled by XLA, which also takes memory TF's kernels would refuse
+        _GRADIENTS[model] = tf.function(functools.partial(_gradients, model), jit_compile=True, autograph=False)
+    return _GRADIENTS[model](*tensors)
+
+
+_GRADIENTS = weakref.WeakKeyDictionary()  # model -> its compiled gradients
+
+
+def _gradients(model, *tensors):
     trained = parameters(model)
-    with tf.GradientTape() as tape:
-        outputs = model(*tensors)
+    with tf.GradientTape() as tape:  # over the Python body: TF crashed differentiating the compiled call
+        outputs = model.forward(*tensors)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    grads = tape.gradient(outputs[0], list(trained.values()))  # a gathered table's come as IndexedSlices
-    return outputs, {{key: tf.convert_to_tensor(grad) for key, grad in zip(trained, grads)}}
+    grads = tape.gradient(outputs[0], list(trained.values()), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return outputs, {{key: tf.convert_to_tensor(grad) for key, grad in zip(trained, grads)}}  # IndexedSlices too
 
 
 def train_step(model, update, state, scalars, *tensors):
@@ -336,7 +348,7 @@ def _train_step(model, update, slots, *args):
     with tf.GradientTape() as tape:
         outputs = model.forward(*tensors)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    grads = tape.gradient(outputs[0], list(trained.values()))  # a gathered table's come as IndexedSlices
+    grads = tape.gradient(outputs[0], list(trained.values()), unconnected_gradients=tf.UnconnectedGradients.ZERO)
     new = update(_flat(trained.values()), _flat(tf.convert_to_tensor(grad) for grad in grads), *state, *scalars)
     new = new if isinstance(new, tuple) else (new,)
     at = 0

@@ -274,14 +274,14 @@ def to_numpy(tensor):
 
 def gradients(model, *tensors):
     """The outputs (the loss, a scalar, first) and the loss's gradient by each trainable param,
-    name -> tensor, by autograd: what a train step takes."""
+    name -> tensor, by autograd (zeros for a param the loss does not read): what a train step takes."""
     named = dict(model.named_parameters())
     with torch.enable_grad():
         for param in named.values():
             param.requires_grad_(True)
         outputs = model(*tensors)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        grads = torch.autograd.grad(outputs[0], list(named.values()))
+        grads = torch.autograd.grad(outputs[0], list(named.values()), allow_unused=True, materialize_grads=True)
     return tuple(output.detach() for output in outputs), dict(zip(named, grads))
 
 

@@ -15,16 +15,19 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from shipei.codegen import capabilities
 from shipei.ir.graph import Builder, Graph, Init, Value
-from shipei.ir.inputs import in_domain, operand_domains
+from shipei.ir.inputs import in_domain, operand_domains, random_inputs
 from shipei.ir.interpreter import interpret
 from shipei.ir.registry import all_ops, get_op
 from shipei.ir.samples import dtypes_for, samples
+from shipei.ir.tolerance import TOLERANCES
 from shipei.ir.types import DType, TensorType
 
 import shipei
-from shipei.testing import available_targets
+from shipei.testing import available_targets, graphs
 
 #: Ops with no gradient to check: their results are not floats, or are constant almost everywhere.
 NOT_DIFFERENTIABLE = {"floor", "transfer", "constant", "iota"}
@@ -163,3 +166,49 @@ def test_autodiff_matches_the_references_finite_differences(target: str, op: str
 def test_the_check_covers_the_ops_it_should() -> None:
     assert {"matmul", "conv2d", "attention", "layer_norm", "softmax", "cross_entropy", "gather", "where"} <= set(OPS)
     assert not {"eq", "floor", "iota"} & set(OPS)
+
+
+#: Ops smooth wherever they are defined, with no input domain: finite differences hold anywhere.
+SMOOTH = ["add", "sub", "mul", "neg", "tanh", "sigmoid", "sin", "cos", "erf", "matmul", "transpose", "reshape",
+          "reduce_sum", "reduce_mean", "softmax", "log_softmax", "gelu", "silu", "layer_norm", "concat", "slice",
+          "broadcast_to"]
+
+
+@pytest.mark.parametrize("target", available_targets())
+@settings(max_examples=max(5, settings.default.max_examples // 5))  # ci: 5 per target, long: 200
+@given(data=st.data())
+def test_random_graphs_gradients_match_the_references_finite_differences(target: str, data: st.DataObject) -> None:
+    """As the forward pass is property-tested over random graphs, so is the backward: a drawn f64
+    graph of smooth ops, its outputs weighted and summed into a loss, differentiated by the
+    target's framework against central differences of the reference interpreter."""
+    graph = data.draw(graphs(ops=SMOOTH, dtypes=["f64"], targets=[target], max_nodes=5, symbolic=False))
+    trained = [p for p in graph.params if not p.param.buffer]
+    assume(trained)
+    rng = np.random.default_rng(0)
+    weights = {p.name: rng.uniform(-1, 1, tuple(p.shape)) for p in graph.params}
+    inputs = random_inputs(graph, 0, scale=1.0)
+    b = Builder(graph)
+    loss = None
+    for out in graph.outputs:
+        term = b("reduce_sum", b("mul", out, b("constant", value=rng.normal(size=tuple(out.shape)), dtype=DType.f64)))
+        loss = term if loss is None else b("add", loss, term)
+    graph.outputs = [loss]
+    warnings.simplefilter("ignore")
+    exe = shipei.compile(graph, target, weights=weights, pass_options={"training": True}).load(device="cpu")
+    (loss,), grads = exe.module.gradients(exe._model, *(exe.module.accept(np.asarray(x), "cpu")[0] for x in inputs))
+
+    def f(values: dict[str, np.ndarray]) -> float:
+        return float(interpret(graph, inputs, values, precision="f64")[0])
+
+    tol = TOLERANCES[DType.f64]  # some targets' f64 transcendentals are a few ulps of f32 off
+    assert float(exe.module.to_numpy(loss)) == pytest.approx(f(weights), rel=tol.rtol, abs=tol.atol)
+
+    for p in trained:
+        want = np.zeros(weights[p.name].shape)
+        for at in np.ndindex(want.shape):
+            up, down = weights[p.name].copy(), weights[p.name].copy()
+            up[at] += EPS
+            down[at] -= EPS
+            want[at] = (f({**weights, p.name: up}) - f({**weights, p.name: down})) / (2 * EPS)
+        got = np.asarray(exe.module.to_numpy(grads[p.name]), np.float64)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(want).max()), err_msg=p.name)

@@ -58,8 +58,9 @@ def test_an_example_split_over_frameworks_computes_what_the_reference_does(examp
         _check(compiled, inputs, exe.run(*inputs))
         assert exe.transfers and all(t.bytes > 0 and t.seconds >= 0 for t in exe.transfers)
         targets = [s.placement.target for s in compiled.plan.stages]
-        for t in exe.transfers:  # f32 activations go by DLPack, but XLA copies MindSpore's (never 64-byte aligned)
-            assert t.copied == (targets[t.source] == "mindspore" and targets[t.destination] == "jax"), t
+        for t in exe.transfers:  # f32 activations go by DLPack, but MindSpore's (never 64-byte aligned) are
+            # copied for XLA: jax copies them itself, and tf's accept does (its compiled gradients crashed on them)
+            assert t.copied == (targets[t.source] == "mindspore" and targets[t.destination] in ("jax", "tf")), t
     finally:
         exe.close()
 
