@@ -8,8 +8,12 @@ that into the convolution); pools run channels-last between transposes that XLA 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 
+from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node
 from ..ir.types import LOW_PRECISION, DType, Sym
 from .module import GeneratedModule, ModuleNames, write_module
@@ -407,12 +411,27 @@ TARGET = Target(
             DType.f64: "tf.float64", DType.i32: "tf.int32", DType.i64: "tf.int64", DType.bool: "tf.bool"},
     rules=RULES,
     helpers=tuple(HELPERS.values()),
+    autocast={DType.bf16: {"compute_dtype": "bf16"}},
 )
 
+#: compute_dtype option -> the dtype float32 matmul, linear and convolution are computed in.
+COMPUTE_DTYPES = {"bf16": DType.bf16}
+_MIXED_PRECISION_OPS = ("matmul", "linear", "conv2d")
 
-def emit(graph: Graph, source: str) -> GeneratedModule:
-    """The standalone TensorFlow program for `graph`."""
-    return write_module(TARGET, graph, source, _write_model)
+
+def emit(graph: Graph, source: str, *, compute_dtype: str | None = None) -> GeneratedModule:
+    """The standalone TensorFlow program for `graph`. `compute_dtype="bf16"` computes float32
+    matmul, linear and convolution in bfloat16 (operands cast to it, the result back), as Keras's
+    "mixed_bfloat16" policy does: mixed precision, for training too."""
+    if compute_dtype is None:
+        return write_module(TARGET, graph, source, _write_model)
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ShipeiError(f"tf: compute_dtype must be None or one of {', '.join(COMPUTE_DTYPES)}, "
+                          f"got {compute_dtype!r}")
+    low = {op: computed_in(RULES[op], frozenset({DType.f32}), COMPUTE_DTYPES[compute_dtype], "tf.cast({x}, {dtype})")
+           for op in _MIXED_PRECISION_OPS}
+    target = dataclasses.replace(TARGET, rules={**RULES, **low})
+    return write_module(target, graph, source, functools.partial(_write_model, target=target))
 
 
 def _constant_literal(e: Emit, node: Node) -> str:
@@ -424,20 +443,20 @@ def _constant_literal(e: Emit, node: Node) -> str:
     return f"tf.constant({e.literal('constant', 'value', value)}, {e.dtype(dtype)})"
 
 
-def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body) -> None:
+def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, target: Target = TARGET) -> None:
     model = Code()
-    _write_class(model, graph, module, emit_body)
+    _write_class(model, graph, module, emit_body, target)
     for helper in called_helpers(HELPERS.values(), model):
         code(*helper.strip("\n").splitlines(), "", "")
     code(*model.lines)
 
 
-def _write_class(code: Code, graph: Graph, module: ModuleNames, emit_body) -> None:
+def _write_class(code: Code, graph: Graph, module: ModuleNames, emit_body, target: Target) -> None:
     names = module.names
     constants: dict[Node, str] = {}
     for p in graph.params:
         param_path(p)  # validates the name; it reaches the code only as a repr'd key
-    e = Emit(TARGET, graph, names, lambda v: f"self.params[{v.name!r}]", lambda node: f"self.{constants[node]}")
+    e = Emit(target, graph, names, lambda v: f"self.params[{v.name!r}]", lambda node: f"self.{constants[node]}")
     e.layer_ref = prefixed_params("self.params")
     with code.block(f"class {module.model}(tf.Module):"):
         with code.block("def __init__(self):"):

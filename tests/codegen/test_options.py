@@ -21,7 +21,7 @@ model M() {
 OPTIONS = {
     "torch": "amp, tf32, compile, channels_last, reuse_buffers, keep_buffers",
     "jax": "compute_dtype, matmul_precision, pad_to",
-    "tf": "",
+    "tf": "compute_dtype",
     "mindspore": "mixed_precision",
 }
 

@@ -13,11 +13,14 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from shipei.codegen.tf import emit  # noqa: E402
+from shipei.ir.errors import ShipeiError  # noqa: E402
 from shipei.ir.graph import Builder, Graph, Init  # noqa: E402
 from shipei.ir.interpreter import interpret  # noqa: E402
-from shipei.ir.tolerance import compare  # noqa: E402
+from shipei.ir.tolerance import MIXED_PRECISION, compare  # noqa: E402
 from shipei.ir.types import DType, Sym, TensorType, dim_mul  # noqa: E402
 from shipei.runtime.executable import Executable, import_module_file  # noqa: E402
+
+import shipei  # noqa: E402
 
 B = Sym.named("B")
 
@@ -149,3 +152,15 @@ def test_constants_and_pad_values_take_numpy_conversions(tmp_path: Path) -> None
     expected = interpret(g, xs, {}, precision="f64")
     assert [e.tolist() for e in expected] == [[11, 18], [-1, 10, 20, -1], [False, True], [0.5, 2.0, -np.inf]]
     _check(g, _run(g, xs, tmp_path), expected, "numpy conversions")
+
+
+def test_bf16_compute_runs_matmuls_in_bfloat16_within_mixed_precision_tolerance() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "mlp.sp"
+    full, mixed = (shipei.compile(example, "tf", options=options) for options in ({}, {"compute_dtype": "bf16"}))
+    assert mixed.source.count("tf.bfloat16)") > full.source.count("tf.bfloat16)")  # the casts around matmuls
+    x = np.random.default_rng(0).standard_normal((4, 784)).astype(np.float32)
+    (want,), (got,) = (c.load(device="cpu").run(x) for c in (full, mixed))
+    assert got.dtype == np.float32 and not np.array_equal(got, want)  # bfloat16 is in effect
+    assert compare(got, want, DType.f32, MIXED_PRECISION).ok
+    with pytest.raises(ShipeiError, match="tf: compute_dtype must be None or one of bf16, got 'f16'"):
+        shipei.compile(example, "tf", options={"compute_dtype": "f16"})
