@@ -46,6 +46,7 @@ from generated_vs_handwritten import (  # noqa: E402 - after the path it is foun
     machine_note,
     report,
     set_framework_threads,
+    table,
     threads_note,
     worker_rows,
 )
@@ -143,16 +144,6 @@ def run_target(target: str, models: list[str], weights_dir: Path, repeats: int, 
     return [run_model(target, m, weights_dir, repeats, sample_s, warmup) for m in models]
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| model | target | shipei ms/step | hand-written ms/step | ratio |", "|---|---|---:|---:|---:|"]
-    for r in rows:
-        if "skip" not in r:
-            flag = "" if r["ratio"] <= GOAL else " ✗"
-            lines.append(f"| {r['model']} | {r['target']} | {r['generated_ms']:.3f} | {r['handwritten_ms']:.3f} "
-                         f"| {r['ratio']:.2f}{flag} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -192,7 +183,7 @@ def main() -> None:
             print(f"[{target}] ...", flush=True)
             rows += run_worker(target, args, weights_dir)
     rows.sort(key=lambda r: (MODELS.index(r["model"]), TARGETS.index(r["target"])))
-    report(rows, table(rows), GOAL)
+    report(rows, table(rows, GOAL, ("shipei ms/step", "hand-written ms/step")), GOAL)
 
 
 def run_worker(target: str, args: argparse.Namespace, weights_dir: str) -> list[dict]:
