@@ -161,7 +161,7 @@ def main() -> None:
 
     if args.json:  # worker: one target, rows as JSON on the last line
         if args.threads:
-            limit_threads(args.threads)
+            limit_threads(args.threads, args.targets)
         (target,) = args.targets
         try:
             if args.threads:

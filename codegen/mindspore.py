@@ -204,6 +204,16 @@ def _avg_pool2d(e: Emit, node: Node) -> str:
             f"{(ph, ph, pw, pw)}, count_include_pad={node.attrs['count_include_pad']})")
 
 
+def _cross_entropy(e: Emit, node: Node) -> str:
+    """ops.cross_entropy, whose class indices are int32 or int64 (one kernel forward and back, where
+    the decomposition's nine cost the digits CNN's train step a third more)."""
+    logits, labels = e.args(node)
+    if node.operands[1].dtype not in (DType.i32, DType.i64):
+        labels = f"ops.cast({labels}, ms.int32)"
+    smoothing = node.attrs["label_smoothing"]
+    return f"ops.cross_entropy({logits}, {labels}{f', label_smoothing={smoothing!r}' if smoothing else ''})"
+
+
 def _iota(e: Emit, node: Node) -> str:
     return f"ops.arange(0, {e.dim(node.attrs['length'])}, dtype={e.dtype(node.attrs['dtype'])})"
 
@@ -237,6 +247,7 @@ RULES: dict[str, Rule | str] = {
     "softmax": "ops.softmax({0}, {axis})",
     # ops.log_softmax's CPU kernel computes float64 in float32; logsumexp keeps float64.
     "log_softmax": "{0} - ops.logsumexp({0}, {axis}, True)",
+    "cross_entropy": _cross_entropy,
     "layer_norm": _layer_norm,
     "batch_norm": _batch_norm,
     "reshape": "ops.reshape({0}, {shape})",
@@ -478,12 +489,14 @@ TARGET = Target(
     # bfloat16: MindSpore 2.10's CPU kernels lack it for 38 of the 53 ops taking it (even reshape), and,
     # built for numpy 1 but run under numpy 2, it can neither create bfloat16 Parameters nor fold
     # constants through a cast to or from bfloat16. Ascend users get bfloat16 as mixed precision.
-    # float64: Conv2D rejects it on every device; AvgPool computes it in float32 (errors ~1e-5).
+    # float64: Conv2D rejects it on every device; AvgPool computes it in float32 (errors ~1e-5), and
+    # so does CrossEntropy (5e-8 off torch's float64), which the decomposition computes in float64.
     # MindSpore's graph compiler reads a Python float as float32 (x * 0.35 on float64 came out 2e-8
     # off, relative); a float64 tensor built from it in the graph keeps every digit.
     float_literals={DType.f64: "ms.Tensor({}, ms.float64)"},
     unsupported_dtypes={**{op: frozenset({DType.bf16}) for op in RULES},
-                        "conv2d": frozenset({DType.bf16, DType.f64}), "avg_pool2d": frozenset({DType.bf16, DType.f64})},
+                        "conv2d": frozenset({DType.bf16, DType.f64}), "avg_pool2d": frozenset({DType.bf16, DType.f64}),
+                        "cross_entropy": frozenset({DType.bf16, DType.f64})},
 )
 
 @functools.cache

@@ -49,6 +49,17 @@ def test_tf32_and_channels_last_keep_float32_results_on_cpu() -> None:
     assert weight.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize(("example", "option", "expected"), [
+    ("cnn.sp", None, True), ("mlp.sp", None, False), ("cnn.sp", False, False)])
+def test_channels_last_is_the_default_where_the_graph_convolves_or_pools(example: str, option, expected: bool) -> None:
+    compiled = shipei.compile(EXAMPLES / example, "torch", options={} if option is None else {"channels_last": option})
+    assert f"CHANNELS_LAST = {expected}" in compiled.source
+    if example == "cnn.sp":
+        got, want, exe = _run(example, **({} if option is None else {"channels_last": option}))
+        assert compare(got, want, DType.f32).ok
+        assert exe._model.stem.weight.is_contiguous(memory_format=torch.channels_last) == expected
+
+
 def test_compile_option_wraps_the_model_in_torch_compile() -> None:
     """Only the wrapping: compiling itself costs ~17 s cold and stays out of the default suite."""
     compiled = shipei.compile(EXAMPLES / "mlp.sp", "torch", options={"compile": True})
