@@ -128,7 +128,9 @@ def _conv2d(e: JaxEmit, node: Node) -> str:
     keywords += f"rhs_dilation={dilation}, " if dilation != (1, 1) else ""
     keywords += f"feature_group_count={groups}, " if groups != 1 else ""
     keywords += "dimension_numbers=('NCHW', 'OIHW', 'NCHW'), "
-    return _contract(e, node, "jax.lax.conv_general_dilated", keywords)
+    x, w, *bias = e.args(node)
+    return _contract(e, node, "jax.lax.conv_general_dilated", keywords, [x, w],
+                     f"{bias[0]}.reshape(-1, 1, 1)" if bias else None)
 
 
 def _pool(x: str, node: Node, init: str, op: str) -> str:

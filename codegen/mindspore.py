@@ -188,8 +188,9 @@ def _batch_norm(e: Emit, node: Node) -> str:
 
 
 def _conv2d(e: Emit, node: Node) -> str:
-    x, w = e.args(node)
-    return (f"ops.conv2d({x}, {w}, None, {pair(node.attrs['stride'])}, 'pad', {pair(node.attrs['padding'])}, "
+    x, w, *bias = e.args(node)
+    b = bias[0] if bias else None
+    return (f"ops.conv2d({x}, {w}, {b}, {pair(node.attrs['stride'])}, 'pad', {pair(node.attrs['padding'])}, "
             f"{pair(node.attrs['dilation'])}, {node.attrs['groups']})")
 
 

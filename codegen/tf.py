@@ -56,11 +56,12 @@ def _order(fn: str):
 
 
 def _conv2d(e: Emit, node: Node) -> str:
-    x, w = e.args(node)
+    x, w, *bias = e.args(node)
     pads = _spatial_pads(node.attrs["padding"])
     padding = '"VALID"' if not any(map(any, pads)) else repr(pads)
-    return (f"tf.nn.conv2d({x}, tf.transpose({w}, (2, 3, 1, 0)), strides={pair(node.attrs['stride'])!r}, "
-            f"padding={padding}, dilations={pair(node.attrs['dilation'])!r}, data_format=\"NCHW\")")
+    y = (f"tf.nn.conv2d({x}, tf.transpose({w}, (2, 3, 1, 0)), strides={pair(node.attrs['stride'])!r}, "
+         f"padding={padding}, dilations={pair(node.attrs['dilation'])!r}, data_format=\"NCHW\")")
+    return f"tf.nn.bias_add({y}, {bias[0]}, data_format=\"NCHW\")" if bias else y
 
 
 def _pool(kind: str):

@@ -147,7 +147,7 @@ RULES = {
     "matmul": "{0} @ {1}",
     "linear": "F.linear({args})",
     "attention": "F.scaled_dot_product_attention({0}, {1}, {2}, scale={scale}, is_causal={causal})",
-    "conv2d": _pairs("F.conv2d({0}, {1}, stride={stride}, padding={padding}, dilation={dilation}, groups={groups})"),
+    "conv2d": _pairs("F.conv2d({args}, stride={stride}, padding={padding}, dilation={dilation}, groups={groups})"),
     "max_pool2d": _pairs("F.max_pool2d({0}, {kernel}, stride={stride}, padding={padding})"),
     "avg_pool2d": _pairs("F.avg_pool2d({0}, {kernel}, stride={stride}, padding={padding}, "
                          "count_include_pad={count_include_pad})"),

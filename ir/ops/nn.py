@@ -61,7 +61,9 @@ def _spatial(x: TensorType, kernel, attrs: dict, what: str) -> tuple[int, int]:
 
 
 def _conv2d_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
-    x, w = types
+    if len(types) > 3:
+        raise ShipeiError(f"conv2d takes x, weight and an optional bias, got {len(types)} operands")
+    x, w, *bias = types
     same_dtype(types)
     check_dtype(x, FLOATS)
     groups = attrs["groups"]
@@ -69,6 +71,8 @@ def _conv2d_rule(types: list[TensorType], attrs: dict) -> list[TensorType]:
         raise ShipeiError(f"conv2d takes NCHW input and OIHW weight, got {x} and {w}")
     if groups <= 0 or x.shape[1] != dim_mul(w.shape[1], groups) or (groups != 1 and dim_mod(w.shape[0], groups)):
         raise ShipeiError(f"conv2d with groups={groups}: input channels {x.shape[1]} do not match weight {w}")
+    if bias and bias[0].shape != (w.shape[0],):
+        raise ShipeiError(f"conv2d's bias must be [{w.shape[0]}] for weight {w}, got {bias[0]}")
     h, wd = _spatial(x, w.shape[2:], attrs, "conv2d")
     return [x.with_shape((x.shape[0], w.shape[0], h, wd))]
 
@@ -80,7 +84,7 @@ def _windows(x: np.ndarray, kh: int, kw: int, stride, dilation) -> np.ndarray:
     return win[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
-def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
+def _conv2d(x: np.ndarray, w: np.ndarray, *bias: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
     ph, pw = _pair(padding, "padding")
     x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     win = _windows(x, w.shape[2], w.shape[3], _pair(stride, "stride"), _pair(dilation, "dilation"))
@@ -88,21 +92,22 @@ def _conv2d(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int
     o = w.shape[0]
     win = win.reshape(n, groups, c // groups, oh, ow, w.shape[2], w.shape[3])
     wg = w.reshape(groups, o // groups, c // groups, w.shape[2], w.shape[3])
-    out = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True)
-    return out.reshape(n, o, oh, ow).astype(x.dtype)
+    out = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(n, o, oh, ow)
+    return (out + bias[0].reshape(o, 1, 1) if bias else out).astype(x.dtype)
 
 
 _CONV_ATTRS = {"stride": Attr(AttrKind.INTS, (1, 1), minimum=1), "padding": Attr(AttrKind.INTS, (0, 0), minimum=0),
                "dilation": Attr(AttrKind.INTS, (1, 1), minimum=1), "groups": Attr(AttrKind.INT, 1, minimum=1)}
 def _conv2d_flops(operands: list, results: list, attrs: dict) -> float:
-    """A multiply-add per output element per weight element of its group: I/groups * KH * KW."""
-    return 2.0 * math.prod(results[0]) * math.prod(operands[1][1:])
+    """A multiply-add per output element per weight element of its group (I/groups * KH * KW), and
+    the bias's add."""
+    return (2.0 * math.prod(operands[1][1:]) + (len(operands) > 2)) * math.prod(results[0])
 
 
-op("conv2d", ["x", "weight"], FusionKind.OUT_FUSABLE, _conv2d_rule, _conv2d, attrs=_CONV_ATTRS, flops=_conv2d_flops,
-   doc="NCHW input, OIHW weight (PyTorch layout); bias is a separate add.",
-   mixes=lambda node, batch: [(1, 2, 3), (0, 1, 2, 3)],
-   samples=[Sample(((2, 4, 7, 7), (6, 4, 3, 3))),
+op("conv2d", ["x", "weight", "*bias"], FusionKind.OUT_FUSABLE, _conv2d_rule, _conv2d, attrs=_CONV_ATTRS,
+   flops=_conv2d_flops, doc="NCHW input, OIHW weight, optional bias [O] (torch.nn.functional.conv2d).",
+   mixes=lambda node, batch: [(1, 2, 3), (0, 1, 2, 3), (0,)][:len(node.operands)],
+   samples=[Sample(((2, 4, 7, 7), (6, 4, 3, 3))), Sample(((2, 3, 5, 5), (4, 3, 3, 3), (4,)), {"padding": (1, 1)}),
             Sample(((1, 4, 8, 8), (6, 2, 3, 3)),
                    {"stride": (2, 2), "padding": (1, 1), "dilation": (2, 2), "groups": 2})])
 

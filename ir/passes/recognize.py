@@ -1,16 +1,19 @@
 """recognize: rewrite op patterns as the composite ops that targets have one kernel for.
 
     matmul(x, transpose(W)) [+ b]              -> linear(x, W [, b])
+    conv2d(x, W) + reshape(b, [C, 1, 1])       -> conv2d(x, W, b)
     matmul(softmax(s * c [masked]), v)         -> attention(q, k, v, scale=c, causal=...)
         where s = matmul(q, kT), kT = k with its last two axes swapped
 
 Linear is PyTorch's `F.linear` (and MindSpore's dense, one GEMM with the transposed weight read
-in place); attention is `F.scaled_dot_product_attention`, a fused kernel that never materializes
-the [L, S] score matrix per head on its own. The mask counts as causal when it is the one the
-prelude's MultiHeadAttention builds: key index j > query index i set to -inf, the indices being
-`iota` reshaped to a column [L, 1] and a row [1, S] (`where(i < j, -inf, s)`, or the same with
-the comparison mirrored, or `where(j <= i, s, -inf)`). The scale is a splat constant `c > 0`
-multiplied in (or `1 / c` divided by), else 1.
+in place); a convolution's bias is added by the convolution's own kernel (oneDNN's, MindSpore's)
+rather than by a pass of its own over the output; attention is `F.scaled_dot_product_attention`,
+a fused kernel that never materializes the [L, S] score matrix per head on its own. The mask
+counts as causal when it is the one the prelude's MultiHeadAttention builds: key index j > query
+index i set to -inf, the indices being `iota` reshaped to a column [L, 1] and a row [1, S]
+(`where(i < j, -inf, s)`, or the same with the comparison mirrored, or
+`where(j <= i, s, -inf)`). The scale is a splat constant `c > 0` multiplied in (or `1 / c`
+divided by), else 1.
 
 Every intermediate of a pattern must have no reader outside it (and not be an output), so the
 rewrite removes work rather than duplicating it; the pattern's nodes are left for `dce`. It runs
@@ -64,6 +67,9 @@ class Recognize(Pass):
                     parts = _linear_parts(mm.producer) if mm.producer is not None else None
                     if parts is not None and _bias_add(mm.producer, readers) is node:
                         return [rw.emit("linear", *parts, bias)]
+                    conv = _conv_bias(mm, bias, readers)
+                    if conv is not None:
+                        return [rw.emit_op("conv2d", *conv.operands, bias.producer.operands[0], **conv.attrs)[0]]
             return None
 
         rewrite(graph, rule)
@@ -88,6 +94,19 @@ def _bias_add(node: Node, readers: _Readers) -> Node | None:
     bias = add.operands[1] if add.operands[0] is node.result else add.operands[0]
     same = bias.dtype is node.result.dtype and bias.type.rank == 1
     return add if same and bias.shape == node.result.shape[-1:] else None
+
+
+def _conv_bias(y: Value, bias: Value, readers: _Readers) -> Node | None:
+    """The conv2d without a bias that computes `y`, read by the add alone, when `bias` is a
+    vector [C] of its dtype reshaped to [C, 1, 1] (as the prelude's Conv2d adds its bias)."""
+    conv = y.producer
+    if conv is None or conv.op != "conv2d" or len(conv.operands) != 2 or readers.only(y) is None:
+        return None
+    shaped = bias.producer
+    if shaped is None or shaped.op != "reshape" or bias.shape != (y.shape[1], 1, 1):
+        return None
+    vector = shaped.operands[0]
+    return conv if vector.shape == (y.shape[1],) and vector.dtype is y.dtype else None
 
 
 def _attention(rw: Rewriter, node: Node, readers: _Readers) -> list[Value] | None:

@@ -152,3 +152,36 @@ def test_examples_at_o2_use_linear_and_attention() -> None:
     ops = {n.op for n in shipei.compile(examples / "transformer.sp", "torch", opt=2).ir.nodes}
     assert {"linear", "attention"} <= ops and "matmul" not in ops and "softmax" not in ops
     parse_ir(str(shipei.compile(examples / "mlp.sp", "torch", opt=2).ir))  # prints and parses back
+
+
+CONV_BIAS = """\
+graph @G(%x: f32[B, 2, 5, 5], %w: param f32[3, 2, 3, 3] = zeros(), %b: param f32[3] = zeros(),
+         %c: param f32[3, 1, 1] = zeros()) -> (f32[B, 3, 3, 3], f32[B, 3, 3, 3], f32[B, 3, 3, 3], f32[B, 3, 3, 3]) {
+  %0 = conv2d(%x, %w) : f32[B, 3, 3, 3]
+  %1 = reshape(%b) {shape = [3, 1, 1]} : f32[3, 1, 1]
+  %2 = add(%1, %0) : f32[B, 3, 3, 3]
+  %3 = conv2d(%x, %w) : f32[B, 3, 3, 3]
+  %4 = add(%3, %c) : f32[B, 3, 3, 3]
+  %5 = conv2d(%x, %w) : f32[B, 3, 3, 3]
+  %6 = add(%5, %1) : f32[B, 3, 3, 3]
+  return %2, %4, %6, %5
+}
+"""
+
+
+def test_a_convolutions_bias_add_becomes_its_bias_operand() -> None:
+    """The prelude's reshaped vector on either side; a [C, 1, 1] param is no vector, and a
+    convolution read elsewhere too keeps its add."""
+    out, _ = run(parse_ir(CONV_BIAS), ["recognize", "dce"])
+    convs = [n for n in out.nodes if n.op == "conv2d"]
+    assert [len(n.operands) for n in convs] == [3, 2, 2]
+    assert convs[0].operands[2].name == "b"
+    assert_preserves(parse_ir(CONV_BIAS), ["recognize", "dce"])
+    assert idempotent(CONV_BIAS, "recognize", "dce")
+
+
+def test_the_examples_convolutions_take_their_bias_at_o2() -> None:
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    graph = shipei.compile(examples / "digits_cnn.sp", "torch", opt=2).ir
+    assert [len(n.operands) for n in graph.nodes if n.op == "conv2d"] == [3, 3]
+    assert "add" not in {n.op for n in graph.nodes}
