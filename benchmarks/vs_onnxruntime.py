@@ -6,7 +6,8 @@ dynamo exporter) and run under onnxruntime with all graph optimizations (ORT_ENA
 intra-op and one inter-op thread. The export is checked against shipei's reference interpreter
 before anything is timed.
 
-Every side runs in a worker process of its own, pinned to one core, one thread: shipei's targets in
+Every side runs in a worker process of its own, pinned to one core, one thread (MindSpore's runtime
+gets a second core for its actor thread: see `shipei.measuring.thread_env`): shipei's targets in
 `shipei.measuring`'s worker, ONNX Runtime in this script's (`--worker`), which answers the same
 requests. Both time what a deployed caller pays: numpy in, numpy out. In each round every worker
 runs one block of calls (about 50 ms), the order rotating; a round's ratio is a target's block
@@ -111,7 +112,7 @@ def race(model: str, rounds: int, tmp: Path) -> list[str]:
     for target in TARGETS:
         directory = shipei.compile(graph, target).save(tmp / model / target).parent
         entries[target] = Entry(target, directory, 0.0, target, "cpu")
-        sides[target] = BenchWorker(thread_env(1), tmp / f"{model}-{target}.log")
+        sides[target] = BenchWorker(thread_env(1, target), tmp / f"{model}-{target}.log")
     try:
         calls, failed = {}, {}
         for name, w in sides.items():

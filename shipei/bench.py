@@ -148,7 +148,8 @@ def measure(graph: Graph, entries: Sequence[Entry], dims: Mapping[str, int], bat
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="shipei-bench-") as logs:
         progress.phase(f"starting {len(entries)} worker{'s' * (len(entries) != 1)}")
-        workers = {e.name: BenchWorker(thread_env(threads), Path(logs) / f"{i}.log") for i, e in enumerate(entries)}
+        workers = {e.name: BenchWorker(thread_env(threads, e.target), Path(logs) / f"{i}.log")
+                   for i, e in enumerate(entries)}
         try:
             loaded = {e.name: workers[e.name].request("load", timeout, entry=e) for e in entries}
             for size in sizes:

@@ -44,13 +44,18 @@ REQUEST_TIMEOUT = 600.0
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_v": "3", "PYTHONWARNINGS": "ignore"}
 
 
-def thread_env(threads: int | None) -> dict[str, str]:
-    """Environment that holds every framework to `threads` intra-op threads (None: their defaults)."""
+def thread_env(threads: int | None, target: str | None = None) -> dict[str, str]:
+    """Environment that holds every framework to `threads` intra-op threads (None: their defaults),
+    for a worker that runs `target` (None: any). The worker runs on as many cores, but MindSpore's
+    on one more: its runtime hands every graph launch between the Python thread and an actor
+    thread, both spinning while they wait, so on `threads` cores each hand-off waits out a
+    scheduler time slice (the example CNN took 185 ms a call pinned to one core, 12 ms on two)."""
     if threads is None:
         return dict(QUIET)
     n = str(threads)
     return {**QUIET, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n,
             "TF_NUM_INTEROP_THREADS": "1", "SHIPEI_BENCH_THREADS": n,
+            "SHIPEI_BENCH_CORES": str(threads + (target == "mindspore")),
             "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                          f"intra_op_parallelism_threads={n}"}
 
@@ -97,10 +102,15 @@ class _Served:
 
         for target in targets:
             require_framework(target)
-        if os.environ.get("SHIPEI_BENCH_THREADS") and "torch" in targets:
+        threads = os.environ.get("SHIPEI_BENCH_THREADS")
+        if threads and "torch" in targets:
             import torch
 
-            torch.set_num_threads(int(os.environ["SHIPEI_BENCH_THREADS"]))
+            torch.set_num_threads(int(threads))
+        if threads and "mindspore" in targets:
+            import mindspore
+
+            mindspore.set_context(runtime_num_threads=int(threads))
         for target in targets:  # the framework's own set-up, before the baseline
             api.compile(api.parse(CALL_MODEL), target, passes=[]).load("auto").run(np.ones(1, np.float32))
         reset_peak_rss()
@@ -260,11 +270,10 @@ def _pipeline_targets(directory: Path) -> list[str]:
 
 
 def worker_main() -> None:
-    """This module's worker: pinned to $SHIPEI_BENCH_THREADS cores where set, serving `_Served`."""
-    threads = os.environ.get("SHIPEI_BENCH_THREADS")
-    if threads and hasattr(os, "sched_setaffinity"):  # before any framework sizes its pools
-        cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cores[:int(threads)])
+    """This module's worker: pinned to $SHIPEI_BENCH_CORES cores where set, serving `_Served`."""
+    cores = os.environ.get("SHIPEI_BENCH_CORES")
+    if cores and hasattr(os, "sched_setaffinity"):  # before any framework sizes its pools
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:int(cores)])
     served = _Served()
     serve({"load": served.load, "prepare": served.prepare, "sample": served.sample, "stats": served.stats,
            "programs": served.programs, "time": served.time, "trial": served.trial,

@@ -161,7 +161,8 @@ def profile(graph: Graph, targets: Sequence[str], dims: Mapping[str, int], *, op
             for result in results:
                 programs[result.target] = _compile(graph, call_graph, result, Path(tmp), inputs, dims, opt, seed)
                 if not result.error:
-                    workers[result.target] = BenchWorker(thread_env(1), Path(tmp) / f"{result.target}.log")
+                    log = Path(tmp) / f"{result.target}.log"
+                    workers[result.target] = BenchWorker(thread_env(1, result.target), log)
             progress.phase(f"profiling {', '.join(workers) or 'nothing'}: loading every group's program")
             live = []
             for result in results:

@@ -183,3 +183,11 @@ def test_a_target_whose_framework_is_broken_is_named_and_the_others_run(tmp_path
     assert result.returncode == 0, result.stderr
     assert re.search(r"^mindspore: .*mindspore.*libmindspore_core\.so", result.stdout, re.M)
     assert "deploy on torch (cpu)" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_mindspore_worker_gets_a_core_for_its_runtime_beside_its_threads() -> None:
+    """MindSpore's actor thread spins beside the Python thread: on one core each launch would wait
+    out a time slice. Other targets' workers run on as many cores as they have threads."""
+    assert bench.thread_env(1, "mindspore")["SHIPEI_BENCH_CORES"] == "2"
+    assert bench.thread_env(1, "torch")["SHIPEI_BENCH_CORES"] == bench.thread_env(1)["SHIPEI_BENCH_CORES"] == "1"
+    assert "SHIPEI_BENCH_CORES" not in bench.thread_env(None, "mindspore")  # framework defaults: not pinned
