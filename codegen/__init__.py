@@ -20,6 +20,7 @@ from ..ir.registry import all_ops, generation
 from ..ir.samples import build, samples
 from ..ir.types import DType
 from .module import GeneratedModule
+from .prepare import prepare
 from .writer import Target
 
 TARGETS = ("torch", "jax", "tf", "mindspore")
@@ -59,11 +60,13 @@ def native(target: Target):
 
 
 def emit(graph: Graph, target: str, source: str = "<graph>", *, planned: bool = False,
-         **options: Any) -> GeneratedModule:
+         prepare_weights: bool = True, **options: Any) -> GeneratedModule:
     """Generate `target`'s program for `graph`; `source` names the DSL file in comments and
     `options` are the target's own (e.g. jax's `compute_dtype`, torch's `amp`). `planned` says
     the pipeline planned memory (-O3): an eager target then reuses dying buffers and keeps
-    buffers between calls unless told not to (see `codegen.buffers`)."""
+    buffers between calls unless told not to (see `codegen.buffers`). `prepare_weights` computes
+    what the weights alone determine when they are bound (see `codegen.prepare`): not for a
+    program that trains, whose gradients are by the user's params."""
     module = _module(target)
     spec, write = module.TARGET, module.emit
     _check_options(target, options, write)
@@ -75,7 +78,7 @@ def emit(graph: Graph, target: str, source: str = "<graph>", *, planned: bool = 
         keep = _keeps(target, spec)
         graph = clone(graph)
         decompose(graph, keep)
-    return write(graph, source, **options)
+    return write(prepare(graph) if prepare_weights else graph, source, **options)
 
 
 def _keeps(target: str, spec: Target) -> Callable[[Node], bool]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..ir.graph import Graph
 from ..ir.types import eval_dim
+from .prepare import write_prepare
 from .writer import Code, Emit, Namespace, Target, inert_text, names_in, python_namespace, top_level_names
 
 #: Value that shape symbols take in a generated module's example inputs.
@@ -89,7 +90,7 @@ def checked_weights(weights):
 
 #: The skeleton's own code, whose names generated names must not shadow.
 _SKELETON = "\n".join(["import os", "import numpy as np", "import safetensors.numpy",
-                       "WEIGHTS = INPUTS = OUTPUTS = PARAMS = BUFFERS = 0",
+                       "WEIGHTS = INPUTS = OUTPUTS = PARAMS = BUFFERS = prepare_weights = 0",
                        _MAIN, _WEIGHTS])
 
 
@@ -127,13 +128,19 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
     code("]", "OUTPUTS = [  # example shape, dtype")
     for v in graph.outputs:
         code(f"    ({tuple(eval_dim(d, env) for d in v.shape)!r}, {v.dtype.numpy.name!r}),")
-    code("]", "PARAMS = [  # name, shape, dtype")
-    for p in graph.params:
+    derived = graph.derived
+    stored = "  (the weights as stored; load derives the rest)" if derived else ""
+    code("]", f"PARAMS = [  # name, shape, dtype{stored}")
+    for p in derived.stored if derived else graph.params:
         code(f"    ({p.name!r}, {tuple(p.shape)!r}, {p.dtype.numpy.name!r}),")
     code("]", f"BUFFERS = {[p.name for p in graph.params if p.param and p.param.buffer]!r}  # params not trained",
          "", "")
     write_model(code, graph, module_names, lambda e, c: e.body(c))
+    weights = _WEIGHTS
+    if derived:
+        write_prepare(code, derived, [p for p in graph.params if p not in derived.params], names)
+        weights = weights.replace("    return arrays", "    return prepare_weights(arrays)")
     runtime = target.runtime_code.replace("{name}", module_names.model).replace("{{", "{").replace("}}", "}")
-    code("", "", *runtime.strip("\n").splitlines(), "", "", *_WEIGHTS.strip("\n").splitlines(),
+    code("", "", *runtime.strip("\n").splitlines(), "", "", *weights.strip("\n").splitlines(),
          "", *_MAIN.format(dim=EXAMPLE_DIM).splitlines())
     return GeneratedModule(target.name, graph.name, code.text())

@@ -88,6 +88,17 @@ class Node:
 
 
 @dataclass(eq=False)
+class DerivedParams:
+    """Params a program computes from the user's weights when they are bound (`codegen.prepare`):
+    `graph` computes them (its outputs, in the order of `params`) from the user's params, and
+    `stored` are the user's params in their order: what a weights file holds."""
+
+    graph: Graph
+    params: list[Value]
+    stored: list[Value]
+
+
+@dataclass(eq=False)
 class Graph:
     """A model's computation; the unit that passes transform and targets emit."""
 
@@ -101,6 +112,8 @@ class Graph:
     layers: dict[str, str] = field(default_factory=dict, repr=False)
     #: inputs (by name) the caller gives up to the program: an eager target may write results over them
     donated: frozenset[str] = field(default=frozenset(), repr=False)
+    #: where some params are computed from the user's weights at load (`codegen.prepare`)
+    derived: DerivedParams | None = field(default=None, repr=False)
 
     def param(self, name: str) -> Value:
         for p in self.params:

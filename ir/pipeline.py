@@ -16,6 +16,7 @@ from .graph import Graph, Value
 from .passes.rewrite import clone
 from .placement import Placement
 from .region import Region, region_graph, regions
+from .types import Sym, dim_symbols
 
 #: Where a stage or the pipeline gets a value: ("input", i), the pipeline's input i, or
 #: (stage, j), output j of an earlier stage.
@@ -51,6 +52,7 @@ def plan_pipeline(graph: Graph) -> PipelinePlan:
     stages = []
     for k, run in enumerate(runs):
         part, sources = region_graph(flat, run, f"{graph.name}_stage{k}")
+        _bind_symbols(part, sources, flat)
         reads = []
         for v, source in zip(part.inputs, sources):
             if source not in made:
@@ -72,6 +74,18 @@ def plan_pipeline(graph: Graph) -> PipelinePlan:
             last.outputs.append(param)
             made[v] = (len(stages) - 1, len(last.outputs) - 1)
     return PipelinePlan(stages, [made[v] for v in flat.outputs])
+
+
+def _bind_symbols(part: Graph, sources: list[Value], flat: Graph) -> None:
+    """A stage whose values' shapes name a symbol its inputs do not declare (an `arange(B)` placed
+    apart from every value of shape [B]) reads, besides, a pipeline input that declares it."""
+    declared = set(part.symbols())
+    used = {s for n in part.nodes for r in n.results for d in r.shape for s in dim_symbols(d)}
+    for symbol in sorted(used - declared):
+        source = min((v for v in flat.inputs if any(symbol in dim_symbols(d) for d in v.shape)),
+                     key=lambda v: Sym.named(symbol) not in v.shape)  # one that has it as a dim of its own first
+        part.inputs.append(Value(source.type, source.name))
+        sources.append(source)
 
 
 def _without_transfers(graph: Graph) -> Graph:

@@ -171,6 +171,7 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     if ctx.partition is not None:
         return compile_pipeline(graph, ctx, _source_name(src), {target: options or {}})
     module = emit(graph, target, _source_name(src), planned=ctx.results.memory_plan is not None,
+                  prepare_weights=not ctx.settings.training,
                   **dict(options or {}))
     return Compiled(graph, target, module, ctx.weights, ctx)
 

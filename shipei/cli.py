@@ -22,6 +22,7 @@ import numpy as np
 from . import api
 from .codegen import TARGETS
 from .codegen.frameworks import VERBOSE_VARIABLE
+from .codegen.prepare import prepare
 from .frontend.limits import Limits
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
@@ -473,7 +474,9 @@ def cmd_partition(args: argparse.Namespace) -> int:
         raise ShipeiError("nothing to partition: no --device-map, and no hint in the source names another target "
                           "or a device", hint='e.g. --device-map \'{"h.0": "torch:cpu", "*": "jax:cpu"}\'')
     for stage in compiled.plan.stages:
-        print(f"  stage {stage.index}  {str(stage.placement):<16} {len(stage.graph.nodes):4d} nodes  "
+        per_call = len(prepare(stage.graph).nodes)  # less what the stage computes from its weights at load
+        at_load = f" (+{len(stage.graph.nodes) - per_call} at load)" if per_call < len(stage.graph.nodes) else ""
+        print(f"  stage {stage.index}  {str(stage.placement):<16} {per_call:4d} nodes{at_load}  "
               f"{', '.join(stage.modules) or '-'}")
     report, dims = compiled.passes.results.partition_report, _dims(args)
     for path, draw in ((args.svg, draw_svg), (args.html, draw_html)):

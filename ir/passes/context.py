@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 
 def _setting(default: Any, kind: type, owner: str, help: str) -> Any:
+    """A setting of the passes named in `owner` ("a" or "a and b"), which read it."""
     factory = {"default_factory": dict} if kind is dict else {"default": default}
     return field(**factory, metadata={"kind": kind, "pass": owner, "help": help})
 
@@ -51,7 +52,8 @@ class PassSettings:
     quantize_min_elements: int = _setting(1024, int, "quantize", "fewest elements of a weight to quantize")
     int8_matmul: bool | None = _setting(None, bool, "quantize",
                                         "fold scales past the matmul, as for int8 GEMMs (default: the target's)")
-    training: bool = _setting(False, bool, "simplify", "true for a training graph: dropout stays")
+    training: bool = _setting(False, bool, "simplify and fold-batch-norm",
+                              "true for a training graph: dropout and batch norm stay")
 
     @classmethod
     def parse(cls, options: Mapping[str, object] | None) -> PassSettings:

@@ -39,8 +39,9 @@ PASSES: dict[str, tuple[str, str]] = {
 }
 
 _O1 = ["canonicalize", "fold-constants", "dce"]
-# fold-batch-norm and freeze rewrite weights, so they do nothing unless the weights are frozen.
-# recognize runs after fold-batch-norm, which folds into matmul + add, and before freeze.
+# fold-batch-norm folds frozen weights, else writes the fold for the program to compute at load;
+# freeze does nothing unless the weights are frozen. recognize runs after fold-batch-norm, which
+# folds into matmul + add, and before freeze.
 _O2 = ["canonicalize", "fold-constants", "simplify", "cse", "fold-batch-norm", "recognize", "freeze", "dce"]
 # layout does nothing for a target that prefers the IR's own layout (see layout.py); it runs
 # before freeze, which folds the transposes of weights it introduces.

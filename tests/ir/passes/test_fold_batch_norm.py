@@ -33,12 +33,32 @@ WEIGHTS = {"conv.weight": np.array([1.0, 2.0]).reshape(2, 1, 1, 1), "conv.bias":
 EXPECTED = """\
 graph @G(%x: f32[B, 1, 4, 4], %conv.folded_weight: param f32[2, 1, 1, 1] = zeros(), \
 %conv.folded_bias: param f32[2] = zeros()) -> (f32[B, 2, 4, 4]) {
-  %0 = conv2d(%x, %conv.folded_weight) {stride = [1, 1], padding = [0, 0], dilation = [1, 1], groups = 1} \
-: f32[B, 2, 4, 4]
-  %1 = reshape(%conv.folded_bias) {shape = [2, 1, 1]} : f32[2, 1, 1]
-  %2 = add(%0, %1) : f32[B, 2, 4, 4]
-  %3 = relu(%2) : f32[B, 2, 4, 4]
-  return %3
+  %0 = conv2d(%x, %conv.folded_weight, %conv.folded_bias) {stride = [1, 1], padding = [0, 0], dilation = [1, 1], \
+groups = 1} : f32[B, 2, 4, 4]
+  %1 = relu(%0) : f32[B, 2, 4, 4]
+  return %1
+}
+"""
+
+# Without frozen weights: the same fold, written over the params for the program to compute at load.
+AT_LOAD = """\
+graph @G(%x: f32[B, 1, 4, 4], %conv.weight: param f32[2, 1, 1, 1] = ones(), %conv.bias: param f32[2] = zeros(), \
+%bn.mean: buffer f32[2] = zeros(), %bn.var: buffer f32[2] = ones(), %bn.weight: param f32[2] = ones(), \
+%bn.bias: param f32[2] = zeros()) -> (f32[B, 2, 4, 4]) {
+  %0 = reshape(%conv.bias) {shape = [2, 1, 1]} : f32[2, 1, 1]
+  %1 = constant() {value = array<0.0>, dtype = f32} : f32[]
+  %2 = add(%bn.var, %1) : f32[2]
+  %3 = rsqrt(%2) : f32[2]
+  %4 = mul(%bn.weight, %3) : f32[2]
+  %5 = reshape(%0) {shape = [2]} : f32[2]
+  %6 = sub(%bn.mean, %5) : f32[2]
+  %7 = mul(%6, %4) : f32[2]
+  %8 = sub(%bn.bias, %7) : f32[2]
+  %9 = reshape(%4) {shape = [2, 1, 1, 1]} : f32[2, 1, 1, 1]
+  %10 = mul(%conv.weight, %9) : f32[2, 1, 1, 1]
+  %11 = conv2d(%x, %10, %8) {stride = [1, 1], padding = [0, 0], dilation = [1, 1], groups = 1} : f32[B, 2, 4, 4]
+  %12 = relu(%11) : f32[B, 2, 4, 4]
+  return %12
 }
 """
 
@@ -59,8 +79,16 @@ def test_idempotent() -> None:
     assert idempotent(BEFORE, "fold-batch-norm", "dce", weights=_weights(), frozen=True)
 
 
-def test_needs_frozen_weights() -> None:
-    assert after(BEFORE, "fold-batch-norm", weights=_weights()) == after(BEFORE)
+def test_without_frozen_weights_it_folds_at_load() -> None:
+    """The params stay the user's; the program computes the folded ones (see codegen.prepare)."""
+    assert after(BEFORE, "fold-batch-norm", "dce", weights=_weights()) == AT_LOAD
+    assert idempotent(BEFORE, "fold-batch-norm", "dce", weights=_weights())
+
+
+def test_a_training_graph_keeps_its_batch_norm() -> None:
+    """Training normalizes by the batch's statistics, which no fold knows."""
+    out, _ = run(parse_ir(BEFORE), ["fold-batch-norm"], _weights(), frozen=False, training=True)
+    assert "batch_norm" in {n.op for n in out.nodes}
 
 
 def test_a_conv_read_elsewhere_is_not_folded() -> None:
@@ -95,10 +123,10 @@ def _layer(kind: str, bias: bool, channels: int, data) -> tuple[Graph, dict[str,
     return g, weights
 
 
-@given(st.sampled_from(["conv", "linear"]), st.booleans(), st.integers(1, 4), st.data())
-def test_folded_layers_compute_the_same(kind: str, bias: bool, channels: int, data) -> None:
+@given(st.sampled_from(["conv", "linear"]), st.booleans(), st.integers(1, 4), st.booleans(), st.data())
+def test_folded_layers_compute_the_same(kind: str, bias: bool, channels: int, frozen: bool, data) -> None:
     graph, weights = _layer(kind, bias, channels, data)
-    out, ctx = run(graph, ["fold-batch-norm", "dce"], weights)
+    out, ctx = run(graph, ["fold-batch-norm", "dce"], weights, frozen=frozen)
     assert [n.op for n in out.nodes if n.op == "batch_norm"] == []
     x = np.random.default_rng(1).standard_normal((3,) + tuple(graph.inputs[0].shape[1:])).astype(np.float32)
     assert_same_outputs(graph, weights, out, ctx.weights, [x])
