@@ -49,7 +49,7 @@ def thread_env(threads: int | None, target: str | None = None) -> dict[str, str]
     for a worker that runs `target` (None: any). The worker runs on as many cores, but MindSpore's
     on one more: its runtime hands every graph launch between the Python thread and an actor
     thread, both spinning while they wait, so on `threads` cores each hand-off waits out a
-    scheduler time slice (the example CNN took 185 ms a call pinned to one core, 12 ms on two)."""
+    scheduler time slice (the digits MLP's train step took 16 ms pinned to one core, 1.3 ms on two)."""
     if threads is None:
         return dict(QUIET)
     n = str(threads)
