@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from shipei.ir.tolerance import compare
 from shipei.runtime import DeviceFallbackWarning
-from shipei.testing.lowering import run_partitioned
 
 import shipei
 from shipei.cli import main
 from shipei.testing import available_targets
+from shipei.testing.lowering import run_partitioned
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RNG = np.random.default_rng(0)
