@@ -81,6 +81,17 @@ def _relu(e: Emit, node: Node) -> str:
     return f"ops.maximum({zero}, {e.arg(node, 0)})"
 
 
+def _differentiated_relu(e: Emit, node: Node) -> str:
+    """relu in a program autodiff differentiates: ops.relu, with NaN kept (as `_relu` keeps it) by a
+    select on a mask autodiff does not enter. `maximum(0, x)`'s gradient also reduces one for the
+    broadcast 0 over the whole tensor: the digits CNN's gradient took 40-47 ms with it, 19 ms so
+    (the forward's two more kernels cost inference: 4% on the example MLP)."""
+    x = e.arg(node, 0)
+    if not node.result.dtype.is_float:
+        return _relu(e, node)
+    return f"ops.where(ops.stop_gradient(ops.isnan({x})), {x}, ops.relu({x}))"
+
+
 def _tanh(e: Emit, node: Node) -> str:
     x = e.arg(node, 0)
     if node.results[0].dtype is DType.f32:
@@ -498,6 +509,7 @@ TARGET = Target(
     unsupported_dtypes={**{op: frozenset({DType.bf16}) for op in RULES},
                         "conv2d": frozenset({DType.bf16, DType.f64}), "avg_pool2d": frozenset({DType.bf16, DType.f64}),
                         "cross_entropy": frozenset({DType.bf16, DType.f64})},
+    training_options={"differentiated": True},
 )
 
 @functools.cache
@@ -514,21 +526,26 @@ _LOW = {"fp16": DType.f16, "bf16": DType.bf16}
 _MIXED_PRECISION_OPS = ("matmul", "linear", "conv2d")
 
 
-def emit(graph: Graph, source: str, *, mixed_precision: MixedPrecision | None = None) -> GeneratedModule:
+def emit(graph: Graph, source: str, *, mixed_precision: MixedPrecision | None = None,
+         differentiated: bool = False) -> GeneratedModule:
     """The standalone MindSpore program for `graph`.
 
     `mixed_precision` ("fp16" or "bf16") computes float32 matmuls and convolutions in that dtype and
     casts their results back to float32, as Ascend's automatic mixed precision (level O2) does.
     MindSpore's CPU kernels have no bfloat16 matmul or conv2d, so with "bf16" `load` refuses the CPU.
+    `differentiated=True` (what training compiles) picks lowerings whose gradients cost less.
     """
+    rules = {**RULES, "relu": _differentiated_relu} if differentiated else RULES
     if mixed_precision is None:
-        return write_module(TARGET, graph, source, _write_model)
+        target = TARGET if rules is RULES else dataclasses.replace(TARGET, rules=rules)
+        return write_module(target, graph, source, lambda code, g, module, body: _write_model(
+            code, g, module, body, target=target))
     if mixed_precision not in _LOW:
         raise ShipeiError(f"unknown mixed precision {mixed_precision!r}", hint="use 'fp16', 'bf16' or None")
     low = _LOW[mixed_precision]
     amp = {op: computed_in(RULES[op], frozenset({DType.f32}), low, _CAST) for op in _MIXED_PRECISION_OPS}
     needs_device = low is DType.bf16 and any(n.op in amp for n in graph.nodes)
-    target = dataclasses.replace(TARGET, rules={**RULES, **amp}, runtime_code=_runtime(needs_device))
+    target = dataclasses.replace(TARGET, rules={**rules, **amp}, runtime_code=_runtime(needs_device))
     note = f"# Mixed precision: float32 {' and '.join(amp)} compute in {TARGET.dtypes[low]}."
     return write_module(target, graph, source, lambda code, g, module, body: _write_model(
         code, g, module, body, note, target))

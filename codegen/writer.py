@@ -182,6 +182,8 @@ class Target:
     #: mixed precision: a 16-bit dtype -> the emit options that compute matmul and convolution in it
     #: over float32 params (what training with `precision=` compiles); a dtype absent is not offered
     autocast: dict[DType, dict[str, Any]] = field(default_factory=dict)
+    #: the emit options of a program that trains (one the framework's autodiff differentiates)
+    training_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fixed_code(self) -> tuple[str, ...]:

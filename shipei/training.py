@@ -29,6 +29,7 @@ import numpy as np
 import safetensors.numpy
 
 from .api import Source, compile, parse
+from .codegen import get_target
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.interpreter import bind_symbols
@@ -121,7 +122,8 @@ class Trainer:
         if self.scaler:
             scale_loss(self.loss_graph)
         self.precision = precision
-        loss = compile(self.loss_graph, target, weights=weights, seed=seed, options=autocast_options(target, precision),
+        options = {**autocast_options(target, precision), **get_target(target).training_options}
+        loss = compile(self.loss_graph, target, weights=weights, seed=seed, options=options,
                        pass_options={"training": True})
         self._initial = dict(loss.weights)
         self._statistics: dict[str, Any] = {}  # the running statistics the last step left (tensors)

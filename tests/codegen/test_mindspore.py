@@ -286,3 +286,18 @@ def test_executable_runs_float16_and_warns_about_cpu(tmp_path):
     assert out.dtype == np.float16
     mismatch = compare(out, interpret(graph, [x], weights, precision="f64")[0], DType.f16)
     assert mismatch.ok, mismatch
+
+
+def test_a_differentiated_program_keeps_relus_nan_in_a_cheaper_gradient(tmp_path):
+    """What training compiles (TARGET.training_options): relu by ops.relu, NaN kept by a select
+    outside autodiff, instead of maximum(0, x), whose gradient reduces one for the broadcast 0."""
+    assert TARGET.training_options == {"differentiated": True}
+    graph = Graph("Relu")
+    b = Builder(graph)
+    x = b.input("x", TensorType(DType.f32, (Sym.named("B"), 3)))
+    graph.outputs = [b("relu", x)]
+    source = emit(graph, "r.sp", differentiated=True).source
+    assert "ops.where(ops.stop_gradient(ops.isnan(x)), x, ops.relu(x))" in source
+    module, model = _load(graph, tmp_path, differentiated=True)
+    inputs = [np.array([[np.nan, -np.inf, -1.0], [0.0, 2.5, np.inf]], np.float32)]
+    _check(graph, module.run(model, inputs, "cpu"), interpret(graph, inputs, {}))

@@ -22,7 +22,7 @@ OPTIONS = {
     "torch": "amp, tf32, compile, channels_last, reuse_buffers, keep_buffers, cpu_arena",
     "jax": "compute_dtype, matmul_precision, pad_to",
     "tf": "compute_dtype",
-    "mindspore": "mixed_precision",
+    "mindspore": "mixed_precision, differentiated",
 }
 
 
