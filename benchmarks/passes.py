@@ -244,7 +244,7 @@ def main() -> None:
         parser.error(f"no example {', '.join(unknown)}; examples: {examples}")
     if args.worker:
         if args.threads:
-            gvh.limit_threads(args.threads)
+            gvh.limit_threads(args.threads, [args.worker])
             gvh.set_framework_threads(args.worker, args.threads)
         serve(args.worker, args.models, args.opt, dims, args.warm_allocator)
         return
