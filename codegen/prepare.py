@@ -120,7 +120,8 @@ def write_prepare(code: Code, derived: DerivedParams, kept: list[Value], names: 
         else:
             code("prepared = dict(weights)")
         for value, param in zip(derived.graph.outputs, derived.params, strict=True):
-            code(f"prepared[{param.name!r}] = np.ascontiguousarray({e.values[value]}, np.{param.dtype.numpy.name})")
+            # np.asarray(order="C"), not np.ascontiguousarray, which makes a 0-d array 1-d
+            code(f"prepared[{param.name!r}] = np.asarray({e.values[value]}, np.{param.dtype.numpy.name}, order='C')")
         code("return prepared")
 
 

@@ -100,3 +100,23 @@ def test_a_training_program_keeps_its_params_and_batch_norms() -> None:
     compiled = shipei.compile(EXAMPLES / "cnn.sp", "torch", pass_options={"training": True})
     assert "def prepare_weights" not in compiled.source
     assert "F.batch_norm" in compiled.source
+
+
+@pytest.mark.parametrize("target", available_targets())
+def test_a_derived_scalar_stays_a_scalar(target: str) -> None:
+    """-w of a 0-d param is derived at load (found by the fuzzer: it came out [1], not [])."""
+    source = """
+    model G() {
+        param w: f64[] = uniform(low=-1.0, high=1.0)
+        forward() -> (f64[]) {
+            return erf(-w)
+        }
+    }
+    """
+    compiled = shipei.compile(source, target, opt=0)
+    assert prepare(compiled.ir).params[0].type.shape == ()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = compiled.load(device="cpu").run()[0]
+    assert got.shape == ()
+    np.testing.assert_allclose(got, shipei.reference(compiled.ir, [], compiled.weights)[0], rtol=1e-12)
