@@ -38,10 +38,10 @@ NUMPY = Target(name="numpy", framework="numpy", extra="", dtypes={d: f"np.{d.num
 def prepare(graph: Graph) -> Graph:
     """`graph`, or a copy whose params include those it computes from its weights alone, derived
     at load (`Graph.derived` says how)."""
+    if not _hoisted(graph):
+        return graph  # the common case, without a copy
     g = clone(graph)
     hoisted = _hoisted(g)
-    if not hoisted:
-        return graph
     stored = list(g.params)
     chosen = set(hoisted)
     inside = {r for n in hoisted for r in n.results}
@@ -109,7 +109,8 @@ def write_prepare(code: Code, derived: DerivedParams, kept: list[Value], names: 
         for p in derived.graph.params:
             e.values[p] = names.fresh(p.name.rsplit(".", 1)[-1])
             code(f"{e.values[p]} = np.asarray(weights[{p.name!r}], np.float64)")
-        e.body(code)
+        with code.block('with np.errstate(all="ignore"):  # NaN and inf as the model would compute them'):
+            e.body(code)
         consumed = {p.name for p in derived.stored} - {p.name for p in kept}
         if consumed:
             code("consumed = {  # read here alone: the model holds what they determine")
