@@ -204,12 +204,12 @@ def limit_threads(n: int, targets: list[str] | tuple[str, ...] = ()) -> None:
 
     Call before any framework is imported. The CPU affinity is what bounds XLA's thread pools
     (jax and tf size them from the schedulable CPUs); the rest are the frameworks' own knobs.
-    A MindSpore worker gets one core more than it has compute threads: its runtime hands every
-    graph launch between the Python thread and an actor thread, and both spin while they wait, so
-    on `n` cores each hand-off waits out a scheduler time slice (4 ms here, whatever the model).
+    A worker for MindSpore gets a core for its runtime besides (`shipei.measuring.worker_cores`).
     """
+    from shipei.measuring import worker_cores
+
     if hasattr(os, "sched_setaffinity"):
-        cores = sorted(os.sched_getaffinity(0))[:n + ("mindspore" in targets)]
+        cores = sorted(os.sched_getaffinity(0))[:max((worker_cores(n, t) for t in targets), default=n)]
         os.sched_setaffinity(0, cores)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)

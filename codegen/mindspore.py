@@ -537,9 +537,8 @@ def emit(graph: Graph, source: str, *, mixed_precision: MixedPrecision | None = 
     """
     rules = {**RULES, "relu": _differentiated_relu} if differentiated else RULES
     if mixed_precision is None:
-        target = TARGET if rules is RULES else dataclasses.replace(TARGET, rules=rules)
-        return write_module(target, graph, source, lambda code, g, module, body: _write_model(
-            code, g, module, body, target=target))
+        target = dataclasses.replace(TARGET, rules=rules)
+        return write_module(target, graph, source, functools.partial(_write_model, target=target))
     if mixed_precision not in _LOW:
         raise ShipeiError(f"unknown mixed precision {mixed_precision!r}", hint="use 'fp16', 'bf16' or None")
     low = _LOW[mixed_precision]

@@ -138,7 +138,8 @@ def write_module(target: Target, graph: Graph, source: str, write_model: ModelWr
     write_model(code, graph, module_names, lambda e, c: e.body(c))
     weights = _WEIGHTS
     if derived:
-        write_prepare(code, derived, [p for p in graph.params if p not in derived.params], names)
+        computed = set(derived.params)
+        write_prepare(code, derived, [p for p in graph.params if p not in computed], names)
         weights = weights.replace("    return arrays", "    return prepare_weights(arrays)")
     runtime = target.runtime_code.replace("{name}", module_names.model).replace("{{", "{").replace("}}", "}")
     code("", "", *runtime.strip("\n").splitlines(), "", "", *weights.strip("\n").splitlines(),

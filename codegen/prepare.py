@@ -19,7 +19,7 @@ from __future__ import annotations
 import textwrap
 
 from ..ir.graph import DerivedParams, Graph, Node, ParamInfo, Value
-from ..ir.passes.rewrite import COMPUTED, clone, derived_name, first_param, fresh_name, replace_uses
+from ..ir.passes.rewrite import COMPUTED, clone, derived_name, elements, first_param, fresh_name, replace_uses
 from ..ir.types import DType
 from .writer import Code, Emit, Namespace, Target, inline_scalars
 
@@ -38,10 +38,11 @@ NUMPY = Target(name="numpy", framework="numpy", extra="", dtypes={d: f"np.{d.num
 def prepare(graph: Graph) -> Graph:
     """`graph`, or a copy whose params include those it computes from its weights alone, derived
     at load (`Graph.derived` says how)."""
-    if not _hoisted(graph):
+    found = set(_hoisted(graph))
+    if not found:
         return graph  # the common case, without a copy
-    g = clone(graph)
-    hoisted = _hoisted(g)
+    g = clone(graph)  # the same schedule: its nodes at the positions of those found
+    hoisted = [copy for node, copy in zip(graph.nodes, g.nodes, strict=True) if node in found]
     stored = list(g.params)
     chosen = set(hoisted)
     inside = {r for n in hoisted for r in n.results}
@@ -70,7 +71,7 @@ def _hoisted(g: Graph) -> list[Node]:
     """The nodes to prepare, in schedule order: numpy-spelled float computations of params and
     inline scalars, each result no larger than the stored weights it comes from, no output."""
     outputs = set(g.outputs)
-    size: dict[Value, int] = {p: p.dtype.itemsize * n for p in g.params if (n := _elements(p)) is not None}
+    size = {p: _bytes(p) for p in g.params if p.type.is_static}
     size.update({n.result: 0 for n in inline_scalars(g)})
     hoisted: list[Node] = []
     for node in g.nodes:
@@ -78,21 +79,15 @@ def _hoisted(g: Graph) -> list[Node]:
                 or not all(v in size for v in node.operands) or any(r in outputs for r in node.results)):
             continue
         stored = sum(size[v] for v in node.operands)
-        if any((n := _elements(r)) is None or r.dtype.itemsize * n > max(stored, 1) for r in node.results):
+        if any(not r.type.is_static or _bytes(r) > max(stored, 1) for r in node.results):
             continue
         size.update(dict.fromkeys(node.results, stored))
         hoisted.append(node)
     return hoisted
 
 
-def _elements(v: Value) -> int | None:
-    """The element count of a static shape; None where a dim is symbolic."""
-    count = 1
-    for d in v.shape:
-        if not isinstance(d, int):
-            return None
-        count *= d
-    return count
+def _bytes(v: Value) -> int:
+    return v.dtype.itemsize * elements(v.type)
 
 
 def write_prepare(code: Code, derived: DerivedParams, kept: list[Value], names: Namespace) -> None:

@@ -44,18 +44,23 @@ REQUEST_TIMEOUT = 600.0
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_v": "3", "PYTHONWARNINGS": "ignore"}
 
 
-def thread_env(threads: int | None, target: str | None = None) -> dict[str, str]:
-    """Environment that holds every framework to `threads` intra-op threads (None: their defaults),
-    for a worker that runs `target` (None: any). The worker runs on as many cores, but MindSpore's
-    on one more: its runtime hands every graph launch between the Python thread and an actor
+def worker_cores(threads: int, target: str | None) -> int:
+    """The cores a worker running `target` on `threads` threads is pinned to: as many, but one more
+    for MindSpore, whose runtime hands every graph launch between the Python thread and an actor
     thread, both spinning while they wait, so on `threads` cores each hand-off waits out a
     scheduler time slice (the digits MLP's train step took 16 ms pinned to one core, 1.3 ms on two)."""
+    return threads + (target == "mindspore")
+
+
+def thread_env(threads: int | None, target: str | None = None) -> dict[str, str]:
+    """Environment that holds every framework to `threads` intra-op threads (None: their defaults),
+    for a worker that runs `target` (None: any), on `worker_cores` cores."""
     if threads is None:
         return dict(QUIET)
     n = str(threads)
     return {**QUIET, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n,
             "TF_NUM_INTEROP_THREADS": "1", "SHIPEI_BENCH_THREADS": n,
-            "SHIPEI_BENCH_CORES": str(threads + (target == "mindspore")),
+            "SHIPEI_BENCH_CORES": str(worker_cores(threads, target)),
             "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                          f"intra_op_parallelism_threads={n}"}
 

@@ -55,7 +55,7 @@ def _layer(value: Value) -> Node | None:
 
 def _per_channel(b: Value, y: Value) -> bool:
     """Whether `b` broadcasts along y's channel axis (1) only."""
-    if b.type.rank > y.type.rank or any(not isinstance(d, int) for d in b.shape):
+    if b.type.rank > y.type.rank or not b.type.is_static:
         return False
     shape = (1,) * (y.type.rank - b.type.rank) + b.shape
     return all(d == 1 for i, d in enumerate(shape) if i != 1) and shape[1] in (1, y.shape[1])
@@ -92,7 +92,7 @@ def _weights_only(value: Value, memo: dict[Value, bool]) -> bool:
     """Computed from params and constants alone, at a static shape."""
     if value not in memo:
         node = value.producer
-        if not all(isinstance(d, int) for d in value.shape) or (node is None and value.param is None):
+        if not value.type.is_static or (node is None and value.param is None):
             memo[value] = False  # a graph input, or a shape that depends on one
         elif node is None or node.op == "constant":
             memo[value] = True
