@@ -217,8 +217,12 @@ def keep_freed_memory():
     rather than trimmed, so an activation freed at the end of a call serves the next instead of
     going back to the system and faulting in again. Larger blocks are still mapped and unmapped
     each: holding them too (glibc's 32 MiB limit) doubled what a batch's growth costs in memory by
-    fragmenting the heap. For the whole process; nothing where the C library is not glibc. CUDA
-    tensors have torch's caching allocator already."""
+    fragmenting the heap. For the whole process; nothing where the C library is not glibc, or where
+    the process set malloc's thresholds itself (as `shipei tune` does to measure memory steadily).
+    CUDA tensors have torch's caching allocator already."""
+    if {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ) or "malloc" in os.environ.get(
+            "GLIBC_TUNABLES", ""):
+        return
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):

@@ -88,8 +88,9 @@ def test_the_cpu_arena_keeps_a_calls_memory_for_the_next() -> None:
                              text=True, check=True, timeout=300)
         return float(out.stdout.split()[-1])
 
-    assert faults_per_call("on") < 10
-    assert faults_per_call("off") > 30
+    on, off = faults_per_call("on"), faults_per_call("off")
+    assert on < 20, on
+    assert off > max(20, 2 * on), (on, off)
 
 
 def test_compile_option_wraps_the_model_in_torch_compile() -> None:
