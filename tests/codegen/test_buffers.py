@@ -149,7 +149,7 @@ def test_o3_programs_reuse_and_keep_buffers_and_options_turn_each_off() -> None:
     assert "torch.ops.aten.gelu_(" in o3 and _per_call(o3, ".add_(") == 5
     # the embeddings and every linear but the LM head's, whose result is the output
     assert _per_call(o3, "out=self._kept.get(") == 10 and "self.lm_head.weight, out=" not in o3
-    assert "out=" not in shipei.compile(example, "torch", opt=3, options={"keep_buffers": False}).source
+    assert "out=self._kept" not in shipei.compile(example, "torch", opt=3, options={"keep_buffers": False}).source
     assert ".add_(" not in shipei.compile(example, "torch", opt=3, options={"reuse_buffers": False,
                                                                            "keep_buffers": False}).source
     for other in ({"opt": 2}, {"opt": 3, "options": {"amp": "bf16"}}, {"opt": 3, "options": {"compile": "groups"}}):
@@ -354,9 +354,8 @@ def test_a_model_with_kept_buffers_runs_in_every_grad_mode_at_every_batch_size()
     for b, mode in [(4, torch.inference_mode), (4, torch.no_grad), (64, torch.enable_grad),
                     (8, torch.inference_mode), (64, torch.no_grad), (4, torch.enable_grad)]:
         x = torch.randn(b, 784)
-        with mode():
+        with mode():  # the same mode for both: where autograd records, large linears are not packed
             y = model(x)  # with grad enabled too: the parameters do not require grad, so out= is allowed
-        with torch.inference_mode():
             assert torch.equal(y, fresh(x))
 
 
