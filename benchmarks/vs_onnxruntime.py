@@ -15,7 +15,7 @@ median over ONNX Runtime's, and the table shows the median of the rounds' ratios
 Above 1 means slower than ONNX Runtime. onnx, onnxscript and onnxruntime come with `shipei[bench]`.
 
     python benchmarks/vs_onnxruntime.py                 # all examples, 15 rounds
-    python benchmarks/vs_onnxruntime.py --models cnn --rounds 30
+    python benchmarks/vs_onnxruntime.py --models cnn --targets torch --rounds 30
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def worker() -> None:
            "sample": served.sample})
 
 
-def race(model: str, rounds: int, tmp: Path) -> list[str]:
+def race(model: str, targets: list[str], rounds: int, tmp: Path) -> list[str]:
     dims = MODELS[model]
     graph = shipei.parse(ROOT / "examples" / f"{model}.sp")
     inputs = random_inputs(graph, 0, dims)
@@ -109,7 +109,7 @@ def race(model: str, rounds: int, tmp: Path) -> list[str]:
     sides = {"onnxruntime": BenchWorker(thread_env(1), tmp / f"{model}-ort.log",
                                         [sys.executable, __file__, "--worker"])}
     entries = {"onnxruntime": Entry("onnxruntime", onnx_path, 0.0)}
-    for target in TARGETS:
+    for target in targets:
         directory = shipei.compile(graph, target).save(tmp / model / target).parent
         entries[target] = Entry(target, directory, 0.0, target, "cpu")
         sides[target] = BenchWorker(thread_env(1, target), tmp / f"{model}-{target}.log")
@@ -134,7 +134,7 @@ def race(model: str, rounds: int, tmp: Path) -> list[str]:
             w.stop()
     base = blocks.get("onnxruntime")
     rows = []
-    for target in TARGETS:
+    for target in targets:
         if target in failed or base is None:
             rows.append(f"| {model} | {target} | failed: {failed.get(target) or failed.get('onnxruntime')} |")
             continue
@@ -151,6 +151,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     print(f"shipei -O{shipei.ir.passes.manager.DEFAULT_OPT} against onnxruntime (ORT_ENABLE_ALL), one thread each, "
@@ -159,7 +160,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="shipei-ort-") as tmp:
         for model in args.models:
-            print("\n".join(race(model, args.rounds, Path(tmp))), flush=True)
+            print("\n".join(race(model, args.targets, args.rounds, Path(tmp))), flush=True)
 
 
 if __name__ == "__main__":
