@@ -22,7 +22,8 @@ Options of `emit`, written at the top of the generated module so that it describ
   whose product is large runs on oneDNN with the weight packed once in the blocked layout its GEMM
   reads, as ONNX Runtime prepacks at session start (`packed_linear`). One core of this AMD EPYC:
   the example MLP's 64x784 @ 784x256 takes 272 us by F.linear (MKL) and 245 us packed; oneDNN's
-  ~10 us more per call loses below a few million multiply-adds, which stay on F.linear.
+  ~10 us more per call loses below a few million multiply-adds, which stay on F.linear. Off under
+  `amp` (autocast does not see the packed kernel) and `compile` (Inductor packs for itself).
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.buffers` finds that
   safe, sparing the allocator and page faults. For inference: autograd refuses to differentiate
@@ -652,7 +653,7 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
     names = module.names
     constants: dict[Node, str] = {}
     amp = AMP_DTYPES.get(options.amp)
-    if options.pack_linear and amp is None and "linear" in target.rules:
+    if options.pack_linear and amp is None and not options.compile and "linear" in target.rules:
         packed = _packed_linear("packed_linear({args})", target.rules["linear"])
         packed_into = _packed_linear("packed_linear({args}, out={out})", target.into["linear"])
         target = replace(target, rules={**target.rules, "linear": packed}, into={**target.into, "linear": packed_into})
