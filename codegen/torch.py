@@ -654,9 +654,11 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
     constants: dict[Node, str] = {}
     amp = AMP_DTYPES.get(options.amp)
     if options.pack_linear and amp is None and not options.compile and "linear" in target.rules:
-        packed = _packed_linear("packed_linear({args})", target.rules["linear"])
-        packed_into = _packed_linear("packed_linear({args}, out={out})", target.into["linear"])
-        target = replace(target, rules={**target.rules, "linear": packed}, into={**target.into, "linear": packed_into})
+        rules = {**target.rules, "linear": _packed_linear("packed_linear({args})", target.rules["linear"])}
+        into = dict(target.into)
+        if "linear" in into:
+            into["linear"] = _packed_linear("packed_linear({args}, out={out})", into["linear"])
+        target = replace(target, rules=rules, into=into)
     compiles = ("each fused group is torch.compile'd" if options.compile == "groups"
                 else "True: load() wraps the model in torch.compile; 'groups': each fused group")
     code(*_OPTIONS.format(amp=target.dtypes[amp] if amp else None, tf32=options.tf32, compile=repr(options.compile),

@@ -119,7 +119,7 @@ def test_large_linears_run_on_packed_weights_and_follow_weights_written_in_place
     assert not np.allclose(got, before)
 
 
-def test_small_products_gradients_and_the_option_off_keep_f_linear() -> None:
+def test_small_products_and_gradients_keep_f_linear() -> None:
     """B=2 is below the threshold; autograd goes through F.linear (the packed kernel has no
     derivative) and gets the gradients the unpacked program gets."""
     compiled, exe, x = _mlp(2)
@@ -301,6 +301,6 @@ def test_window_attributes_are_written_as_pairs() -> None:
     """`max_pool2d(y, 2, stride=2)` holds 1-tuples; torch takes them, but its ONNX exporter copies them
     as they are and ONNX Runtime refuses the model ("Attribute dilations has incorrect size")."""
     source = shipei.compile(EXAMPLES / "cnn.sp", "torch").source
-    assert " max_pool2d(y, (2, 2), stride=(2, 2), padding=(0, 0))" in source  # the program's own, see below
+    assert " max_pool2d(y, (2, 2), stride=(2, 2), padding=(0, 0))" in source  # its helper, over F.max_pool2d
     calls = re.findall(r"(?:F\.conv2d|max_pool2d|F\.avg_pool2d)\(.*", source)
     assert calls and not any(re.search(r"\(\d+,\)", call) for call in calls)
