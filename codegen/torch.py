@@ -128,8 +128,8 @@ _UNARY = ("abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "erf", "floor", "si
 #: The multiply-adds from which a product runs on a packed weight: below, oneDNN's ~10 us more per
 #: call than F.linear outweighs what packing gains (measured on this AMD EPYC, one core).
 PACKED_LINEAR_MACS = 2**23
-#: Weights of fewer elements would need more rows than a batch has to reach PACKED_LINEAR_MACS.
-_PACKABLE_ELEMENTS = 2**12
+#: A weight of fewer elements reaches PACKED_LINEAR_MACS only at more than 2048 rows a call.
+_PACKABLE_ELEMENTS = PACKED_LINEAR_MACS // 2**11
 
 
 def _packed_linear(packed: str, unpacked: Rule | str) -> Rule:
@@ -423,9 +423,8 @@ def _packed(weight, rows):
 
 _ONEDNN = torch.backends.mkldnn.is_available()
 _linear_pointwise = torch.ops.mkldnn._linear_pointwise if _ONEDNN else None
-PACKED_LINEAR_MACS = {macs}  # below it, oneDNN's fixed cost per call outweighs what packing gains
 _PACKED_WEIGHTS = {}  # id(weight) -> (a weak reference to it, its version, its packed copy)
-'''
+''' + f"PACKED_LINEAR_MACS = {PACKED_LINEAR_MACS}  # below it, oneDNN's fixed cost per call outweighs packing\n"
 
 _MAX_POOL2D = '''
 def max_pool2d(x, kernel, stride, padding):
@@ -680,7 +679,7 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
     _write_class(model, graph, module.model, e, emit_body, amp, constants)
     code(*model.lines)
     for helper in called_helpers([_PACKED_LINEAR, _MAX_POOL2D], code):
-        code("", *helper.replace("{macs}", str(PACKED_LINEAR_MACS)).splitlines())
+        code("", *helper.splitlines())
 
 
 def _write_class(code: Code, graph: Graph, name: str, e: Emit, emit_body, amp: DType | None,
