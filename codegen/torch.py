@@ -24,6 +24,12 @@ Options of `emit`, written at the top of the generated module so that it describ
   the example MLP's 64x784 @ 784x256 takes 272 us by F.linear (MKL) and 245 us packed; oneDNN's
   ~10 us more per call loses below a few million multiply-adds, which stay on F.linear. Off under
   `amp` (autocast does not see the packed kernel) and `compile` (Inductor packs for itself).
+- `fuse_post_ops=True` (the default; it acts on -O3's fused groups): a float32 convolution, or a
+  linear large enough to pack, followed in its group by the add of a tensor of its shape or an
+  activation (relu, gelu, sigmoid, tanh, silu) is one call of oneDNN's kernel with that as its
+  post-op, on a packed weight, as ONNX Runtime fuses Conv+Add+Relu (`fused_conv2d`,
+  `fused_linear`; a convolution's add may take a relu after it). On CPU in inference, channels-last for
+  convolutions; op by op elsewhere. Off under `amp` and `compile`, as `pack_linear`.
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.buffers` finds that
   safe, sparing the allocator and page faults. For inference: autograd refuses to differentiate
@@ -137,12 +143,58 @@ def _packed_linear(packed: str, unpacked: Rule | str) -> Rule:
     else the `unpacked` rule."""
     def rule(e: Emit, node: Node) -> str:
         weight = node.operands[1]
-        if (weight.param is not None and weight.dtype is DType.f32 and weight.type.is_static
-                and elements(weight.type) >= _PACKABLE_ELEMENTS):
+        if _packable(weight) and elements(weight.type) >= _PACKABLE_ELEMENTS:
             return e.format(packed, node)
         return render(unpacked, e, node)
 
     return rule
+
+
+def _packable(weight: Value) -> bool:
+    """Whether a weight stays put between calls, so that a packed copy of it can serve them."""
+    return weight.param is not None and weight.dtype is DType.f32 and weight.type.is_static
+
+
+def _post_op(node: Node) -> str | None:
+    """The name `fused_conv2d` and `fused_linear` know an elementwise op by, if oneDNN applies it
+    to a result as it writes it (a post-op)."""
+    if node.op == "gelu":
+        return "gelu" if node.attrs["approximate"] == "none" else "gelu_tanh"
+    return node.op if node.op in ("relu", "sigmoid", "tanh", "silu") else None
+
+
+def _fused_kernel(e: Emit, nodes: list[Node], users: dict[Value, list[Node]], outputs: frozenset[Value]
+                  ) -> tuple[int, str] | None:
+    """A float32 convolution or linear of a packable weight at the head of a fused group's `nodes`,
+    with the add of a tensor of its result's type or a post-op after it, which oneDNN computes as
+    it writes the result, as one call of `fused_conv2d` or `fused_linear`: how many nodes it
+    computes and the call. A convolution's add may be followed by a relu (torch's binary fusion
+    takes no other). Each result but the last must be read by the next node alone."""
+    head = nodes[0]
+    if (head.op not in ("conv2d", "linear") or head.result.dtype is not DType.f32 or not _packable(head.operands[1])
+            or head.op == "linear" and elements(head.operands[1].type) < _PACKABLE_ELEMENTS):
+        return None
+    value, other, post_op, taken = head.result, None, None, 1
+    for node in nodes[1:]:
+        if users.get(value) != [node] or value in outputs or post_op is not None:
+            break
+        if node.op == "add" and other is None:
+            other = node.operands[1] if node.operands[0] is value else node.operands[0]
+            if other is value or other.type != value.type:
+                break
+        elif _post_op(node) and (other is None or head.op == "conv2d" and node.op == "relu"):
+            post_op = _post_op(node)
+        else:
+            break
+        value, taken = node.result, taken + 1
+    if taken == 1:
+        return None
+    x, weight, *bias = e.args(head)
+    fused = [x, weight, bias[0] if bias else "None"]
+    if head.op == "conv2d":
+        fused += [repr(pair(head.attrs[k])) for k in ("stride", "padding", "dilation")] + [str(head.attrs["groups"])]
+    fused += [e.values[other] if other is not None else "None", repr(post_op)]
+    return taken, f"fused_{head.op}({', '.join(fused)})"
 
 
 def _rsqrt(spelling: str) -> Rule:
@@ -262,10 +314,12 @@ def keep_freed_memory():
 
 
 def _tensor(x):
-    x = np.asarray(x, order="C")  # torch.as_tensor refuses negative strides (x[::-1])
-    if x.dtype.name == "bfloat16":  # numpy has no bfloat16 of its own; ml_dtypes' goes via float32
-        return torch.as_tensor(x.astype(np.float32)).to(torch.bfloat16)
-    return torch.as_tensor(x)
+    """A numpy array as a torch tensor on its memory. At every call of `run`: cheap attributes only
+    (dtype.name is Python code; with torch.as_tensor it cost the example ResNet 27 us a call)."""
+    x = np.asarray(x, order="C")  # torch refuses negative strides (x[::-1])
+    if x.dtype.kind == "V":  # ml_dtypes' bfloat16: numpy has none of its own, torch takes it via float32
+        return torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(x)
 
 
 class KeptBuffers(threading.local):
@@ -328,7 +382,7 @@ def export(tensor):
 
 
 def to_numpy(tensor):
-    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).detach().cpu().numpy()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy(force=True)
 
 
 def gradients(model, *tensors):
@@ -394,37 +448,105 @@ def assign(model, values):
 
 def run(model, inputs, device="cpu"):
     """Numpy in, numpy out."""
-    return [to_numpy(y) for y in call(model, *(_tensor(x).to(device) for x in inputs))]
+    tensors = [_tensor(x) for x in inputs]
+    return [to_numpy(y) for y in call(model, *(tensors if device == "cpu" else (t.to(device) for t in tensors)))]
 '''
 
-_PACKED_LINEAR = '''
-def packed_linear(x, weight, bias=None, out=None):
-    """F.linear; on CPU, in inference, for a float32 product of PACKED_LINEAR_MACS multiply-adds or
-    more, oneDNN's GEMM on a copy of the weight packed in the blocked layout it reads. Not where
-    autograd records (it has no derivative), nor on other devices, dtypes or small products.
-    `out`, a buffer the model keeps, takes F.linear's result; the packed GEMM returns a new one."""
-    if (not (_ONEDNN and x.is_cpu) or x.dtype != torch.float32 or torch.is_grad_enabled()
-            or x.numel() * weight.shape[0] < PACKED_LINEAR_MACS):
-        return F.linear(x, weight, bias) if out is None else torch.ops.aten.linear.out(x, weight, bias, out=out)
-    return _linear_pointwise(x, _packed(weight, x.numel() // x.shape[-1]), bias, "none", [], "")
-
-
-def _packed(weight, rows):
-    """oneDNN's packed copy of `weight` for products of about `rows` rows (a hint: any number
-    works): made at the first call, and again when the weight has changed since (written in place,
-    or its data replaced); dropped with the weight."""
+_PACKED = '''
+def _packed(weight, pack, *hint):
+    """`pack(weight, *hint)`, oneDNN's copy of `weight` in the blocked layout its kernel reads (the
+    hint, of the first call's shapes, helps it choose; any works): made at the first call, and again
+    when the weight has changed since (written in place, or its data replaced); dropped with it."""
     key, version = id(weight), (weight._version, weight.data_ptr())
     entry = _PACKED_WEIGHTS.get(key)
     if entry is None or entry[0]() is not weight or entry[1] != version:
         entry = _PACKED_WEIGHTS[key] = (weakref.ref(weight, lambda _: _PACKED_WEIGHTS.pop(key, None)), version,
-                                        torch.ops.mkldnn._reorder_linear_weight(weight, rows))
+                                        pack(weight, *hint))
     return entry[2]
 
 
 _ONEDNN = torch.backends.mkldnn.is_available()
-_linear_pointwise = torch.ops.mkldnn._linear_pointwise if _ONEDNN else None
 _PACKED_WEIGHTS = {}  # id(weight) -> (a weak reference to it, its version, its packed copy)
+'''
+
+_GEMM_PACKS = '''
+def _gemm_packs(x, weight):
+    """Whether `x @ weight.T` runs on oneDNN's GEMM with the weight packed: on CPU, in inference
+    (it has no derivative), for a float32 product of PACKED_LINEAR_MACS multiply-adds or more."""
+    return (_ONEDNN and x.is_cpu and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and x.numel() * weight.shape[0] >= PACKED_LINEAR_MACS)
+
+
+_reorder_linear = torch.ops.mkldnn._reorder_linear_weight if _ONEDNN else None
 ''' + f"PACKED_LINEAR_MACS = {PACKED_LINEAR_MACS}  # below it, oneDNN's fixed cost per call outweighs packing\n"
+
+_PACKED_LINEAR = '''
+def packed_linear(x, weight, bias=None, out=None):
+    """F.linear; on oneDNN's GEMM with the weight packed where that pays (`_gemm_packs`). `out`, a
+    buffer the model keeps, takes F.linear's result; the packed GEMM returns a new one."""
+    if not _gemm_packs(x, weight):
+        return F.linear(x, weight, bias) if out is None else torch.ops.aten.linear.out(x, weight, bias, out=out)
+    rows = x.numel() // x.shape[-1]
+    return torch.ops.mkldnn._linear_pointwise(x, _packed(weight, _reorder_linear, rows), bias, "none", [], "")
+'''
+
+_FUSED_LINEAR = '''
+def fused_linear(x, weight, bias, other, post_op):
+    """`post_op` of F.linear(x, weight, bias) + `other`, without either where it is None (one of
+    them is not): where packed_linear packs, one call of oneDNN's GEMM, which adds `other` or
+    applies `post_op` as it writes its result (it takes one of them); elsewhere op by op."""
+    if not _gemm_packs(x, weight):
+        return _post_ops(F.linear(x, weight, bias), other, post_op)
+    packed = _packed(weight, _reorder_linear, x.numel() // x.shape[-1])
+    if other is not None:
+        return torch.ops.mkldnn._linear_pointwise.binary(x, other, packed, bias, "add")
+    *_, attr, algorithm = _POST_OPS[post_op]
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, attr, [], algorithm)
+'''
+
+_FUSED_CONV2D = '''
+def fused_conv2d(x, weight, bias, stride, padding, dilation, groups, other, post_op):
+    """`post_op` of F.conv2d(x, weight, bias, ...) + `other`, without either where it is None
+    (after an add, only relu):
+    on CPU, in inference, for a float32 channels-last x, one call of oneDNN's convolution on a
+    packed copy of the weight, which adds `other` and applies `post_op` as it writes its result, as
+    ONNX Runtime's fused Conv does; elsewhere op by op."""
+    if not (_ONEDNN and x.is_cpu and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and x.is_contiguous(memory_format=torch.channels_last)):
+        return _post_ops(F.conv2d(x, weight, bias, stride, padding, dilation, groups), other, post_op)
+    packed = _packed(weight, _reorder_conv2d, padding, stride, dilation, groups, x.shape)
+    if other is not None:  # post_op is None or "relu", oneDNN's name for it
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, other, packed, bias, padding, stride, dilation,
+                                                              groups, "add", None, post_op, [], "")
+    *_, attr, algorithm = _POST_OPS[post_op]
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups, attr, [],
+                                                   algorithm)
+
+
+_reorder_conv2d = torch.ops.mkldnn._reorder_convolution_weight if _ONEDNN else None
+'''
+
+_POST_OPS_CODE = '''
+def _post_ops(y, other, post_op):
+    """`post_op` of y + `other`, op by op: what the fused kernels compute in one. y is a fresh
+    result, which they overwrite where autograd does not record, as -O3's memory plan counts on."""
+    in_place = not torch.is_grad_enabled()
+    if other is not None:
+        y = y.add_(other) if in_place else y + other
+    return y if post_op is None else _POST_OPS[post_op][in_place](y)
+
+
+_POST_OPS = {  # post-op -> (its torch function, in place, oneDNN's name for it, its algorithm)
+    None: (None, None, "none", ""),
+    "relu": (torch.relu, torch.relu_, "relu", ""),
+    "gelu": (F.gelu, torch.ops.aten.gelu_, "gelu", "none"),
+    "gelu_tanh": (lambda y: F.gelu(y, approximate="tanh"), lambda y: torch.ops.aten.gelu_(y, approximate="tanh"),
+                  "gelu", "tanh"),
+    "sigmoid": (torch.sigmoid, torch.sigmoid_, "sigmoid", ""),
+    "tanh": (torch.tanh, torch.tanh_, "tanh", ""),
+    "silu": (F.silu, lambda y: F.silu(y, inplace=True), "swish", ""),
+}
+'''
 
 _MAX_POOL2D = '''
 def max_pool2d(x, kernel, stride, padding):
@@ -451,6 +573,9 @@ def _window_max(x, dim, size, step, count):
         out = torch.maximum(out, x[lead + (slice(i, i + step * (count - 1) + 1, step),)])
     return out
 '''
+
+#: The helpers that run ops on oneDNN's kernels, each after those it reads at import.
+_ONEDNN_HELPERS = (_PACKED, _GEMM_PACKS, _PACKED_LINEAR, _FUSED_LINEAR, _FUSED_CONV2D, _POST_OPS_CODE)
 
 #: In-place spellings: the result overwrites operand 0 (see codegen/buffers.py).
 INPLACE = {
@@ -515,11 +640,11 @@ TARGET = Target(
     into_dtypes=frozenset({DType.f32, DType.f64}),
     kept_buffer="self._kept.get({slot}, {shape}, {like})",  # KEPT
     model_locals=frozenset({"self", "device"}),
-    helpers=(_OPTIONS, _PACKED_LINEAR, _MAX_POOL2D),
+    helpers=(_OPTIONS, *_ONEDNN_HELPERS, _MAX_POOL2D),
     autocast={DType.bf16: {"amp": "bf16"}, DType.f16: {"amp": "fp16"}},
     # train_step writes params through views of one flat vector, which their version counters do
     # not see: a packed copy would go stale
-    training_options={"pack_linear": False},
+    training_options={"pack_linear": False, "fuse_post_ops": False},
 )
 
 #: The attribute where the generated model keeps its buffers (see `KeptBuffers`).
@@ -619,13 +744,15 @@ class Options:
     keep_buffers: bool = False
     cpu_arena: bool = True
     pack_linear: bool = True
+    fuse_post_ops: bool = True
 
     def __post_init__(self) -> None:
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ShipeiError(f"torch: amp must be None or one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
         if not (isinstance(self.compile, bool) or self.compile == "groups"):
             raise ShipeiError(f"torch: compile must be False, True or 'groups', got {self.compile!r}")
-        for name in ("tf32", "channels_last", "reuse_buffers", "keep_buffers", "cpu_arena", "pack_linear"):
+        for name in ("tf32", "channels_last", "reuse_buffers", "keep_buffers", "cpu_arena", "pack_linear",
+                     "fuse_post_ops"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "channels_last" and value is None):
                 raise ShipeiError(f"torch: {name} must be True or False, got {value!r}")
@@ -634,9 +761,10 @@ class Options:
 def emit(graph: Graph, source: str, *, amp: str | None = None, tf32: bool = False,
          compile: bool | Literal["groups"] = False, channels_last: bool | None = None,
          reuse_buffers: bool = False, keep_buffers: bool = False, cpu_arena: bool = True,
-         pack_linear: bool = True) -> GeneratedModule:
+         pack_linear: bool = True, fuse_post_ops: bool = True) -> GeneratedModule:
     """The standalone PyTorch program for `graph`; see the module docstring for the options."""
-    options = Options(amp, tf32, compile, channels_last, reuse_buffers, keep_buffers, cpu_arena, pack_linear)
+    options = Options(amp, tf32, compile, channels_last, reuse_buffers, keep_buffers, cpu_arena, pack_linear,
+                      fuse_post_ops)
     if channels_last is None:
         options = replace(options, channels_last=any(node.op in _SPATIAL for node in graph.nodes))
     if compile == "groups" and not graph.groups():
@@ -674,11 +802,13 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
     e.hoist = (code, "@torch.compile" if options.compile == "groups" else None)
     e.layer_ref = LayerRef(lambda path: _path_expr(path.split(".")),
                            lambda layer, v, path: _path_expr(_torch_path(v)[path.count(".") + 1:], layer))
+    if options.fuse_post_ops and amp is None and not options.compile:
+        e.epilogue = functools.partial(_fused_kernel, users=graph.users(), outputs=frozenset(graph.outputs))
     e.plan(reuse_buffers=options.reuse_buffers and amp is None,
            keep_buffers=options.keep_buffers and amp is None and not options.compile)
     _write_class(model, graph, module.model, e, emit_body, amp, constants)
     code(*model.lines)
-    for helper in called_helpers([_PACKED_LINEAR, _MAX_POOL2D], code):
+    for helper in called_helpers([*_ONEDNN_HELPERS, _MAX_POOL2D], code):
         code("", *helper.splitlines())
 
 

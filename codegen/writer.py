@@ -92,11 +92,15 @@ def prefixed_params(params: str) -> LayerRef:
 
 
 def called_helpers(helpers: Iterable[str], code: Code) -> list[str]:
-    """The helper functions (module-level snippets, each defining one function) that `code` calls:
-    a program holds no helper it does not use."""
-    text = "\n".join(code.lines)
+    """The helpers (module-level snippets, each named by the first function it defines) that `code`
+    calls, or that a helper it calls calls, in the order given: a program holds no helper it does
+    not use."""
     names = {h: re.search(r"def (\w+)", h).group(1) for h in helpers}
-    return [h for h, name in names.items() if re.search(r"\b" + name + r"\(", text)]
+    text, called = "\n".join(code.lines), set()
+    while found := {h for h, name in names.items() if h not in called and re.search(r"\b" + name + r"\(", text)}:
+        called |= found
+        text = "\n".join(found)
+    return [h for h in names if h in called]
 
 
 def param_path(value: Value) -> list[str]:
@@ -217,6 +221,10 @@ class Emit:
         #: how a repeated layer's function reaches its params from one argument, where the target
         #: can (torch's submodule, a key prefix); None: each param is an argument
         self.layer_ref: LayerRef | None = None
+        #: a kernel of the target's that computes an op with the elementwise ops after it in a fused
+        #: group as one call (torch's oneDNN post-ops): given the group's nodes from one on, how many
+        #: the call computes and the call; None where it has none there
+        self.epilogue: Callable[[Emit, list[Node]], tuple[int, str] | None] | None = None
         self._bindings: tuple[Code, int, int] | None = None  # where `bind_symbols` wrote
 
     # -- helpers for rules ------------------------------------------------------------------
@@ -340,9 +348,7 @@ class Emit:
             scalar = np.asarray(node.attrs["value"], dtype=dtype.numpy).item()
             self.values[node.result] = self.float(dtype, scalar) if dtype.is_float else repr(scalar)
             return []
-        if node.loc and (node.loc.file, node.loc.line) != self._last_loc:
-            code(f"# {source_comment(node.loc)}")
-            self._last_loc = (node.loc.file, node.loc.line)
+        self._source_comment(code, node)
         rule = self.rule_for(node)
         writes, slots = self.buffers.writes, self.buffers.slots
         if node in writes:  # the overwritten operand goes first: add(x, y) as x.add_(y)
@@ -357,19 +363,44 @@ class Emit:
             expr = self.constant_ref(node) if node.op == "constant" else render(rule, self, node)
         finally:
             self.out = ""
-        names = [self.names.fresh(v.hint or f"v{self._count + i}") for i, v in enumerate(node.results)]
+        return self._assign(code, node.results, expr)
+
+    def _source_comment(self, code: Code, node: Node) -> None:
+        """The node's DSL line as a comment, where it starts a new one."""
+        if node.loc and (node.loc.file, node.loc.line) != self._last_loc:
+            code(f"# {source_comment(node.loc)}")
+            self._last_loc = (node.loc.file, node.loc.line)
+
+    def _assign(self, code: Code, results: list[Value], expr: str) -> list[Value]:
+        """`results = expr`, each result named from its hint; the results."""
+        names = [self.names.fresh(v.hint or f"v{self._count + i}") for i, v in enumerate(results)]
         self._count += len(names)
-        for value, name in zip(node.results, names):
+        for value, name in zip(results, names):
             self.values[value] = name
         code(f"{', '.join(names)} = {expr}")
-        return list(node.results)
+        return list(results)
+
+    def _group_body(self, code: Code, nodes: list[Node]) -> None:
+        """A fused group's statements: where the target's `epilogue` computes a run of its nodes as
+        one call, that call names the run's last results; else a statement each."""
+        i = 0
+        while i < len(nodes):
+            fused = self.epilogue(self, nodes[i:]) if self.epilogue else None
+            if fused is None:
+                self.statement(code, nodes[i])
+                i += 1
+                continue
+            taken, expr = fused
+            self._source_comment(code, nodes[i])
+            self._assign(code, nodes[i + taken - 1].results, expr)
+            i += taken
 
     def region(self, code: Code, region: Region) -> list[Value]:
         """A fused group as a function: see `function`."""
         group = region.nodes[0].group
         ops = ", ".join(dict.fromkeys(n.op for n in region.nodes))
         return self.function(code, region, f"group{group}", f"fused group {group}: {ops}",
-                             lambda body: [self.statement(body, node) for node in region.nodes],
+                             lambda body: self._group_body(body, region.nodes),
                              shared=bool(self.hoist))
 
     def layer_call(self, code: Code, region: Region) -> list[Value]:

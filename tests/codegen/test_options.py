@@ -19,7 +19,7 @@ model M() {
 
 #: The options of the README's target table.
 OPTIONS = {
-    "torch": "amp, tf32, compile, channels_last, reuse_buffers, keep_buffers, cpu_arena, pack_linear",
+    "torch": "amp, tf32, compile, channels_last, reuse_buffers, keep_buffers, cpu_arena, pack_linear, fuse_post_ops",
     "jax": "compute_dtype, matmul_precision, pad_to",
     "tf": "compute_dtype",
     "mindspore": "mixed_precision, differentiated",
@@ -39,7 +39,8 @@ def test_a_misspelt_option_gets_a_suggestion() -> None:
     assert e.value.hint.startswith("did you mean 'compute_dtype'? jax takes compute_dtype, matmul_precision, pad_to")
 
 
-@pytest.mark.parametrize("name", ["tf32", "channels_last", "reuse_buffers", "keep_buffers", "cpu_arena", "pack_linear"])
+@pytest.mark.parametrize("name", ["tf32", "channels_last", "reuse_buffers", "keep_buffers", "cpu_arena", "pack_linear",
+                                  "fuse_post_ops"])
 def test_torch_switches_take_only_bools(name: str) -> None:
     with pytest.raises(ShipeiError, match=f"torch: {name} must be True or False, got 'yes'"):
         shipei.compile(MLP, "torch", options={name: "yes"})

@@ -140,6 +140,94 @@ def test_small_products_and_gradients_keep_f_linear() -> None:
     assert _packed(exe) == set()
 
 
+#: Each activation oneDNN applies as a post-op, as the DSL writes it around an expression.
+POST_OPS = {"relu": "relu({})", "gelu": "gelu({})", "gelu_tanh": 'gelu({}, approximate="tanh")',
+            "sigmoid": "sigmoid({})", "tanh": "tanh({})", "silu": "silu({})"}
+
+
+def _post_op_model(post_op: str) -> str:
+    """A convolution with a residual add and `post_op`, one with `post_op` alone (no bias), and two
+    linears large enough to pack at B=128 (256x256: 8.4M multiply-adds), with `post_op` or an add."""
+    act = POST_OPS[post_op]
+    return f"""
+    model M() {{
+        conv1 = Conv2d(8, 8, 3, padding=1)
+        conv2 = Conv2d(8, 8, 3, padding=1, bias=false)
+        fc1 = Linear(256, 256)
+        fc2 = Linear(256, 256)
+        forward(x: f32[B, 8, 12, 12], h: f32[B, 256])
+                -> (f32[B, 8, 12, 12], f32[B, 8, 12, 12], f32[B, 256], f32[B, 256]) {{
+            return {act.format("conv1(x) + x")}, {act.format("conv2(x)")}, {act.format("fc1(h)")}, fc2(h) + h
+        }}
+    }}
+    """
+
+
+def _outputs_match(compiled: shipei.Compiled, got, x: list[np.ndarray], weights) -> bool:
+    want = shipei.reference(compiled.ir, x, weights)
+    return all(compare(np.asarray(g), w, DType.f32).ok for g, w in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("post_op", sorted(POST_OPS))
+def test_o3_groups_run_a_convolution_or_linear_and_its_post_ops_as_one_onednn_call(post_op: str) -> None:
+    """In inference the fused kernels compute on packed weights, which follow weights written in
+    place; where autograd records, the same calls go op by op. Both match the reference."""
+    compiled = shipei.compile(_post_op_model(post_op), "torch", opt=3)
+    calls = re.findall(r"= (fused_\w+)\(\w+, (\w+), .*, (\w+), ('\w+'|None)\)", compiled.source)
+    after_add = repr(post_op) if post_op == "relu" else "None"  # torch's binary fusion takes relu alone
+    assert sorted(calls) == sorted([("fused_conv2d", "conv1_weight", "x", after_add),
+                                    ("fused_conv2d", "conv2_weight", "None", repr(post_op)),
+                                    ("fused_linear", "fc1_weight", "None", repr(post_op)),
+                                    ("fused_linear", "fc2_weight", "h", "None")])
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 128})
+    assert _outputs_match(compiled, exe.run(*x), x, compiled.weights)
+    packed = exe.module._PACKED_WEIGHTS
+    assert {name for name, p in exe._model.named_parameters() if id(p) in packed} == {
+        "conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"}
+    new = {k: (v * 0.5 + 0.1).astype(v.dtype) for k, v in compiled.weights.items()}
+    exe.module.assign(exe._model, {k: torch.from_numpy(v) for k, v in new.items()})
+    assert _outputs_match(compiled, exe.run(*x), x, new)
+    with torch.enable_grad():
+        eager = exe._model(*(torch.from_numpy(a) for a in x))
+    assert _outputs_match(compiled, [t.detach().numpy() for t in eager], x, new)
+
+
+@pytest.mark.parametrize("post_op", sorted(POST_OPS))
+def test_post_ops_go_op_by_op_in_place_for_nchw_input_and_small_products(post_op: str) -> None:
+    """In inference the fused calls' fallback overwrites the fresh result, as the memory plan
+    counts on; the results stay the reference's."""
+    compiled = shipei.compile(_post_op_model(post_op), "torch", opt=3, options={"channels_last": False})
+    assert "fused_conv2d(" in compiled.source and "fused_linear(" in compiled.source
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=1, dims={"B": 3})
+    assert _outputs_match(compiled, exe.run(*x), x, compiled.weights)
+    assert not any(id(p) in exe.module._PACKED_WEIGHTS for p in exe._model.parameters())
+
+
+def test_a_result_read_twice_is_not_fused_into_one_call() -> None:
+    """fc(h) feeds the gelu and the add: the GEMM cannot write both."""
+    source = """
+    model M() {
+        fc = Linear(256, 256)
+        forward(h: f32[B, 256]) -> (f32[B, 256], f32[B, 256]) {
+            y = fc(h)
+            return gelu(y), y + h
+        }
+    }
+    """
+    compiled = shipei.compile(source, "torch", opt=3)
+    assert "fused_" not in compiled.source and "fused group" in compiled.source
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 128})
+    assert _outputs_match(compiled, compiled.load(device="cpu").run(*x), x, compiled.weights)
+
+
+@pytest.mark.parametrize("options", [{"fuse_post_ops": False}, {"amp": "bf16"}, {"compile": "groups"}])
+def test_post_ops_stay_op_by_op_when_off_under_autocast_and_under_compile(options: dict) -> None:
+    assert "fused_" not in shipei.compile(_post_op_model("relu"), "torch", opt=3, options=options).source
+    assert "fused_conv2d(" in shipei.compile(_post_op_model("relu"), "torch", opt=3).source
+
+
 @pytest.mark.parametrize("options", [{"amp": "bf16"}, {"compile": True}, {"pack_linear": False}])
 def test_autocast_and_torch_compile_keep_f_linear(options: dict) -> None:
     """Autocast does not see the packed kernel, and Inductor packs weights itself."""
