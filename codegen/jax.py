@@ -347,6 +347,16 @@ def assign(model, values):
     model.update(values)
 
 
+def placed(model, inputs, device):
+    """Numpy inputs as `run` hands them to jit, which copies them to the params' device itself (a
+    device_put of each first took the example MLP from 310 to 395 us a call on CPU): as they are,
+    or put on `device` where there are no params to follow."""
+    if model:
+        return inputs
+    with jax.enable_x64(True):
+        return [jax.device_put(x, jax.devices(device)[0]) for x in inputs]
+
+
 def call(model, *arrays):
     """Arrays in, a tuple of arrays out: a pipeline stage's step, with no numpy in between."""
     with jax.enable_x64(True):
@@ -383,9 +393,7 @@ _RUN = '''
 
 def run(model, inputs, device="cpu"):
     """Numpy in, numpy out (bfloat16 outputs as float32)."""
-    with jax.enable_x64(True):
-        arrays = [jax.device_put(x, jax.devices(device)[0]) for x in inputs]
-    return [to_numpy(y) for y in call(model, *arrays)]
+    return [to_numpy(y) for y in call(model, *placed(model, inputs, device))]
 '''
 
 _RUN_PADDED = '''
@@ -393,9 +401,7 @@ _RUN_PADDED = '''
 def run(model, inputs, device="cpu"):
     """Numpy in, numpy out (bfloat16 outputs as float32); the batch is padded to a multiple of PAD_TO."""
     inputs, batch = pad_batch(inputs)
-    with jax.enable_x64(True):
-        arrays = [jax.device_put(x, jax.devices(device)[0]) for x in inputs]
-    return unpad_batch([to_numpy(y) for y in call(model, *arrays)], batch)
+    return unpad_batch([to_numpy(y) for y in call(model, *placed(model, inputs, device))], batch)
 '''
 
 #: The generation options, written at the top of the module so that it describes itself.
