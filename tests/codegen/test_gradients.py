@@ -201,7 +201,9 @@ def test_random_graphs_gradients_match_the_references_finite_differences(target:
         return float(interpret(graph, inputs, values, precision="f64")[0])
 
     tol = TOLERANCES[DType.f64]  # some targets' f64 transcendentals are a few ulps of f32 off
-    assert float(exe.module.to_numpy(loss)) == pytest.approx(f(weights), rel=tol.rtol, abs=tol.atol)
+    want_loss = f(weights)
+    assert float(exe.module.to_numpy(loss)) == pytest.approx(want_loss, rel=tol.rtol, abs=tol.atol, nan_ok=True)
+    assume(np.isfinite(want_loss))  # finite differences of a NaN loss (layer_norm, eps=0, of one element) say nothing
 
     for p in trained:
         want = np.zeros(weights[p.name].shape)
