@@ -27,9 +27,10 @@ Options of `emit`, written at the top of the generated module so that it describ
 - `fuse_post_ops=True` (the default; it acts on -O3's fused groups): a float32 convolution, or a
   linear large enough to pack, followed in its group by the add of a tensor of its shape or an
   activation (relu, gelu, sigmoid, tanh, silu) is one call of oneDNN's kernel with that as its
-  post-op, on a packed weight, as ONNX Runtime fuses Conv+Add+Relu (`fused_conv2d`,
-  `fused_linear`; a convolution's add may take a relu after it). On CPU in inference, channels-last for
-  convolutions; op by op elsewhere. Off under `amp` and `compile`, as `pack_linear`.
+  post-op, on a packed weight, as ONNX Runtime fuses Conv+Add+Relu (`fused_conv2d`, `fused_linear`;
+  a convolution's add may take a relu after it). On CPU in inference, channels-last for
+  convolutions; op by op elsewhere. Off under `amp` and `compile`, as `pack_linear`. The example
+  ResNet's call (B=16, one core): 1.31 ms at -O3, 1.37 ms at -O2.
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.buffers` finds that
   safe, sparing the allocator and page faults. For inference: autograd refuses to differentiate
