@@ -205,6 +205,28 @@ def test_post_ops_go_op_by_op_in_place_for_nchw_input_and_small_products(post_op
     assert not any(id(p) in exe.module._PACKED_WEIGHTS for p in exe._model.parameters())
 
 
+@pytest.mark.parametrize(("conv", "out"), [
+    ("Conv2d(8, 8, 3, padding=1, groups=8)", "f32[B, 8, 12, 12]"),
+    ("Conv2d(8, 16, 3, stride=2, padding=1, groups=2)", "f32[B, 16, 6, 6]"),
+    ("Conv2d(8, 8, 3, padding=2, dilation=2)", "f32[B, 8, 12, 12]"),
+    ("Conv2d(8, 8, 1)", "f32[B, 8, 12, 12]")])
+def test_fused_convolutions_pack_grouped_strided_dilated_and_pointwise_windows(conv: str, out: str) -> None:
+    """The packed weight is laid out for each convolution's groups, stride and dilation."""
+    compiled = shipei.compile(f"""
+    model M() {{
+        conv = {conv}
+        forward(x: f32[B, 8, 12, 12]) -> {out} {{
+            return relu(conv(x))
+        }}
+    }}
+    """, "torch", opt=3)
+    assert "= fused_conv2d(" in compiled.source
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 4})
+    assert _outputs_match(compiled, exe.run(*x), x, compiled.weights)
+    assert id(exe._model.conv.weight) in exe.module._PACKED_WEIGHTS
+
+
 def test_a_result_read_twice_is_not_fused_into_one_call() -> None:
     """fc(h) feeds the gelu and the add: the GEMM cannot write both."""
     source = """
