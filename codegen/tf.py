@@ -282,8 +282,19 @@ def call(model, *tensors, device="cpu"):
         outputs = strategy.experimental_local_results(strategy.run(model.__call__, args=tensors))[0]
     else:
         with tf.device(_DEVICES[device]):
-            outputs = model(*tensors)
+            outputs = _traced_call(model)(*tensors)
     return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+def _traced_call(model):
+    """The model's __call__ as the one concrete function its input signature makes, called
+    directly: tf.function's dispatch binds the arguments to the signature again on every call,
+    which cost the example MLP 100 us of its 0.57 ms. Kept on the model (a reference cycle, which
+    the garbage collector frees with it)."""
+    traced = getattr(model, "_traced", None)
+    if traced is None:
+        traced = model._traced = model.__call__.get_concrete_function()
+    return traced
 
 
 def accept(x, device="cpu"):

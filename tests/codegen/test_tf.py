@@ -4,6 +4,8 @@ test_ops_all_targets.py."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 from types import ModuleType
 
@@ -68,6 +70,22 @@ def test_one_module_runs_every_batch_size_without_retracing(tmp_path: Path) -> N
         assert [y.shape for y in actual] == [(2 * batch, 2), (batch,)]
         _check(graph, actual, interpret(graph, xs, weights, precision="f64"), f"batch {batch}")
     assert model.__call__.experimental_get_tracing_count() == 1
+
+
+def test_calls_go_to_the_traced_function_which_is_freed_with_its_model(tmp_path: Path) -> None:
+    """`call` calls the model's concrete function itself, past tf.function's dispatch, and keeps
+    it on the model: a cycle the garbage collector frees, so a model loaded again and again (new
+    weights) does not keep the old ones alive."""
+    graph, weights = _symbolic()
+    module = _module(graph, tmp_path)
+    model = module.load(weights, "cpu")
+    xs = [np.ones((3, 6), np.float32)]
+    _check(graph, module.run(model, xs, "cpu"), interpret(graph, xs, weights, precision="f64"), "traced call")
+    assert isinstance(model._traced, type(model.__call__.get_concrete_function()))
+    freed = weakref.ref(model)
+    del model
+    gc.collect()
+    assert freed() is None
 
 
 @pytest.mark.parametrize("op", ["maximum", "minimum", "reduce_max", "reduce_min", "max_pool2d", "relu"])
