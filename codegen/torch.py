@@ -143,8 +143,7 @@ def _packed_linear(packed: str, unpacked: Rule | str) -> Rule:
     """`packed` where the weight is a float32 param (which stays put between calls) large enough,
     else the `unpacked` rule."""
     def rule(e: Emit, node: Node) -> str:
-        weight = node.operands[1]
-        if _packable(weight) and elements(weight.type) >= _PACKABLE_ELEMENTS:
+        if _packs_linear(node.operands[1]):
             return e.format(packed, node)
         return render(unpacked, e, node)
 
@@ -154,6 +153,11 @@ def _packed_linear(packed: str, unpacked: Rule | str) -> Rule:
 def _packable(weight: Value) -> bool:
     """Whether a weight stays put between calls, so that a packed copy of it can serve them."""
     return weight.param is not None and weight.dtype is DType.f32 and weight.type.is_static
+
+
+def _packs_linear(weight: Value) -> bool:
+    """Whether a linear's weight is packable and large enough that some batch packs it."""
+    return _packable(weight) and elements(weight.type) >= _PACKABLE_ELEMENTS
 
 
 def _post_op(node: Node) -> str | None:
@@ -172,8 +176,8 @@ def _fused_kernel(e: Emit, nodes: list[Node], users: dict[Value, list[Node]], ou
     computes and the call. A convolution's add may be followed by a relu (torch's binary fusion
     takes no other). Each result but the last must be read by the next node alone."""
     head = nodes[0]
-    if (head.op not in ("conv2d", "linear") or head.result.dtype is not DType.f32 or not _packable(head.operands[1])
-            or head.op == "linear" and elements(head.operands[1].type) < _PACKABLE_ELEMENTS):
+    packs = {"conv2d": _packable, "linear": _packs_linear}.get(head.op)
+    if packs is None or head.result.dtype is not DType.f32 or not packs(head.operands[1]):
         return None
     value, other, post_op, taken = head.result, None, None, 1
     for node in nodes[1:]:
@@ -181,7 +185,7 @@ def _fused_kernel(e: Emit, nodes: list[Node], users: dict[Value, list[Node]], ou
             break
         if node.op == "add" and other is None:
             other = node.operands[1] if node.operands[0] is value else node.operands[0]
-            if other is value or other.type != value.type:
+            if other.type != value.type:
                 break
         elif _post_op(node) and (other is None or head.op == "conv2d" and node.op == "relu"):
             post_op = _post_op(node)
@@ -478,6 +482,11 @@ def _gemm_packs(x, weight):
             and x.numel() * weight.shape[0] >= PACKED_LINEAR_MACS)
 
 
+def _gemm_weight(x, weight):
+    """`weight` packed for oneDNN's GEMM, for products of about x's rows."""
+    return _packed(weight, _reorder_linear, x.numel() // x.shape[-1])
+
+
 _reorder_linear = torch.ops.mkldnn._reorder_linear_weight if _ONEDNN else None
 ''' + f"PACKED_LINEAR_MACS = {PACKED_LINEAR_MACS}  # below it, oneDNN's fixed cost per call outweighs packing\n"
 
@@ -487,8 +496,7 @@ def packed_linear(x, weight, bias=None, out=None):
     buffer the model keeps, takes F.linear's result; the packed GEMM returns a new one."""
     if not _gemm_packs(x, weight):
         return F.linear(x, weight, bias) if out is None else torch.ops.aten.linear.out(x, weight, bias, out=out)
-    rows = x.numel() // x.shape[-1]
-    return torch.ops.mkldnn._linear_pointwise(x, _packed(weight, _reorder_linear, rows), bias, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise(x, _gemm_weight(x, weight), bias, "none", [], "")
 '''
 
 _FUSED_LINEAR = '''
@@ -498,7 +506,7 @@ def fused_linear(x, weight, bias, other, post_op):
     applies `post_op` as it writes its result (it takes one of them); elsewhere op by op."""
     if not _gemm_packs(x, weight):
         return _post_ops(F.linear(x, weight, bias), other, post_op)
-    packed = _packed(weight, _reorder_linear, x.numel() // x.shape[-1])
+    packed = _gemm_weight(x, weight)
     if other is not None:
         return torch.ops.mkldnn._linear_pointwise.binary(x, other, packed, bias, "add")
     *_, attr, algorithm = _POST_OPS[post_op]
@@ -508,10 +516,9 @@ def fused_linear(x, weight, bias, other, post_op):
 _FUSED_CONV2D = '''
 def fused_conv2d(x, weight, bias, stride, padding, dilation, groups, other, post_op):
     """`post_op` of F.conv2d(x, weight, bias, ...) + `other`, without either where it is None
-    (after an add, only relu):
-    on CPU, in inference, for a float32 channels-last x, one call of oneDNN's convolution on a
-    packed copy of the weight, which adds `other` and applies `post_op` as it writes its result, as
-    ONNX Runtime's fused Conv does; elsewhere op by op."""
+    (after an add, only relu): on CPU, in inference, for a float32 channels-last x, one call of
+    oneDNN's convolution on a packed copy of the weight, which adds `other` and applies `post_op` as
+    it writes its result, as ONNX Runtime's fused Conv does; elsewhere op by op."""
     if not (_ONEDNN and x.is_cpu and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and x.is_contiguous(memory_format=torch.channels_last)):
         return _post_ops(F.conv2d(x, weight, bias, stride, padding, dilation, groups), other, post_op)
@@ -538,7 +545,6 @@ def _post_ops(y, other, post_op):
 
 
 _POST_OPS = {  # post-op -> (its torch function, in place, oneDNN's name for it, its algorithm)
-    None: (None, None, "none", ""),
     "relu": (torch.relu, torch.relu_, "relu", ""),
     "gelu": (F.gelu, torch.ops.aten.gelu_, "gelu", "none"),
     "gelu_tanh": (lambda y: F.gelu(y, approximate="tanh"), lambda y: torch.ops.aten.gelu_(y, approximate="tanh"),
