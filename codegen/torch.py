@@ -16,21 +16,25 @@ Options of `emit`, written at the top of the generated module so that it describ
   and 0.21 ms channels-last, its 2x2 max pool 1.47 ms and 0.14 ms.
 - `cpu_arena=True` (the default, as ONNX Runtime's `enable_cpu_mem_arena`): on CPU, `load` has
   glibc's malloc keep freed memory in the process (`keep_freed_memory`), so the next call does not
-  fault its activations in again; the example ResNet's call (B=16, one thread) takes 1.5 ms with
-  it and 2.4 ms without. Process-wide, as an allocator is; False leaves malloc as it was.
+  fault its activations in again; the example ResNet's call op by op (B=16, one thread,
+  `fuse_post_ops=False`) takes 1.5 ms with it and 2.4 ms without (fused, its results are never
+  unmapped: 0 faults a call either way). Process-wide, as an allocator is; False leaves malloc as
+  it was.
 - `pack_linear=True` (the default): on CPU, in inference, a float32 linear of a param weight
   whose product is large runs on oneDNN with the weight packed once in the blocked layout its GEMM
   reads, as ONNX Runtime prepacks at session start (`packed_linear`). One core of this AMD EPYC:
   the example MLP's 64x784 @ 784x256 takes 272 us by F.linear (MKL) and 245 us packed; oneDNN's
   ~10 us more per call loses below a few million multiply-adds, which stay on F.linear. Off under
   `amp` (autocast does not see the packed kernel) and `compile` (Inductor packs for itself).
-- `fuse_post_ops=True` (the default; it acts on -O3's fused groups): a float32 convolution, or a
-  linear large enough to pack, followed in its group by the add of a tensor of its shape or an
-  activation (relu, gelu, sigmoid, tanh, silu) is one call of oneDNN's kernel with that as its
-  post-op, on a packed weight, as ONNX Runtime fuses Conv+Add+Relu (`fused_conv2d`, `fused_linear`;
-  a convolution's add may take a relu after it). On CPU in inference, channels-last for
-  convolutions; op by op elsewhere. Off under `amp` and `compile`, as `pack_linear`. The example
-  ResNet's call (B=16, one core): 1.31 ms at -O3, 1.37 ms at -O2.
+- `fuse_post_ops=True` (the default): a float32 convolution, or a linear large enough to pack
+  (with `pack_linear`), followed by the add of a tensor of its shape or an activation (relu, gelu,
+  sigmoid, tanh, silu), each result read by the next alone, is one call of oneDNN's kernel with
+  that as its post-op, on a packed weight, as ONNX Runtime fuses Conv+Add+Relu at its default level
+  (`fused_conv2d`, `fused_linear`; a convolution's add may take a relu after it). A kernel choice,
+  like `pack_linear`, so at every -O level, within a fused group or outside any. On CPU in
+  inference, channels-last for convolutions; op by op elsewhere. Off under `amp` and `compile`, as
+  `pack_linear`. The example ResNet's call at -O2 (B=16, one core, 15 alternating rounds): 1.06x
+  faster fused (1.48 against 1.56 ms).
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.buffers` finds that
   safe, sparing the allocator and page faults. For inference: autograd refuses to differentiate
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import keyword
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -168,19 +173,18 @@ def _post_op(node: Node) -> str | None:
     return node.op if node.op in ("relu", "sigmoid", "tanh", "silu") else None
 
 
-def _fused_kernel(e: Emit, nodes: list[Node], users: dict[Value, list[Node]], outputs: frozenset[Value]
-                  ) -> tuple[int, str] | None:
-    """A float32 convolution or linear of a packable weight at the head of a fused group's `nodes`,
-    with the add of a tensor of its result's type or a post-op after it, which oneDNN computes as
-    it writes the result, as one call of `fused_conv2d` or `fused_linear`: how many nodes it
-    computes and the call. A convolution's add may be followed by a relu (torch's binary fusion
-    takes no other). Each result but the last must be read by the next node alone."""
-    head = nodes[0]
-    packs = {"conv2d": _packable, "linear": _packs_linear}.get(head.op)
+def _fused_kernel(e: Emit, head: Node, after: Iterable[Node], users: dict[Value, list[Node]],
+                  outputs: frozenset[Value], linear: bool) -> tuple[int, Node, str] | None:
+    """A float32 convolution or (where `linear`) linear of a packable weight (`head`) with the add
+    of a tensor of its result's type or a post-op written `after` it, which oneDNN computes as it
+    writes the result, as one call of `fused_conv2d` or `fused_linear`: how many nodes it computes,
+    the last of them and the call. A convolution's add may be followed by a relu (torch's binary
+    fusion takes no other). Each result but the last must be read by the next node alone."""
+    packs = {"conv2d": _packable, "linear": _packs_linear if linear else None}.get(head.op)
     if packs is None or head.result.dtype is not DType.f32 or not packs(head.operands[1]):
         return None
-    value, other, post_op, taken = head.result, None, None, 1
-    for node in nodes[1:]:
+    value, other, post_op, taken, last = head.result, None, None, 1, head
+    for node in after:
         if users.get(value) != [node] or value in outputs or post_op is not None:
             break
         if node.op == "add" and other is None:
@@ -191,7 +195,7 @@ def _fused_kernel(e: Emit, nodes: list[Node], users: dict[Value, list[Node]], ou
             post_op = _post_op(node)
         else:
             break
-        value, taken = node.result, taken + 1
+        value, taken, last = node.result, taken + 1, node
     if taken == 1:
         return None
     x, weight, *bias = e.args(head)
@@ -199,7 +203,7 @@ def _fused_kernel(e: Emit, nodes: list[Node], users: dict[Value, list[Node]], ou
     if head.op == "conv2d":
         fused += [repr(pair(head.attrs[k])) for k in ("stride", "padding", "dilation")] + [str(head.attrs["groups"])]
     fused += [e.values[other] if other is not None else "None", repr(post_op)]
-    return taken, f"fused_{head.op}({', '.join(fused)})"
+    return taken, last, f"fused_{head.op}({', '.join(fused)})"
 
 
 def _rsqrt(spelling: str) -> Rule:
@@ -810,7 +814,8 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
     e.layer_ref = LayerRef(lambda path: _path_expr(path.split(".")),
                            lambda layer, v, path: _path_expr(_torch_path(v)[path.count(".") + 1:], layer))
     if options.fuse_post_ops and amp is None and not options.compile:
-        e.epilogue = functools.partial(_fused_kernel, users=graph.users(), outputs=frozenset(graph.outputs))
+        e.epilogue = functools.partial(_fused_kernel, users=graph.users(), outputs=frozenset(graph.outputs),
+                                       linear=options.pack_linear)
     e.plan(reuse_buffers=options.reuse_buffers and amp is None,
            keep_buffers=options.keep_buffers and amp is None and not options.compile)
     _write_class(model, graph, module.model, e, emit_body, amp, constants)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import itertools
 import keyword
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -221,10 +222,11 @@ class Emit:
         #: how a repeated layer's function reaches its params from one argument, where the target
         #: can (torch's submodule, a key prefix); None: each param is an argument
         self.layer_ref: LayerRef | None = None
-        #: a kernel of the target's that computes an op with the elementwise ops after it in a fused
-        #: group as one call (torch's oneDNN post-ops): given the group's nodes from one on, how many
-        #: the call computes and the call; None where it has none there
-        self.epilogue: Callable[[Emit, list[Node]], tuple[int, str] | None] | None = None
+        #: a kernel of the target's that computes an op with the elementwise ops after it as one call
+        #: (torch's oneDNN post-ops): given a node and those written after it (in its fused group,
+        #: or outside any), how many the call computes, the last of them and the call; None where
+        #: it has none there
+        self.epilogue: Callable[[Emit, Node, Iterable[Node]], tuple[int, Node, str] | None] | None = None
         self._bindings: tuple[Code, int, int] | None = None  # where `bind_symbols` wrote
 
     # -- helpers for rules ------------------------------------------------------------------
@@ -326,14 +328,19 @@ class Emit:
         """Write `nodes`: runs with one key that is not None are a function each (a layer's call, a
         fused group), the rest a statement each; dead values are freed where the target does so."""
         live: list[Value] = []
-        for run in regions(self.graph, lambda n: n if key(n) is None else key(n), nodes):
-            kind = key(run.nodes[0])
-            if kind is None:
-                defined = self.statement(code, run.nodes[0])
+        runs = regions(self.graph, lambda n: n if key(n) is None else key(n), nodes)
+        alone = [key(r.nodes[0]) is None for r in runs]  # a node outside any layer's call or group
+        i = 0
+        while i < len(runs):
+            run, kind = runs[i], key(runs[i].nodes[0])
+            if kind is None:  # a statement, or with the ones after it one call of the target's kernel
+                after = (runs[j].nodes[0] for j in itertools.takewhile(alone.__getitem__, range(i + 1, len(runs))))
+                taken, defined = self.statements(code, run.nodes[0], after)
+                run, i = runs[i + taken - 1], i + taken
             elif isinstance(kind, tuple):  # ("layer", call)
-                defined = self.layer_call(code, run)
+                defined, i = self.layer_call(code, run), i + 1
             else:
-                defined = self.region(code, run)
+                defined, i = self.region(code, run), i + 1
             if self.target.free_dead_values:
                 end = self._position[id(run.nodes[-1])]
                 dead = [v for v in live + defined if self._last_read.get(v, -1) <= end]
@@ -380,20 +387,22 @@ class Emit:
         code(f"{', '.join(names)} = {expr}")
         return list(results)
 
+    def statements(self, code: Code, node: Node, after: Iterable[Node]) -> tuple[int, list[Value]]:
+        """`node` as a statement, or, where the target's `epilogue` computes it with some of the
+        nodes written `after` it as one call, that call, which names the last one's results: how
+        many nodes were written and the values named."""
+        fused = self.epilogue(self, node, after) if self.epilogue else None
+        if fused is None:
+            return 1, self.statement(code, node)
+        taken, last, expr = fused
+        self._source_comment(code, node)
+        return taken, self._assign(code, last.results, expr)
+
     def _group_body(self, code: Code, nodes: list[Node]) -> None:
-        """A fused group's statements: where the target's `epilogue` computes a run of its nodes as
-        one call, that call names the run's last results; else a statement each."""
+        """A fused group's statements (see `statements`)."""
         i = 0
         while i < len(nodes):
-            fused = self.epilogue(self, nodes[i:]) if self.epilogue else None
-            if fused is None:
-                self.statement(code, nodes[i])
-                i += 1
-                continue
-            taken, expr = fused
-            self._source_comment(code, nodes[i])
-            self._assign(code, nodes[i + taken - 1].results, expr)
-            i += taken
+            i += self.statements(code, nodes[i], nodes[i + 1:])[0]
 
     def region(self, code: Code, region: Region) -> list[Value]:
         """A fused group as a function: see `function`."""

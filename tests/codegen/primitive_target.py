@@ -23,5 +23,6 @@ TARGET = dataclasses.replace(torch.TARGET, name="primitives", rules=_primitives(
 
 
 def emit(graph: Graph, source: str) -> GeneratedModule:
-    options = torch.Options(None, False, False, False, False, False)
+    # no oneDNN post-op kernels: their helper computes composite ops (gelu, silu) itself
+    options = torch.Options(None, False, False, False, False, False, fuse_post_ops=False)
     return write_module(TARGET, graph, source, functools.partial(torch.write_model, options=options, target=TARGET))

@@ -68,7 +68,8 @@ import numpy as np
 import torch
 import shipei
 torch.set_num_threads(1)  # one heap: torch's worker threads would allocate from arenas of their own
-exe = shipei.compile(sys.argv[1], "torch", options={"cpu_arena": sys.argv[2] == "on"}).load(device="cpu")
+options = {"cpu_arena": sys.argv[2] == "on", "fuse_post_ops": False}  # fused, no result is unmapped
+exe = shipei.compile(sys.argv[1], "torch", options=options).load(device="cpu")
 x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
 for _ in range(5):
     exe.run(x)
@@ -80,9 +81,9 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 
 
 def test_the_cpu_arena_keeps_a_calls_memory_for_the_next() -> None:
-    """Counted in page faults, not time: with the arena a warm call of the example ResNet (B=16)
-    faults no page in; without it, its activations are unmapped after each call and fault in
-    again. In fresh processes, since the setting is the process's."""
+    """Counted in page faults, not time: with the arena a warm call of the example ResNet (B=16, op
+    by op) faults no page in; without it, its activations are unmapped after each call and fault
+    in again. In fresh processes, since the setting is the process's."""
     def faults_per_call(arena: str) -> float:
         out = subprocess.run([sys.executable, "-c", _FAULTS, str(EXAMPLES / "cnn.sp"), arena], capture_output=True,
                              text=True, check=True, timeout=300)
@@ -168,12 +169,16 @@ def _outputs_match(compiled: shipei.Compiled, got, x: list[np.ndarray], weights)
     return all(compare(np.asarray(g), w, DType.f32).ok for g, w in zip(got, want, strict=True))
 
 
+@pytest.mark.parametrize("opt", [2, 3])
 @pytest.mark.parametrize("post_op", sorted(POST_OPS))
-def test_o3_groups_run_a_convolution_or_linear_and_its_post_ops_as_one_onednn_call(post_op: str) -> None:
-    """In inference the fused kernels compute on packed weights, which follow weights written in
-    place; where autograd records, the same calls go op by op. Both match the reference."""
-    compiled = shipei.compile(_post_op_model(post_op), "torch", opt=3)
-    calls = re.findall(r"= (fused_\w+)\(\w+, (\w+), .*, (\w+), ('\w+'|None)\)", compiled.source)
+def test_a_convolution_or_linear_and_its_post_ops_run_as_one_onednn_call(post_op: str, opt: int) -> None:
+    """At the default level as in -O3's fused groups. In inference the fused kernels compute on
+    packed weights, which follow weights written in place; where autograd records, the same calls
+    go op by op. Both match the reference."""
+    compiled = shipei.compile(_post_op_model(post_op), "torch", opt=opt)
+    assert bool(re.search(r"fused group \d+:", compiled.source)) == (opt == 3)
+    calls = [(call, weight.removeprefix("self.").replace(".", "_"), other, post_op) for call, weight, other, post_op
+             in re.findall(r"= (fused_\w+)\(\w+, ([\w.]+), .*, (\w+), ('\w+'|None)\)", compiled.source)]
     after_add = repr(post_op) if post_op == "relu" else "None"  # torch's binary fusion takes relu alone
     assert sorted(calls) == sorted([("fused_conv2d", "conv1_weight", "x", after_add),
                                     ("fused_conv2d", "conv2_weight", "None", repr(post_op)),
@@ -227,7 +232,8 @@ def test_fused_convolutions_pack_grouped_strided_dilated_and_pointwise_windows(c
     assert id(exe._model.conv.weight) in exe.module._PACKED_WEIGHTS
 
 
-def test_a_result_read_twice_is_not_fused_into_one_call() -> None:
+@pytest.mark.parametrize("opt", [2, 3])
+def test_a_result_read_twice_is_not_fused_into_one_call(opt: int) -> None:
     """fc(h) feeds the gelu and the add: the GEMM cannot write both."""
     source = """
     model M() {
@@ -238,8 +244,8 @@ def test_a_result_read_twice_is_not_fused_into_one_call() -> None:
         }
     }
     """
-    compiled = shipei.compile(source, "torch", opt=3)
-    assert "fused_" not in compiled.source and "fused group" in compiled.source
+    compiled = shipei.compile(source, "torch", opt=opt)
+    assert "fused_" not in compiled.source and bool(re.search(r"fused group \d+:", compiled.source)) == (opt == 3)
     x = random_inputs(compiled.ir, seed=0, dims={"B": 128})
     assert _outputs_match(compiled, compiled.load(device="cpu").run(*x), x, compiled.weights)
 
@@ -253,8 +259,11 @@ def test_post_ops_stay_op_by_op_when_off_under_autocast_and_under_compile(option
 @pytest.mark.parametrize("options", [{"amp": "bf16"}, {"compile": True}, {"pack_linear": False}])
 def test_autocast_and_torch_compile_keep_f_linear(options: dict) -> None:
     """Autocast does not see the packed kernel, and Inductor packs weights itself."""
-    assert "packed_linear" not in shipei.compile(EXAMPLES / "mlp.sp", "torch", options=options).source
-    assert "packed_linear(x, self.fc1.weight" in shipei.compile(EXAMPLES / "mlp.sp", "torch").source
+    source = shipei.compile(EXAMPLES / "mlp.sp", "torch", options=options).source
+    assert "packed_linear" not in source and "fused_linear" not in source
+    source = shipei.compile(EXAMPLES / "mlp.sp", "torch", options={"fuse_post_ops": False}).source
+    assert "packed_linear(x, self.fc1.weight" in source
+    assert "fused_linear(x, self.fc1.weight" in shipei.compile(EXAMPLES / "mlp.sp", "torch").source
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
