@@ -39,3 +39,23 @@ def test_a_sequence_of_length_zero(target: str) -> None:
     got = exe(tokens)
     assert got.shape == expected.shape == (2, 0, 16) and got.dtype == np.float32
     assert exe(np.ones((2, 3), np.int64)).shape == (2, 3, 16)
+
+
+def test_a_shape_seen_before_is_checked_again_and_its_indices_every_call() -> None:
+    """Each call's symbol bindings come from what its input shapes bound before; the checks a shape
+    does not decide (dtype, gather indices) still run on every call, and an empty output is a new
+    array each time."""
+    compiled = shipei.compile(EXAMPLES / "transformer.sp", "torch", **GPT)
+    exe = compiled.load(device="cpu")
+    rng = np.random.default_rng(0)
+    for t in (4, 6, 4, 0, 0):
+        tokens = rng.integers(0, 16, (2, t))
+        (expected,) = shipei.reference(compiled.ir, [tokens], compiled.weights)
+        assert compare(exe(tokens), expected, compiled.ir.outputs[0].dtype).ok
+    assert exe(tokens) is not exe(tokens)  # the empty result
+    with pytest.raises(shipei.ShipeiError, match="index 16 is out of range"):
+        exe(np.full((2, 4), 16))
+    with pytest.raises(shipei.ShipeiError, match="expected i64"):
+        exe(np.zeros((2, 4), np.float32))
+    with pytest.raises(shipei.ShipeiError, match="rank 2"):
+        exe(np.zeros(4, np.int64))
