@@ -33,8 +33,8 @@ Options of `emit`, written at the top of the generated module so that it describ
   (`fused_conv2d`, `fused_linear`; a convolution's add may take a relu after it). A kernel choice,
   like `pack_linear`, so at every -O level, within a fused group or outside any. On CPU in
   inference, channels-last for convolutions; op by op elsewhere. Off under `amp` and `compile`, as
-  `pack_linear`. The example ResNet's call at -O2 (B=16, one core, 15 alternating rounds): 1.06x
-  faster fused (1.48 against 1.56 ms).
+  `pack_linear`. The example ResNet's call at -O2 (B=16, one core, 15 alternating rounds): 1.04-1.06x
+  faster fused (1.37 against 1.46 ms).
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.buffers` finds that
   safe, sparing the allocator and page faults. For inference: autograd refuses to differentiate
@@ -173,18 +173,27 @@ def _post_op(node: Node) -> str | None:
     return node.op if node.op in ("relu", "sigmoid", "tanh", "silu") else None
 
 
-def _fused_kernel(e: Emit, head: Node, after: Iterable[Node], users: dict[Value, list[Node]],
-                  outputs: frozenset[Value], linear: bool) -> tuple[int, Node, str] | None:
+@dataclass(frozen=True)
+class _Chain:
+    """A convolution or linear and the nodes after it that oneDNN computes in the same call."""
+
+    nodes: list[Node]
+    other: Value | None  # the tensor the add adds, if any
+    post_op: str | None  # `_post_op`'s name of the activation, if any
+
+
+def _post_op_chain(head: Node, after: Iterable[Node], users: dict[Value, list[Node]], outputs: frozenset[Value],
+                   linear: bool) -> _Chain | None:
     """A float32 convolution or (where `linear`) linear of a packable weight (`head`) with the add
-    of a tensor of its result's type or a post-op written `after` it, which oneDNN computes as it
-    writes the result, as one call of `fused_conv2d` or `fused_linear`: how many nodes it computes,
-    the last of them and the call. A convolution's add may be followed by a relu (torch's binary
-    fusion takes no other). Each result but the last must be read by the next node alone."""
+    of a tensor of its result's type or a post-op among the nodes `after` it, which oneDNN computes
+    as it writes the result. A convolution's add may be followed by a relu (torch's binary fusion
+    takes no other). Each result but the last must be read by the next node alone."""
     packs = {"conv2d": _packable, "linear": _packs_linear if linear else None}.get(head.op)
     if packs is None or head.result.dtype is not DType.f32 or not packs(head.operands[1]):
         return None
-    value, other, post_op, taken, last = head.result, None, None, 1, head
+    nodes, other, post_op = [head], None, None
     for node in after:
+        value = nodes[-1].result
         if users.get(value) != [node] or value in outputs or post_op is not None:
             break
         if node.op == "add" and other is None:
@@ -195,9 +204,31 @@ def _fused_kernel(e: Emit, head: Node, after: Iterable[Node], users: dict[Value,
             post_op = _post_op(node)
         else:
             break
-        value, taken, last = node.result, taken + 1, node
-    if taken == 1:
+        nodes.append(node)
+    return _Chain(nodes, other, post_op) if len(nodes) > 1 else None
+
+
+def fused_values(graph: Graph) -> frozenset[Value]:
+    """The results the default program never holds: those a fused oneDNN call (`_post_op_chain`)
+    computes on the way to its result, or, where it goes op by op in inference, overwrites in place.
+    For the memory estimate; a chain across a layer's call, which the program writes op by op, is
+    counted as fused."""
+    users, outputs, fused = graph.users(), frozenset(graph.outputs), set()
+    for i, node in enumerate(graph.nodes):
+        chain = _post_op_chain(node, graph.nodes[i + 1:i + 4], users, outputs, linear=True)
+        if chain:
+            fused.update(n.result for n in chain.nodes[:-1])
+    return frozenset(fused)
+
+
+def _fused_kernel(e: Emit, head: Node, after: Iterable[Node], users: dict[Value, list[Node]],
+                  outputs: frozenset[Value], linear: bool) -> tuple[int, Node, str] | None:
+    """`_post_op_chain` from `head` as one call of `fused_conv2d` or `fused_linear`: how many nodes
+    it computes, the last of them and the call."""
+    chain = _post_op_chain(head, after, users, outputs, linear)
+    if chain is None:
         return None
+    other, post_op, taken, last = chain.other, chain.post_op, len(chain.nodes), chain.nodes[-1]
     x, weight, *bias = e.args(head)
     fused = [x, weight, bias[0] if bias else "None"]
     if head.op == "conv2d":
@@ -656,6 +687,7 @@ TARGET = Target(
     # train_step writes params through views of one flat vector, which their version counters do
     # not see: a packed copy would go stale
     training_options={"pack_linear": False, "fuse_post_ops": False},
+    fused_values=fused_values,
 )
 
 #: The attribute where the generated model keeps its buffers (see `KeptBuffers`).

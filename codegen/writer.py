@@ -189,6 +189,9 @@ class Target:
     autocast: dict[DType, dict[str, Any]] = field(default_factory=dict)
     #: the emit options of a program that trains (one the framework's autodiff differentiates)
     training_options: dict[str, Any] = field(default_factory=dict)
+    #: the results its default program never holds (computed inside a kernel's call with the ops
+    #: after it: torch's oneDNN post-ops), for the memory estimate; None: it holds every one
+    fused_values: Callable[[Graph], frozenset[Value]] | None = None
 
     @property
     def fixed_code(self) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..ir.errors import ShipeiError
-from ..ir.graph import Graph
+from ..ir.graph import Graph, Value
 from ..ir.passes.plan_memory import MemoryPlan, plan_memory
 from ..ir.passes.rewrite import elements
 
@@ -58,6 +58,16 @@ def allocation(target: str | None, planned: bool) -> str:
     return "eager" if get_target(target).free_dead_values else "compiled"
 
 
+def _fused(graph: Graph, target: str | None) -> frozenset[Value]:
+    """The results `target`'s program never holds (`Target.fused_values`)."""
+    if target is None:
+        return frozenset()
+    from ..codegen import get_target
+
+    values = get_target(target).fused_values
+    return values(graph) if values else frozenset()
+
+
 def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = None,
                     planned: bool = False) -> MemoryEstimate:
     """The estimate for `graph` with its shape symbols bound to `dims`; every symbol of its inputs
@@ -75,7 +85,8 @@ def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = 
     env = {s: int(dims[s]) for s in symbols}
     weights = sum(elements(p.type, env) * p.dtype.itemsize for p in graph.params)
     inputs = sum(elements(v.type, env) * v.dtype.itemsize for v in graph.inputs)
-    return MemoryEstimate(env, weights, inputs, plan_memory(graph, env), allocation(target, planned))
+    return MemoryEstimate(env, weights, inputs, plan_memory(graph, env, _fused(graph, target)),
+                          allocation(target, planned))
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,11 @@ def _activations(graph: Graph) -> list[Value]:
     return out
 
 
-def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None) -> MemoryPlan:
-    """The buffer plan of `graph`'s schedule with symbols bound to `dims` (others 1)."""
+def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None, fused: frozenset[Value] = frozenset()
+                ) -> MemoryPlan:
+    """The buffer plan of `graph`'s schedule with symbols bound to `dims` (others 1). `fused` are
+    results an eager program never holds (a kernel computes them on the way to the next node's
+    result): left out of its peak, `peak_fresh_bytes`."""
     env = dict.fromkeys(graph.symbols(), 1)
     env.update(dims or {})
     values = _activations(graph)
@@ -106,11 +109,11 @@ def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None) -> MemoryPl
             live += nbytes[r]
             if last[r] == -1:  # nothing reads it
                 dying.append(r)
-        fresh += sum(nbytes[r] for r in made)
+        fresh += sum(nbytes[r] for r in made if r not in fused)
         plan.peak_live_bytes = max(plan.peak_live_bytes, live)
         plan.peak_fresh_bytes = max(plan.peak_fresh_bytes, fresh)
         plan.workspace_bytes = max(plan.workspace_bytes, _workspace(node, env))
-        fresh -= sum(nbytes[v] for v in (*read_last, *(r for r in made if last[r] == -1)))
+        fresh -= sum(nbytes[v] for v in (*read_last, *(r for r in made if last[r] == -1)) if v not in fused)
         for v in dying:
             live -= nbytes[v]
             free.setdefault(plan.buffers[plan.assignment[v]], []).append(plan.assignment[v])

@@ -18,7 +18,7 @@ def _primitives(table: dict) -> dict:
     return {op: rule for op, rule in table.items() if not all_ops()[op].composite}
 
 
-TARGET = dataclasses.replace(torch.TARGET, name="primitives", rules=_primitives(torch.TARGET.rules),
+TARGET = dataclasses.replace(torch.TARGET, name="primitives", rules=_primitives(torch.TARGET.rules), fused_values=None,
                              inplace=_primitives(torch.TARGET.inplace), into=_primitives(torch.TARGET.into))
 
 

@@ -51,7 +51,7 @@ def test_the_estimate_adds_weights_inputs_planned_activations_and_workspace() ->
     small, large = compiled.estimate_memory(B=8, T=64), compiled.estimate_memory(B=64, T=64)
     assert small.weights_bytes == sum(np.asarray(w).nbytes for w in compiled.weights.values())
     assert small.inputs_bytes == 8 * 64 * 8 and large.inputs_bytes == 64 * 64 * 8  # int64 tokens
-    assert small.activations == plan_memory(compiled.ir, {"B": 8, "T": 64})
+    assert small.activations.buffers == plan_memory(compiled.ir, {"B": 8, "T": 64}).buffers
     # the largest op's workspace: attention's scores, B x heads x T x T in f32
     assert small.activations.workspace_bytes == 8 * 4 * 64 * 64 * 4
     assert small.total_bytes == (small.weights_bytes + small.inputs_bytes + small.activations.planned_bytes
@@ -81,18 +81,17 @@ def test_run_prints_the_estimate_at_its_inputs_shapes(capsys: pytest.CaptureFixt
     assert "  memory at B=32: weights 795.0 KiB + inputs 98.0 KiB + activations " in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("example", "dims"), [("mlp.sp", {"B": 64}), ("cnn.sp", {"B": 16}),
-                                               ("transformer.sp", {"B": 8, "T": 64})])
-def test_torch_at_o3_allocates_no_more_than_the_planned_activations(example: str, dims: dict[str, int],
-                                                                     tmp_path: Path) -> None:
-    """The peak of what torch allocates during one forward (its profiler's allocation events, in
-    order), against the plan: torch's views share storage, so it may hold less, never more."""
+EXAMPLE_DIMS = [("mlp.sp", {"B": 64}), ("cnn.sp", {"B": 16}), ("transformer.sp", {"B": 8, "T": 64})]
+
+
+def _torch_forward_peak(compiled: shipei.Compiled, dims: dict[str, int], tmp_path: Path) -> int:
+    """The peak of what torch allocates during one forward in inference (its profiler's allocation
+    events, in order)."""
     import torch
     from shipei.ir.inputs import random_inputs
     from shipei.runtime.executable import import_module_file
     from torch.profiler import ProfilerActivity, profile
 
-    compiled = shipei.compile(EXAMPLES / example, "torch", opt=3, freeze=True)
     model = import_module_file(compiled.save(tmp_path)).load(compiled.weights)
     x = [torch.from_numpy(a) for a in random_inputs(compiled.ir, seed=0, dims=dims)]
     with torch.inference_mode():
@@ -103,4 +102,27 @@ def test_torch_at_o3_allocates_no_more_than_the_planned_activations(example: str
     for event in sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start):
         live += event.self_cpu_memory_usage
         peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize(("example", "dims"), EXAMPLE_DIMS)
+def test_torch_at_o3_allocates_no_more_than_the_planned_activations(example: str, dims: dict[str, int],
+                                                                     tmp_path: Path) -> None:
+    """Against the plan: torch's views share storage, so it may hold less, never more."""
+    compiled = shipei.compile(EXAMPLES / example, "torch", opt=3, freeze=True)
+    peak = _torch_forward_peak(compiled, dims, tmp_path)
     assert 0 < peak <= compiled.estimate_memory(**dims).activations.planned_bytes
+
+
+@pytest.mark.parametrize(("example", "dims"), EXAMPLE_DIMS)
+def test_the_eager_estimate_leaves_out_what_torchs_fused_calls_never_hold(example: str, dims: dict[str, int],
+                                                                          tmp_path: Path) -> None:
+    """At the default level each result is allocated anew and freed after its last read, except
+    those a oneDNN call computes on the way to its result (a linear's before its relu or residual
+    add): the estimate is never under what torch allocates, and within 20% over it (counting those
+    results, it read 1.9x on the mlp and 1.3x on the transformer)."""
+    compiled = shipei.compile(EXAMPLES / example, "torch")
+    estimate = compiled.estimate_memory(**dims)
+    peak = _torch_forward_peak(compiled, dims, tmp_path)
+    assert estimate.allocation == "eager"
+    assert peak <= estimate.activations_bytes <= 1.2 * peak, (peak, estimate.activations_bytes)
