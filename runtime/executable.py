@@ -187,7 +187,7 @@ class Executable:
     def estimate_memory(self, **dims: int) -> MemoryEstimate:
         """Weights, inputs, activations and workspace at these shape symbols, e.g. `B=64`, as this
         target's program holds them; fused groups say the program was emitted with the memory plan
-        (only -O3 fuses, and it plans memory)."""
+        (only -O3 forms groups, and it plans memory)."""
         return estimate_memory(self.graph, dims, self.target, planned=bool(self.graph.groups()))
 
     def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
