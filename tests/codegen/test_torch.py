@@ -82,16 +82,16 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 
 def test_the_cpu_arena_keeps_a_calls_memory_for_the_next() -> None:
     """Counted in page faults, not time: with the arena a warm call of the example ResNet (B=16, op
-    by op) faults no page in; without it, its activations are unmapped after each call and fault
-    in again. In fresh processes, since the setting is the process's."""
+    by op) faults few pages in; without it, its activations are unmapped after each call and fault
+    in again (here 0-26 a call with it, counts the machine's load moves, against 150-480 without).
+    In fresh processes, since the setting is the process's."""
     def faults_per_call(arena: str) -> float:
         out = subprocess.run([sys.executable, "-c", _FAULTS, str(EXAMPLES / "cnn.sp"), arena], capture_output=True,
                              text=True, check=True, timeout=300)
         return float(out.stdout.split()[-1])
 
     on, off = faults_per_call("on"), faults_per_call("off")
-    assert on < 20, on
-    assert off > max(20, 2 * on), (on, off)
+    assert off > 100 and on < off / 4, (on, off)
 
 
 def _mlp(batch: int, **options) -> tuple[shipei.Compiled, object, list[np.ndarray]]:
