@@ -85,8 +85,9 @@ def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = 
     env = {s: int(dims[s]) for s in symbols}
     weights = sum(elements(p.type, env) * p.dtype.itemsize for p in graph.params)
     inputs = sum(elements(v.type, env) * v.dtype.itemsize for v in graph.inputs)
-    return MemoryEstimate(env, weights, inputs, plan_memory(graph, env, _fused(graph, target)),
-                          allocation(target, planned))
+    holds = allocation(target, planned)
+    fused = _fused(graph, target) if holds == "eager" else frozenset()  # only the eager peak reads it
+    return MemoryEstimate(env, weights, inputs, plan_memory(graph, env, fused), holds)
 
 
 @dataclass(frozen=True)
