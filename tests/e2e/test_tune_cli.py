@@ -84,17 +84,23 @@ def test_the_chosen_batch_runs_under_the_limit_and_the_next_one_up_does_not(
     assert above - chosen <= max(1, chosen // 16)  # bisected until a sixteenth apart
     # the proof: the program run again at those batches, each in a fresh process with the limit enforced
     budget, limit = tuned["budget"], 64 * 2**20
+    trials = {t["batch"]: t for t in tuned["trials"]}
+    assert trials[above]["peak"] > budget
+    # and a batch tune measured well past the limit (a tenth over: past what a process's pages vary by)
+    over = min(b for b, t in trials.items() if t["peak"] is not None and t["peak"] > 1.1 * limit)
     compiled = api.compile(MLP, "torch")
     directory = compiled.save(tmp_path / "program").parent
-    again = {batch: _trial(tmp_path, directory, batch, limit) for batch in (chosen, above)}
-    # a run's peak varies by a few pages from process to process (tune bisects to the budget's edge: one CI
-    # run measured 60.45 MB against a 60.40 MB budget), which is what the margin is for: under the limit
+    again = {batch: _trial(tmp_path, directory, batch, limit) for batch in (chosen, above, over)}
+    # a run's peak varies by a few hundred KB from process to process (six fresh processes at B=10752:
+    # 60.36-60.67 MB), which is what the margin is for: the chosen batch runs under the limit. tune bisects
+    # to the budget's edge, so the next one up can land either side of the budget in another process (one
+    # CI run: 60.12 MB against 60.40): what holds is that each run measures what tune measured
     assert "error" not in again[chosen] and again[chosen]["peak"] <= limit
-    assert again[chosen]["peak"] == pytest.approx(next(t for t in tuned["trials"] if t["batch"] == chosen)["peak"],
-                                                  rel=0.01)
-    assert "error" in again[above] or again[above]["peak"] > budget
+    for batch in (chosen, above):
+        assert "error" in again[batch] or again[batch]["peak"] == pytest.approx(trials[batch]["peak"], rel=0.02)
+    assert "error" in again[over] or again[over]["peak"] > limit
     # and measured outside shipei, the generated program itself agrees with what tune counted
-    mine = next(t for t in tuned["trials"] if t["batch"] == chosen)["peak"]
+    mine = trials[chosen]["peak"]
     assert _peak(directory, chosen) == pytest.approx(mine, rel=0.05) and _peak(directory, chosen) <= limit
     fastest = max((t for t in tuned["trials"] if t["peak"] is not None and t["peak"] <= budget and not t["error"]),
                   key=lambda t: t["throughput"])
