@@ -14,7 +14,7 @@ import builtins
 import itertools
 import keyword
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,6 +192,9 @@ class Target:
     #: the results its default program never holds (computed inside a kernel's call with the ops
     #: after it: torch's oneDNN post-ops), for the memory estimate; None: it holds every one
     fused_values: Callable[[Graph], frozenset[Value]] | None = None
+    #: bytes its default program's kernel for a node allocates beyond the result while the operands
+    #: are held (torch's narrow rows: a transposed copy), for the memory estimate; None: none
+    kernel_scratch: Callable[[Node, Mapping[str, int]], int] | None = None
 
     @property
     def fixed_code(self) -> tuple[str, ...]:

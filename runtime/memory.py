@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..ir.errors import ShipeiError
-from ..ir.graph import Graph, Value
+from ..ir.graph import Graph
 from ..ir.passes.plan_memory import MemoryPlan, plan_memory
 from ..ir.passes.rewrite import elements
 
@@ -58,14 +58,14 @@ def allocation(target: str | None, planned: bool) -> str:
     return "eager" if get_target(target).free_dead_values else "compiled"
 
 
-def _fused(graph: Graph, target: str | None) -> frozenset[Value]:
-    """The results `target`'s program never holds (`Target.fused_values`)."""
-    if target is None:
-        return frozenset()
+def _eager_hooks(graph: Graph, target: str) -> dict:
+    """`plan_memory`'s view of `target`'s eager program: the results it never holds
+    (`Target.fused_values`) and what its kernels allocate besides (`Target.kernel_scratch`)."""
     from ..codegen import get_target
 
-    values = get_target(target).fused_values
-    return values(graph) if values else frozenset()
+    described = get_target(target)
+    values = described.fused_values
+    return {"fused": values(graph) if values else frozenset(), "scratch": described.kernel_scratch}
 
 
 def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = None,
@@ -86,8 +86,8 @@ def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = 
     weights = sum(elements(p.type, env) * p.dtype.itemsize for p in graph.params)
     inputs = sum(elements(v.type, env) * v.dtype.itemsize for v in graph.inputs)
     holds = allocation(target, planned)
-    fused = _fused(graph, target) if holds == "eager" else frozenset()  # only the eager peak reads it
-    return MemoryEstimate(env, weights, inputs, plan_memory(graph, env, fused), holds)
+    hooks = _eager_hooks(graph, target) if holds == "eager" else {}  # only the eager peak reads them
+    return MemoryEstimate(env, weights, inputs, plan_memory(graph, env, **hooks), holds)
 
 
 @dataclass(frozen=True)

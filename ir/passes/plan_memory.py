@@ -20,7 +20,7 @@ the runtime to estimate memory at a batch size.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..graph import Graph, Node, Value
@@ -74,11 +74,12 @@ def _activations(graph: Graph) -> list[Value]:
     return out
 
 
-def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None, fused: frozenset[Value] = frozenset()
-                ) -> MemoryPlan:
+def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None, fused: frozenset[Value] = frozenset(),
+                scratch: Callable[[Node, Mapping[str, int]], int] | None = None) -> MemoryPlan:
     """The buffer plan of `graph`'s schedule with symbols bound to `dims` (others 1). `fused` are
     results an eager program never holds (a kernel computes them on the way to the next node's
-    result): left out of its peak, `peak_fresh_bytes`."""
+    result): left out of its peak, `peak_fresh_bytes`; `scratch(node, dims)`, what its kernel for a
+    node allocates beyond the result while the operands are held, is in that peak."""
     env = dict.fromkeys(graph.symbols(), 1)
     env.update(dims or {})
     values = _activations(graph)
@@ -111,7 +112,7 @@ def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None, fused: froz
                 dying.append(r)
         fresh += sum(nbytes[r] for r in made if r not in fused)
         plan.peak_live_bytes = max(plan.peak_live_bytes, live)
-        plan.peak_fresh_bytes = max(plan.peak_fresh_bytes, fresh)
+        plan.peak_fresh_bytes = max(plan.peak_fresh_bytes, fresh + (scratch(node, env) if scratch else 0))
         plan.workspace_bytes = max(plan.workspace_bytes, _workspace(node, env))
         fresh -= sum(nbytes[v] for v in (*read_last, *(r for r in made if last[r] == -1)) if v not in fused)
         for v in dying:

@@ -284,6 +284,93 @@ def test_max_pool_by_strided_maxima_matches_the_reference_nan_included(window: s
         assert compare(exe._model(tensor).detach().numpy(), want, DType.f32).ok
 
 
+#: Rows narrower than a float32 vector register, each way the program meets them: softmax and
+#: log_softmax over a linear's rows (`narrow_head`, with and without a bias, 2-D and 3-D), a linear
+#: alone (`narrow_linear`) and a softmax alone (`softmax`).
+NARROW = """
+model M() {
+    head = Linear(256, 10)
+    tail = Linear(256, 15, bias=false)
+    plain = Linear(256, 12)
+    forward(h: f32[B, 256], s: f32[B, T, 256], r: f32[B, T, 7])
+            -> (f32[B, 10], f32[B, T, 15], f32[B, T, 12], f32[B, T, 7]) {
+        return softmax(head(h), axis=-1), log_softmax(tail(s), axis=-1), plain(s) * 2.0, softmax(r, axis=-1) * 2.0
+    }
+}
+"""
+
+#: The same into buffers the model keeps (`out=`): a narrow linear and log_softmax whose results
+#: the next op reads.
+NARROW_KEPT = """
+model K() {
+    plain = Linear(256, 12)
+    forward(s: f32[B, T, 256], r: f32[B, T, 7], m: f32[7, 7]) -> (f32[B, T, 12], f32[B, T, 7]) {
+        return softmax(plain(s), axis=1), matmul(log_softmax(r, axis=-1), m)
+    }
+}
+"""
+
+
+class _RefusedLinear:
+    """torch.nn.functional with F.linear refused: the narrow kernels' fast paths do not call it."""
+
+    def __getattr__(self, name: str):
+        if name == "linear":
+            raise AssertionError("F.linear called where the narrow kernel should run")
+        return getattr(torch.nn.functional, name)
+
+
+@pytest.mark.parametrize("opt", [2, 3])
+def test_narrow_rows_run_transposed_and_match_the_reference(opt: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B=32, T=8 takes each fast path (320 to 2560 result elements, 786k multiply-adds for the lone
+    linear), without F.linear; B=1, T=2 and autograd take torch's own kernels. All match the
+    reference."""
+    compiled = shipei.compile(NARROW, "torch", opt=opt)
+    for call in ("narrow_head(h, self.head.weight, self.head.bias, torch.softmax)",
+                 "narrow_head(s, self.tail.weight, None, torch.log_softmax)", "softmax(r, 2)"):
+        assert f"= {call}" in compiled.source
+    assert re.search(r"= narrow_linear\(s, (self\.)?plain[._]weight, (self\.)?plain[._]bias\)", compiled.source)
+    exe = compiled.load(device="cpu")
+    small = random_inputs(compiled.ir, seed=1, dims={"B": 1, "T": 2})
+    assert _outputs_match(compiled, exe.run(*small), small, compiled.weights)
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 32, "T": 8})
+    with torch.enable_grad():
+        eager = exe._model(*(torch.from_numpy(a) for a in x))
+    assert _outputs_match(compiled, [t.detach().numpy() for t in eager], x, compiled.weights)
+    monkeypatch.setattr(exe.module, "F", _RefusedLinear())
+    got = exe.run(*x)
+    assert _outputs_match(compiled, got, x, compiled.weights)
+    assert all(a.flags.c_contiguous for a in got)  # copied back into place, not transposed views
+    with pytest.raises(AssertionError, match="F.linear called"):
+        exe.run(*small)
+
+
+def test_narrow_rows_write_into_kept_buffers() -> None:
+    compiled = shipei.compile(NARROW_KEPT, "torch", options={"keep_buffers": True, "reuse_buffers": True})
+    assert "= narrow_linear(s, self.plain.weight, self.plain.bias, out=self._kept.get(" in compiled.source
+    assert "= log_softmax(r, 2, out=self._kept.get(" in compiled.source
+    exe = compiled.load(device="cpu")
+    for seed, dims in enumerate(({"B": 32, "T": 8}, {"B": 1, "T": 2}, {"B": 32, "T": 8})):
+        x = random_inputs(compiled.ir, seed=seed, dims=dims)
+        assert _outputs_match(compiled, exe.run(*x), x, compiled.weights)
+
+
+def test_a_narrow_linear_read_twice_is_not_fused_with_its_softmax() -> None:
+    source = """
+    model M() {
+        fc = Linear(256, 10)
+        forward(h: f32[B, 256]) -> (f32[B, 10], f32[B, 10]) {
+            y = fc(h)
+            return softmax(y, axis=-1), y
+        }
+    }
+    """
+    compiled = shipei.compile(source, "torch")
+    assert "narrow_head" not in compiled.source and "= softmax(y, 1)" in compiled.source
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 128})
+    assert _outputs_match(compiled, compiled.load(device="cpu").run(*x), x, compiled.weights)
+
+
 def test_compile_option_wraps_the_model_in_torch_compile() -> None:
     """Only the wrapping: compiling itself costs ~17 s cold and stays out of the default suite."""
     compiled = shipei.compile(EXAMPLES / "mlp.sp", "torch", options={"compile": True})

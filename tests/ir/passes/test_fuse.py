@@ -150,7 +150,7 @@ TORCH_FORWARD = """\
     def forward(self, x):
         v2 = group0(x, self.w1, self.b1)
         v4 = group1(v2, self.w2, self.b2);  del v2
-        v5 = F.softmax(v4, dim=1);  del v4
+        v5 = softmax(v4, 1);  del v4
         return v5
 """
 
