@@ -145,7 +145,7 @@ _PACKABLE_ELEMENTS = PACKED_LINEAR_MACS // 2**11
 
 
 #: Below this many multiply-adds, `narrow_linear`'s copy into place and its Python outweigh what it
-#: gains (measured on this AMD EPYC, one core: 64x256 to 10 14.7 against F.linear's 13.7 us).
+#: gains (measured on this AMD EPYC, one core: 64x256 to 10 14.0 against F.linear's 13.3 us).
 NARROW_LINEAR_MACS = 2**18
 #: A result row shorter than this (one AVX-512 register of float32) is narrow to torch's CPU kernels.
 _NARROW = 16
@@ -684,8 +684,8 @@ def narrow_linear(x, weight, bias=None, out=None):
     """F.linear (into `out`, a buffer the model keeps, where given) of a weight of few rows; on CPU,
     in inference, for a float32 product of NARROW_LINEAR_MACS multiply-adds or more, as
     (weight @ x.T).T copied into place: MKL's GEMM writes rows this narrow slowly and their
-    transpose quickly. One core of this AMD EPYC, F.linear against this: 64x784 to 10 35.4 against
-    20.6 us, 256x128 to 10 27.4 against 15.6, 512x256 to 15 155 against 73."""
+    transpose quickly. One core of this AMD EPYC, F.linear against this: 64x784 to 10 35.8 against
+    24.1 us, 256x128 to 10 28.0 against 19.3, 512x256 to 15 157 against 79."""
     if not (x.is_cpu and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and x.numel() * weight.shape[0] >= NARROW_LINEAR_MACS):
         return F.linear(x, weight, bias) if out is None else torch.ops.aten.linear.out(x, weight, bias, out=out)
@@ -721,7 +721,7 @@ def narrow_head(x, weight, bias, kernel):
     weight of few rows; on CPU, in inference, for float32 results of 256 elements or more, computed
     transposed: the product as narrow_linear writes it, then the kernel along its first dimension
     as _along_first runs it, with one copy into place at the end where the two would take three.
-    One core of this AMD EPYC: the example mlp's head (64x256 to 10, softmax) 29 against 17 us."""
+    One core of this AMD EPYC: the example mlp's head (64x256 to 10, softmax) 26.5 against 14.9 us."""
     if not (x.is_cpu and x.dtype == torch.float32 and not torch.is_grad_enabled()
             and x.numel() // x.shape[-1] * weight.shape[0] >= 256):
         return _along_first(kernel, F.linear(x, weight, bias), None)
