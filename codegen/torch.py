@@ -699,7 +699,7 @@ def narrow_linear(x, weight, bias=None, out=None):
 _TRANSPOSED_PRODUCT = '''
 def _transposed_product(x, weight, bias):
     """F.linear(x, weight, bias) of x's rows, transposed: weight @ rows.T, plus the bias's column."""
-    rows = x.reshape(-1, x.shape[-1]).t()
+    rows = (x if x.dim() == 2 else x.reshape(-1, x.shape[-1])).t()
     return torch.mm(weight, rows) if bias is None else torch.addmm(bias.unsqueeze(1), weight, rows)
 '''
 
