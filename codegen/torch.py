@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import keyword
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -264,6 +265,15 @@ def kernel_scratch(node: Node, dims: Mapping[str, int]) -> int:
     narrow = (node.op == "linear" and _narrow_linear(node.operands[1])
               or node.op in ("softmax", "log_softmax") and _narrow_rows(node))
     return elements(node.result.type, dims) * node.result.dtype.itemsize if narrow else 0
+
+
+def _flash_attention_workspace(operands: list, results: list, attrs: dict) -> int:
+    """What F.scaled_dot_product_attention holds beside its result: on a CPU its flash kernel keeps
+    each query row's log-sum-exp, never the scores, and each thread a block of them, left out (one
+    thread, B=8, 4 heads, T=512: 205 KB allocated beside the result, 64 KiB of it the log-sum-exp,
+    where the scores are 32 MiB)."""
+    q, _, _ = operands
+    return math.prod(q[:-1])
 
 
 def _fused_kernel(e: Emit, head: Node, after: Iterable[Node], users: dict[Value, list[Node]],
@@ -820,6 +830,7 @@ TARGET = Target(
     training_options={"pack_linear": False, "fuse_post_ops": False},
     fused_values=fused_values,
     kernel_scratch=kernel_scratch,
+    workspace={"attention": _flash_attention_workspace},
 )
 
 #: The attribute where the generated model keeps its buffers (see `KeptBuffers`).

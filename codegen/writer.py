@@ -25,7 +25,7 @@ from ..ir.errors import ShipeiError, SourceLoc
 from ..ir.graph import Graph, Node, Value
 from ..ir.names import IDENTIFIER, Namespace
 from ..ir.region import Region, layer_calls, regions
-from ..ir.registry import AttrKind, get_op
+from ..ir.registry import AttrKind, WorkspaceRule, get_op
 from ..ir.types import Dim, DType, Sym
 from .buffers import BufferPlan, like_operand, plan_buffers
 from .wrap import wrap_line
@@ -195,6 +195,9 @@ class Target:
     #: bytes its default program's kernel for a node allocates beyond the result while the operands
     #: are held (torch's narrow rows: a transposed copy), for the memory estimate; None: none
     kernel_scratch: Callable[[Node, Mapping[str, int]], int] | None = None
+    #: ops whose kernels here hold another workspace than their `OpDef.workspace` says (torch's CPU
+    #: flash attention: no scores), for the memory estimate
+    workspace: dict[str, WorkspaceRule] = field(default_factory=dict)
 
     @property
     def fixed_code(self) -> tuple[str, ...]:

@@ -87,6 +87,10 @@ def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = 
     inputs = sum(elements(v.type, env) * v.dtype.itemsize for v in graph.inputs)
     holds = allocation(target, planned)
     hooks = _eager_hooks(graph, target) if holds == "eager" else {}  # only the eager peak reads them
+    if target is not None:
+        from ..codegen import get_target
+
+        hooks["workspace"] = get_target(target).workspace
     return MemoryEstimate(env, weights, inputs, plan_memory(graph, env, **hooks), holds)
 
 

@@ -234,7 +234,8 @@ def _attention_flops(operands: list, results: list, attrs: dict) -> float:
 
 
 def _attention_workspace(operands: list, results: list, attrs: dict) -> int:
-    """The scores, one per query and key: every target's attention on a CPU holds them whole."""
+    """The scores, one per query and key: XLA's and MindSpore's attention on a CPU hold them whole
+    (torch's flash attention does not: its `Target.workspace` says what it holds)."""
     q, k, _ = operands
     return math.prod(q[:-2]) * q[-2] * k[-2]
 

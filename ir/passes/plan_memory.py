@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..graph import Graph, Node, Value
-from ..registry import FusionKind, get_op
+from ..registry import FusionKind, WorkspaceRule, get_op
 from ..types import eval_dim
 from .manager import Pass, PassContext
 from .rewrite import elements
@@ -75,11 +75,13 @@ def _activations(graph: Graph) -> list[Value]:
 
 
 def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None, fused: frozenset[Value] = frozenset(),
-                scratch: Callable[[Node, Mapping[str, int]], int] | None = None) -> MemoryPlan:
+                scratch: Callable[[Node, Mapping[str, int]], int] | None = None,
+                workspace: Mapping[str, WorkspaceRule] | None = None) -> MemoryPlan:
     """The buffer plan of `graph`'s schedule with symbols bound to `dims` (others 1). `fused` are
     results an eager program never holds (a kernel computes them on the way to the next node's
     result): left out of its peak, `peak_fresh_bytes`; `scratch(node, dims)`, what its kernel for a
-    node allocates beyond the result while the operands are held, is in that peak."""
+    node allocates beyond the result while the operands are held, is in that peak. `workspace`
+    replaces ops' `OpDef.workspace` where a target's kernel holds other than the registry says."""
     env = dict.fromkeys(graph.symbols(), 1)
     env.update(dims or {})
     values = _activations(graph)
@@ -113,7 +115,7 @@ def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None, fused: froz
         fresh += sum(nbytes[r] for r in made if r not in fused)
         plan.peak_live_bytes = max(plan.peak_live_bytes, live)
         plan.peak_fresh_bytes = max(plan.peak_fresh_bytes, fresh + (scratch(node, env) if scratch else 0))
-        plan.workspace_bytes = max(plan.workspace_bytes, _workspace(node, env))
+        plan.workspace_bytes = max(plan.workspace_bytes, _workspace(node, env, workspace or {}))
         fresh -= sum(nbytes[v] for v in (*read_last, *(r for r in made if last[r] == -1)) if v not in fused)
         for v in dying:
             live -= nbytes[v]
@@ -122,9 +124,10 @@ def plan_memory(graph: Graph, dims: Mapping[str, int] | None = None, fused: froz
     return plan
 
 
-def _workspace(node: Node, env: Mapping[str, int]) -> int:
-    """Bytes `node`'s op holds while it runs (its `OpDef.workspace`), at the result's dtype."""
-    rule = get_op(node.op).workspace
+def _workspace(node: Node, env: Mapping[str, int], rules: Mapping[str, WorkspaceRule]) -> int:
+    """Bytes `node`'s op holds while it runs (its rule in `rules`, else its `OpDef.workspace`), at the
+    result's dtype."""
+    rule = rules[node.op] if node.op in rules else get_op(node.op).workspace
     if rule is None or not node.results:
         return 0
     operands = [tuple(eval_dim(d, env) for d in v.shape) for v in node.operands]
