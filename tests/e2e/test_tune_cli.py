@@ -85,9 +85,10 @@ def test_the_chosen_batch_runs_under_the_limit_and_the_next_one_up_does_not(
     # the proof: the program run again at those batches, each in a fresh process with the limit enforced
     budget, limit = tuned["budget"], 64 * 2**20
     trials = {t["batch"]: t for t in tuned["trials"]}
-    assert trials[above]["peak"] > budget
-    # and a batch tune measured well past the limit (a tenth over: past what a process's pages vary by)
-    over = min(b for b, t in trials.items() if t["peak"] is not None and t["peak"] > 1.1 * limit)
+    assert trials[above]["error"] or trials[above]["peak"] > budget
+    # and twice the next one up, well past the limit (by more than a process's pages vary by): which
+    # batches tune tries depends on its estimate, and a trial may fail rather than measure
+    over = 2 * above
     compiled = api.compile(MLP, "torch")
     directory = compiled.save(tmp_path / "program").parent
     again = {batch: _trial(tmp_path, directory, batch, limit) for batch in (chosen, above, over)}
@@ -97,7 +98,8 @@ def test_the_chosen_batch_runs_under_the_limit_and_the_next_one_up_does_not(
     # CI run: 60.12 MB against 60.40): what holds is that each run measures what tune measured
     assert "error" not in again[chosen] and again[chosen]["peak"] <= limit
     for batch in (chosen, above):
-        assert "error" in again[batch] or again[batch]["peak"] == pytest.approx(trials[batch]["peak"], rel=0.02)
+        if not trials[batch]["error"]:
+            assert "error" in again[batch] or again[batch]["peak"] == pytest.approx(trials[batch]["peak"], rel=0.02)
     assert "error" in again[over] or again[over]["peak"] > limit
     # and measured outside shipei, the generated program itself agrees with what tune counted
     mine = trials[chosen]["peak"]
