@@ -54,7 +54,7 @@ from __future__ import annotations
 import functools
 import keyword
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -164,31 +164,22 @@ def _narrow_rows(node: Node) -> bool:
             and shape[-1] < _NARROW)
 
 
-def _by_rows(narrow: str, wide: Rule | str) -> Rule:
-    """A softmax's `narrow` spelling where `_narrow_rows`, else `wide`."""
+def _where(test: Callable[[Node], bool], chosen: str, other: Rule | str) -> Rule:
+    """The `chosen` spelling for the nodes `test` picks, else the `other` rule."""
     def rule(e: Emit, node: Node) -> str:
-        return e.format(narrow, node) if _narrow_rows(node) else render(wide, e, node)
+        return e.format(chosen, node) if test(node) else render(other, e, node)
 
     return rule
 
 
-def _linear(narrow: str, wide: Rule | str) -> Rule:
-    """A linear's `narrow` spelling where `_narrow_linear`, else `wide`."""
-    def rule(e: Emit, node: Node) -> str:
-        return e.format(narrow, node) if _narrow_linear(node.operands[1]) else render(wide, e, node)
-
-    return rule
+def _narrow_weight(node: Node) -> bool:
+    """Whether a linear's weight is narrow (`_narrow_linear`)."""
+    return _narrow_linear(node.operands[1])
 
 
-def _packed_linear(packed: str, unpacked: Rule | str) -> Rule:
-    """`packed` where the weight is a float32 param (which stays put between calls) large enough,
-    else the `unpacked` rule."""
-    def rule(e: Emit, node: Node) -> str:
-        if _packs_linear(node.operands[1]):
-            return e.format(packed, node)
-        return render(unpacked, e, node)
-
-    return rule
+def _packed_weight(node: Node) -> bool:
+    """Whether a linear's weight is a float32 param (which stays put between calls) large enough to pack."""
+    return _packs_linear(node.operands[1])
 
 
 def _packable(weight: Value) -> bool:
@@ -339,7 +330,7 @@ RULES = {
     "where": "torch.where({0}, {1}, {2})",
     "cast": "{0}.to({dtype})",
     "matmul": "{0} @ {1}",
-    "linear": _linear("narrow_linear({args})", "F.linear({args})"),
+    "linear": _where(_narrow_weight, "narrow_linear({args})", "F.linear({args})"),
     "attention": "F.scaled_dot_product_attention({0}, {1}, {2}, scale={scale}, is_causal={causal})",
     "conv2d": _pairs("F.conv2d({args}, stride={stride}, padding={padding}, dilation={dilation}, groups={groups})"),
     "max_pool2d": _pairs("max_pool2d({0}, {kernel}, stride={stride}, padding={padding})"),
@@ -347,10 +338,10 @@ RULES = {
                          "count_include_pad={count_include_pad})"),
     "reduce_sum": _reduce("sum"), "reduce_mean": _reduce("mean"),
     "reduce_max": _reduce("amax"), "reduce_min": _reduce("amin"),
-    "softmax": _by_rows("softmax({0}, {axis})", "F.softmax({0}, dim={axis})"),
+    "softmax": _where(_narrow_rows, "softmax({0}, {axis})", "F.softmax({0}, dim={axis})"),
     # Its 16-bit CPU kernel subtracts a rounded logsumexp, which cancels: bf16 log_softmax of
     # [15.125, 9.75, ...] gave -0.0078 for -0.0046.
-    "log_softmax": computed_in(_by_rows("log_softmax({0}, {axis})", "F.log_softmax({0}, dim={axis})"),
+    "log_softmax": computed_in(_where(_narrow_rows, "log_softmax({0}, {axis})", "F.log_softmax({0}, dim={axis})"),
                                LOW_PRECISION, DType.f32, "{x}.to({dtype})"),
     # Its 16-bit CPU kernel cancels on rows of (nearly) equal values: a one-element f16 row gave
     # 0.6323 where the result is the bias, 0.6274.
@@ -781,9 +772,11 @@ INTO = {
     "gelu": "torch.ops.aten.gelu.out({0}, approximate={approximate}, out={out})",
     "where": "torch.where({0}, {1}, {2}, out={out})",
     "matmul": "torch.matmul({0}, {1}, out={out})",
-    "linear": _linear("narrow_linear({args}, out={out})", "torch.ops.aten.linear.out({args}, out={out})"),
-    "softmax": _by_rows("softmax({0}, {axis}, out={out})", "torch.softmax({0}, {axis}, out={out})"),
-    "log_softmax": _by_rows("log_softmax({0}, {axis}, out={out})", "torch.log_softmax({0}, {axis}, out={out})"),
+    "linear": _where(_narrow_weight, "narrow_linear({args}, out={out})",
+                     "torch.ops.aten.linear.out({args}, out={out})"),
+    "softmax": _where(_narrow_rows, "softmax({0}, {axis}, out={out})", "torch.softmax({0}, {axis}, out={out})"),
+    "log_softmax": _where(_narrow_rows, "log_softmax({0}, {axis}, out={out})",
+                          "torch.log_softmax({0}, {axis}, out={out})"),
     "concat": "torch.cat([{args}], dim={axis}, out={out})",
     "gather": _gather_into,
 }
@@ -967,10 +960,10 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
     constants: dict[Node, str] = {}
     amp = AMP_DTYPES.get(options.amp)
     if options.pack_linear and amp is None and not options.compile and "linear" in target.rules:
-        rules = {**target.rules, "linear": _packed_linear("packed_linear({args})", target.rules["linear"])}
+        rules = {**target.rules, "linear": _where(_packed_weight, "packed_linear({args})", target.rules["linear"])}
         into = dict(target.into)
         if "linear" in into:
-            into["linear"] = _packed_linear("packed_linear({args}, out={out})", into["linear"])
+            into["linear"] = _where(_packed_weight, "packed_linear({args}, out={out})", into["linear"])
         target = replace(target, rules=rules, into=into)
     compiles = ("each fused group is torch.compile'd" if options.compile == "groups"
                 else "True: load() wraps the model in torch.compile; 'groups': each fused group")

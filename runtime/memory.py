@@ -58,14 +58,21 @@ def allocation(target: str | None, planned: bool) -> str:
     return "eager" if get_target(target).free_dead_values else "compiled"
 
 
-def _eager_hooks(graph: Graph, target: str) -> dict:
-    """`plan_memory`'s view of `target`'s eager program: the results it never holds
-    (`Target.fused_values`) and what its kernels allocate besides (`Target.kernel_scratch`)."""
+def _target_hooks(graph: Graph, target: str | None, eager: bool) -> dict:
+    """`plan_memory`'s view of `target`'s program: the workspace its kernels hold where the
+    registry's is not theirs (`Target.workspace`) and, for the eager peak, which alone reads them, the
+    results it never holds (`Target.fused_values`) and what its kernels allocate besides
+    (`Target.kernel_scratch`)."""
+    if target is None:
+        return {}
     from ..codegen import get_target
 
     described = get_target(target)
+    if not eager:
+        return {"workspace": described.workspace}
     values = described.fused_values
-    return {"fused": values(graph) if values else frozenset(), "scratch": described.kernel_scratch}
+    return {"workspace": described.workspace, "fused": values(graph) if values else frozenset(),
+            "scratch": described.kernel_scratch}
 
 
 def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = None,
@@ -86,11 +93,7 @@ def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = 
     weights = sum(elements(p.type, env) * p.dtype.itemsize for p in graph.params)
     inputs = sum(elements(v.type, env) * v.dtype.itemsize for v in graph.inputs)
     holds = allocation(target, planned)
-    hooks = _eager_hooks(graph, target) if holds == "eager" else {}  # only the eager peak reads them
-    if target is not None:
-        from ..codegen import get_target
-
-        hooks["workspace"] = get_target(target).workspace
+    hooks = _target_hooks(graph, target, holds == "eager")
     return MemoryEstimate(env, weights, inputs, plan_memory(graph, env, **hooks), holds)
 
 
