@@ -144,7 +144,8 @@ def _per_call(source: str, text: str) -> int:
 
 def test_o3_programs_reuse_and_keep_buffers_and_options_turn_each_off() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "transformer.sp"
-    unfused = {"fuse_post_ops": False}  # else oneDNN's GEMM adds the residuals and applies gelu
+    # else oneDNN's GEMM adds the residuals and applies gelu, and the oneDNN graph plans its own buffers
+    unfused = {"fuse_post_ops": False, "onednn_graph": False}
     o3 = shipei.compile(example, "torch", opt=3, freeze=True, options=unfused).source
     # the residual adds, and the position embedding's onto the token embedding, now a kept buffer
     assert "torch.ops.aten.gelu_(" in o3 and _per_call(o3, ".add_(") == 5
@@ -154,7 +155,8 @@ def test_o3_programs_reuse_and_keep_buffers_and_options_turn_each_off() -> None:
                                                   options={**unfused, "keep_buffers": False}).source
     assert ".add_(" not in shipei.compile(example, "torch", opt=3, options={**unfused, "reuse_buffers": False,
                                                                            "keep_buffers": False}).source
-    for other in ({"opt": 2}, {"opt": 3, "options": {"amp": "bf16"}}, {"opt": 3, "options": {"compile": "groups"}}):
+    for other in ({"opt": 2}, {"opt": 3}, {"opt": 3, "options": {"amp": "bf16"}},
+                  {"opt": 3, "options": {"compile": "groups"}}):
         source = shipei.compile(example, "torch", **other).source
         assert "out=self._kept" not in source and "KeptBuffers()" not in source
 
@@ -283,13 +285,13 @@ KEPT_GOLDEN = '''\
 def test_a_program_with_kept_buffers_reads_as_written() -> None:
     g, b, x, w = _graph()
     g.outputs = [b("softmax", b("matmul", b("matmul", b("relu", b("matmul", x, w)), w), w), axis=1)]
-    source = emit(g, "torch", reuse_buffers=True, keep_buffers=True).source
+    source = emit(g, "torch", reuse_buffers=True, keep_buffers=True, onednn_graph=False).source
     assert KEPT_GOLDEN in source
     assert "self._kept = KeptBuffers()" in source and "self.requires_grad_(False)" in source
 
 
 def _load(graph: Graph, weights, **options):
-    module = import_generated(emit(graph, "torch", **options))
+    module = import_generated(emit(graph, "torch", onednn_graph=False, **options))
     return module, module.load(weights)
 
 
@@ -321,7 +323,7 @@ def test_threads_calling_one_model_each_write_their_own_buffers() -> None:
     """Torch releases the GIL inside its kernels: with one set of buffers for both threads, one
     thread's linear would write over the other's between its two layers."""
     graph = _mlp()
-    compiled = shipei.compile(graph, "torch", opt=3, freeze=True)
+    compiled = shipei.compile(graph, "torch", opt=3, freeze=True, options={"onednn_graph": False})
     assert "out=self._kept.get(" in compiled.source
     with tempfile.TemporaryDirectory(prefix="shipei-kept-") as tmp:
         module = import_module_file(compiled.save(tmp))
@@ -344,7 +346,7 @@ def test_threads_calling_one_model_each_write_their_own_buffers() -> None:
 
 
 def _loaded_mlp():
-    compiled = shipei.compile(_mlp(), "torch", opt=3, freeze=True)
+    compiled = shipei.compile(_mlp(), "torch", opt=3, freeze=True, options={"onednn_graph": False})
     with tempfile.TemporaryDirectory(prefix="shipei-kept-") as tmp:
         module = import_module_file(compiled.save(tmp))
         return module.load(compiled.weights), compiled
@@ -365,7 +367,7 @@ def test_a_model_with_kept_buffers_runs_in_every_grad_mode_at_every_batch_size()
 
 def _run_fresh(compiled):
     """The same model without kept buffers."""
-    source = shipei.compile(compiled.ir, "torch", options={"keep_buffers": False}).source
+    source = shipei.compile(compiled.ir, "torch", options={"keep_buffers": False, "onednn_graph": False}).source
     assert "_kept" not in source
     with tempfile.TemporaryDirectory(prefix="shipei-kept-") as tmp:
         path = Path(tmp) / "fresh_torch.py"
@@ -396,7 +398,7 @@ def test_a_model_with_kept_buffers_follows_its_weights_to_another_dtype_or_devic
         forward() -> f32[16, 16] { return softmax(fc(fc.weight), axis=1) * 2.0 }
     }
     """
-    no_inputs = shipei.compile(source, "torch", opt=3)
+    no_inputs = shipei.compile(source, "torch", opt=3, options={"onednn_graph": False})
     assert "out=self._kept.get(" in no_inputs.source
     with tempfile.TemporaryDirectory(prefix="shipei-kept-") as tmp:
         meta = import_module_file(no_inputs.save(tmp)).load(no_inputs.weights).to("meta")

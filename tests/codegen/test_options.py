@@ -19,7 +19,8 @@ model M() {
 
 #: The options of the README's target table.
 OPTIONS = {
-    "torch": "amp, tf32, compile, channels_last, reuse_buffers, keep_buffers, cpu_arena, pack_linear, fuse_post_ops",
+    "torch": "amp, tf32, compile, channels_last, reuse_buffers, keep_buffers, cpu_arena, pack_linear, fuse_post_ops,"
+             " onednn_graph",
     "jax": "compute_dtype, matmul_precision, pad_to",
     "tf": "compute_dtype",
     "mindspore": "mixed_precision, differentiated",
@@ -40,7 +41,7 @@ def test_a_misspelt_option_gets_a_suggestion() -> None:
 
 
 @pytest.mark.parametrize("name", ["tf32", "channels_last", "reuse_buffers", "keep_buffers", "cpu_arena", "pack_linear",
-                                  "fuse_post_ops"])
+                                  "fuse_post_ops", "onednn_graph"])
 def test_torch_switches_take_only_bools(name: str) -> None:
     with pytest.raises(ShipeiError, match=f"torch: {name} must be True or False, got 'yes'"):
         shipei.compile(MLP, "torch", options={name: "yes"})

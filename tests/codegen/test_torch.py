@@ -62,13 +62,17 @@ def test_channels_last_is_the_default_where_the_graph_convolves_or_pools(example
         assert exe._model.stem.folded_weight.is_contiguous(memory_format=torch.channels_last) == expected
 
 
+#: The eager program's kernels, which these tests are of, rather than the oneDNN graph `call` runs.
+EAGER = {"onednn_graph": False}
+
 _FAULTS = """
 import resource, sys
 import numpy as np
 import torch
 import shipei
 torch.set_num_threads(1)  # one heap: torch's worker threads would allocate from arenas of their own
-options = {"cpu_arena": sys.argv[2] == "on", "fuse_post_ops": False}  # fused, no result is unmapped
+# fused, or as a oneDNN graph, no result is unmapped
+options = {"cpu_arena": sys.argv[2] == "on", "fuse_post_ops": False, "onednn_graph": False}
 exe = shipei.compile(sys.argv[1], "torch", options=options).load(device="cpu")
 x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
 for _ in range(5):
@@ -175,7 +179,7 @@ def test_a_convolution_or_linear_and_its_post_ops_run_as_one_onednn_call(post_op
     """At the default level as in -O3's fused groups. In inference the fused kernels compute on
     packed weights, which follow weights written in place; where autograd records, the same calls
     go op by op. Both match the reference."""
-    compiled = shipei.compile(_post_op_model(post_op), "torch", opt=opt)
+    compiled = shipei.compile(_post_op_model(post_op), "torch", opt=opt, options=EAGER)
     assert bool(re.search(r"fused group \d+:", compiled.source)) == (opt == 3)
     calls = [(call, weight.removeprefix("self.").replace(".", "_"), other, post_op) for call, weight, other, post_op
              in re.findall(r"= (fused_\w+)\(\w+, ([\w.]+), .*, (\w+), ('\w+'|None)\)", compiled.source)]
@@ -202,7 +206,7 @@ def test_a_convolution_or_linear_and_its_post_ops_run_as_one_onednn_call(post_op
 def test_post_ops_go_op_by_op_in_place_for_nchw_input_and_small_products(post_op: str) -> None:
     """In inference the fused calls' fallback overwrites the fresh result, as the memory plan
     counts on; the results stay the reference's."""
-    compiled = shipei.compile(_post_op_model(post_op), "torch", opt=3, options={"channels_last": False})
+    compiled = shipei.compile(_post_op_model(post_op), "torch", opt=3, options={**EAGER, "channels_last": False})
     assert "fused_conv2d(" in compiled.source and "fused_linear(" in compiled.source
     exe = compiled.load(device="cpu")
     x = random_inputs(compiled.ir, seed=1, dims={"B": 3})
@@ -325,7 +329,7 @@ def test_narrow_rows_run_transposed_and_match_the_reference(opt: int, monkeypatc
     """B=32, T=8 takes each fast path (320 to 2560 result elements, 786k multiply-adds for the lone
     linear), without F.linear; B=1, T=2 and autograd take torch's own kernels. All match the
     reference."""
-    compiled = shipei.compile(NARROW, "torch", opt=opt)
+    compiled = shipei.compile(NARROW, "torch", opt=opt, options=EAGER)
     for call in ("narrow_head(h, self.head.weight, self.head.bias, torch.softmax)",
                  "narrow_head(s, self.tail.weight, None, torch.log_softmax)", "softmax(r, 2)"):
         assert f"= {call}" in compiled.source
@@ -346,7 +350,8 @@ def test_narrow_rows_run_transposed_and_match_the_reference(opt: int, monkeypatc
 
 
 def test_narrow_rows_write_into_kept_buffers() -> None:
-    compiled = shipei.compile(NARROW_KEPT, "torch", options={"keep_buffers": True, "reuse_buffers": True})
+    compiled = shipei.compile(NARROW_KEPT, "torch", options={"keep_buffers": True, "reuse_buffers": True,
+                                                               "onednn_graph": False})
     assert "= narrow_linear(s, self.plain.weight, self.plain.bias, out=self._kept.get(" in compiled.source
     assert "= log_softmax(r, 2, out=self._kept.get(" in compiled.source
     exe = compiled.load(device="cpu")

@@ -1,0 +1,124 @@
+"""The torch target's oneDNN graph (`onednn_graph`): on CPU, `call` runs the model traced per
+input shape and frozen through TorchScript's oneDNN Graph fuser. What it runs must be what forward
+computes: checked against shipei's reference interpreter, across shapes, weight changes and the
+fuser's refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from shipei.ir.inputs import random_inputs
+from shipei.ir.tolerance import compare
+from shipei.ir.types import DType
+
+import shipei
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DIMS = {"mlp": {"B": 16}, "cnn": {"B": 4}, "transformer": {"B": 2, "T": 16}}
+
+
+def _matches(compiled: shipei.Compiled, exe, x: list[np.ndarray], weights=None) -> bool:
+    want = shipei.reference(compiled.ir, x, compiled.weights if weights is None else weights)
+    got = exe.run(*x)
+    return all(np.shape(g) == w.shape and compare(np.asarray(g), w, DType.f32).ok
+               for g, w in zip(got, want, strict=True))
+
+
+def _graphs(exe) -> dict:
+    """The input signatures `call` has traced for, each to its graph's forward (None: eager)."""
+    return {key: forward for key, (forward, _) in exe.module._GRAPHS.get(exe._model, {}).items()}
+
+
+def _fused(exe, x: list[np.ndarray]) -> str:
+    """The graph TorchScript last ran for `x`: the fuser's partitions show as oneDNNFusionGroup."""
+    exe.run(*x)
+    return str(torch.jit.last_executed_optimized_graph())
+
+
+@pytest.mark.parametrize("name", sorted(DIMS))
+def test_the_examples_run_as_fused_onednn_graphs_that_compute_the_reference(name: str) -> None:
+    compiled = shipei.compile(EXAMPLES / f"{name}.sp", "torch")
+    assert "ONEDNN_GRAPH = True" in compiled.source
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims=DIMS[name])
+    assert _matches(compiled, exe, x)
+    (forward,) = _graphs(exe).values()
+    assert forward is not None and "prim::oneDNNFusionGroup" in _fused(exe, x)
+
+
+def test_each_input_shape_gets_its_own_graph_up_to_the_limit_then_forward_runs_eagerly() -> None:
+    compiled = shipei.compile(EXAMPLES / "mlp.sp", "torch")
+    exe = compiled.load(device="cpu")
+    exe.module.ONEDNN_GRAPH_SHAPES = 2
+    for batch in (16, 3, 16, 7):
+        x = random_inputs(compiled.ir, seed=batch, dims={"B": batch})
+        assert _matches(compiled, exe, x)
+    assert [key[0][0] for key in _graphs(exe)] == [torch.Size([16, 784]), torch.Size([3, 784])]
+    before = len(_graphs(exe))
+    assert _matches(compiled, exe, random_inputs(compiled.ir, seed=1, dims={"B": 7}))
+    assert len(_graphs(exe)) == before  # past the limit: forward itself, nothing traced
+
+
+def test_weights_written_in_place_or_reloaded_are_the_ones_the_graph_computes_with() -> None:
+    """The graph's weights are frozen constants: a weight written since is traced again."""
+    compiled = shipei.compile(EXAMPLES / "mlp.sp", "torch")
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 16})
+    assert _matches(compiled, exe, x)
+    first = next(iter(_graphs(exe).values()))
+    new = {k: (v * 0.5 + 0.1).astype(v.dtype) for k, v in compiled.weights.items()}
+    exe.module.assign(exe._model, {k: torch.from_numpy(v) for k, v in new.items()})
+    assert _matches(compiled, exe, x, new)
+    assert next(iter(_graphs(exe).values())) is not first
+    with torch.no_grad():
+        exe._model.fc2.bias.add_(1.0)  # behind the program's back, as a user might
+    new["fc2.bias"] = new["fc2.bias"] + 1.0
+    assert _matches(compiled, exe, x, new)
+    exe.load_weights(compiled.weights)
+    assert _matches(compiled, exe, x)
+
+
+def test_a_graph_the_fuser_computes_otherwise_runs_eagerly_and_says_so(capsys: pytest.CaptureFixture) -> None:
+    """oneDNN Graph reads gelu's tanh approximation as the exact gelu: at most 0.0005 apart, past
+    f32's tolerance, so the traced graph is checked against forward and refused."""
+    compiled = shipei.compile("""
+    model M() {
+        fc = Linear(64, 64)
+        forward(x: f32[B, 64]) -> f32[B, 64] {
+            return gelu(fc(x) * 4.0, approximate="tanh")
+        }
+    }
+    """, "torch")
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 32})
+    assert _matches(compiled, exe, x)
+    assert list(_graphs(exe).values()) == [None]
+    assert "M runs eagerly, not as a oneDNN graph: result 0 differs from forward's" in capsys.readouterr().err
+
+
+def test_a_0_d_result_stays_0_d(capsys: pytest.CaptureFixture) -> None:
+    """The fuser returns the 0-d add as 1-d; the check against forward refuses the graph."""
+    compiled = shipei.compile("""
+    model M() {
+        param w: f32[8, 8] = uniform(low=-1.0, high=1.0)
+        param v: f32[] = uniform(low=-1.0, high=1.0)
+        forward(x: f32[8, 8], s: f32[]) -> (f32[8, 8], f32[]) {
+            return x @ w, s + v
+        }
+    }
+    """, "torch")
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0)
+    assert _matches(compiled, exe, x)
+    assert list(_graphs(exe).values()) == [None]
+    assert "result 1 is torch.float32 [1], forward's torch.float32 []" in capsys.readouterr().err
+
+
+def test_only_graphs_with_a_convolution_or_product_and_no_amp_or_compile_are_traced() -> None:
+    elementwise = "model M() { forward(x: f32[B, 8]) -> f32[B, 8] { return relu(x) * 2.0 } }"
+    assert "ONEDNN_GRAPH = False" in shipei.compile(elementwise, "torch").source
+    for options in ({"amp": "bf16"}, {"compile": True}, {"onednn_graph": False}):
+        assert "ONEDNN_GRAPH = False" in shipei.compile(EXAMPLES / "mlp.sp", "torch", options=options).source
