@@ -50,7 +50,9 @@ def _measure(model: str, mode: str, repeats: int, tmp: Path) -> str:
     tensors = [torch.from_numpy(x.copy()) for x in inputs]
     sides = []
     for compile_ in (MODES[mode], False):
-        compiled = shipei.compile(graph, "torch", opt=3, freeze=True, options={"compile": compile_})
+        # eager: without the oneDNN graph `call` would trace, which compile turns off as well
+        compiled = shipei.compile(graph, "torch", opt=3, freeze=True,
+                                  options={"compile": compile_, "onednn_graph": False})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             module = import_module_file(compiled.save(tmp / str(compile_)))  # weights beside it

@@ -5,6 +5,7 @@ fuser's refusals."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,17 @@ def test_only_graphs_with_a_convolution_or_product_and_no_amp_or_compile_are_tra
     assert "ONEDNN_GRAPH = False" in shipei.compile(elementwise, "torch").source
     for options in ({"amp": "bf16"}, {"compile": True}, {"onednn_graph": False}):
         assert "ONEDNN_GRAPH = False" in shipei.compile(EXAMPLES / "mlp.sp", "torch", options=options).source
+
+
+def test_threads_calling_one_model_at_once_each_get_their_results() -> None:
+    """Threads tracing one model at once, for one shape and for others, each run a graph of their
+    own shape (or forward) and none sees another's results."""
+    compiled = shipei.compile(EXAMPLES / "cnn.sp", "torch")
+    exe = compiled.load(device="cpu")
+    batches = [random_inputs(compiled.ir, seed=seed, dims={"B": b}) for seed, b in enumerate([4, 2, 4, 3, 2, 4])]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda x: exe.run(*x), batches))
+    for x, got in zip(batches, results, strict=True):
+        want = shipei.reference(compiled.ir, x, compiled.weights)
+        assert all(compare(g, w, DType.f32).ok for g, w in zip(got, want, strict=True))
+    assert {key[0][0][0] for key in _graphs(exe)} == {2, 3, 4}
