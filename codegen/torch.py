@@ -58,7 +58,8 @@ Options of `emit`, written at the top of the generated module so that it describ
   torch's CPU tensors come from malloc, which returns large blocks to the system when they are
   freed and faults them in again on the next call; on CUDA the caching allocator already keeps
   them. Outputs are always new tensors. The model's parameters do not require grad, since `out=`
-  refuses autograd. Off under `amp` and `compile`, whose compiler plans its own buffers.
+  refuses autograd. Off under `amp` and `compile`, whose compiler plans its own buffers, and with
+  `onednn_graph`, whose fuser does not fuse `out=` kernels.
 """
 
 from __future__ import annotations
@@ -507,7 +508,13 @@ def _onednn_graph(model, tensors):
 def _trace(model, tensors):
     """The model traced and frozen with the oneDNN Graph fuser on, run until it has fused (a
     profiling run, then the one that compiles) and checked against forward on `tensors`; None where
-    TorchScript refuses it or computes another result (the fuser has made a 0-d result 1-d)."""
+    TorchScript refuses it or computes another result (the fuser has made a 0-d result 1-d). One
+    trace at a time: the fuser's switch and the warnings filter are the process's."""
+    with _TRACING:
+        return _traced(model, tensors)
+
+
+def _traced(model, tensors):
     enabled = torch._C._jit_llga_enabled()
     try:
         with warnings.catch_warnings():
@@ -544,6 +551,7 @@ def _check_same(got, expected):
 
 
 {tolerances}
+_TRACING = threading.Lock()
 _GRAPHS = weakref.WeakKeyDictionary()  # model -> {{(shape, strides, dtype) of each input: (graph, its weights)}}
 ONEDNN_GRAPH_SHAPES = 8  # the shapes a model keeps a graph for, as torch.compile's recompile limit
 
