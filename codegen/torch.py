@@ -38,15 +38,17 @@ Options of `emit`, written at the top of the generated module so that it describ
 - `onednn_graph=True` (the default): on CPU, `call` runs the model traced at the first call of
   each input shape and frozen, its weights constants, through TorchScript's oneDNN Graph fuser
   (LLGA), which compiles convolutions and GEMMs with their batch norms, adds and activations into
-  oneDNN partitions on weights packed once, in blocked layouts between them: what ONNX Runtime
-  does when it creates a session, and what torch's own calls of oneDNN cannot, as they set their
-  kernel up on every call. While tracing, the kernel choices above take their plain torch route,
-  which the fuser reads. Traced again where a weight changed since; eager past 8 shapes, on other
-  devices, in autograd, or where tracing fails or the graph computes otherwise than forward (said
-  on stderr: the fuser reads gelu's tanh approximation as the exact gelu). Only for graphs with a
-  convolution, linear or matmul. One core of this AMD EPYC, -O2, call by call: the example mlp
-  1.16x faster than eager, the ResNet 1.3x, the transformer 1.1x. Off under `amp` and `compile`;
-  on, `keep_buffers` is off, as the fuser does not fuse `out=` kernels.
+  oneDNN partitions on weights packed once, in layouts of its choosing: what ONNX Runtime does
+  when it creates a session, and what torch's own calls of oneDNN do not: they set their kernel
+  up on every call. Each shape's graph holds partitions of its own (the example transformer: 4-14
+  MB a shape here), so a model keeps graphs for 8 shapes at most. While tracing, the kernel
+  choices above take their plain torch route, which the fuser reads. Traced again where a weight
+  changed since; eager past those 8 shapes, on other devices, in autograd, or where tracing fails
+  or the graph computes otherwise than forward (said on stderr: the fuser reads gelu's tanh
+  approximation as the exact gelu). Only for graphs with a convolution, linear or matmul. One core
+  of this AMD EPYC, -O2, call by call: the example mlp 1.16x faster than eager, the ResNet 1.3x,
+  the transformer 1.1x. Off under `amp` and `compile`; on, `keep_buffers` is off, as the fuser
+  does not fuse `out=` kernels.
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.buffers` finds that
   safe, sparing the allocator and page faults. For inference: autograd refuses to differentiate
@@ -485,8 +487,8 @@ def call(model, *tensors):
 def _onednn_graph(model, tensors):
     """The forward of the model traced on tensors of these shapes, dtypes and strides and frozen,
     its weights constants, so that TorchScript's oneDNN Graph fuser compiles its convolutions and
-    GEMMs with their elementwise neighbours into oneDNN partitions on prepacked weights, in blocked
-    layouts between them: what ONNX Runtime does when it creates a session. Traced at the first
+    GEMMs with their elementwise neighbours into oneDNN partitions on prepacked weights: what ONNX
+    Runtime does when it creates a session. Traced at the first
     call of a shape, again when a weight has changed since (written in place, or its data
     replaced). None, and forward runs eagerly, past ONEDNN_GRAPH_SHAPES shapes or where tracing
     fails (said on stderr)."""
