@@ -488,10 +488,9 @@ def _onednn_graph(model, tensors):
     """The forward of the model traced on tensors of these shapes, dtypes and strides and frozen,
     its weights constants, so that TorchScript's oneDNN Graph fuser compiles its convolutions and
     GEMMs with their elementwise neighbours into oneDNN partitions on prepacked weights: what ONNX
-    Runtime does when it creates a session. Traced at the first
-    call of a shape, again when a weight has changed since (written in place, or its data
-    replaced). None, and forward runs eagerly, past ONEDNN_GRAPH_SHAPES shapes or where tracing
-    fails (said on stderr)."""
+    Runtime does when it creates a session. Traced at the first call of a shape, again when a
+    weight has changed since (written in place, or its data replaced). None, and forward runs
+    eagerly, past ONEDNN_GRAPH_SHAPES shapes or where tracing fails (said on stderr)."""
     graphs = _GRAPHS.get(model)
     if graphs is None:
         graphs = _GRAPHS[model] = {{}}
@@ -503,8 +502,9 @@ def _onednn_graph(model, tensors):
         return None
     weights = [(w, w._version, w.data_ptr()) for w in (*model.parameters(), *model.buffers())]
     graph = _trace(model, tensors)
-    graphs[key] = (graph and graph.forward, weights)  # forward itself: the Module's __call__ costs 2 us
-    return graphs[key][0]
+    forward = graph and graph.forward  # forward itself: the Module's __call__ costs 2 us
+    graphs[key] = (forward, weights)
+    return forward
 
 
 def _trace(model, tensors):
@@ -513,26 +513,22 @@ def _trace(model, tensors):
     TorchScript refuses it or computes another result (the fuser has made a 0-d result 1-d). One
     trace at a time: the fuser's switch and the warnings filter are the process's."""
     with _TRACING:
-        return _traced(model, tensors)
-
-
-def _traced(model, tensors):
-    enabled = torch._C._jit_llga_enabled()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TorchScript's deprecation, and the tracer's notes on Python values
-            torch.jit.enable_onednn_fusion(True)
-            graph = torch.jit.freeze(torch.jit.trace(model, tuple(tensors), check_trace=False))
-            for _ in range(2):
-                graph(*tensors)
-            _check_same(graph(*tensors), model(*tensors))
-            return graph
-    except Exception as error:  # noqa: BLE001  any refusal leaves the model to run eagerly
-        print(f"shipei: torch: {{type(model).__name__}} runs eagerly, not as a oneDNN graph: {{error}}".splitlines()[0],
-              file=sys.stderr)
-        return None
-    finally:
-        torch.jit.enable_onednn_fusion(enabled)
+        enabled = torch._C._jit_llga_enabled()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TorchScript's deprecation, and the tracer's notes on Python values
+                torch.jit.enable_onednn_fusion(True)
+                graph = torch.jit.freeze(torch.jit.trace(model, tuple(tensors), check_trace=False))
+                for _ in range(2):
+                    graph(*tensors)
+                _check_same(graph(*tensors), model(*tensors))
+                return graph
+        except Exception as error:  # noqa: BLE001  any refusal leaves the model to run eagerly
+            print(f"shipei: torch: {{type(model).__name__}} runs eagerly, not as a oneDNN graph: {{error}}"
+                  .splitlines()[0], file=sys.stderr)
+            return None
+        finally:
+            torch.jit.enable_onednn_fusion(enabled)
 
 
 def _check_same(got, expected):
@@ -673,8 +669,8 @@ _GEMM_PACKS = '''
 def _gemm_packs(x, weight):
     """Whether `x @ weight.T` runs on oneDNN's GEMM with the weight packed: on CPU, in inference
     (it has no derivative), for a float32 product of PACKED_LINEAR_MACS multiply-adds or more."""
-    return (_ONEDNN and x.is_cpu and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and x.numel() * weight.shape[0] >= PACKED_LINEAR_MACS and not torch.jit.is_tracing())
+    return (_ONEDNN and x.is_cpu and x.dtype == torch.float32 and not _plain()
+            and x.numel() * weight.shape[0] >= PACKED_LINEAR_MACS)
 
 
 def _gemm_weight(x, weight):
@@ -714,8 +710,8 @@ def fused_conv2d(x, weight, bias, stride, padding, dilation, groups, other, post
     (after an add, only relu): on CPU, in inference, for a float32 channels-last x, one call of
     oneDNN's convolution on a packed copy of the weight, which adds `other` and applies `post_op` as
     it writes its result, as ONNX Runtime's fused Conv does; elsewhere op by op."""
-    if not (_ONEDNN and x.is_cpu and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and x.is_contiguous(memory_format=torch.channels_last) and not torch.jit.is_tracing()):
+    if not (_ONEDNN and x.is_cpu and x.dtype == torch.float32 and not _plain()
+            and x.is_contiguous(memory_format=torch.channels_last)):
         return _post_ops(F.conv2d(x, weight, bias, stride, padding, dilation, groups), other, post_op)
     packed = _packed(weight, _reorder_conv2d, padding, stride, dilation, groups, x.shape)
     if other is not None:  # post_op is None or "relu", oneDNN's name for it
@@ -733,7 +729,7 @@ _POST_OPS_CODE = '''
 def _post_ops(y, other, post_op):
     """`post_op` of y + `other`, op by op: what the fused kernels compute in one. y is a fresh
     result, which they overwrite where autograd does not record, as -O3's memory plan counts on."""
-    in_place = not (torch.is_grad_enabled() or torch.jit.is_tracing())  # oneDNN Graph fuses only the out-of-place ops
+    in_place = not _plain()  # oneDNN Graph fuses only the out-of-place ops
     if other is not None:
         y = y.add_(other) if in_place else y + other
     return y if post_op is None else _POST_OPS[post_op][in_place](y)
@@ -757,7 +753,7 @@ def max_pool2d(x, kernel, stride, padding):
     would need. One core, the example ResNet's 2x2 pool of 16x16x32x32: 138 us channels-last by
     F.max_pool2d, 41 us so (NCHW: 1417 and 87 us). Where the input is channels-last and the windows
     overlap or are padded, F.max_pool2d's kernel is the faster. NaN propagates, as in the pool."""
-    if not x.is_cpu or torch.is_grad_enabled() or torch.jit.is_tracing() or (
+    if not x.is_cpu or _plain() or (
             (stride != kernel or padding != (0, 0)) and x.is_contiguous(memory_format=torch.channels_last)):
         return F.max_pool2d(x, kernel, stride=stride, padding=padding)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -786,8 +782,8 @@ def narrow_linear(x, weight, bias=None, out=None):
     (weight @ x.T).T copied into place: MKL's GEMM writes rows this narrow slowly and their
     transpose quickly. One core of this AMD EPYC, F.linear against this: 64x784 to 10 35.8 against
     24.1 us, 256x128 to 10 28.0 against 19.3, 512x256 to 15 157 against 79."""
-    if not (x.is_cpu and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and x.numel() * weight.shape[0] >= NARROW_LINEAR_MACS and not torch.jit.is_tracing()):
+    if not (x.is_cpu and x.dtype == torch.float32 and not _plain()
+            and x.numel() * weight.shape[0] >= NARROW_LINEAR_MACS):
         return F.linear(x, weight, bias) if out is None else torch.ops.aten.linear.out(x, weight, bias, out=out)
     product = _transposed_product(x, weight, bias).t()
     if out is None:
@@ -822,8 +818,8 @@ def narrow_head(x, weight, bias, kernel):
     transposed: the product as narrow_linear writes it, then the kernel along its first dimension
     as _along_first runs it, with one copy into place at the end where the two would take three.
     One core of this AMD EPYC: the example mlp's head (64x256 to 10, softmax) 26.1 against 13.5 us."""
-    if not (x.is_cpu and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and x.numel() // x.shape[-1] * weight.shape[0] >= 256 and not torch.jit.is_tracing()):
+    if not (x.is_cpu and x.dtype == torch.float32 and not _plain()
+            and x.numel() // x.shape[-1] * weight.shape[0] >= 256):
         return _along_first(kernel, F.linear(x, weight, bias), None)
     result = kernel(_transposed_product(x, weight, bias), 0).t().contiguous()
     return result if x.dim() == 2 else result.view(*x.shape[:-1], weight.shape[0])
@@ -843,12 +839,23 @@ def _along_first(kernel, x, out):
     return moved.contiguous() if out is None else out.copy_(moved)
 '''
 
+_PLAIN = '''
+def _plain():
+    """Whether the kernel choices below take torch's plain route: where autograd records (they have
+    no derivative, or overwrite what it keeps), or where TorchScript traces (the oneDNN graph fuses
+    torch's own ops, not oneDNN's calls, transposed products or in-place writes)."""
+    return torch.is_grad_enabled() or torch.jit.is_tracing()
+'''
+
 #: The helpers that run ops on oneDNN's kernels, each after those it reads at import.
 _ONEDNN_HELPERS = (_PACKED, _GEMM_PACKS, _PACKED_LINEAR, _FUSED_LINEAR, _FUSED_CONV2D, _POST_OPS_CODE)
 
 #: The helpers that choose among torch's own CPU kernels.
 _KERNEL_HELPERS = (_MAX_POOL2D, _NARROW_LINEAR, _NARROW_HEAD, _TRANSPOSED_PRODUCT, _SOFTMAX, _LOG_SOFTMAX,
                    _ALONG_FIRST)
+
+#: Every helper a program may call, the shared predicate first.
+_HELPERS = (_PLAIN, *_ONEDNN_HELPERS, *_KERNEL_HELPERS)
 
 #: In-place spellings: the result overwrites operand 0 (see codegen/buffers.py).
 INPLACE = {
@@ -915,7 +922,7 @@ TARGET = Target(
     into_dtypes=frozenset({DType.f32, DType.f64}),
     kept_buffer="self._kept.get({slot}, {shape}, {like})",  # KEPT
     model_locals=frozenset({"self", "device"}),
-    helpers=(_OPTIONS, *_ONEDNN_HELPERS, *_KERNEL_HELPERS),
+    helpers=(_OPTIONS, *_HELPERS),
     autocast={DType.bf16: {"amp": "bf16"}, DType.f16: {"amp": "fp16"}},
     # train_step writes params through views of one flat vector, which their version counters do
     # not see: a packed copy would go stale
@@ -1095,7 +1102,7 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
            keep_buffers=options.keep_buffers and amp is None and not options.compile and not onednn_graph)
     _write_class(model, graph, module.model, e, emit_body, amp, constants)
     code(*model.lines)
-    for helper in called_helpers([*_ONEDNN_HELPERS, *_KERNEL_HELPERS], code):
+    for helper in called_helpers(_HELPERS, code):
         code("", *helper.splitlines())
 
 
