@@ -137,3 +137,21 @@ def test_threads_calling_one_model_at_once_each_get_their_results() -> None:
         want = shipei.reference(compiled.ir, x, compiled.weights)
         assert all(compare(g, w, DType.f32).ok for g, w in zip(got, want, strict=True))
     assert {key[0][0][0] for key in _graphs(exe)} == {2, 3, 4}
+
+
+def test_the_graph_takes_inputs_in_their_own_layout_and_records_no_autograd() -> None:
+    """`call` hands the cnn's NCHW input to the graph as it came (the eager program's channels-last
+    copy is forward's alone), outside inference mode: its results are plain tensors that record
+    nothing. An input that requires grad runs forward in inference mode, as before."""
+    compiled = shipei.compile(EXAMPLES / "cnn.sp", "torch")
+    assert "CHANNELS_LAST = True" in compiled.source
+    exe = compiled.load(device="cpu")
+    x = torch.from_numpy(random_inputs(compiled.ir, seed=0, dims={"B": 4})[0])
+    (y,) = exe.module.call(exe._model, x)
+    assert [key[0][1] for key in _graphs(exe)] == [x.stride()]
+    assert not y.requires_grad and not y.is_inference()
+    want = shipei.reference(compiled.ir, [x.numpy()], compiled.weights)[0]
+    assert compare(y.numpy(), want, DType.f32).ok
+    (z,) = exe.module.call(exe._model, x.clone().requires_grad_(True))
+    assert z.is_inference() and len(_graphs(exe)) == 1
+    assert compare(z.numpy(), want, DType.f32).ok
