@@ -30,7 +30,7 @@ def _matches(compiled: shipei.Compiled, exe, x: list[np.ndarray], weights=None) 
 
 def _graphs(exe) -> dict:
     """The input signatures `call` has traced for, each to its graph's forward (None: eager)."""
-    return {key: forward for key, (forward, _) in exe.module._GRAPHS.get(exe._model, {}).items()}
+    return {key: forward for key, (forward, *_) in exe.module._GRAPHS.get(exe._model, {}).items()}
 
 
 def _fused(exe, x: list[np.ndarray]) -> str:
@@ -155,3 +155,28 @@ def test_the_graph_takes_inputs_in_their_own_layout_and_records_no_autograd() ->
     (z,) = exe.module.call(exe._model, x.clone().requires_grad_(True))
     assert z.is_inference() and len(_graphs(exe)) == 1
     assert compare(z.numpy(), want, DType.f32).ok
+
+
+@pytest.mark.parametrize(("kernel", "bias", "x"), [("softmax", "true", "f32[B, 32]"),
+                                                   ("log_softmax", "false", "f32[B, 3, 32]")])
+def test_a_narrow_head_runs_padded_to_whole_vectors_and_returns_its_columns(kernel: str, bias: str, x: str) -> None:
+    """The graph's head is computed 16 wide, the padding's logits -inf: `call` returns a view of its
+    first columns, `run` and `export` row-major copies, all the reference's values."""
+    compiled = shipei.compile(f"""
+    model M() {{
+        fc1 = Linear(32, 64)
+        head = Linear(64, 5, bias={bias})
+        forward(x: {x}) -> f32[{x[4:x.rindex(",")]}, 5] {{
+            return {kernel}(head(relu(fc1(x))), axis=-1)
+        }}
+    }}
+    """, "torch")
+    assert "= narrow_head(" in compiled.source
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 24})
+    (want,) = shipei.reference(compiled.ir, x, compiled.weights)
+    (got,) = exe.run(*x)
+    assert got.flags.c_contiguous and compare(got, want, DType.f32).ok
+    (y,) = exe.module.call(exe._model, torch.from_numpy(x[0]))
+    assert y.stride()[-2:] == (16, 1) and exe.module.export(y).is_contiguous()
+    assert compare(y.numpy(), want, DType.f32).ok
