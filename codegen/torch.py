@@ -581,9 +581,10 @@ def accept(x, device="cpu"):
 
 
 def export(tensor):
-    """A result as other frameworks take it: torch tensors speak DLPack themselves, in row-major
-    order (a oneDNN graph's result may be a view of a wider one, see _padded_head)."""
-    return tensor.contiguous()
+    """A result as other frameworks take it: torch tensors speak DLPack themselves, strides and all
+    (a channels-last result, or a view of a oneDNN graph's wider one: see _padded_head), which a
+    framework that wants row-major order copies, and says so."""
+    return tensor
 
 
 def to_numpy(tensor):

@@ -161,7 +161,7 @@ def test_the_graph_takes_inputs_in_their_own_layout_and_records_no_autograd() ->
                                                    ("log_softmax", "false", "f32[B, 3, 32]")])
 def test_a_narrow_head_runs_padded_to_whole_vectors_and_returns_its_columns(kernel: str, bias: str, x: str) -> None:
     """The graph's head is computed 16 wide, the padding's logits -inf: `call` returns a view of its
-    first columns, `run` and `export` row-major copies, all the reference's values."""
+    first columns, `run` a row-major copy, both the reference's values."""
     compiled = shipei.compile(f"""
     model M() {{
         fc1 = Linear(32, 64)
@@ -178,5 +178,5 @@ def test_a_narrow_head_runs_padded_to_whole_vectors_and_returns_its_columns(kern
     (got,) = exe.run(*x)
     assert got.flags.c_contiguous and compare(got, want, DType.f32).ok
     (y,) = exe.module.call(exe._model, torch.from_numpy(x[0]))
-    assert y.stride()[-2:] == (16, 1) and exe.module.export(y).is_contiguous()
+    assert y.stride()[-2:] == (16, 1)
     assert compare(y.numpy(), want, DType.f32).ok

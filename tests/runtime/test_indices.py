@@ -87,7 +87,7 @@ def _row(exe: Executable, table: np.ndarray, index: int) -> str:
 
 
 @pytest.mark.parametrize("target, at_n, at_minus_1", [
-    ("torch", "IndexError", "row 9"),
+    ("torch", "IndexError", "IndexError"),  # F.embedding, as the torch target looks up a table's rows
     ("jax", "nan", "row 9"),
     ("tf", "row 9", "row 0"),
     ("mindspore", "RuntimeError", "row 9"),
