@@ -360,9 +360,11 @@ def accept(x, device="cpu"):
     """Another framework's tensor (anything with __dlpack__) or a numpy array, as a MindSpore
     tensor, and whether it was copied. Through numpy's view of it by DLPack where numpy has the
     dtype: the same memory, at a flat cost (MindSpore's own from_dlpack is also zero-copy, but its
-    time grows with the size: 33 ms at 64 MiB); bfloat16 by MindSpore's from_dlpack; else a copy."""
+    time grows with the size: 33 ms at 64 MiB), which from_numpy copies where it is not row-major
+    (a channels-last torch result); bfloat16 by MindSpore's from_dlpack; else a copy."""
     try:
-        return ms.from_numpy(np.from_dlpack(x)), False
+        array = np.from_dlpack(x)
+        return ms.from_numpy(array), not array.flags.c_contiguous
     except (AttributeError, TypeError, RuntimeError, BufferError):
         pass
     try:

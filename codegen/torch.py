@@ -492,7 +492,7 @@ def call(model, *tensors):
 
 @torch.inference_mode()
 def _eager(model, tensors):
-    """forward, op by op, in inference mode."""
+    """forward, op by op, in inference mode, its 4-D inputs copied channels-last where the program is."""
     if CHANNELS_LAST:
         tensors = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in tensors]
     return model(*tensors)
@@ -509,7 +509,7 @@ def _onednn_graph(model, tensors):
     graphs = _GRAPHS.get(model)
     if graphs is None:
         graphs = _GRAPHS[model] = {{}}
-    key = tuple([(t.shape, t.stride(), t.dtype, t.requires_grad) for t in tensors])
+    key = tuple([(t.shape, t.stride(), t.dtype, t.requires_grad) for t in tensors])  # inputs requiring grad miss it
     entry = graphs.get(key)
     if entry is not None and [(w._version, w.data_ptr()) for w in entry[1]] == entry[2]:
         return entry[0]
@@ -582,13 +582,15 @@ def accept(x, device="cpu"):
 
 def export(tensor):
     """A result as other frameworks take it: torch tensors speak DLPack themselves, strides and all
-    (a channels-last result, or a view of a oneDNN graph's wider one: see _padded_head), which a
-    framework that wants row-major order copies, and says so."""
+    (a channels-last result, or a view of a oneDNN graph's wider one: see _padded_head); the
+    receiving program's `accept` copies what its framework takes only in row-major order, and says
+    so."""
     return tensor
 
 
 def to_numpy(tensor):
-    """A result as a numpy array in row-major order: copied there by numpy where it is a view."""
+    """A result as a numpy array in row-major order: copied by numpy where it is not (a view of a
+    wider result, a channels-last one)."""
     array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy(force=True)
     return array if array.flags.c_contiguous else array.copy()
 
@@ -851,17 +853,20 @@ def narrow_head(x, weight, bias, kernel):
 
 
 def _padded_head(x, weight, bias, kernel):
-    """narrow_head as the oneDNN graph runs it: the product with the weight padded to 16 rows, zeros
-    whose bias is -inf, which softmax and log_softmax read as absent (exp(-inf) is 0), so that
-    torch's kernel runs along rows of whole vectors; the result, a view of the first columns, is
-    not copied into place (`run` copies in numpy). Freezing folds the padded weight and bias into
-    constants. The example mlp (B=64) as a graph, one core of this AMD EPYC: 249.6 us with the head
-    computed so, 259.1 with its softmax transposed (_along_first), 260.6 row by row."""
-    rows, pad = weight.shape[0], 16 - weight.shape[0]
+    """narrow_head as TorchScript traces it (for the oneDNN graph, or any trace of the model): the
+    product with the weight padded to HEAD_ROWS rows, zeros whose bias is -inf, which softmax and
+    log_softmax read as absent (exp(-inf) is 0), so that torch's kernel runs along rows of whole
+    vectors; the result, a view of the first columns, is not copied into place (`run` copies in
+    numpy). Freezing folds the padded weight and bias into constants. The example mlp (B=64) as a
+    graph, one core of this AMD EPYC: 249.6 us with the head computed so, 259.1 with its softmax
+    transposed (_along_first), 260.6 row by row."""
+    rows, pad = weight.shape[0], HEAD_ROWS - weight.shape[0]
     weight = torch.cat([weight, weight.new_zeros(pad, weight.shape[1])])
     bias = torch.cat([weight.new_zeros(rows) if bias is None else bias, weight.new_full((pad,), float("-inf"))])
     return kernel(F.linear(x, weight, bias), -1)[..., :rows]
-'''
+
+
+''' + f"HEAD_ROWS = {_NARROW}  # a row of this many float32s fills a vector register; narrow heads have fewer\n"
 
 _ALONG_FIRST = '''
 def _along_first(kernel, x, out):

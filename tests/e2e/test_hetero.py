@@ -33,6 +33,7 @@ SPLITS = {
     "mlp.sp": [{"fc1": "torch:cpu", "*": "jax:cpu"},
                {"fc1": "tf:cpu", "fc2": "mindspore:cpu", "*": "jax:cpu"}],
     "cnn.sp": [{"stem": "jax:cpu", "*": "torch:cpu"},
+               {"layers.1": "mindspore:cpu", "*": "torch:cpu"},
                {"layers.0": "tf:cpu", "layers.1": "mindspore:cpu", "*": "torch:cpu"}],
     "transformer.sp": [{"h.0": "torch:cpu", "*": "jax:cpu"},
                        {"h.0": "torch:cpu", "h.1": "jax:cpu", "*": "tf:cpu"},
