@@ -1112,9 +1112,9 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
     names = module.names
     constants: dict[Node, str] = {}
     amp = AMP_DTYPES.get(options.amp)
-    onednn_graph = (options.onednn_graph and amp is None and not options.compile
-                    and any(node.op in _ONEDNN_GRAPH_OPS for node in graph.nodes))
-    if options.pack_linear and amp is None and not options.compile and "linear" in target.rules:
+    own_kernels = amp is None and not options.compile  # no autocast or compiler choosing kernels instead
+    onednn_graph = options.onednn_graph and own_kernels and any(node.op in _ONEDNN_GRAPH_OPS for node in graph.nodes)
+    if options.pack_linear and own_kernels and "linear" in target.rules:
         rules = {**target.rules, "linear": _where(_packed_weight, "packed_linear({args})", target.rules["linear"])}
         into = dict(target.into)
         if "linear" in into:
@@ -1138,11 +1138,11 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
     e.hoist = (code, "@torch.compile" if options.compile == "groups" else None)
     e.layer_ref = LayerRef(lambda path: _path_expr(path.split(".")),
                            lambda layer, v, path: _path_expr(_torch_path(v)[path.count(".") + 1:], layer))
-    if options.fuse_post_ops and amp is None and not options.compile:
+    if options.fuse_post_ops and own_kernels:
         e.epilogue = functools.partial(_fused_kernel, users=graph.users(), outputs=frozenset(graph.outputs),
                                        linear=options.pack_linear)
     e.plan(reuse_buffers=options.reuse_buffers and amp is None,
-           keep_buffers=options.keep_buffers and amp is None and not options.compile and not onednn_graph)
+           keep_buffers=options.keep_buffers and own_kernels and not onednn_graph)
     _write_class(model, graph, module.model, e, emit_body, amp, constants)
     code(*model.lines)
     for helper in called_helpers(_HELPERS, code):
