@@ -30,8 +30,9 @@ Options of `emit`, written at the top of the generated module so that it describ
   (with `pack_linear`), followed by the add of a tensor of its shape or an activation (relu, gelu,
   sigmoid, tanh, silu), each result read by the next alone, is one call of oneDNN's kernel with
   that as its post-op, on a packed weight, as ONNX Runtime fuses Conv+Add+Relu at its default level
-  (`fused_conv2d`, `fused_linear`; a convolution's add may take a relu after it). A kernel choice,
-  like `pack_linear`, so at every -O level, within a fused group or outside any. On CPU in
+  (`fused_conv2d`, `fused_linear`; a convolution's add may take a relu after it). relu excepted:
+  oneDNN's is max(x, 0), which maps NaN to 0, so torch's runs after the kernel, in place. A kernel
+  choice, like `pack_linear`, so at every -O level, within a fused group or outside any. On CPU in
   inference, channels-last for convolutions; op by op elsewhere. Off under `amp` and `compile`, as
   `pack_linear`. The example ResNet's call at -O2 (B=16, one core, 15 alternating rounds): 1.04-1.06x
   faster fused (1.37 against 1.46 ms).
@@ -45,10 +46,13 @@ Options of `emit`, written at the top of the generated module so that it describ
   choices above take their plain torch route, which the fuser reads. Traced again where a weight
   changed since; eager past those 8 shapes, on other devices, in autograd, or where tracing fails
   or the graph computes otherwise than forward (said on stderr: the fuser reads gelu's tanh
-  approximation as the exact gelu). Only for graphs with a convolution, linear or matmul. One core
-  of this AMD EPYC, -O2, call by call: the example mlp 1.16x faster than eager, the ResNet 1.3x,
-  the transformer 1.1x. Off under `amp` and `compile`; on, `keep_buffers` is off, as the fuser
-  does not fuse `out=` kernels.
+  approximation as the exact gelu). What the fuser computes otherwise than torch on NaN is traced
+  in forms it leaves to torch (`relu_keeping_nan`, `exp_keeping_nan`, `max_pool2d`'s strided
+  maxima): its relu maps NaN to 0, its exp to inf, its max pool skips it; the example ResNet's
+  call 1.07x slower for it (see docs/known-differences.md). Only for graphs with a convolution,
+  linear or matmul. One core of this AMD EPYC, -O2, call by call: the example mlp 1.16x faster
+  than eager, the ResNet 1.3x, the transformer 1.1x. Off under `amp` and `compile`; on,
+  `keep_buffers` is off, as the fuser does not fuse `out=` kernels.
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
   dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.buffers` finds that
   safe, sparing the allocator and page faults. For inference: autograd refuses to differentiate
@@ -725,7 +729,7 @@ def fused_linear(x, weight, bias, other, post_op):
     if other is not None:
         return torch.ops.mkldnn._linear_pointwise.binary(x, other, packed, bias, "add")
     *_, attr, algorithm = _POST_OPS[post_op]
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, attr, [], algorithm)
+    return _after_kernel(torch.ops.mkldnn._linear_pointwise(x, packed, bias, attr, [], algorithm), post_op)
 '''
 
 _FUSED_CONV2D = '''
@@ -738,12 +742,14 @@ def fused_conv2d(x, weight, bias, stride, padding, dilation, groups, other, post
             and x.is_contiguous(memory_format=torch.channels_last)):
         return _post_ops(F.conv2d(x, weight, bias, stride, padding, dilation, groups), other, post_op)
     packed = _packed(weight, _reorder_conv2d, padding, stride, dilation, groups, x.shape)
-    if other is not None:  # post_op is None or "relu", oneDNN's name for it
-        return torch.ops.mkldnn._convolution_pointwise.binary(x, other, packed, bias, padding, stride, dilation,
-                                                              groups, "add", None, post_op, [], "")
-    *_, attr, algorithm = _POST_OPS[post_op]
-    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups, attr, [],
-                                                   algorithm)
+    if other is not None:  # post_op is None or relu, which torch applies after the kernel
+        y = torch.ops.mkldnn._convolution_pointwise.binary(x, other, packed, bias, padding, stride, dilation, groups,
+                                                           "add", None, None, [], "")
+    else:
+        *_, attr, algorithm = _POST_OPS[post_op]
+        y = torch.ops.mkldnn._convolution_pointwise(x, packed, bias, padding, stride, dilation, groups, attr, [],
+                                                    algorithm)
+    return _after_kernel(y, post_op)
 
 
 _reorder_conv2d = torch.ops.mkldnn._reorder_convolution_weight if _ONEDNN else None
@@ -759,8 +765,21 @@ def _post_ops(y, other, post_op):
     return y if post_op is None else _POST_OPS[post_op][in_place](y)
 
 
+def _fresh_relu(y):
+    """relu of a fresh result that the next op alone reads, where autograd records or TorchScript
+    traces: overwritten while tracing, one pass instead of a copy (`relu_keeping_nan`)."""
+    return relu_keeping_nan(y, inplace=torch.jit.is_tracing())
+
+
+def _after_kernel(y, post_op):
+    """y, the result of a oneDNN kernel called with `post_op`'s oneDNN name, with what torch applies
+    after it: relu, which oneDNN computes as max(x, 0) and so maps NaN to 0 (as a post-op and as
+    its clip), where torch's relu keeps NaN."""
+    return _POST_OPS[post_op][1](y) if post_op is not None and _POST_OPS[post_op][2] == "none" else y
+
+
 _POST_OPS = {  # post-op -> (its torch function, in place, oneDNN's name for it, its algorithm)
-    "relu": (torch.relu, torch.relu_, "relu", ""),
+    "relu": (_fresh_relu, torch.relu_, "none", ""),  # "none": applied after the kernel (_after_kernel)
     "gelu": (F.gelu, torch.ops.aten.gelu_, "gelu", "none"),
     "gelu_tanh": (lambda y: F.gelu(y, approximate="tanh"), lambda y: torch.ops.aten.gelu_(y, approximate="tanh"),
                   "gelu", "tanh"),
@@ -776,23 +795,28 @@ def max_pool2d(x, kernel, stride, padding):
     then over its columns, of strided views: torch's CPU kernel also computes the indices autograd
     would need. One core, the example ResNet's 2x2 pool of 16x16x32x32: 138 us channels-last by
     F.max_pool2d, 41 us so (NCHW: 1417 and 87 us). Where the input is channels-last and the windows
-    overlap or are padded, F.max_pool2d's kernel is the faster. NaN propagates, as in the pool."""
-    if not x.is_cpu or _plain() or (
-            (stride != kernel or padding != (0, 0)) and x.is_contiguous(memory_format=torch.channels_last)):
+    overlap or are padded, F.max_pool2d's kernel is the faster. NaN propagates, as in the pool. While
+    tracing, always so: oneDNN Graph would compute F.max_pool2d, and its pool maps NaN to the
+    window's other values; it leaves torch.maximum to torch."""
+    tracing = torch.jit.is_tracing()
+    if not tracing and (not x.is_cpu or _plain() or (
+            (stride != kernel or padding != (0, 0)) and x.is_contiguous(memory_format=torch.channels_last))):
         return F.max_pool2d(x, kernel, stride=stride, padding=padding)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if ph or pw:
         x = F.pad(x, (pw, pw, ph, ph), value=float("-inf"))
-    rows = _window_max(x, 2, kh, sh, (x.shape[2] - kh) // sh + 1)
-    return _window_max(rows, 3, kw, sw, (x.shape[3] - kw) // sw + 1)
+    height, width = int(x.shape[2]), int(x.shape[3])  # ints, not sizes a trace computes with on each call
+    rows = _window_max(x, 2, kh, sh, (height - kh) // sh + 1)
+    return _window_max(rows, 3, kw, sw, (width - kw) // sw + 1)
 
 
 def _window_max(x, dim, size, step, count):
-    """The maximum of each of `count` windows of `size` along `dim`, `step` apart."""
-    lead = (slice(None),) * dim
-    out = x[lead + (slice(0, step * (count - 1) + 1, step),)]
+    """The maximum of each of `count` windows of `size` along `dim`, `step` apart (aten's slice: one
+    op a view, where indexing traces one per dimension)."""
+    span = step * (count - 1) + 1
+    out = torch.ops.aten.slice(x, dim, 0, span, step)
     for i in range(1, size):
-        out = torch.maximum(out, x[lead + (slice(i, i + step * (count - 1) + 1, step),)])
+        out = torch.maximum(out, torch.ops.aten.slice(x, dim, i, i + span, step))
     return out
 '''
 
@@ -882,6 +906,31 @@ def _along_first(kernel, x, out):
     return moved.contiguous() if out is None else out.copy_(moved)
 '''
 
+_RELU = '''
+def relu_keeping_nan(x, inplace=False):
+    """torch.relu (relu_ where `inplace`), in a form oneDNN Graph computes as torch does: while
+    tracing, clamp_min, which the fuser leaves to torch; it computes relu, in place or not, as
+    max(x, 0), which maps NaN to 0. Not clamp_min always: its gradient at 0 is 1, relu's 0."""
+    if torch.jit.is_tracing():
+        return x.clamp_min_(0) if inplace else torch.clamp_min(x, 0)
+    return torch.relu_(x) if inplace else torch.relu(x)
+'''
+
+_EXP = '''
+def exp_keeping_nan(x, inplace=False):
+    """torch.exp (exp_ where `inplace`), in a form oneDNN Graph computes as torch does: while
+    tracing, with NaN put back after it; the fuser computes exp, in place or not, with NaN mapped
+    to inf."""
+    if torch.jit.is_tracing():
+        return torch.where(torch.isnan(x), x, torch.exp(x))
+    return x.exp_() if inplace else torch.exp(x)
+'''
+
+#: What the oneDNN graph's program calls for the ops whose oneDNN kernels treat NaN otherwise than
+#: torch's (the max pool is `max_pool2d`'s), out of place and in place.
+_KEEPING_NAN = {"relu": ("relu_keeping_nan({0})", "relu_keeping_nan({0}, inplace=True)"),
+                "exp": ("exp_keeping_nan({0})", "exp_keeping_nan({0}, inplace=True)")}
+
 _PLAIN = '''
 def _plain():
     """Whether the kernel choices below take torch's plain route: where autograd records (they have
@@ -891,7 +940,7 @@ def _plain():
 '''
 
 #: The helpers that run ops on oneDNN's kernels, each after those it reads at import.
-_ONEDNN_HELPERS = (_PACKED, _GEMM_PACKS, _PACKED_LINEAR, _FUSED_LINEAR, _FUSED_CONV2D, _POST_OPS_CODE)
+_ONEDNN_HELPERS = (_PACKED, _GEMM_PACKS, _PACKED_LINEAR, _FUSED_LINEAR, _FUSED_CONV2D, _RELU, _EXP, _POST_OPS_CODE)
 
 #: The helpers that choose among torch's own CPU kernels.
 _KERNEL_HELPERS = (_MAX_POOL2D, _NARROW_LINEAR, _NARROW_HEAD, _TRANSPOSED_PRODUCT, _SOFTMAX, _LOG_SOFTMAX,
@@ -1120,6 +1169,9 @@ def write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, option
         if "linear" in into:
             into["linear"] = _where(_packed_weight, "packed_linear({args}, out={out})", into["linear"])
         target = replace(target, rules=rules, into=into)
+    if onednn_graph:  # what the fuser reads from the traced forward must keep NaN as torch does
+        target = replace(target, rules={**target.rules, **{op: f for op, (f, _) in _KEEPING_NAN.items()}},
+                         inplace={**target.inplace, **{op: f for op, (_, f) in _KEEPING_NAN.items()}})
     compiles = ("each fused group is torch.compile'd" if options.compile == "groups"
                 else "True: load() wraps the model in torch.compile; 'groups': each fused group")
     code(*_OPTIONS.format(amp=target.dtypes[amp] if amp else None, tf32=options.tf32, compile=repr(options.compile),

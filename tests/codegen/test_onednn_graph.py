@@ -180,3 +180,55 @@ def test_a_narrow_head_runs_padded_to_whole_vectors_and_returns_its_columns(kern
     (y,) = exe.module.call(exe._model, torch.from_numpy(x[0]))
     assert y.stride()[-2:] == (16, 1)
     assert compare(y.numpy(), want, DType.f32).ok
+
+
+_LINEAR = "fc = Linear(256, 256)\n forward(x: f32[B, 256]) -> f32[B, 256] {{ return {0} }}"
+_CONV = "c = Conv2d(16, 16, 3, padding=1)\n forward(x: f32[B, 16, 8, 8]) -> f32[B, 16, {1}, {1}] {{ return {0} }}"
+#: Where a NaN or an infinity meets an op that oneDNN computes otherwise than torch on them, each in
+#: a program (B=128) that packs and fuses its product on the eager path.
+NON_FINITE_CASES = {
+    **{f"linear-{act}": (_LINEAR.format(f"{act}(fc(x))"), {}) for act in ("relu", "sigmoid", "tanh", "silu", "gelu")},
+    **{f"conv-{act}": (_CONV.format(f"{act}(c(x))", 8), {}) for act in ("relu", "sigmoid", "tanh", "silu")},
+    "conv-add-relu": (_CONV.format("relu(c(x) + x)", 8), {}),
+    "conv-max_pool": (_CONV.format("max_pool2d(c(x), 2, stride=2)", 4), {}),
+    "linear-exp": (_LINEAR.format("exp(fc(x))"), {}),
+    "in-place-relu-exp": ("fc = Linear(256, 256)\n fc2 = Linear(256, 256)\n"
+                          " forward(x: f32[B, 256]) -> (f32[B, 256], f32[B, 256]) {\n"
+                          " y = fc(x)\n return fc2(relu(y * 2.0)), exp(y * 0.5) }", {"opt": 3}),
+}
+
+
+def _non_finite(x: np.ndarray) -> np.ndarray:
+    """x with a NaN, +inf and -inf in rows 1, 2 and 3."""
+    x = x.copy()
+    rows = x.reshape(x.shape[0], -1)
+    rows[1, 5], rows[2, 7], rows[3, 9] = np.nan, np.inf, -np.inf
+    return x
+
+
+@pytest.mark.parametrize("path", ["graph", "eager"])
+@pytest.mark.parametrize("case", [*NON_FINITE_CASES, "mlp", "cnn"])
+def test_nan_and_infinities_come_out_as_the_reference_computes_them(case: str, path: str) -> None:
+    """oneDNN computes relu and max pools with NaN dropped (max(x, 0) is 0) and exp of NaN as inf,
+    in the graph's partitions and as the eager program's fused post-ops: the program leaves those
+    to torch, which keeps NaN. Checked on both paths, the graph traced on finite inputs first."""
+    if case in NON_FINITE_CASES:
+        body, kwargs = NON_FINITE_CASES[case]
+        source, dims = "model M() {\n" + body + "\n}", {"B": 128}
+    else:
+        source, dims, kwargs = EXAMPLES / f"{case}.sp", DIMS[case], {}
+    compiled = shipei.compile(source, "torch", options={"onednn_graph": path == "graph"}, **kwargs)
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims=dims)
+    assert _matches(compiled, exe, x)
+    assert (path == "graph") == any(forward is not None for forward in _graphs(exe).values())
+    x[0] = _non_finite(x[0])
+    want = shipei.reference(compiled.ir, x, compiled.weights)
+    assert all(np.isnan(w).any() for w in want)
+    got = exe.run(*x)
+    if case == "linear-gelu":  # torch's exact gelu of +inf is NaN, the reference's inf: known-differences.md
+        inf = np.isposinf(want[0])
+        assert inf.any() and np.isnan(got[0][inf]).all()
+        got[0][inf] = np.inf
+    for g, w in zip(got, want, strict=True):
+        assert compare(np.asarray(g), w, DType.f32).ok

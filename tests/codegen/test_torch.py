@@ -490,7 +490,7 @@ class Tiny(torch.nn.Module):
 
     def forward(self, x):
         v0 = x @ self.fc.weight
-        v1 = torch.relu(v0);  del v0
+        v1 = relu_keeping_nan(v0);  del v0
         v2 = v1 * 0.5;  del v1
         return v2
 '''

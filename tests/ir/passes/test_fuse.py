@@ -136,7 +136,7 @@ TORCH_GROUPS = """\
 def group0(x, w1, b1):
     v0 = x @ w1
     v1 = v0 + b1
-    v2 = torch.relu(v1)
+    v2 = relu_keeping_nan(v1)
     return v2
 
 
