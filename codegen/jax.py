@@ -30,7 +30,7 @@ import numpy as np
 from ..ir.batch import batch_layout
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
-from ..ir.types import LOW_PRECISION, DType
+from ..ir.types import LOW_PRECISION, Dim, DType
 from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
@@ -146,8 +146,23 @@ def _pool(x: str, node: Node, init: str, op: str) -> str:
 
 
 def _max_pool2d(e: JaxEmit, node: Node) -> str:
-    # reduce_window pads with its init value, -inf, as the reference does.
-    return _pool(e.arg(node, 0), node, "-jnp.inf", "jax.lax.max")
+    """The maximum of the window's strided views, computed channels-last as `_pool`: XLA:CPU runs a
+    reduce_window max on YNNPACK, which skips NaN where the reference keeps it; jnp.maximum keeps it
+    (and XLA fuses the views into one loop). Padded with -inf, as the reference pads."""
+    (kh, kw), (sh, sw), (ph, pw) = (pair(node.attrs[k]) for k in ("kernel", "stride", "padding"))
+    _, _, oh, ow = node.result.type.shape
+
+    def view(x: str, axis: int, start: int, step: int, count: Dim) -> str:
+        last = step * (count - 1) if isinstance(count, int) else f"{step} * ({e.dim(count)} - 1)"
+        stop = start + last + 1 if isinstance(last, int) else f"{start} + {last} + 1"
+        return f"jax.lax.slice_in_dim({x}, {start}, {stop}, {step}, axis={axis})"
+
+    x = f"jnp.transpose({e.arg(node, 0)}, (0, 2, 3, 1))"
+    if ph or pw:
+        x = f"jnp.pad({x}, ((0, 0), ({ph}, {ph}), ({pw}, {pw}), (0, 0)), constant_values=-jnp.inf)"
+    views = [view(view("t", 1, i, sh, oh), 2, j, sw, ow) for i in range(kh) for j in range(kw)]
+    window_max = functools.reduce(lambda a, b: f"jnp.maximum({a}, {b})", views)
+    return f"jnp.transpose((lambda t: {window_max})({x}), (0, 3, 1, 2))"
 
 
 def _avg_pool2d(e: JaxEmit, node: Node) -> str:
@@ -212,6 +227,14 @@ def _pad(e: JaxEmit, node: Node) -> str:
     return f"jnp.pad({e.arg(node, 0)}, {pairs!r}" + (f", constant_values={py_literal(value)})" if value else ")")
 
 
+def _relu(e: JaxEmit, node: Node) -> str:
+    """jax.nn.relu with NaN put back: XLA:CPU fuses relu into a reduction it runs on YNNPACK, whose
+    max(x, 0) maps NaN to 0 (the example cnn's relu before its global pool). jax.nn.relu's own
+    derivative stays (0 at 0)."""
+    x = e.arg(node, 0)
+    return f"jnp.where(jnp.isnan({x}), {x}, jax.nn.relu({x}))" if node.result.dtype.is_float else f"jax.nn.relu({x})"
+
+
 def _split(e: JaxEmit, node: Node) -> str:
     sizes = node.attrs["sizes"]
     if len(sizes) == 1:
@@ -230,7 +253,7 @@ RULES: dict[str, Rule | str] = {
                                                "logical_not")},
     "neg": "-{0}", "rsqrt": "jax.lax.rsqrt({0})", "erf": "jax.lax.erf({0})",
     # XLA's 16-bit logistic is 1 ulp off at ~1/3 of points: in float32, it is correctly rounded.
-    "sigmoid": _in_f32("jax.nn.sigmoid({0})"), "relu": "jax.nn.relu({0})", "silu": _in_f32("jax.nn.silu({0})"),
+    "sigmoid": _in_f32("jax.nn.sigmoid({0})"), "relu": _relu, "silu": _in_f32("jax.nn.silu({0})"),
     "gelu": _in_f32(_gelu),
     "dropout": "{0}",  # the identity at inference
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "pow": "jnp.power({0}, {1})",

@@ -60,6 +60,21 @@ def _reduce(fn: str, keep: str):
     return rule
 
 
+def _extremum(fn: str):
+    """ops.amax or ops.amin, which skip NaN where numpy's max keeps it: a float result is NaN where
+    the elements it reduces hold one (`_keeping_nan`)."""
+    reduce = _reduce(fn, "keepdims")
+
+    def rule(e: Emit, node: Node) -> str:
+        x = node.operands[0]
+        if not x.dtype.is_float:
+            return reduce(e, node)
+        axes = node.attrs["axes"] if node.attrs["axes"] is not None else tuple(range(x.type.rank))
+        return f"_keeping_nan({reduce(e, node)}, {e.arg(node, 0)}, {tuple(axes)!r}, {node.attrs['keepdims']!r})"
+
+    return rule
+
+
 def _nan_first(template: str) -> Rule:
     """MindSpore's maximum and minimum drop a NaN in their first operand; numpy keeps it."""
 
@@ -144,7 +159,7 @@ def _attention(e: Emit, node: Node) -> str:
     return attention(e, node, matmul + "(transpose_b=True)({q}, {k}) * {scale}",
                      "ops.masked_fill({scores}, ops.arange({source}) > ops.reshape(ops.arange({length}), "
                      "({length}, 1)), {fill})",
-                     "ops.matmul(ops.softmax({scores}, -1), {v})")
+                     "ops.matmul(_softmax({scores}, -1), {v})")
 
 
 def _matmul(e: Emit, node: Node) -> str:
@@ -255,8 +270,8 @@ RULES: dict[str, Rule | str] = {
     "max_pool2d": _max_pool2d,
     "avg_pool2d": _avg_pool2d,
     "reduce_sum": _reduce("sum", "keepdim"), "reduce_mean": _reduce("mean", "keep_dims"),
-    "reduce_max": _reduce("amax", "keepdims"), "reduce_min": _reduce("amin", "keepdims"),
-    "softmax": "ops.softmax({0}, {axis})",
+    "reduce_max": _extremum("amax"), "reduce_min": _extremum("amin"),
+    "softmax": "_softmax({0}, {axis})",
     # ops.log_softmax's CPU kernel computes float64 in float32; logsumexp keeps float64.
     "log_softmax": "{0} - ops.logsumexp({0}, {axis}, True)",
     "cross_entropy": _cross_entropy,
@@ -286,10 +301,22 @@ RULES.update({op: computed_in(RULES[op], frozenset({DType.f16}), DType.f32, _CAS
 _HELPERS = {
     "max_pool2d": '''
 def _max_pool2d(x, kernel, stride, padding):
-    # ops.max_pool2d pads with -inf, as the reference does, but skips NaN, which numpy's max keeps.
+    # ops.max_pool2d pads with -inf, as the reference does, but skips NaN, which numpy's max keeps,
+    # and gives the lowest float for a window of -inf alone.
     has_nan = ops.max_pool2d(ops.cast(ops.isnan(x), x.dtype), kernel, stride, padding) > 0
-    out = ops.max_pool2d(x, kernel, stride, padding)
+    above = ops.max_pool2d(ops.cast(x > float("-inf"), x.dtype), kernel, stride, padding) > 0
+    out = ops.where(above, ops.max_pool2d(x, kernel, stride, padding), float("-inf"))
     return ops.where(has_nan, float("nan"), out)
+''',
+    "keeping_nan": '''
+def _keeping_nan(reduced, x, axes, keepdims):
+    return ops.where(ops.any(ops.isnan(x), axes, keepdims), float("nan"), reduced)
+''',
+    "softmax": '''
+def _softmax(x, axis):
+    # ops.softmax gives 0 beside a NaN, and 0 in a row of -inf alone or beside +inf, where the
+    # reference's exp(x - max) / sum is NaN throughout: so is logsumexp there.
+    return ops.exp(x - ops.logsumexp(x, axis, True))
 ''',
     "layer_norm": '''
 def _layer_norm(x, weight, bias, axes, eps):
