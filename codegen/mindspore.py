@@ -159,7 +159,7 @@ def _attention(e: Emit, node: Node) -> str:
     return attention(e, node, matmul + "(transpose_b=True)({q}, {k}) * {scale}",
                      "ops.masked_fill({scores}, ops.arange({source}) > ops.reshape(ops.arange({length}), "
                      "({length}, 1)), {fill})",
-                     "ops.matmul(_softmax({scores}, -1), {v})")
+                     "ops.matmul(ops.softmax({scores}, -1), {v})")
 
 
 def _matmul(e: Emit, node: Node) -> str:
