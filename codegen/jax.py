@@ -30,7 +30,7 @@ import numpy as np
 from ..ir.batch import batch_layout
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph, Node, Value
-from ..ir.types import LOW_PRECISION, Dim, DType
+from ..ir.types import LOW_PRECISION, DType
 from .module import GeneratedModule, ModuleNames, write_module
 from .writer import (
     Code,
@@ -39,12 +39,14 @@ from .writer import (
     Rule,
     Target,
     attention,
+    called_helpers,
     computed_in,
     hoisted_constants,
     is_global_average,
     pair,
     prefixed_params,
     py_literal,
+    reduce_args,
 )
 
 #: matmul_precision option -> `jax.lax.Precision` member.
@@ -146,23 +148,18 @@ def _pool(x: str, node: Node, init: str, op: str) -> str:
 
 
 def _max_pool2d(e: JaxEmit, node: Node) -> str:
-    """The maximum of the window's strided views, computed channels-last as `_pool`: XLA:CPU runs a
-    reduce_window max on YNNPACK, which skips NaN where the reference keeps it; jnp.maximum keeps it
-    (and XLA fuses the views into one loop). Padded with -inf, as the reference pads."""
+    """The maxima of strided views, over rows then columns (`window_max`), computed channels-last
+    as `_pool`: XLA:CPU runs a reduce_window max on YNNPACK, which skips NaN where the reference
+    keeps it, and jnp.maximum keeps it (XLA fuses the views into one loop). Padded with -inf, as
+    the reference pads. Its derivative splits a tie between the views (reduce_window's gave one
+    element all of it); a window's sum is the same."""
     (kh, kw), (sh, sw), (ph, pw) = (pair(node.attrs[k]) for k in ("kernel", "stride", "padding"))
-    _, _, oh, ow = node.result.type.shape
-
-    def view(x: str, axis: int, start: int, step: int, count: Dim) -> str:
-        last = step * (count - 1) if isinstance(count, int) else f"{step} * ({e.dim(count)} - 1)"
-        stop = start + last + 1 if isinstance(last, int) else f"{start} + {last} + 1"
-        return f"jax.lax.slice_in_dim({x}, {start}, {stop}, {step}, axis={axis})"
-
+    _, _, oh, ow = node.result.type.shape  # static: the IR computes a pool's output size
     x = f"jnp.transpose({e.arg(node, 0)}, (0, 2, 3, 1))"
     if ph or pw:
         x = f"jnp.pad({x}, ((0, 0), ({ph}, {ph}), ({pw}, {pw}), (0, 0)), constant_values=-jnp.inf)"
-    views = [view(view("t", 1, i, sh, oh), 2, j, sw, ow) for i in range(kh) for j in range(kw)]
-    window_max = functools.reduce(lambda a, b: f"jnp.maximum({a}, {b})", views)
-    return f"jnp.transpose((lambda t: {window_max})({x}), (0, 3, 1, 2))"
+    rows = f"window_max({x}, 1, {kh}, {sh}, {oh})"
+    return f"jnp.transpose(window_max({rows}, 2, {kw}, {sw}, {ow}), (0, 3, 1, 2))"
 
 
 def _avg_pool2d(e: JaxEmit, node: Node) -> str:
@@ -179,12 +176,23 @@ def _avg_pool2d(e: JaxEmit, node: Node) -> str:
 
 def _reduce(fn: str) -> Callable[[JaxEmit, Node], str]:
     def rule(e: JaxEmit, node: Node) -> str:
-        x, axes = node.operands[0], node.attrs["axes"]
-        args = [e.arg(node, 0)] + ([] if axes is None else [f"axis={tuple(axes)!r}"])
-        args += ["keepdims=True"] if node.attrs["keepdims"] else []
+        x = node.operands[0]
         # jnp.sum widens int32 to int64 as numpy does; the IR keeps the operand's dtype.
-        args += [f"dtype={e.dtype(x.dtype)}"] if fn == "sum" and x.dtype.is_int else []
-        return f"jnp.{fn}({', '.join(args)})"
+        dtype = f", dtype={e.dtype(x.dtype)}" if fn == "sum" and x.dtype.is_int else ""
+        return f"jnp.{fn}({e.arg(node, 0)}{reduce_args(node)}{dtype})"
+
+    return rule
+
+
+def _extremum(fn: str) -> Callable[[JaxEmit, Node], str]:
+    """jnp.max or jnp.min, NaN where the elements reduced hold one: XLA:CPU runs a large reduction
+    on YNNPACK, whose max and min skip NaN (found on 16x32x32 per row)."""
+    reduce = _reduce(fn)
+
+    def rule(e: JaxEmit, node: Node) -> str:
+        if not node.operands[0].dtype.is_float:
+            return reduce(e, node)
+        return f"jnp.where(jnp.any(jnp.isnan({e.arg(node, 0)}){reduce_args(node)}), jnp.nan, {reduce(e, node)})"
 
     return rule
 
@@ -270,7 +278,7 @@ RULES: dict[str, Rule | str] = {
     "max_pool2d": _max_pool2d,
     "avg_pool2d": _in_f32(_avg_pool2d),
     "reduce_sum": _reduce("sum"), "reduce_mean": _reduce("mean"),
-    "reduce_max": _reduce("max"), "reduce_min": _reduce("min"),
+    "reduce_max": _extremum("max"), "reduce_min": _extremum("min"),
     "softmax": _in_f32("jax.nn.softmax({0}, axis={axis})"),
     "log_softmax": _in_f32("jax.nn.log_softmax({0}, axis={axis})"),
     "layer_norm": _in_f32(_layer_norm),
@@ -427,6 +435,17 @@ def run(model, inputs, device="cpu"):
     return unpad_batch([to_numpy(y) for y in call(model, *placed(model, inputs, device))], batch)
 '''
 
+_WINDOW_MAX = '''
+
+def window_max(x, axis, size, step, count):
+    """The maximum of each of `count` windows of `size` along `axis`, `step` apart."""
+    span = step * (count - 1) + 1
+    out = jax.lax.slice_in_dim(x, 0, span, step, axis=axis)
+    for i in range(1, size):
+        out = jnp.maximum(out, jax.lax.slice_in_dim(x, i, i + span, step, axis=axis))
+    return out
+'''
+
 #: The generation options, written at the top of the module so that it describes itself.
 _OPTIONS = """# Generation options; regenerate to change them.
 COMPUTE_DTYPE = {compute}  # matmul/conv operand dtype, accumulating in float32 (None: the declared dtype)
@@ -441,7 +460,7 @@ TARGET = Target(
     dtypes={DType.f16: "jnp.float16", DType.bf16: "jnp.bfloat16", DType.f32: "jnp.float32",
             DType.f64: "jnp.float64", DType.i32: "jnp.int32", DType.i64: "jnp.int64", DType.bool: "jnp.bool_"},
     rules=RULES,
-    helpers=(_OPTIONS, _RUN_PADDED),
+    helpers=(_OPTIONS, _RUN_PADDED, _WINDOW_MAX),
     defines=frozenset({"forward", "pad_batch", "unpad_batch"}),
     autocast={DType.bf16: {"compute_dtype": "bf16"}},
 )
@@ -486,6 +505,8 @@ def _write_model(code: Code, graph: Graph, module: ModuleNames, emit_body, optio
         code(f"return {', '.join(e.values[v] for v in graph.outputs)}")
     if batch is not None:
         _write_padding(code, e, batch.symbol, batch.inputs, batch.outputs)
+    for helper in called_helpers((_WINDOW_MAX,), code):
+        code(*helper.splitlines())
 
 
 def _widths(rank: int, axes: tuple[int, ...]) -> str:

@@ -302,21 +302,25 @@ _HELPERS = {
     "max_pool2d": '''
 def _max_pool2d(x, kernel, stride, padding):
     # ops.max_pool2d pads with -inf, as the reference does, but skips NaN, which numpy's max keeps,
-    # and gives the lowest float for a window of -inf alone.
-    has_nan = ops.max_pool2d(ops.cast(ops.isnan(x), x.dtype), kernel, stride, padding) > 0
-    above = ops.max_pool2d(ops.cast(x > float("-inf"), x.dtype), kernel, stride, padding) > 0
-    out = ops.where(above, ops.max_pool2d(x, kernel, stride, padding), float("-inf"))
-    return ops.where(has_nan, float("nan"), out)
+    # and gives the lowest float for a window of -inf alone. One pool of flags says where: 2 for a
+    # NaN, 1 for a value above -inf.
+    flags = ops.cast(ops.isnan(x), x.dtype) * 2 + ops.cast(x > float("-inf"), x.dtype)
+    seen = ops.max_pool2d(flags, kernel, stride, padding)
+    out = ops.where(seen > 0, ops.max_pool2d(x, kernel, stride, padding), float("-inf"))
+    return ops.where(seen > 1, float("nan"), out)
 ''',
     "keeping_nan": '''
 def _keeping_nan(reduced, x, axes, keepdims):
+    # ops.amax and ops.amin skip NaN; numpy's max and min keep it.
     return ops.where(ops.any(ops.isnan(x), axes, keepdims), float("nan"), reduced)
 ''',
     "softmax": '''
 def _softmax(x, axis):
     # ops.softmax gives 0 beside a NaN, and 0 in a row of -inf alone or beside +inf, where the
-    # reference's exp(x - max) / sum is NaN throughout: so is logsumexp there.
-    return ops.exp(x - ops.logsumexp(x, axis, True))
+    # reference's exp(x - max) / sum, written out here, is NaN throughout (ops.amax skips NaN, and
+    # exp of the NaN still makes the sum NaN).
+    e = ops.exp(x - ops.amax(x, axis, keepdims=True))
+    return e / ops.sum(e, axis, keepdim=True)
 ''',
     "layer_norm": '''
 def _layer_norm(x, weight, bias, axes, eps):

@@ -30,6 +30,7 @@ from .writer import (
     param_path,
     prefixed_params,
     py_literal,
+    reduce_args,
 )
 
 
@@ -91,9 +92,21 @@ def _pool(kind: str):
 
 def _reduce(fn: str):
     def rule(e: Emit, node: Node) -> str:
-        axes = node.attrs["axes"]
-        args = [e.arg(node, 0)] + ([] if axes is None else [f"axis={tuple(axes)!r}"])
-        return f"tf.{fn}({', '.join(args + ['keepdims=True'] * node.attrs['keepdims'])})"
+        return f"tf.{fn}({e.arg(node, 0)}{reduce_args(node)})"
+
+    return rule
+
+
+def _extremum(fn: str):
+    """tf.reduce_max or tf.reduce_min, NaN where the elements reduced hold one: XLA:CPU runs a large
+    reduction on YNNPACK, whose max and min skip NaN (found on 16x32x32 per row)."""
+    reduce = _reduce(fn)
+
+    def rule(e: Emit, node: Node) -> str:
+        if not node.operands[0].dtype.is_float:
+            return reduce(e, node)
+        has_nan = f"tf.reduce_any(tf.math.is_nan({e.arg(node, 0)}){reduce_args(node)})"
+        return f"tf.where({has_nan}, tf.constant(float('nan'), {e.dtype(node.result.dtype)}), {reduce(e, node)})"
 
     return rule
 
@@ -173,7 +186,7 @@ RULES = {
     "max_pool2d": _pool("max"),
     "avg_pool2d": _pool("avg"),
     "reduce_sum": _reduce("reduce_sum"), "reduce_mean": _reduce("reduce_mean"),
-    "reduce_max": _reduce("reduce_max"), "reduce_min": _reduce("reduce_min"),
+    "reduce_max": _extremum("reduce_max"), "reduce_min": _extremum("reduce_min"),
     "softmax": "tf.nn.softmax({0}, axis={axis})", "log_softmax": "tf.nn.log_softmax({0}, axis={axis})",
     "layer_norm": _layer_norm,
     "batch_norm": "batch_norm({args}, eps={eps})",

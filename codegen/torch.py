@@ -54,7 +54,7 @@ Options of `emit`, written at the top of the generated module so that it describ
   than eager, the ResNet 1.3x, the transformer 1.1x. Off under `amp` and `compile`; on,
   `keep_buffers` is off, as the fuser does not fuse `out=` kernels.
 - `reuse_buffers=True` (what -O3 asks for, having planned memory): elementwise results overwrite
-  dying activations in place (`x.add_(y)`, `torch.relu_(x)`) where `codegen.buffers` finds that
+  dying activations in place (`x.add_(y)`, `x.exp_()`) where `codegen.buffers` finds that
   safe, sparing the allocator and page faults. For inference: autograd refuses to differentiate
   through an overwritten value. Off under `amp`, where an in-place op would keep autocast's
   lower dtype instead of promoting.
@@ -772,14 +772,15 @@ def _fresh_relu(y):
 
 
 def _after_kernel(y, post_op):
-    """y, the result of a oneDNN kernel called with `post_op`'s oneDNN name, with what torch applies
-    after it: relu, which oneDNN computes as max(x, 0) and so maps NaN to 0 (as a post-op and as
-    its clip), where torch's relu keeps NaN."""
-    return _POST_OPS[post_op][1](y) if post_op is not None and _POST_OPS[post_op][2] == "none" else y
+    """y, a fresh result of oneDNN's kernel, with `post_op` applied if oneDNN did not: relu, which
+    oneDNN computes as max(x, 0) and so maps NaN to 0 (as a post-op and as its clip), where torch's
+    relu keeps NaN. Overwritten in place."""
+    return torch.relu_(y) if post_op == "relu" else y
 
 
-_POST_OPS = {  # post-op -> (its torch function, in place, oneDNN's name for it, its algorithm)
-    "relu": (_fresh_relu, torch.relu_, "none", ""),  # "none": applied after the kernel (_after_kernel)
+# post-op -> (torch's function of a fresh result, its in-place form, oneDNN's name for it, its algorithm)
+_POST_OPS = {
+    "relu": (_fresh_relu, torch.relu_, "none", ""),  # oneDNN's relu drops NaN: applied after it, by _after_kernel
     "gelu": (F.gelu, torch.ops.aten.gelu_, "gelu", "none"),
     "gelu_tanh": (lambda y: F.gelu(y, approximate="tanh"), lambda y: torch.ops.aten.gelu_(y, approximate="tanh"),
                   "gelu", "tanh"),
@@ -796,8 +797,8 @@ def max_pool2d(x, kernel, stride, padding):
     would need. One core, the example ResNet's 2x2 pool of 16x16x32x32: 138 us channels-last by
     F.max_pool2d, 41 us so (NCHW: 1417 and 87 us). Where the input is channels-last and the windows
     overlap or are padded, F.max_pool2d's kernel is the faster. NaN propagates, as in the pool. While
-    tracing, always so: oneDNN Graph would compute F.max_pool2d, and its pool maps NaN to the
-    window's other values; it leaves torch.maximum to torch."""
+    tracing, always so, those windows too: oneDNN Graph would compute F.max_pool2d, and its pool
+    maps NaN to the window's other values; it leaves torch.maximum to torch."""
     tracing = torch.jit.is_tracing()
     if not tracing and (not x.is_cpu or _plain() or (
             (stride != kernel or padding != (0, 0)) and x.is_contiguous(memory_format=torch.channels_last))):
@@ -919,8 +920,8 @@ def relu_keeping_nan(x, inplace=False):
 _EXP = '''
 def exp_keeping_nan(x, inplace=False):
     """torch.exp (exp_ where `inplace`), in a form oneDNN Graph computes as torch does: while
-    tracing, with NaN put back after it; the fuser computes exp, in place or not, with NaN mapped
-    to inf."""
+    tracing, with NaN put back after it, out of place even where `inplace` (the fuser computes exp,
+    in place or not, with NaN mapped to inf)."""
     if torch.jit.is_tracing():
         return torch.where(torch.isnan(x), x, torch.exp(x))
     return x.exp_() if inplace else torch.exp(x)
@@ -940,14 +941,17 @@ def _plain():
 '''
 
 #: The helpers that run ops on oneDNN's kernels, each after those it reads at import.
-_ONEDNN_HELPERS = (_PACKED, _GEMM_PACKS, _PACKED_LINEAR, _FUSED_LINEAR, _FUSED_CONV2D, _RELU, _EXP, _POST_OPS_CODE)
+_ONEDNN_HELPERS = (_PACKED, _GEMM_PACKS, _PACKED_LINEAR, _FUSED_LINEAR, _FUSED_CONV2D, _POST_OPS_CODE)
+
+#: The forms of ops that oneDNN Graph would compute otherwise than torch on NaN (`_KEEPING_NAN`).
+_GRAPH_FORMS = (_RELU, _EXP)
 
 #: The helpers that choose among torch's own CPU kernels.
 _KERNEL_HELPERS = (_MAX_POOL2D, _NARROW_LINEAR, _NARROW_HEAD, _TRANSPOSED_PRODUCT, _SOFTMAX, _LOG_SOFTMAX,
                    _ALONG_FIRST)
 
 #: Every helper a program may call, the shared predicate first.
-_HELPERS = (_PLAIN, *_ONEDNN_HELPERS, *_KERNEL_HELPERS)
+_HELPERS = (_PLAIN, *_ONEDNN_HELPERS, *_GRAPH_FORMS, *_KERNEL_HELPERS)
 
 #: In-place spellings: the result overwrites operand 0 (see codegen/buffers.py).
 INPLACE = {

@@ -104,6 +104,12 @@ def called_helpers(helpers: Iterable[str], code: Code) -> list[str]:
     return [h for h in names if h in called]
 
 
+def reduce_args(node: Node) -> str:
+    """A reduction's axes and keepdims, as the arguments after its operand that jnp and tf take."""
+    axes = node.attrs["axes"]
+    return ("" if axes is None else f", axis={tuple(axes)!r}") + (", keepdims=True" if node.attrs["keepdims"] else "")
+
+
 def param_path(value: Value) -> list[str]:
     """A param's dotted name as validated segments: identifiers or non-negative integers. A
     segment reaches generated code only as an attribute (a keyword one through getattr) or a

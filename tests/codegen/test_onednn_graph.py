@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from non_finite import with_non_finite
 from shipei.ir.inputs import random_inputs
 from shipei.ir.tolerance import compare
 from shipei.ir.types import DType
@@ -198,14 +199,6 @@ NON_FINITE_CASES = {
 }
 
 
-def _non_finite(x: np.ndarray) -> np.ndarray:
-    """x with a NaN, +inf and -inf in rows 1, 2 and 3."""
-    x = x.copy()
-    rows = x.reshape(x.shape[0], -1)
-    rows[1, 5], rows[2, 7], rows[3, 9] = np.nan, np.inf, -np.inf
-    return x
-
-
 @pytest.mark.parametrize("path", ["graph", "eager"])
 @pytest.mark.parametrize("case", [*NON_FINITE_CASES, "mlp", "cnn"])
 def test_nan_and_infinities_come_out_as_the_reference_computes_them(case: str, path: str) -> None:
@@ -222,7 +215,7 @@ def test_nan_and_infinities_come_out_as_the_reference_computes_them(case: str, p
     x = random_inputs(compiled.ir, seed=0, dims=dims)
     assert _matches(compiled, exe, x)
     assert (path == "graph") == any(forward is not None for forward in _graphs(exe).values())
-    x[0] = _non_finite(x[0])
+    x[0] = with_non_finite(x[0])
     want = shipei.reference(compiled.ir, x, compiled.weights)
     assert all(np.isnan(w).any() for w in want)
     got = exe.run(*x)
