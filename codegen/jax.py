@@ -43,6 +43,7 @@ from .writer import (
     computed_in,
     hoisted_constants,
     is_global_average,
+    nan_kept,
     pair,
     prefixed_params,
     py_literal,
@@ -187,14 +188,7 @@ def _reduce(fn: str) -> Callable[[JaxEmit, Node], str]:
 def _extremum(fn: str) -> Callable[[JaxEmit, Node], str]:
     """jnp.max or jnp.min, NaN where the elements reduced hold one: XLA:CPU runs a large reduction
     on YNNPACK, whose max and min skip NaN (found on 16x32x32 per row)."""
-    reduce = _reduce(fn)
-
-    def rule(e: JaxEmit, node: Node) -> str:
-        if not node.operands[0].dtype.is_float:
-            return reduce(e, node)
-        return f"jnp.where(jnp.any(jnp.isnan({e.arg(node, 0)}){reduce_args(node)}), jnp.nan, {reduce(e, node)})"
-
-    return rule
+    return nan_kept(_reduce(fn), "jnp.where(jnp.any(jnp.isnan({x}){args}), jnp.nan, {reduced})")
 
 
 def _layer_norm(e: JaxEmit, node: Node) -> str:

@@ -38,6 +38,7 @@ from .writer import (
     called_helpers,
     computed_in,
     hoisted_constants,
+    nan_kept,
     pads_last_dim_first,
     pair,
     param_path,
@@ -63,16 +64,7 @@ def _reduce(fn: str, keep: str):
 def _extremum(fn: str):
     """ops.amax or ops.amin, which skip NaN where numpy's max keeps it: a float result is NaN where
     the elements it reduces hold one (`_keeping_nan`)."""
-    reduce = _reduce(fn, "keepdims")
-
-    def rule(e: Emit, node: Node) -> str:
-        x = node.operands[0]
-        if not x.dtype.is_float:
-            return reduce(e, node)
-        axes = node.attrs["axes"] if node.attrs["axes"] is not None else tuple(range(x.type.rank))
-        return f"_keeping_nan({reduce(e, node)}, {e.arg(node, 0)}, {tuple(axes)!r}, {node.attrs['keepdims']!r})"
-
-    return rule
+    return nan_kept(_reduce(fn, "keepdims"), "_keeping_nan({reduced}, {x}, {axes}, {keepdims})")
 
 
 def _nan_first(template: str) -> Rule:

@@ -26,6 +26,7 @@ from .writer import (
     computed_in,
     hoisted_constants,
     is_global_average,
+    nan_kept,
     pair,
     param_path,
     prefixed_params,
@@ -100,15 +101,8 @@ def _reduce(fn: str):
 def _extremum(fn: str):
     """tf.reduce_max or tf.reduce_min, NaN where the elements reduced hold one: XLA:CPU runs a large
     reduction on YNNPACK, whose max and min skip NaN (found on 16x32x32 per row)."""
-    reduce = _reduce(fn)
-
-    def rule(e: Emit, node: Node) -> str:
-        if not node.operands[0].dtype.is_float:
-            return reduce(e, node)
-        has_nan = f"tf.reduce_any(tf.math.is_nan({e.arg(node, 0)}){reduce_args(node)})"
-        return f"tf.where({has_nan}, tf.constant(float('nan'), {e.dtype(node.result.dtype)}), {reduce(e, node)})"
-
-    return rule
+    return nan_kept(_reduce(fn), "tf.where(tf.reduce_any(tf.math.is_nan({x}){args}), "
+                                 "tf.constant(float('nan'), {dtype}), {reduced})")
 
 
 def _layer_norm(e: Emit, node: Node) -> str:

@@ -104,6 +104,25 @@ def called_helpers(helpers: Iterable[str], code: Code) -> list[str]:
     return [h for h in names if h in called]
 
 
+def nan_kept(reduce: Callable[[Emit, Node], str], template: str) -> Callable[[Emit, Node], str]:
+    """A max or min reduction (`reduce`) made NaN where the elements it reduces hold one, for a
+    framework whose kernel skips NaN: a float operand takes `template`, formatted with the operand
+    {x}, the reduction {reduced}, its arguments as jnp and tf take them {args} (`reduce_args`), its
+    axes {axes} (all where the IR says None), {keepdims} and the result's {dtype}. Other dtypes hold
+    no NaN."""
+
+    def rule(e: Emit, node: Node) -> str:
+        x = node.operands[0]
+        if not x.dtype.is_float:
+            return reduce(e, node)
+        axes = node.attrs["axes"] if node.attrs["axes"] is not None else tuple(range(x.type.rank))
+        return template.format(x=e.arg(node, 0), reduced=reduce(e, node), args=reduce_args(node),
+                               axes=repr(tuple(axes)), keepdims=repr(node.attrs["keepdims"]),
+                               dtype=e.dtype(node.result.dtype))
+
+    return rule
+
+
 def reduce_args(node: Node) -> str:
     """A reduction's axes and keepdims, as the arguments after its operand that jnp and tf take."""
     axes = node.attrs["axes"]
