@@ -95,13 +95,13 @@ def prefixed_params(params: str) -> LayerRef:
 def called_helpers(helpers: Iterable[str], code: Code) -> list[str]:
     """The helpers (module-level snippets, each named by the first function it defines) that `code`
     calls, or that a helper it calls calls, in the order given: a program holds no helper it does
-    not use."""
-    names = {h: re.search(r"def (\w+)", h).group(1) for h in helpers}
+    not use (`torch.softmax(` calls torch's, not the helper `softmax`)."""
+    calls = {h: re.compile(r"(?<![\w.])" + re.search(r"def (\w+)", h).group(1) + r"\(") for h in helpers}
     text, called = "\n".join(code.lines), set()
-    while found := {h for h, name in names.items() if h not in called and re.search(r"\b" + name + r"\(", text)}:
+    while found := {h for h, call in calls.items() if h not in called and call.search(text)}:
         called |= found
         text = "\n".join(found)
-    return [h for h in names if h in called]
+    return [h for h in calls if h in called]
 
 
 def nan_kept(reduce: Callable[[Emit, Node], str], template: str) -> Callable[[Emit, Node], str]:
