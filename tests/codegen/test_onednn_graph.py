@@ -30,8 +30,8 @@ def _matches(compiled: shipei.Compiled, exe, x: list[np.ndarray], weights=None) 
 
 
 def _graphs(exe) -> dict:
-    """The input signatures `call` has traced for, each to its graph's forward (None: eager)."""
-    return {key: forward for key, (forward, *_) in exe.module._GRAPHS.get(exe._model, {}).items()}
+    """The input signatures `call` has traced for, each to its first graph's forward (None: eager)."""
+    return {key: next(iter(entry.forward.values())) for key, entry in exe.module._GRAPHS.get(exe._model, {}).items()}
 
 
 def _fused(exe, x: list[np.ndarray]) -> str:
@@ -49,6 +49,27 @@ def test_the_examples_run_as_fused_onednn_graphs_that_compute_the_reference(name
     assert _matches(compiled, exe, x)
     (forward,) = _graphs(exe).values()
     assert forward is not None and "prim::oneDNNFusionGroup" in _fused(exe, x)
+
+
+def test_inputs_within_the_proven_bound_take_the_fused_forms_and_the_others_the_graph_that_keeps_nan() -> None:
+    """The example ResNet (GUARDED_GRAPH): finite inputs within the bound take the graph of the
+    fuser's relu and max pool, fused into its partitions; inputs past the bound or holding a NaN
+    take the graph of the forms that keep NaN, traced at the first of them; both compute the
+    reference."""
+    compiled = shipei.compile(EXAMPLES / "cnn.sp", "torch")
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims=DIMS["cnn"])
+    assert _matches(compiled, exe, x)
+    (entry,) = exe.module._GRAPHS[exe._model].values()
+    assert list(entry.forward) == [True] and entry.bound >= 2.0 ** 15
+    fast = _fused(exe, x)
+    assert "aten::clamp_min" not in fast and "aten::maximum" not in fast  # relu and the pool fused
+    past = [a * np.float32(2 * entry.bound / np.abs(a).max()) for a in x]
+    exe.run(*past)
+    assert list(entry.forward) == [True, False]
+    assert "aten::clamp_min" in _fused(exe, past)
+    nan = [with_non_finite(a) for a in x]
+    assert _matches(compiled, exe, nan) and _matches(compiled, exe, x)
 
 
 def test_each_input_shape_gets_its_own_graph_up_to_the_limit_then_forward_runs_eagerly() -> None:
