@@ -528,11 +528,14 @@ def _onednn_graph(model, tensors):
         if entry is None and len(graphs) >= ONEDNN_GRAPH_SHAPES or any(t.requires_grad for t in tensors):
             return None
         entry = graphs[key] = _Graphs(model, tensors)
-    fast = entry.bound is not None and _within(tensors, entry.bound)
-    if fast not in entry.forward:
-        graph = _trace(model, tensors, fast)
-        entry.forward[fast] = graph and graph.forward  # forward itself: the Module's __call__ costs 2 us
-    return entry.forward[fast]
+    within = entry.bound is not None and _within(tensors, entry.bound)
+    for fast in (True, False) if within else (False,):  # the exact graph where the fast one failed
+        if fast not in entry.forward:
+            graph = _trace(model, tensors, fast)
+            entry.forward[fast] = graph and graph.forward  # forward itself: the Module's __call__ costs 2 us
+        if entry.forward[fast] is not None:
+            return entry.forward[fast]
+    return None
 
 
 class _Graphs:
@@ -547,8 +550,8 @@ class _Graphs:
 
 
 def _within(tensors, bound):
-    """Whether every element of the tensors lies within +-bound (NaN does not): 9 us for the
-    example ResNet's 16x3x32x32 (abs and amax 12)."""
+    """Whether every element of the tensors lies within +-bound (NaN does not): one aminmax each,
+    9 us for the example ResNet's 16x3x32x32."""
     for t in tensors:
         if t.numel():
             low, high = torch.aminmax(t)
@@ -561,15 +564,18 @@ def _trace(model, tensors, fast=False):
     """The model traced and frozen with the oneDNN Graph fuser on, run until it has fused (a
     profiling run, then the one that compiles) and checked against forward on `tensors`; None where
     TorchScript refuses it or computes another result (the fuser has made a 0-d result 1-d). One
-    trace at a time: the fuser's switch, the warnings filter and FAST_TRACE are the process's."""
-    global FAST_TRACE
+    trace at a time: the fuser's switch and the warnings filter are the process's. The exact graph
+    is checked on the inputs with NaN and infinities made 0, as it is traced at the first call
+    that holds them, where a kernel's inf - inf is no difference of the fuser's."""
+    if not fast:
+        tensors = [torch.nan_to_num(t, 0.0, 0.0, 0.0) if t.is_floating_point() else t for t in tensors]
     with _TRACING, torch.inference_mode():
         enabled = torch._C._jit_llga_enabled()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TorchScript's deprecation, and the tracer's notes on Python values
                 torch.jit.enable_onednn_fusion(True)
-                FAST_TRACE = fast
+                _FAST_TRACE.on = fast
                 graph = torch.jit.freeze(torch.jit.trace(model, tuple(tensors), check_trace=False))
                 for _ in range(2):
                     graph(*tensors)
@@ -580,8 +586,13 @@ def _trace(model, tensors, fast=False):
                   .splitlines()[0], file=sys.stderr)
             return None
         finally:
-            FAST_TRACE = False
+            _FAST_TRACE.on = False
             torch.jit.enable_onednn_fusion(enabled)
+
+
+def _fast_trace():
+    """Whether this thread traces the fast graph (`_onednn_graph`), of the fuser's own forms."""
+    return getattr(_FAST_TRACE, "on", False)
 
 
 def _check_same(got, expected):
@@ -603,7 +614,7 @@ def _check_same(got, expected):
 
 {tolerances}
 _TRACING = threading.Lock()
-FAST_TRACE = False  # set while the fast graph is traced
+_FAST_TRACE = threading.local()  # .on while this thread traces the fast graph
 _GRAPHS = weakref.WeakKeyDictionary()  # model -> {{input signature: _Graphs}}
 ONEDNN_GRAPH_SHAPES = 8  # the shapes a model keeps a graph for, as torch.compile's recompile limit
 
@@ -835,7 +846,7 @@ def max_pool2d(x, kernel, stride, padding):
     maps NaN to the window's other values; it leaves torch.maximum to torch. The fast graph's is
     F.max_pool2d, which the fuser fuses (`_onednn_graph`)."""
     tracing = torch.jit.is_tracing()
-    if tracing and FAST_TRACE or not tracing and (not x.is_cpu or x.dtype != torch.float32 or _plain() or (
+    if tracing and _fast_trace() or not tracing and (not x.is_cpu or x.dtype != torch.float32 or _plain() or (
             (stride != kernel or padding != (0, 0)) and x.is_contiguous(memory_format=torch.channels_last))):
         return F.max_pool2d(x, kernel, stride=stride, padding=padding)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -954,7 +965,7 @@ def attention(q, k, v, scale, causal):
     flash kernel; the fast graph's is the flash kernel (`_onednn_graph`). On CUDA the check waits
     for the GPU (bool of a tensor)."""
     tracing = torch.jit.is_tracing()
-    if tracing and not FAST_TRACE or torch.compiler.is_compiling() or not (tracing or _finite(q, k, v)):
+    if tracing and not _fast_trace() or torch.compiler.is_compiling() or not (tracing or _finite(q, k, v)):
         return _attention_steps(q, k, v, scale, causal)
     return F.scaled_dot_product_attention(q, k, v, scale=scale, is_causal=causal)
 
@@ -995,7 +1006,7 @@ def input_bound(model, tensors):
     return None
 
 
-INPUT_BOUNDS = (2.0 ** 60, 2.0 ** 30, 2.0 ** 15, 2.0 ** 7, 1.0)  # largest first; inputs past 1 take the exact graph
+INPUT_BOUNDS = (2.0 ** 60, 2.0 ** 30, 2.0 ** 15, 2.0 ** 7, 1.0)  # tried largest first
 REACH = torch.finfo(torch.float32).max / 2 ** 24  # what no bound may pass: room for kernels whose steps grow (Winograd)
 
 
@@ -1019,23 +1030,28 @@ class _Bound(torch.Tensor):
         else:
             inplace = name.endswith("_")
             name = name.rstrip("_")
+        kwargs = kwargs or {}
+        rule = _BOUND_RULES.get(name)
+        if name not in _MOVES and (rule is None or "out" in kwargs or inplace and not isinstance(args[0], _Bound)
+                                   or name in _FUNCTIONAL and func is not getattr(F, name)):
+            raise _Unbounded(name)  # uncovered; or a result written elsewhere; or torch's argument order
         with torch._C.DisableTorchFunctionSubclass():
             if name in _MOVES:
-                return _bounds(func(*args, **(kwargs or {})))
-            rule = _BOUND_RULES.get(name)
-            if rule is None:
-                raise _Unbounded(name)
-            result = _check(rule(*args, **(kwargs or {})), name)
+                return _moved(func(*args, **kwargs), name)
+            result = _check(rule(*args, **kwargs), name)
             return (args[0].copy_(result) if inplace else result).as_subclass(_Bound)
 
 
-def _bounds(result):
-    """A result of an op that moves elements, its float tensors as bounds."""
-    if isinstance(result, torch.Tensor):
-        return result.as_subclass(_Bound) if result.is_floating_point() else result
-    if isinstance(result, (tuple, list)):
-        return type(result)(_bounds(r) for r in result)
-    return result
+def _moved(result, name):
+    """The result of an op that moves elements or says what a tensor is, computed on bounds: its
+    tensors bounds (isfinite's and isnan's masks as they are). A cast of bounds to another dtype
+    would make them values no rule reads as bounds: it leaves the model unbounded."""
+    results = result if isinstance(result, (tuple, list)) else (result,)
+    masks = name in ("isfinite", "isnan")
+    if any(isinstance(r, torch.Tensor) and r.dtype != (torch.bool if masks else torch.float64) for r in results):
+        raise _Unbounded(name)
+    bounds = [r.as_subclass(_Bound) if isinstance(r, torch.Tensor) and not masks else r for r in results]
+    return type(result)(bounds) if isinstance(result, (tuple, list)) else bounds[0]
 
 
 def _abs(x):
@@ -1061,7 +1077,8 @@ def _unit(x, *args, **kwargs):
 
 
 def _sum(a, b, alpha=1):
-    return _abs(a) + abs(alpha) * _abs(b)
+    """a + alpha b, a - alpha b, and reversed (rsub's alpha scales its first operand)."""
+    return (_abs(a) + _abs(b)) * max(1.0, abs(alpha))
 
 
 def _product(a, b):
@@ -1070,7 +1087,7 @@ def _product(a, b):
 
 def _quotient(a, b):
     """By a weight or a number: where it holds a 0 the bound is inf, past REACH; by a bound, unbounded."""
-    if isinstance(b, torch.Tensor) and b.dtype == torch.float64:
+    if isinstance(b, _Bound):
         raise _Unbounded("div")
     return _abs(a) / _abs(b)
 
@@ -1134,20 +1151,21 @@ def _avg_pool2d(x, kernel, *args, **kwargs):
 
 def _check(bound, name):
     """Raise _Unbounded where a bound passes REACH or is NaN."""
-    if bound.numel() and not bool(bound.amax() <= REACH):
+    if bound.numel() and not bool(bound.abs().amax() <= REACH):
         raise _Unbounded(name)
     return bound
 
 
 def _power(x, exponent):
-    if not (isinstance(exponent, int) and exponent >= 0):
+    """x ** p for a whole p >= 0 (the program writes 2.0): of a negative x and another p, NaN."""
+    if not (isinstance(exponent, (int, float)) and exponent >= 0 and float(exponent).is_integer()):
         raise _Unbounded("pow")
     return _abs(x) ** exponent
 
 
 _BOUND_RULES = {
     **{name: _on_magnitudes(getattr(F, name, None) or getattr(torch, name)) for name in (
-        "conv2d", "matmul", "mm", "bmm", "addmm", "max_pool2d",
+        "conv2d", "matmul", "mm", "bmm", "max_pool2d",
         "amax", "maximum", "sum", "exp")},
     "mean": _on_magnitudes(_mean), "avg_pool2d": _on_magnitudes(_avg_pool2d),
     "linear": _on_magnitudes(F.linear), "amin": _on_magnitudes(torch.amax), "minimum": _on_magnitudes(torch.maximum),
@@ -1162,9 +1180,11 @@ _BOUND_RULES = {
 _MOVES = frozenset({
     "reshape", "view", "flatten", "permute", "transpose", "t", "contiguous", "movedim", "unsqueeze", "squeeze",
     "expand", "expand_as", "getitem", "cat", "concat", "stack", "split", "chunk", "unbind", "narrow", "clone",
-    "slice", "to", "get", "size", "dim", "stride", "is_contiguous", "numel", "len", "bool", "isfinite", "isnan",
-    "detach",
+    "to", "get", "size", "dim", "stride", "is_contiguous", "numel", "len", "isfinite", "isnan", "detach",
 })
+#: Rules written for torch.nn.functional's argument order, which torch's own function of the name
+#: does not share.
+_FUNCTIONAL = frozenset({"batch_norm", "layer_norm"})
 '''
 
 _RELU = '''
@@ -1173,7 +1193,7 @@ def relu_keeping_nan(x, inplace=False):
     tracing, clamp_min, which the fuser leaves to torch; it computes relu, in place or not, as
     max(x, 0), which maps NaN to 0. Not clamp_min always: its gradient at 0 is 1, relu's 0. The
     fast graph's is relu (`_onednn_graph`)."""
-    if torch.jit.is_tracing() and not FAST_TRACE:
+    if torch.jit.is_tracing() and not _fast_trace():
         return x.clamp_min_(0) if inplace else torch.clamp_min(x, 0)
     return torch.relu_(x) if inplace else torch.relu(x)
 '''
@@ -1183,7 +1203,7 @@ def exp_keeping_nan(x, inplace=False):
     """torch.exp (exp_ where `inplace`), in a form oneDNN Graph computes as torch does: while
     tracing, with NaN put back after it, out of place even where `inplace` (the fuser computes exp,
     in place or not, with NaN mapped to inf). The fast graph's is exp (`_onednn_graph`)."""
-    if torch.jit.is_tracing() and not FAST_TRACE:
+    if torch.jit.is_tracing() and not _fast_trace():
         return torch.where(torch.isnan(x), x, torch.exp(x))
     return x.exp_() if inplace else torch.exp(x)
 '''
@@ -1376,10 +1396,12 @@ _ONEDNN_GRAPH_OPS = frozenset({"conv2d", "linear", "matmul"})
 
 def _guarded_graph(graph: Graph) -> bool:
     """Whether the oneDNN graph of `graph` gets a fast twin behind an input bound (`input_bound`):
-    where its inputs are all float, so that a bound on them bounds every value, and it convolves,
-    where the NaN-keeping forms cost most (the example ResNet 1.07x, the mlp's relus 1.01x, below
-    the bound check's ~10 us)."""
-    return all(v.dtype.is_float for v in graph.inputs) and any(node.op == "conv2d" for node in graph.nodes)
+    where it convolves, as the NaN-keeping forms cost most there (the example ResNet 1.07x, the
+    mlp's relus 1.01x, below the bound check's 9 us); its inputs all float, so that a bound on
+    them bounds every value; its float values all float32, the range the bounds are checked in."""
+    values = [*graph.inputs, *graph.params, *(r for node in graph.nodes for r in node.results)]
+    return (any(node.op == "conv2d" for node in graph.nodes) and all(v.dtype.is_float for v in graph.inputs)
+            and all(v.dtype is DType.f32 for v in values if v.dtype.is_float))
 
 
 #: The ops whose kernels want the channels-last memory format.

@@ -85,6 +85,38 @@ def test_an_op_the_rules_do_not_cover_leaves_the_graph_that_keeps_nan() -> None:
     assert np.isnan(want[0]).any() and np.array_equal(np.isnan(got[0]), np.isnan(want[0]))
 
 
+def test_a_bound_cast_to_another_dtype_leaves_the_model_unbounded() -> None:
+    """A bound cast to an integer and back would read as the value it bounds (here: a divisor of
+    0 for inputs below 1, so y - y is inf - inf): a cast of bounds leaves the model unbounded."""
+    compiled, exe = _load("""
+    model M() {
+        c = Conv2d(2, 2, 3, padding=1)
+        forward(x: f32[B, 2, 4, 4]) -> f32[B, 2, 4, 4] {
+            y = c(x) / cast(cast(x, i32), f32)
+            return relu(y - y)
+        }
+    }
+    """)
+    x = [(a * 0.5).astype(np.float32) for a in random_inputs(compiled.ir, seed=0, dims={"B": 3})]
+    got = exe.run(*x)
+    (entry,) = exe.module._GRAPHS[exe._model].values()
+    assert entry.bound is None
+    want = shipei.reference(compiled.ir, x, compiled.weights)
+    assert np.isnan(want[0]).any() and np.array_equal(np.isnan(got[0]), np.isnan(want[0]))
+
+
+def test_only_float32_graphs_are_guarded() -> None:
+    """The bounds are checked against float32's range: a float16 convolution overflows far sooner."""
+    source = """
+    model M() {{
+        param w: {0}[2, 2, 3, 3] = uniform(low=-1.0, high=1.0)
+        forward(x: {0}[B, 2, 4, 4]) -> {0}[B, 2, 4, 4] {{ return relu(conv2d(x, w, padding=[1, 1])) }}
+    }}
+    """
+    assert "GUARDED_GRAPH = True" in shipei.compile(source.format("f32"), "torch").source
+    assert "GUARDED_GRAPH = False" in shipei.compile(source.format("f16"), "torch").source
+
+
 def test_the_bound_is_proven_for_the_weights_as_they_are() -> None:
     """Weights 2^40 times larger: a bound 2^40 times tighter at least, after a rebind."""
     compiled, exe = _load(EXAMPLES / "cnn.sp")

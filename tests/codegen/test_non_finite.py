@@ -90,4 +90,3 @@ def test_attention_keeps_nan(target: str, path: str) -> None:
     got, want = _attention(target, path, lambda x: [with_non_finite(a) for a in x])
     assert np.isnan(want[1, 0]).all()  # the head holding the NaN
     assert compare(got, want, DType.f32).ok, f"{target}: {compare(got, want, DType.f32)}"
-
