@@ -565,10 +565,12 @@ def _trace(model, tensors, fast=False):
     profiling run, then the one that compiles) and checked against forward on `tensors`; None where
     TorchScript refuses it or computes another result (the fuser has made a 0-d result 1-d). One
     trace at a time: the fuser's switch and the warnings filter are the process's. The exact graph
-    is checked on the inputs with NaN and infinities made 0, as it is traced at the first call
-    that holds them, where a kernel's inf - inf is no difference of the fuser's."""
+    is traced and checked on the inputs with NaN and infinities made 0 (copies of their strides,
+    which the graph is specialised to), as it is traced at the first call that holds them, where a
+    kernel's inf - inf is no difference of the fuser's."""
     if not fast:
-        tensors = [torch.nan_to_num(t, 0.0, 0.0, 0.0) if t.is_floating_point() else t for t in tensors]
+        tensors = [_finite_copy(t) if t.is_floating_point() and not bool(torch.isfinite(t).all()) else t
+                   for t in tensors]
     with _TRACING, torch.inference_mode():
         enabled = torch._C._jit_llga_enabled()
         try:
@@ -588,6 +590,12 @@ def _trace(model, tensors, fast=False):
         finally:
             _FAST_TRACE.on = False
             torch.jit.enable_onednn_fusion(enabled)
+
+
+def _finite_copy(t):
+    """t with NaN and infinities made 0, at t's strides."""
+    copy = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
+    return copy.copy_(torch.nan_to_num(t, 0.0, 0.0, 0.0))
 
 
 def _fast_trace():
