@@ -9,7 +9,9 @@ A node's result overwrites operand k (0, or 1 of a commutative op) when
 - the operand's storage is the program's own: an op the target computes into a new tensor
   (`Target.fresh`) made it, or an earlier in-place write into such storage, or the caller
   donated it (`Graph.donated`: an optimizer's params, gradients and state). Not another graph
-  input, a weight, a constant or a view;
+  input, a weight, a constant or a view, nor a value computed from weights and constants alone:
+  freezing a traced program (torch's oneDNN graph) folds it into a constant, and writing into
+  that constant crashes the fuser's graph at its second call;
 - nothing reads that storage after this node: not the operand, not a value sharing it (the
   result of an op outside `fresh` may be a view of its first operand, as a reshape or an
   eval-mode dropout is), not a graph output; and no other operand of the node shares it.
@@ -59,6 +61,7 @@ def plan_buffers(graph: Graph, target: Target, last: dict[Value, int], *, reuse:
     whole: set[Value] = set(donated)  # values that are all of the program's own storage
     read_until: dict[Value, int] = {v: last.get(v, -1) for v in donated}  # storage -> its last reader
     held: dict[int, Value] = {}        # kept buffer -> the storage now in it
+    varying = _varying(graph)          # values that depend on an input
     free: dict[TensorType, list[int]] = {}
     for i, node in enumerate(graph.nodes):
         for slot in [s for s, root in held.items() if read_until[root] < i]:
@@ -77,13 +80,23 @@ def plan_buffers(graph: Graph, target: Target, last: dict[Value, int], *, reuse:
                 whole.add(r)
             elif node.op in target.fresh or node in plan.slots:
                 storage[r] = r
-                whole.add(r)
+                if r in varying:
+                    whole.add(r)
             elif not node.operands:  # a constant: the module's buffer, never written
                 storage[r] = r
             else:  # may be a view of (or be) its first operand
                 storage[r] = storage.get(node.operands[0], node.operands[0])
             read_until[storage[r]] = max(read_until.get(storage[r], -1), last.get(r, -1))
     return plan
+
+
+def _varying(graph: Graph) -> set[Value]:
+    """The values that depend on a graph input: the others are the same at every call."""
+    varying = set(graph.inputs)
+    for node in graph.nodes:
+        if any(v in varying for v in node.operands):
+            varying.update(node.results)
+    return varying
 
 
 def _take(plan: BufferPlan, free: dict[TensorType, list[int]], type_: TensorType) -> int:
