@@ -153,8 +153,12 @@ def _cross_entropy(e: Emit, node: Node) -> str:
 
 
 def _layer_norm(e: Emit, node: Node) -> str:
+    """F.layer_norm over the weight's shape, written out where it is static: a traced graph reads a
+    shape taken from an input's sizes wrong once frozen (the oneDNN graph: "Expected IntList")."""
     x, w, b = e.args(node)
-    return f"F.layer_norm({x}, {w}.shape, {w}, {b}, eps={node.attrs['eps']!r})"
+    shape = node.operands[1].type.shape
+    normalized = repr(tuple(shape)) if all(isinstance(d, int) for d in shape) else f"{w}.shape"
+    return f"F.layer_norm({x}, {normalized}, {w}, {b}, eps={node.attrs['eps']!r})"
 
 
 def _gather_into(e: Emit, node: Node) -> str:
@@ -578,7 +582,9 @@ def _trace(model, tensors, fast=False):
                 warnings.simplefilter("ignore")  # TorchScript's deprecation, and the tracer's notes on Python values
                 torch.jit.enable_onednn_fusion(True)
                 _FAST_TRACE.on = fast
-                graph = torch.jit.freeze(torch.jit.trace(model, tuple(tensors), check_trace=False))
+                traced = torch.jit.trace(model, tuple(tensors), check_trace=False)
+                _refuse_shared_broadcast(traced.inlined_graph)
+                graph = torch.jit.freeze(traced)
                 for _ in range(2):
                     graph(*tensors)
                 _check_same(graph(*tensors), _eager(model, tensors))
@@ -590,6 +596,29 @@ def _trace(model, tensors, fast=False):
         finally:
             _FAST_TRACE.on = False
             torch.jit.enable_onednn_fusion(enabled)
+
+
+def _refuse_shared_broadcast(graph):
+    """Raise where a tensor, itself or through views, is read by two of the adds, multiplies and
+    divisions the fuser chains into one partition, broadcast by one of them at least (`x * s + s`,
+    `x * (s / n) + s`, s a row): torch's oneDNN Graph bridge (2.13) crashes the process at such a
+    partition's first run. Weights, constants once frozen, it reads right; counted too, as rare."""
+    reads = {{}}  # tensor -> (reads, whether one broadcasts it)
+    for node in graph.nodes():
+        if node.kind() not in _CHAINED_BINARY:
+            continue
+        result = node.output().type().sizes()
+        for operand in list(node.inputs())[:2]:
+            if not isinstance(operand.type(), torch._C.TensorType):
+                continue  # a number
+            broadcast = operand.type().sizes() != result
+            while operand.node().kind() in _VIEWS:
+                operand = operand.node().inputsAt(0)
+            count, any_broadcast = reads.get(operand.unique(), (0, False))
+            reads[operand.unique()] = count, any_broadcast = count + 1, any_broadcast or broadcast
+            if count >= 2 and any_broadcast:
+                raise ValueError(f"%{{operand.debugName()}} is read by two of its adds, multiplies or divisions, "
+                                 "broadcast, which the fuser's partitions read wrong (torch 2.13)")
 
 
 def _finite_copy(t):
@@ -622,6 +651,9 @@ def _check_same(got, expected):
 
 {tolerances}
 _TRACING = threading.Lock()
+_CHAINED_BINARY = frozenset({{"aten::add", "aten::mul", "aten::div", "aten::add_", "aten::mul_", "aten::div_"}})
+_VIEWS = frozenset({{"aten::reshape", "aten::view", "aten::unsqueeze", "aten::squeeze", "aten::expand",
+                    "aten::expand_as", "aten::view_as", "aten::reshape_as", "aten::flatten", "aten::detach"}})
 _FAST_TRACE = threading.local()  # .on while this thread traces the fast graph
 _GRAPHS = weakref.WeakKeyDictionary()  # model -> {{input signature: _Graphs}}
 ONEDNN_GRAPH_SHAPES = 8  # the shapes a model keeps a graph for, as torch.compile's recompile limit

@@ -5,6 +5,8 @@ fuser's refusals."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -120,6 +122,57 @@ def test_a_graph_the_fuser_computes_otherwise_runs_eagerly_and_says_so(capsys: p
     assert _matches(compiled, exe, x)
     assert list(_graphs(exe).values()) == [None]
     assert "M runs eagerly, not as a oneDNN graph: result 0 differs from forward's" in capsys.readouterr().err
+
+
+# compiles a model whose row `s` two of the fuser's binary ops read broadcast (beside a linear, which
+# has the program traced), and runs it three times
+SHARED_ROW = """
+import numpy as np
+import shipei
+from shipei.ir.inputs import random_inputs
+from shipei.ir.tolerance import compare
+from shipei.ir.types import DType
+compiled = shipei.compile(\"\"\"
+model M() {{
+    fc = Linear(16, 16)
+    forward(x: f32[B, 16], y: f32[B, 16], s: f32[16]) -> (f32[B, 16], f32[B, 16]) {{
+        return fc(x), {expression}
+    }}
+}}
+\"\"\", "torch")
+exe = compiled.load(device="cpu")
+x = random_inputs(compiled.ir, seed=0, dims={{"B": 8}})
+want = shipei.reference(compiled.ir, x, compiled.weights)
+for _ in range(3):
+    assert all(compare(np.asarray(got), w, DType.f32).ok for got, w in zip(exe.run(*x), want, strict=True))
+"""
+
+
+@pytest.mark.parametrize("expression", ["y * s + s", "y * s / s", "y * (s / (s * s + 1.0)) + s"])
+def test_a_tensor_two_fused_binary_ops_read_broadcast_runs_eagerly_and_says_so(expression: str) -> None:
+    """torch's oneDNN Graph bridge crashes the process at the first run of a partition that reads
+    one tensor twice, broadcast (a subprocess, so that a crash fails this test alone)."""
+    run = subprocess.run([sys.executable, "-c", SHARED_ROW.format(expression=expression)], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "M runs eagerly, not as a oneDNN graph: %s is read by two of its adds, multiplies or divisions" in run.stderr
+
+
+def test_a_layer_norm_whose_weight_is_an_input_runs_in_the_graph(capsys: pytest.CaptureFixture) -> None:
+    """The normalized shape is written out: taken from the weight's sizes, the frozen graph read it
+    as garbage ("Expected IntList but got InvalidTag") and the model ran eagerly."""
+    compiled = shipei.compile("""
+    model M() {
+        fc = Linear(16, 16)
+        forward(x: f32[B, 16], w: f32[16], b: f32[16]) -> f32[B, 16] {
+            return layer_norm(fc(x), w, b)
+        }
+    }
+    """, "torch")
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 8})
+    assert _matches(compiled, exe, x) and _matches(compiled, exe, x)
+    assert None not in _graphs(exe).values() and "runs eagerly" not in capsys.readouterr().err
 
 
 def test_a_0_d_result_stays_0_d(capsys: pytest.CaptureFixture) -> None:
