@@ -293,7 +293,8 @@ def test_nan_and_infinities_come_out_as_the_reference_computes_them(case: str, p
     want = shipei.reference(compiled.ir, x, compiled.weights)
     assert all(np.isnan(w).any() for w in want)
     got = exe.run(*x)
-    if case == "linear-gelu":  # torch's exact gelu of +inf is NaN, the reference's inf: known-differences.md
+    if case == "linear-gelu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        # torch's exact gelu of +inf is NaN in its AVX-512 kernel, the reference's inf: known-differences.md
         inf = np.isposinf(want[0])
         assert inf.any() and np.isnan(got[0][inf]).all()
         got[0][inf] = np.inf
