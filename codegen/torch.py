@@ -1233,8 +1233,8 @@ def relu_keeping_nan(x, inplace=False):
     tracing, clamp_min, which the fuser leaves to torch; it computes relu, in place or not, as
     max(x, 0), which maps NaN to 0. Not clamp_min always: its gradient at 0 is 1, relu's 0. The
     fast graph's is relu (`_onednn_graph`)."""
-    if torch.jit.is_tracing():  # the fast graph's out of place: a traced graph segfaulted with it in place (once)
-        return torch.relu(x) if _fast_trace() else x.clamp_min_(0) if inplace else torch.clamp_min(x, 0)
+    if torch.jit.is_tracing() and not _fast_trace():
+        return x.clamp_min_(0) if inplace else torch.clamp_min(x, 0)
     return torch.relu_(x) if inplace else torch.relu(x)
 '''
 
@@ -1243,8 +1243,8 @@ def exp_keeping_nan(x, inplace=False):
     """torch.exp (exp_ where `inplace`), in a form oneDNN Graph computes as torch does: while
     tracing, with NaN put back after it, out of place even where `inplace` (the fuser computes exp,
     in place or not, with NaN mapped to inf). The fast graph's is exp (`_onednn_graph`)."""
-    if torch.jit.is_tracing():  # the fast graph's exp out of place too
-        return torch.exp(x) if _fast_trace() else torch.where(torch.isnan(x), x, torch.exp(x))
+    if torch.jit.is_tracing() and not _fast_trace():
+        return torch.where(torch.isnan(x), x, torch.exp(x))
     return x.exp_() if inplace else torch.exp(x)
 '''
 
