@@ -583,7 +583,7 @@ def _trace(model, tensors, fast=False):
                 torch.jit.enable_onednn_fusion(True)
                 _FAST_TRACE.on = fast
                 traced = torch.jit.trace(model, tuple(tensors), check_trace=False)
-                _refuse_shared_broadcast(traced.inlined_graph)
+                _refuse_misread(traced.inlined_graph)
                 graph = torch.jit.freeze(traced)
                 for _ in range(2):
                     graph(*tensors)
@@ -598,13 +598,18 @@ def _trace(model, tensors, fast=False):
             torch.jit.enable_onednn_fusion(enabled)
 
 
-def _refuse_shared_broadcast(graph):
-    """Raise where a tensor, itself or through views, is read by two of the adds, multiplies and
-    divisions the fuser chains into one partition, broadcast by one of them at least (`x * s + s`,
-    `x * (s / n) + s`, s a row): torch's oneDNN Graph bridge (2.13) crashes the process at such a
-    partition's first run. Weights, constants once frozen, it reads right; counted too, as rare."""
+def _refuse_misread(graph):
+    """Raise where the traced graph holds what torch's oneDNN Graph bridge (2.13) reads wrong once
+    frozen: a tensor read, itself or through views, by two of the adds, multiplies and divisions
+    the fuser chains into one partition, broadcast by one of them at least (`x * s + s`,
+    `x * (s / n) + s`, s a row), which crashes the process at that partition's first run
+    (weights, constants once frozen, it reads right: counted too, as rare); a layer norm over a
+    shape taken from a tensor's sizes, which it reads as garbage."""
     reads = {{}}  # tensor -> (reads, whether one broadcasts it)
     for node in graph.nodes():
+        if node.kind() == "aten::layer_norm" and not _constant_list(node.inputsAt(1)):
+            raise ValueError("a layer norm's shape is read from a tensor's sizes, which the fuser reads wrong "
+                             "(torch 2.13)")
         if node.kind() not in _CHAINED_BINARY:
             continue
         result = node.output().type().sizes()
@@ -619,6 +624,13 @@ def _refuse_shared_broadcast(graph):
             if count >= 2 and any_broadcast:
                 raise ValueError(f"%{{operand.debugName()}} is read by two of its adds, multiplies or divisions, "
                                  "broadcast, which the fuser's partitions read wrong (torch 2.13)")
+
+
+def _constant_list(value):
+    """Whether a traced list is a constant, or built of constants only."""
+    node = value.node()
+    return node.kind() == "prim::Constant" or (
+        node.kind() == "prim::ListConstruct" and all(v.node().kind() == "prim::Constant" for v in node.inputs()))
 
 
 def _finite_copy(t):

@@ -175,6 +175,25 @@ def test_a_layer_norm_whose_weight_is_an_input_runs_in_the_graph(capsys: pytest.
     assert None not in _graphs(exe).values() and "runs eagerly" not in capsys.readouterr().err
 
 
+def test_a_layer_norm_over_a_shape_known_only_at_run_time_runs_eagerly_and_says_so(
+        capsys: pytest.CaptureFixture) -> None:
+    """Its shape is then taken from the weight's sizes, which the frozen graph reads as garbage."""
+    compiled = shipei.compile("""
+    model M() {
+        fc = Linear(16, 16)
+        forward(x: f32[B, 16], w: f32[B, 16], b: f32[B, 16]) -> f32[B, 16] {
+            return layer_norm(fc(x), w, b)
+        }
+    }
+    """, "torch")
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 8})
+    assert _matches(compiled, exe, x)
+    assert list(_graphs(exe).values()) == [None]
+    assert "M runs eagerly, not as a oneDNN graph: a layer norm's shape is read from a tensor's sizes" in \
+        capsys.readouterr().err
+
+
 def test_a_0_d_result_stays_0_d(capsys: pytest.CaptureFixture) -> None:
     """The fuser returns the 0-d add as 1-d; the check against forward refuses the graph."""
     compiled = shipei.compile("""
