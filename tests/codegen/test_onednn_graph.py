@@ -74,6 +74,22 @@ def test_inputs_within_the_proven_bound_take_the_fused_forms_and_the_others_the_
     assert _matches(compiled, exe, nan) and _matches(compiled, exe, x)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_the_bound_check_reads_every_element_in_any_layout(layout: str) -> None:
+    """A pipeline stage's input is often another stage's channels-last result, which the check
+    reads in its memory's order; one element past the bound, or a NaN, anywhere fails it."""
+    module = shipei.compile(EXAMPLES / "cnn.sp", "torch").load(device="cpu").module
+    base = torch.rand(4, 6, 5, 8) * 2 - 1
+    t = {"contiguous": base, "channels_last": base.contiguous(memory_format=torch.channels_last),
+         "strided": base[:, :, :, ::2]}[layout]
+    assert module._within([t], 1.0)
+    for index in [(0, 0, 0, 0), (3, 5, 4, 3), (1, 2, 3, 1)]:
+        for bad in (1.5, -1.5, float("nan")):
+            u = t.clone(memory_format=torch.preserve_format)
+            u[index] = bad
+            assert not module._within([u], 1.0), (index, bad)
+
+
 def test_each_input_shape_gets_its_own_graph_up_to_the_limit_then_forward_runs_eagerly() -> None:
     compiled = shipei.compile(EXAMPLES / "mlp.sp", "torch")
     exe = compiled.load(device="cpu")
