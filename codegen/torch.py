@@ -420,8 +420,10 @@ def load(weights=WEIGHTS, device="cpu"):
     model = {name}()
     model.load_state_dict({{key: _tensor(value) for key, value in checked_weights(weights).items()}})
     model = model.to(device).eval()
-    if CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last)
+    if CHANNELS_LAST:  # the 4-D weights; Module.to would refuse a 5-D one (a weight reshaped at -O3 --freeze)
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     if TF32:
         enable_tf32()
     if CPU_ARENA and device == "cpu":
@@ -910,7 +912,8 @@ def max_pool2d(x, kernel, stride, padding):
         x = F.pad(x, (pw, pw, ph, ph), value=float("-inf"))
     height, width = int(x.shape[2]), int(x.shape[3])  # ints, not sizes a trace computes with on each call
     rows = _window_max(x, 2, kh, sh, (height - kh) // sh + 1)
-    return _window_max(rows, 3, kw, sw, (width - kw) // sw + 1)
+    pooled = _window_max(rows, 3, kw, sw, (width - kw) // sw + 1)
+    return pooled.clone() if kh == kw == 1 else pooled  # 1x1 windows leave views of x: the pool's result is new
 
 
 def _window_max(x, dim, size, step, count):

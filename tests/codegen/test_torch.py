@@ -288,6 +288,50 @@ def test_max_pool_by_strided_maxima_matches_the_reference_nan_included(window: s
         assert compare(exe._model(tensor).detach().numpy(), want, DType.f32).ok
 
 
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_a_1x1_max_pool_leaves_the_input_as_it_was_under_in_place_ops(dtype: str) -> None:
+    """Found by the fuzzer at -O3: 1x1 windows leave the strided maxima views of the input, and
+    -O3's tanh, computed in place over the pool's result, wrote into the caller's array (f32,
+    eagerly) or into the tensor the oneDNN graph was traced on (bf16: the first result wrong)."""
+    compiled = shipei.compile(f"""
+    model P() {{
+        param w: f32[3, 3] = uniform(low=-1.0, high=1.0)
+        forward(x: {dtype}[B, 2, 3, 4], c: f32[4, 3]) -> (f32[4, 3], {dtype}[B, 2, 3, 4]) {{
+            return c @ w, tanh(max_pool2d(x, [1, 1], [1], padding=[0, 0]))
+        }}
+    }}
+    """, "torch", opt=3, freeze=True)
+    assert ".tanh_()" in compiled.source
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 2})
+    kept = [np.array(a, copy=True) for a in x]
+    want = shipei.reference(compiled.ir, x, compiled.weights)
+    for _ in range(2):
+        got = exe.run(*x)
+        assert all(np.array_equal(a, b) for a, b in zip(x, kept))
+        assert all(compare(np.asarray(g, np.float64), w, compiled.ir.outputs[k].dtype).ok
+                   for k, (g, w) in enumerate(zip(got, want, strict=True)))
+
+
+def test_a_program_that_convolves_loads_a_weight_of_five_dimensions() -> None:
+    """Found by the fuzzer at -O3 --freeze: a reshaped weight, folded into a 5-D constant, made
+    the channels-last program's load fail (Module.to converts 4-D and 5-D tensors alike)."""
+    compiled = shipei.compile("""
+    model R() {
+        param w: f32[4, 4, 2] = uniform(low=-1.0, high=1.0)
+        param k: f32[2, 4, 3, 3] = uniform(low=-1.0, high=1.0)
+        forward(x: f32[B, 4, 6, 6]) -> (f32[B, 2, 4, 4], f32[1, 2, 2, 4, 2]) {
+            return conv2d(x, k), reshape(w, [1, 2, 2, 4, 2])
+        }
+    }
+    """, "torch", opt=3, freeze=True)
+    assert "CHANNELS_LAST = True" in compiled.source
+    exe = compiled.load(device="cpu")
+    x = random_inputs(compiled.ir, seed=0, dims={"B": 2})
+    want = shipei.reference(compiled.ir, x, compiled.weights)
+    assert all(compare(g, w, DType.f32).ok for g, w in zip(exe.run(*x), want, strict=True))
+
+
 #: Rows narrower than a float32 vector register, each way the program meets them: softmax and
 #: log_softmax over a linear's rows (`narrow_head`, with and without a bias, 2-D and 3-D), a linear
 #: alone (`narrow_linear`) and a softmax alone (`softmax`).
