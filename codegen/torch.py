@@ -626,8 +626,7 @@ def _refuse_misread(graph):
             while operand.node().kind() in _VIEWS:
                 operand = operand.node().inputsAt(0)
             count, any_broadcast = reads.get(operand.unique(), (0, False))
-            count, any_broadcast = count + 1, any_broadcast or broadcast
-            reads[operand.unique()] = count, any_broadcast
+            reads[operand.unique()] = count, any_broadcast = count + 1, any_broadcast or broadcast
             if count >= 2 and any_broadcast:
                 raise ValueError(f"%{{operand.debugName()}} is read by two of its adds, multiplies or divisions, "
                                  "broadcast, which the fuser's partitions read wrong (torch 2.13)")
