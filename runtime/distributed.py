@@ -23,6 +23,7 @@ answered, and that stage's actor is restarted so that the next call can run.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -145,11 +146,11 @@ class StageActor:
     def __init__(self, files: str, driver: str, index: int, core: int | None, allow_fallback: bool):
         import ray
 
-        directory = Path(tempfile.mkdtemp(prefix=f"shipei-stage{index}-"))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"shipei-stage{index}-"))
         for name, data in ray.get(ray.get_actor(files).get.remote(index)).items():
-            (directory / name).write_bytes(data)
+            (self.folder / name).write_bytes(data)
         cores = sorted(os.sched_getaffinity(0)) if core is not None and hasattr(os, "sched_getaffinity") else None
-        self.stage = load_stage(import_module_file(directory / driver), index, allow_fallback,
+        self.stage = load_stage(import_module_file(self.folder / driver), index, allow_fallback,
                                 {cores[core % len(cores)]} if cores else None)
 
     def describe(self) -> tuple[str, str, bool, int]:
@@ -160,6 +161,10 @@ class StageActor:
         """Its results as numpy: one array, or a tuple of them when it has several."""
         outputs = self.stage.apply(*arrays)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def release(self) -> None:
+        """Remove the stage's files, before the actor is killed (which runs no clean-up of its own)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def resources(placement: str) -> dict[str, Any]:
@@ -381,6 +386,7 @@ class RayPipelineExecutable(Pipelined):
         if getattr(self, "_dag", None) is not None:
             self._dag.teardown()
             self._dag = None
+        self._settle([actor.release.remote() for actor in getattr(self, "actors", [])])  # a hung stage's stay
         for actor in [*getattr(self, "actors", []), *filter(None, [getattr(self, "_files", None)])]:
             self._ray.kill(actor, no_restart=True)
         self.actors, self._files = [], None

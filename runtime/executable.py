@@ -40,13 +40,19 @@ class DeviceFallbackWarning(UserWarning):
     """A model runs on CPU because its target's preferred accelerator is absent."""
 
 
-def write_generated(module: GeneratedModule) -> Path:
-    """A generated module's source in a file of its own, in a folder that lives as long as the
-    process (frameworks that compile Python read a function's source back from its file)."""
+def process_folder() -> Path:
+    """A new folder inside one that is removed when the process ends: a loaded program's files
+    must outlive its loading (frameworks that compile Python read a function's source back from
+    its file at each new shape), and must not outlive the process."""
     global _GENERATED
     if _GENERATED is None:
         _GENERATED = tempfile.TemporaryDirectory(prefix="shipei-generated-")
-    path = Path(tempfile.mkdtemp(dir=_GENERATED.name)) / module.filename
+    return Path(tempfile.mkdtemp(dir=_GENERATED.name))
+
+
+def write_generated(module: GeneratedModule) -> Path:
+    """A generated module's source in a file of its own, in a `process_folder`."""
+    path = process_folder() / module.filename
     path.write_text(module.source)
     return path
 

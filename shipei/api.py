@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from .ir.verifier import verify
 from .partitioned import CompiledPipeline, DeviceMap, compile_pipeline, load_pipeline, partition_request
 from .runtime import Executable, MemoryEstimate, estimate_memory
 from .runtime.distributed import RayOptions
+from .runtime.executable import process_folder
 from .runtime.pipeline import Pipelined
 from .runtime.weights import check_weights
 
@@ -112,8 +112,7 @@ class Compiled:
         the CPU with a warning; a device named and absent is an error unless `allow_fallback`).
         `cast` allows weights of another dtype of the same kind; `check_indices` checks each call's
         gather indices before the target sees them (see `Executable`)."""
-        directory = Path(tempfile.mkdtemp(prefix="shipei-"))
-        path = self.save(directory)
+        path = self.save(process_folder())
         return Executable(self.ir, self.target, path, self.weights, device, allow_fallback, cast=cast,
                           check_indices=check_indices)
 

@@ -4,7 +4,6 @@ and the compiled pipeline (a driver and one program per stage) that `shipei.comp
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from .ir.placement import Placement
 from .ir.printer import print_graph
 from .ir.profile import Profile
 from .runtime.distributed import RayOptions, RayPipelineExecutable
+from .runtime.executable import process_folder
 from .runtime.pipeline import Pipelined, PipelineExecutable
 
 DeviceMap = Mapping[str, str] | Literal["auto"]
@@ -121,7 +121,7 @@ class CompiledPipeline:
         unless `pin=False`), or with `ray` (True, or `RayOptions` to join a cluster) in a Ray actor
         of its own. A device that is absent here is an error unless `allow_fallback`, which runs
         that stage on the CPU with a `DeviceFallbackWarning`."""
-        path = self.save(Path(tempfile.mkdtemp(prefix="shipei-")))
+        path = self.save(process_folder())
         return load_pipeline(self.ir, self.plan, path, self.weights, allow_fallback, check_indices=check_indices,
                              pin=pin, ray=ray)
 

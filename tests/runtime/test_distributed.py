@@ -125,6 +125,14 @@ def test_a_hung_stage_times_out_naming_it_and_the_next_call_runs(local_ray, tran
         assert exe.pids[1] != frozen
 
 
+def test_closing_the_pipeline_removes_its_stages_files(local_ray, transformer) -> None:
+    with on_ray(transformer) as exe:
+        folders = [Path(ray.get(actor.__ray_call__.remote(lambda stage: str(stage.folder)))) for actor in exe.actors]
+        assert all((folder / "gpt_pipeline.py").is_file() for folder in folders)
+    # closed: Ray's kill runs no clean-up in an actor, so close asks each stage to remove its files first
+    assert not any(folder.exists() for folder in folders)
+
+
 def test_a_cluster_too_small_for_the_stages_is_an_error_before_any_actor_starts(local_ray) -> None:
     alternating = {"wte": "torch:cpu", "wpe": "torch:cpu", "h.0": "jax:cpu", "h.1": "torch:cpu", "ln_f": "jax:cpu",
                    "*": "torch:cpu"}

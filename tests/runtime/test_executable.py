@@ -3,6 +3,8 @@ negative or transposed strides, and sequences of length 0."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +61,23 @@ def test_a_shape_seen_before_is_checked_again_and_its_indices_every_call() -> No
         exe(np.zeros((2, 4), np.float32))
     with pytest.raises(shipei.ShipeiError, match="rank 2"):
         exe(np.zeros(4, np.int64))
+
+
+def test_a_loaded_program_s_files_last_as_long_as_the_process() -> None:
+    """`load()` writes the program where its framework can read it back, and the end of the process
+    removes it: a server that loads models must not fill the disk with them."""
+    script = (
+        "import sys, shipei; from pathlib import Path\n"
+        "model = sys.argv[1]\n"
+        "single = shipei.compile(model).load()\n"
+        "pipeline = shipei.compile(model, device_map={'fc1': 'torch:cpu', '*': 'jax:cpu'}).load()\n"
+        "files = [Path(single.module.__file__), Path(pipeline.driver.__file__)]\n"
+        "assert all(f.is_file() for f in files), files\n"
+        "pipeline.close()\n"
+        "print(*files, sep='\\n')\n")
+    run = subprocess.run([sys.executable, "-c", script, str(EXAMPLES / "mlp.sp")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    files = [Path(line) for line in run.stdout.splitlines()]
+    assert len(files) == 2 and files[0].parent != files[1].parent
+    assert not any(f.exists() or f.parent.exists() for f in files)
