@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 import sys
 import tempfile
 import warnings
@@ -29,6 +30,7 @@ from .indices import IndexCheck
 from .measure import ready
 from .memory import MemoryEstimate, estimate_memory
 from .weights import Weights, check_weights
+from .workers import SCRATCH_ENV
 
 #: What users may write for a device, per target's own spelling.
 DEVICE_ALIASES = {"gpu": "cuda", "npu": "ascend"}
@@ -43,10 +45,11 @@ class DeviceFallbackWarning(UserWarning):
 def process_folder() -> Path:
     """A new folder inside one that is removed when the process ends: a loaded program's files
     must outlive its loading (frameworks that compile Python read a function's source back from
-    its file at each new shape), and must not outlive the process."""
+    its file at each new shape), and must not outlive the process. In a worker process, inside
+    the folder its parent named ($SHIPEI_SCRATCH), which the parent removes."""
     global _GENERATED
     if _GENERATED is None:
-        _GENERATED = tempfile.TemporaryDirectory(prefix="shipei-generated-")
+        _GENERATED = tempfile.TemporaryDirectory(prefix="shipei-generated-", dir=os.environ.get(SCRATCH_ENV))
     return Path(tempfile.mkdtemp(dir=_GENERATED.name))
 
 

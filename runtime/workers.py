@@ -18,6 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: The variable that names a folder of the parent's to a worker, for the files the worker's
+#: programs need while it lives (`executable.process_folder`): a worker that the parent kills runs
+#: no clean-up of its own, and the parent removes the folder when it is done.
+SCRATCH_ENV = "SHIPEI_SCRATCH"
+
 
 def send(stream: io.BufferedIOBase, message: Any) -> None:
     """Write one message and flush it."""

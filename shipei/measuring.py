@@ -27,7 +27,7 @@ from . import api
 from .ir.errors import ShipeiError
 from .ir.inputs import random_inputs
 from .runtime.distributed import RayOptions
-from .runtime.workers import receive, replies_stream, send
+from .runtime.workers import SCRATCH_ENV, receive, replies_stream, send
 
 #: How far a trial's address space may run ahead of the memory it holds: glibc reserves 64 MiB of it
 #: for each thread's malloc arena, and each new thread's stack takes more (torch's MLP at B=10240
@@ -324,7 +324,8 @@ class BenchWorker:
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(list(command or [sys.executable, "-m", "shipei.measuring"]),
                                          stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=err, env={**os.environ, **env},
+                                         stdout=subprocess.PIPE, stderr=err,
+                                         env={**os.environ, SCRATCH_ENV: str(log.parent), **env},
                                          start_new_session=True)
 
     def request(self, op: str, timeout: float, **kwargs: Any) -> dict[str, Any]:

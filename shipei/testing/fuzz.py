@@ -51,7 +51,7 @@ from ..ir.graph import Graph, disjoint_union
 from ..ir.init import init_params
 from ..ir.registry import all_ops
 from ..ir.types import DType
-from ..runtime.workers import process_cpu, receive, replies_stream, send
+from ..runtime.workers import SCRATCH_ENV, process_cpu, receive, replies_stream, send
 from .lowering import (
     HETERO,
     Failure,
@@ -130,7 +130,8 @@ class Worker:
             cmd += ["--inject", self.inject]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         env={**os.environ, **self.env}, start_new_session=True)
+                                         env={**os.environ, SCRATCH_ENV: str(self.log.parent), **self.env},
+                                         start_new_session=True)
         self.is_ready = False
 
     def ready(self) -> Reply:

@@ -191,3 +191,20 @@ def test_a_mindspore_worker_gets_a_core_for_its_runtime_beside_its_threads() -> 
     assert bench.thread_env(1, "mindspore")["SHIPEI_BENCH_CORES"] == "2"
     assert bench.thread_env(1, "torch")["SHIPEI_BENCH_CORES"] == bench.thread_env(1)["SHIPEI_BENCH_CORES"] == "1"
     assert "SHIPEI_BENCH_CORES" not in bench.thread_env(None, "mindspore")  # framework defaults: not pinned
+
+
+def test_a_killed_worker_s_files_are_in_the_folder_its_parent_removes(tmp_path: Path) -> None:
+    """A worker is killed when its parent is done, so it removes nothing itself: what its programs
+    need on disk goes in the folder its parent names, removed with the parent's logs."""
+    from shipei.measuring import BenchWorker, Entry
+
+    api.compile(MLP, "torch").save(tmp_path / "mlp")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    worker = BenchWorker(bench.thread_env(1, "torch"), logs / "worker.log")
+    try:
+        assert "error" not in worker.request("load", 300, entry=Entry("torch", tmp_path / "mlp", 0.0, "torch"))
+        assert len(list(logs.glob("shipei-generated-*/*/warm_torch.py"))) == 1  # its framework's warm-up model
+    finally:
+        worker.stop()
+    assert worker.proc.returncode == -9  # SIGKILL: no clean-up ran in it
