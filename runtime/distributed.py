@@ -17,7 +17,10 @@ Faults: an actor that dies is restarted by Ray up to `max_restarts` times, and t
 finished are sent again (stages hold no state between calls, so a retry computes the same);
 past that, or for an error inside a stage, the call raises a `ShipeiError` naming the stage. A
 call that does not finish within `timeout` seconds raises one naming the first stage that had not
-answered, and that stage's actor is restarted so that the next call can run.
+answered, and that stage's actor is restarted so that the next call can run. A call at input
+shapes the stages have not run since they started has `load_timeout` instead: a stage compiles
+a program at a shape's first call (XLA, a traced graph), which a timeout meant to catch a hang
+must not count.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ class RayOptions:
     `ray start --head` prints it, or "auto" for the one on this machine), or None for a new local
     instance of `num_cpus` CPUs (default: this machine's, and one per stage at least);
     `max_restarts`: how often Ray restarts a stage's actor that died; `timeout`: seconds a call may
-    take, `load_timeout` the stages' start; `compiled`: run the actors as a Ray compiled graph."""
+    take, `load_timeout` the stages' start and a call at shapes they have not run yet (which
+    compiles them); `compiled`: run the actors as a Ray compiled graph."""
 
     address: str | None = None
     num_cpus: int | None = None
@@ -218,13 +222,23 @@ class RayPipelineExecutable(Pipelined):
         self._dag = self._compile() if options.compiled else None
         self.transfers: list[Transfer] = []
         self._restarting: set[int] = set()  # stages killed after a timeout, loading again
+        self._shapes: set[tuple] = set()  # the micro-batches' shapes every stage has run at since it started
+        self._limit = options.timeout  # the running call's time limit
 
     # -- the schedule ---------------------------------------------------------------------------
     def _flow(self, parts: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         self._wait_restarted()
-        deadline = time.monotonic() + self.options.timeout
-        if self.options.compiled:
-            return self._flow_compiled(parts, deadline)
+        shapes = {tuple((x.shape, x.dtype.str) for x in part) for part in parts}
+        first = not shapes <= self._shapes  # a stage compiles at a shape's first call
+        self._limit = max(self.options.timeout, self.options.load_timeout) if first else self.options.timeout
+        deadline = time.monotonic() + self._limit
+        outputs = (self._flow_compiled if self.options.compiled else self._flow_actors)(parts, deadline)
+        self._shapes |= shapes
+        return outputs
+
+    def _flow_actors(self, parts: list[list[np.ndarray]], deadline: float) -> list[list[np.ndarray]]:
+        """The micro-batches through the actors, all submitted at once; Ray runs each as soon as the
+        results it reads are ready."""
         ray = self._ray
         submitted = []  # per micro-batch, its values: inputs and stage results as object refs
         for part in parts:
@@ -350,7 +364,8 @@ class RayPipelineExecutable(Pipelined):
                                         "each framework")
             ray.kill(self.actors[k], no_restart=False)  # so that the next call finds it answering
             self._restarting.add(k)
-            return ShipeiError(f"{where} did not answer within {self.options.timeout:g} s; its actor is being "
+            self._shapes.clear()  # the new actor has compiled nothing
+            return ShipeiError(f"{where} did not answer within {self._limit:g} s; its actor is being "
                                f"restarted", hint="a stage that takes this long needs a larger timeout "
                                                   "(RayOptions.timeout, --ray-timeout)")
         k = self._stage_of(error, stages)

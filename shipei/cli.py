@@ -584,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--ray-compiled", action="store_true", help="run the actors as a Ray compiled graph")
         g.add_argument("--ray-timeout", type=float, default=DEFAULT_RAY_TIMEOUT, metavar="S",
                        help=f"seconds a call may take before the stage that has not answered counts as hung "
-                            f"(default {DEFAULT_RAY_TIMEOUT:g})")
+                            f"(default {DEFAULT_RAY_TIMEOUT:g}; a call at new shapes, which compiles, is allowed "
+                            f"the stages' load timeout)")
 
     p = sub.add_parser("devices", help="installed frameworks and the devices each sees")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per framework probe")

@@ -113,16 +113,21 @@ def test_once_restarts_are_spent_the_call_stops_naming_the_stage(local_ray, tran
 
 
 def test_a_hung_stage_times_out_naming_it_and_the_next_call_runs(local_ray, transformer) -> None:
-    with on_ray(transformer, max_restarts=1, timeout=5) as exe:
-        # every stage compiled for these inputs first: a stage's first call at a shape compiles it
-        # (jax's XLA), which a loaded machine took past 5 s once, after the restart below
-        _assert_reference(transformer, exe(TOKENS))
-        frozen = exe.pids[1]
-        os.kill(frozen, signal.SIGSTOP)
-        with pytest.raises(ShipeiError, match=r"stage 1 \(torch:cpu\) did not answer within 5 s"):
-            exe(TOKENS, micro_batches=2)
+    """`timeout` for a call at shapes the stages have run; the load timeout for one at new shapes,
+    which compile (jax's XLA, torch's traced graph), and so for a restarted stage's first call."""
+    with on_ray(transformer, max_restarts=1, timeout=2) as exe:
+        _assert_reference(transformer, exe(TOKENS))  # its first call compiles every stage at [8, 16]
+        stalled = exe.pids[1]
+        os.kill(stalled, signal.SIGSTOP)
+        threading.Timer(4.0, os.kill, (stalled, signal.SIGCONT)).start()
+        start = time.monotonic()
+        _assert_reference(transformer, exe(TOKENS, micro_batches=2))  # new shapes, [4, 16]: waited for
+        assert time.monotonic() - start >= 4.0
+        os.kill(stalled, signal.SIGSTOP)
+        with pytest.raises(ShipeiError, match=r"stage 1 \(torch:cpu\) did not answer within 2 s"):
+            exe(TOKENS)  # shapes it has run
         _assert_reference(transformer, exe(TOKENS))  # waits for the restarted stage to load, then runs
-        assert exe.pids[1] != frozen
+        assert exe.pids[1] != stalled
 
 
 def test_closing_the_pipeline_removes_its_stages_files(local_ray, transformer) -> None:
@@ -152,7 +157,7 @@ def test_shipei_run_ray_runs_the_stages_on_a_local_instance_and_checks_them() ->
     result = subprocess.run([sys.executable, "-m", "shipei", "run", str(EXAMPLES / "mlp.sp"), "--device-map",
                              '{"fc1": "torch:cpu", "*": "jax:cpu"}', "--dim", "B=8", "--micro-batches", "2", "--ray",
                              "--check"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr  # bench prints a failed entry's error in stdout
     assert "MLP in 2 stages on Ray actors: torch:cpu (cpu) pid " in result.stdout
     assert "check output 0: max error" in result.stdout and "MISMATCH" not in result.stdout
 
@@ -161,7 +166,7 @@ def test_shipei_bench_ray_times_the_pipeline_on_actors() -> None:
     result = subprocess.run([sys.executable, "-m", "shipei", "bench", str(EXAMPLES / "mlp.sp"), "--device-map",
                              '{"fc1": "torch:cpu", "*": "jax:cpu"}', "--dim", "B=8", "--micro-batches", "2", "--ray",
                              "--rounds", "2"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr  # bench prints a failed entry's error in stdout
     row = next(line for line in result.stdout.splitlines() if line.startswith("| pipeline on Ray |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1].startswith("torch:cpu (cpu) pid ") and " + jax:cpu (cpu) pid " in cells[1] and cells[2] == "8"
