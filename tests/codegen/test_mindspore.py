@@ -137,6 +137,17 @@ EDGES = {
     "maximum-nan-first": ("maximum", [NAN, np.zeros((1, 4), np.float32)], {}),
     "minimum-nan-first": ("minimum", [NAN.astype(np.float16), np.zeros((1, 4), np.float16)], {}),
     "max_pool2d-nan": ("max_pool2d", [NAN.reshape(1, 1, 2, 2)], {"kernel": (2,), "stride": (2,)}),
+    # a NaN at each place of a 2x2 window (ops.maximum keeps one in its second operand only), a window
+    # of -inf alone and one of -inf beside a number
+    "max_pool2d-nan-anywhere": ("max_pool2d", [np.array([[0, np.nan, 0, 0, -np.inf, -np.inf],
+                                                         [0, 0, np.nan, 0, -np.inf, -np.inf],
+                                                         [np.nan, 0, 0, 0, 0, -np.inf],
+                                                         [0, 0, 0, np.nan, -np.inf, -np.inf]],
+                                                        np.float32).reshape(1, 1, 4, 6)],
+                                {"kernel": (2,), "stride": (2,)}),
+    "max_pool2d-nan-overlapping": ("max_pool2d", [np.where(np.eye(5) > 0, np.nan, np.arange(25.0).reshape(5, 5))
+                                                  .astype(np.float32).reshape(1, 1, 5, 5)],
+                                   {"kernel": (3,), "stride": (1,), "padding": (1,)}),
     "max_pool2d-negative-padded": ("max_pool2d", [-np.arange(1, 26, dtype=np.float32).reshape(1, 1, 5, 5)],
                                    {"kernel": (3,), "stride": (2,), "padding": (1,)}),
     "cast-truncates": ("cast", [np.array([-2.7, -0.5, 0.5, 2.7], np.float32)], {"dtype": DType.i32}),
