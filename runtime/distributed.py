@@ -47,6 +47,7 @@ from ..ir.pipeline import PipelinePlan
 from .executable import import_module_file
 from .indices import IndexCheck
 from .pipeline import Pipelined, Transfer, load_stage, stage_core, warn_fallbacks
+from .workers import scratch_folder
 
 #: Seconds a call may take before the stage that has not answered counts as hung.
 DEFAULT_TIMEOUT = 300.0
@@ -144,14 +145,18 @@ class FileStore:
 
 
 class StageActor:
-    """One stage in a process of its own (a Ray actor): written out from `files`, pinned to its
+    """One stage in a process of its own (a Ray actor) of the pipeline `pipeline` (an id): written
+    out from its `FileStore` (into `scratch` where given: `workers.scratch_folder`), pinned to its
     core on a CPU, loaded on its device."""
 
-    def __init__(self, files: str, driver: str, index: int, core: int | None, allow_fallback: bool):
+    def __init__(self, pipeline: str, driver: str, index: int, core: int | None, allow_fallback: bool,
+                 scratch: str | None = None):
         import ray
 
-        self.folder = Path(tempfile.mkdtemp(prefix=f"shipei-stage{index}-"))
-        for name, data in ray.get(ray.get_actor(files).get.remote(index)).items():
+        # one folder a stage: a restarted actor writes over its dead predecessor's files, not beside them
+        self.folder = Path(scratch or tempfile.gettempdir()) / f"shipei-stage{index}-{pipeline}"
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        for name, data in ray.get(ray.get_actor(_store(pipeline)).get.remote(index)).items():
             (self.folder / name).write_bytes(data)
         cores = sorted(os.sched_getaffinity(0)) if core is not None and hasattr(os, "sched_getaffinity") else None
         self.stage = load_stage(import_module_file(self.folder / driver), index, allow_fallback,
@@ -169,6 +174,11 @@ class StageActor:
     def release(self) -> None:
         """Remove the stage's files, before the actor is killed (which runs no clean-up of its own)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _store(pipeline: str) -> str:
+    """The name of the pipeline's `FileStore` actor."""
+    return f"shipei-files-{pipeline}"
 
 
 def resources(placement: str) -> dict[str, Any]:
@@ -195,8 +205,9 @@ class RayPipelineExecutable(Pipelined):
         _check_fits(ray, [placement for _, placement in self.driver.STAGES])
         remote = ray.remote(StageActor)
         pin = options.address is None  # a local instance shares this machine's cores among the stages
-        store = f"shipei-files-{uuid.uuid4().hex}"
-        self._files = ray.remote(FileStore).options(num_cpus=0, name=store).remote()
+        scratch = scratch_folder() if options.address is None else None  # a folder of this machine's
+        pipeline = uuid.uuid4().hex
+        self._files = ray.remote(FileStore).options(num_cpus=0, name=_store(pipeline)).remote()
         ray.get([self._files.put.remote(k, {name: (driver_path.parent / name).read_bytes() for name in
                                             (driver_path.name, filename, weights_filename(plan.stages[k].graph.name))})
                  for k, (filename, _) in enumerate(self.driver.STAGES)])
@@ -204,9 +215,9 @@ class RayPipelineExecutable(Pipelined):
         for k, (_, placement) in enumerate(self.driver.STAGES):
             actor = remote.options(**resources(placement), max_restarts=options.max_restarts,
                                    max_task_retries=options.max_restarts,
-                                   ).remote(store, driver_path.name, k,
+                                   ).remote(pipeline, driver_path.name, k,
                                             stage_core(placement, k) if pin and ":cpu" in placement else None,
-                                            allow_fallback)
+                                            allow_fallback, scratch)
             self.actors.append(actor)
         try:
             described = self._get([a.describe.remote() for a in self.actors], list(range(len(self.actors))),

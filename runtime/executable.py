@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
 import sys
 import tempfile
 import warnings
@@ -30,7 +29,7 @@ from .indices import IndexCheck
 from .measure import ready
 from .memory import MemoryEstimate, estimate_memory
 from .weights import Weights, check_weights
-from .workers import SCRATCH_ENV
+from .workers import scratch_folder
 
 #: What users may write for a device, per target's own spelling.
 DEVICE_ALIASES = {"gpu": "cuda", "npu": "ascend"}
@@ -49,7 +48,7 @@ def process_folder() -> Path:
     the folder its parent named ($SHIPEI_SCRATCH), which the parent removes."""
     global _GENERATED
     if _GENERATED is None:
-        _GENERATED = tempfile.TemporaryDirectory(prefix="shipei-generated-", dir=os.environ.get(SCRATCH_ENV))
+        _GENERATED = tempfile.TemporaryDirectory(prefix="shipei-generated-", dir=scratch_folder())
     return Path(tempfile.mkdtemp(dir=_GENERATED.name))
 
 

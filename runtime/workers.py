@@ -24,6 +24,12 @@ from typing import Any
 SCRATCH_ENV = "SHIPEI_SCRATCH"
 
 
+def scratch_folder() -> str | None:
+    """The folder $SHIPEI_SCRATCH names, where it is one (else None: the system's temporary folder)."""
+    scratch = os.environ.get(SCRATCH_ENV)
+    return scratch if scratch and os.path.isdir(scratch) else None
+
+
 def send(stream: io.BufferedIOBase, message: Any) -> None:
     """Write one message and flush it."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)

@@ -7,6 +7,7 @@ one-line summary and exits 2 (SHIPEI_TRACEBACK=1 shows the traceback for a bug r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -242,6 +243,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 check_indices=not args.no_check_indices)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
+    # a pipeline's stages end with the command: threads, or Ray actors that remove their files first
+    with contextlib.closing(exe) if isinstance(compiled, CompiledPipeline) else contextlib.nullcontext():
+        return _run_loaded(args, graph, compiled, exe, ray)
+
+
+def _run_loaded(args: argparse.Namespace, graph: Graph, compiled: Any, exe: Any, ray: RayOptions | None) -> int:
+    """`shipei run`'s call of the loaded program, its report and its check."""
     inputs = _inputs(args, graph)
     if isinstance(compiled, CompiledPipeline):
         outputs = exe.run(*inputs, micro_batches=args.micro_batches)

@@ -153,20 +153,24 @@ def test_stages_that_would_wait_for_cpus_other_actors_hold_are_an_error_now(loca
             transformer.load(ray=True)
 
 
-def test_shipei_run_ray_runs_the_stages_on_a_local_instance_and_checks_them() -> None:
+def test_shipei_run_ray_runs_the_stages_on_a_local_instance_and_checks_them(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "shipei", "run", str(EXAMPLES / "mlp.sp"), "--device-map",
                              '{"fc1": "torch:cpu", "*": "jax:cpu"}', "--dim", "B=8", "--micro-batches", "2", "--ray",
-                             "--check"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr  # bench prints a failed entry's error in stdout
+                             "--check"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "SHIPEI_SCRATCH": str(tmp_path)})  # where its stages write
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "MLP in 2 stages on Ray actors: torch:cpu (cpu) pid " in result.stdout
     assert "check output 0: max error" in result.stdout and "MISMATCH" not in result.stdout
+    assert not list(tmp_path.glob("shipei-stage*"))  # the command closed the pipeline: each stage removed its own
 
 
-def test_shipei_bench_ray_times_the_pipeline_on_actors() -> None:
+def test_shipei_bench_ray_times_the_pipeline_on_actors(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "shipei", "bench", str(EXAMPLES / "mlp.sp"), "--device-map",
                              '{"fc1": "torch:cpu", "*": "jax:cpu"}', "--dim", "B=8", "--micro-batches", "2", "--ray",
-                             "--rounds", "2"], capture_output=True, text=True, timeout=300)
+                             "--rounds", "2"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TMPDIR": str(tmp_path), "RAY_TMPDIR": "/tmp"})  # short socket paths
     assert result.returncode == 0, result.stdout + result.stderr  # bench prints a failed entry's error in stdout
+    assert not list(tmp_path.glob("shipei-*"))  # its killed worker's stages wrote into its folder, now gone
     row = next(line for line in result.stdout.splitlines() if line.startswith("| pipeline on Ray |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1].startswith("torch:cpu (cpu) pid ") and " + jax:cpu (cpu) pid " in cells[1] and cells[2] == "8"
