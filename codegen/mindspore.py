@@ -295,7 +295,7 @@ _HELPERS = {
 def _max_pool2d(x, kernel, stride, padding):
     # The maximum over each window's rows, then over its columns, of every step-th row or column:
     # ops.max_pool2d skips NaN, which numpy's max keeps, and gives the lowest float for a window of
-    # -inf alone. One core, the example ResNet's 2x2 pool of 16x16x32x32: 1.6 ms, where
+    # -inf alone. One core, the example cnn's 2x2 pool of 16x16x32x32: 1.6 ms, where
     # ops.max_pool2d took 1.8, and its NaN and -inf put back by a pool of flags 7.3.
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if ph or pw:

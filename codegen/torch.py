@@ -12,11 +12,11 @@ Options of `emit`, written at the top of the generated module so that it describ
   same on values of the same types (a repeated layer's) call one function, compiled once.
 - `channels_last=True`: weights and 4-D inputs use the NHWC memory format convnets prefer; the
   default (None) is True for a graph that convolves or pools. oneDNN's NCHW kernels are the slow
-  path on CPU: one thread here, the example ResNet's 3-channel stem convolution takes 1.2 ms NCHW
+  path on CPU: one thread here, the example cnn's 3-channel stem convolution takes 1.2 ms NCHW
   and 0.21 ms channels-last, its 2x2 max pool 1.47 ms and 0.14 ms.
 - `cpu_arena=True` (the default, as ONNX Runtime's `enable_cpu_mem_arena`): on CPU, `load` has
   glibc's malloc keep freed memory in the process (`keep_freed_memory`), so the next call does not
-  fault its activations in again; the example ResNet's call op by op (B=16, one thread,
+  fault its activations in again; the example cnn's call op by op (B=16, one thread,
   `fuse_post_ops=False`) takes 1.5 ms with it and 2.4 ms without (fused, its results are never
   unmapped: 0 faults a call either way). Process-wide, as an allocator is; False leaves malloc as
   it was.
@@ -34,7 +34,7 @@ Options of `emit`, written at the top of the generated module so that it describ
   oneDNN's is max(x, 0), which maps NaN to 0, so torch's runs after the kernel, in place. A kernel
   choice, like `pack_linear`, so at every -O level, within a fused group or outside any. On CPU in
   inference, channels-last for convolutions; op by op elsewhere. Off under `amp` and `compile`, as
-  `pack_linear`. The example ResNet's call at -O2 (B=16, one core, 15 alternating rounds): 1.04-1.06x
+  `pack_linear`. The example cnn's call at -O2 (B=16, one core, 15 alternating rounds): 1.04-1.06x
   faster fused (1.37 against 1.46 ms).
 - `onednn_graph=True` (the default): on CPU, `call` runs the model traced at the first call of
   each input shape and frozen, its weights constants, through TorchScript's oneDNN Graph fuser
@@ -48,7 +48,7 @@ Options of `emit`, written at the top of the generated module so that it describ
   or the graph computes otherwise than forward (said on stderr: the fuser reads gelu's tanh
   approximation as the exact gelu). What the fuser computes otherwise than torch on NaN is traced
   in forms it leaves to torch (`relu_keeping_nan`, `exp_keeping_nan`, `max_pool2d`'s strided
-  maxima): its relu maps NaN to 0, its exp to inf, its max pool skips it; the example ResNet's
+  maxima): its relu maps NaN to 0, its exp to inf, its max pool skips it; the example cnn's
   call 1.07x slower for it (see docs/known-differences.md). Attention is traced as the reference's
   steps (`attention`), where eagerly the flash kernel runs on finite inputs. Where the graph
   convolves and its inputs are float (`GUARDED_GRAPH`), a second graph of the fuser's own forms
@@ -454,7 +454,7 @@ def keep_freed_memory():
 
 def _tensor(x):
     """A numpy array as a torch tensor on its memory. At every call of `run`: cheap attributes only
-    (dtype.name is Python code; with torch.as_tensor it cost the example ResNet 27 us a call)."""
+    (dtype.name is Python code; with torch.as_tensor it cost the example cnn 27 us a call)."""
     x = np.asarray(x, order="C")  # torch refuses negative strides (x[::-1])
     if x.dtype.kind == "V":  # ml_dtypes' bfloat16: numpy has none of its own, torch takes it via float32
         return torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16)
@@ -499,7 +499,7 @@ class KeptBuffers(threading.local):
 def call(model, *tensors):
     """Tensors in, a tuple of tensors out: a pipeline stage's step, with no numpy in between. The
     oneDNN graph takes the tensors as they come: it reorders an input itself where its kernel reads
-    channels-last, sooner than a copy ahead (the example ResNet, B=16: 14 us a call), and it records
+    channels-last, sooner than a copy ahead (the example cnn, B=16: 14 us a call), and it records
     no autograd (its weights are constants, its inputs do not require grad), so it runs outside
     inference mode, whose switch costs 2-3 us a call."""
     forward = _onednn_graph(model, tensors) if ONEDNN_GRAPH and tensors and tensors[0].is_cpu else None
@@ -557,7 +557,7 @@ class _Graphs:
 
 def _within(tensors, bound):
     """Whether every element of the tensors lies within +-bound (NaN does not): one aminmax each,
-    9 us for the example ResNet's 16x3x32x32. A channels-last tensor (a pipeline stage's input,
+    9 us for the example cnn's 16x3x32x32. A channels-last tensor (a pipeline stage's input,
     another stage's result) is read in its memory's order: 14 us for a 4x16x16x16, where aminmax
     strided across it took 47."""
     for t in tensors:
@@ -897,7 +897,7 @@ _MAX_POOL2D = '''
 def max_pool2d(x, kernel, stride, padding):
     """F.max_pool2d; on CPU, where autograd does not record, the maximum over each window's rows,
     then over its columns, of strided views: torch's CPU kernel also computes the indices autograd
-    would need. One core, the example ResNet's 2x2 pool of 16x16x32x32: 138 us channels-last by
+    would need. One core, the example cnn's 2x2 pool of 16x16x32x32: 138 us channels-last by
     F.max_pool2d, 41 us so (NCHW: 1417 and 87 us). Where the input is channels-last and the windows
     overlap or are padded, F.max_pool2d's kernel is the faster. NaN propagates, as in the pool. While
     tracing, always so, those windows too: oneDNN Graph would compute F.max_pool2d, and its pool
@@ -1455,7 +1455,7 @@ _ONEDNN_GRAPH_OPS = frozenset({"conv2d", "linear", "matmul"})
 
 def _guarded_graph(graph: Graph) -> bool:
     """Whether the oneDNN graph of `graph` gets a fast twin behind an input bound (`input_bound`):
-    where it convolves, as the NaN-keeping forms cost most there (the example ResNet 1.07x, the
+    where it convolves, as the NaN-keeping forms cost most there (the example cnn 1.07x, the
     mlp's relus 1.01x, below the bound check's 9 us); its inputs all float, so that a bound on
     them bounds every value; its float values all float32, the range the bounds are checked in."""
     values = [*graph.inputs, *graph.params, *(r for node in graph.nodes for r in node.results)]
