@@ -154,7 +154,7 @@ class StageActor:
         import ray
 
         # one folder a stage: a restarted actor writes over its dead predecessor's files, not beside them
-        self.folder = Path(scratch or tempfile.gettempdir()) / f"shipei-stage{index}-{pipeline}"
+        self.folder = _stage_folder(scratch, pipeline, index)
         self.folder.mkdir(mode=0o700, exist_ok=True)
         for name, data in ray.get(ray.get_actor(_store(pipeline)).get.remote(index)).items():
             (self.folder / name).write_bytes(data)
@@ -172,8 +172,15 @@ class StageActor:
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def release(self) -> None:
-        """Remove the stage's files, before the actor is killed (which runs no clean-up of its own)."""
+        """Remove the stage's files, before the actor is killed (which runs no clean-up of its own):
+        on a cluster, whose machines the driver cannot reach."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _stage_folder(scratch: str | None, pipeline: str, index: int) -> Path:
+    """Where stage `index` of the pipeline `pipeline` writes its files: in `scratch`, else in the
+    temporary folder of the process that asks."""
+    return Path(scratch or tempfile.gettempdir()) / f"shipei-stage{index}-{pipeline}"
 
 
 def _store(pipeline: str) -> str:
@@ -204,9 +211,11 @@ class RayPipelineExecutable(Pipelined):
         ray = self._ray = connect(options, len(self.driver.STAGES))
         _check_fits(ray, [placement for _, placement in self.driver.STAGES])
         remote = ray.remote(StageActor)
-        pin = options.address is None  # a local instance shares this machine's cores among the stages
-        scratch = scratch_folder() if options.address is None else None  # a folder of this machine's
-        pipeline = uuid.uuid4().hex
+        local = options.address is None  # a new instance on this machine: its stages share its cores
+        pin, scratch, pipeline = local, scratch_folder() if local else None, uuid.uuid4().hex
+        # on this machine close removes the stages' folders, a dead or hung stage's too; on a
+        # cluster each stage removes its own (`StageActor.release`)
+        self._folders = [_stage_folder(scratch, pipeline, k) for k in range(len(self.driver.STAGES))] if local else None
         self._files = ray.remote(FileStore).options(num_cpus=0, name=_store(pipeline)).remote()
         ray.get([self._files.put.remote(k, {name: (driver_path.parent / name).read_bytes() for name in
                                             (driver_path.name, filename, weights_filename(plan.stages[k].graph.name))})
@@ -412,9 +421,12 @@ class RayPipelineExecutable(Pipelined):
         if getattr(self, "_dag", None) is not None:
             self._dag.teardown()
             self._dag = None
-        self._settle([actor.release.remote() for actor in getattr(self, "actors", [])])  # a hung stage's stay
+        if getattr(self, "_folders", None) is None:
+            self._settle([actor.release.remote() for actor in getattr(self, "actors", [])])  # a hung stage's stay
         for actor in [*getattr(self, "actors", []), *filter(None, [getattr(self, "_files", None)])]:
             self._ray.kill(actor, no_restart=True)
+        for folder in getattr(self, "_folders", None) or []:
+            shutil.rmtree(folder, ignore_errors=True)
         self.actors, self._files = [], None
 
     def __repr__(self) -> str:

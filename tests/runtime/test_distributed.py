@@ -67,6 +67,11 @@ def _pid(exe, stage: int) -> int:
     return ray.get(exe.actors[stage].describe.remote())[3]
 
 
+def _folders(exe) -> list[Path]:
+    """Each stage's folder, as its actor says."""
+    return [Path(ray.get(actor.__ray_call__.remote(lambda stage: str(stage.folder)))) for actor in exe.actors]
+
+
 @pytest.mark.parametrize("compiled_graph", [False, True], ids=["actors", "compiled-graph"])
 def test_stages_on_ray_actors_compute_what_the_in_process_pipeline_does(local_ray, transformer, compiled_graph) -> None:
     in_process = transformer.load()  # pinned, one thread per stage, as the actors run
@@ -105,11 +110,13 @@ def test_a_stage_killed_in_the_middle_of_a_call_is_restarted_and_the_call_comple
 
 def test_once_restarts_are_spent_the_call_stops_naming_the_stage(local_ray, transformer) -> None:
     with on_ray(transformer, max_restarts=0, timeout=120) as exe:
+        folders = _folders(exe)
         os.kill(exe.pids[1], signal.SIGKILL)
         start = time.monotonic()
         with pytest.raises(ShipeiError, match=r"stage 1 \(torch:cpu\) failed: its Ray actor died"):
             exe(TOKENS, micro_batches=2)
         assert time.monotonic() - start < 60
+    assert not any(folder.exists() for folder in folders)  # the dead stage's too: on this machine, close removes it
 
 
 def test_a_hung_stage_times_out_naming_it_and_the_next_call_runs(local_ray, transformer) -> None:
@@ -132,10 +139,9 @@ def test_a_hung_stage_times_out_naming_it_and_the_next_call_runs(local_ray, tran
 
 def test_closing_the_pipeline_removes_its_stages_files(local_ray, transformer) -> None:
     with on_ray(transformer) as exe:
-        folders = [Path(ray.get(actor.__ray_call__.remote(lambda stage: str(stage.folder)))) for actor in exe.actors]
+        folders = _folders(exe)
         assert all((folder / "gpt_pipeline.py").is_file() for folder in folders)
-    # closed: Ray's kill runs no clean-up in an actor, so close asks each stage to remove its files first
-    assert not any(folder.exists() for folder in folders)
+    assert not any(folder.exists() for folder in folders)  # Ray's kill runs no clean-up in an actor: close does
 
 
 def test_a_cluster_too_small_for_the_stages_is_an_error_before_any_actor_starts(local_ray) -> None:
