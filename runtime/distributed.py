@@ -212,7 +212,7 @@ class RayPipelineExecutable(Pipelined):
         _check_fits(ray, [placement for _, placement in self.driver.STAGES])
         remote = ray.remote(StageActor)
         local = options.address is None  # a new instance on this machine: its stages share its cores
-        pin, scratch, pipeline = local, scratch_folder() if local else None, uuid.uuid4().hex
+        scratch, pipeline = scratch_folder() if local else None, uuid.uuid4().hex
         # on this machine close removes the stages' folders, a dead or hung stage's too; on a
         # cluster each stage removes its own (`StageActor.release`)
         self._folders = [_stage_folder(scratch, pipeline, k) for k in range(len(self.driver.STAGES))] if local else None
@@ -225,7 +225,7 @@ class RayPipelineExecutable(Pipelined):
             actor = remote.options(**resources(placement), max_restarts=options.max_restarts,
                                    max_task_retries=options.max_restarts,
                                    ).remote(pipeline, driver_path.name, k,
-                                            stage_core(placement, k) if pin and ":cpu" in placement else None,
+                                            stage_core(placement, k) if local and ":cpu" in placement else None,
                                             allow_fallback, scratch)
             self.actors.append(actor)
         try:

@@ -243,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 check_indices=not args.no_check_indices)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    # a pipeline's stages end with the command: threads, or Ray actors that remove their files first
+    # a pipeline's stages end with the command: its threads, or its Ray actors and their folders
     with contextlib.closing(exe) if isinstance(compiled, CompiledPipeline) else contextlib.nullcontext():
         return _run_loaded(args, graph, compiled, exe, ray)
 
