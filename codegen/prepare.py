@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import textwrap
 
-from ..ir.graph import DerivedParams, Graph, Node, ParamInfo, Value
-from ..ir.passes.rewrite import COMPUTED, clone, derived_name, elements, first_param, fresh_name, replace_uses
+from ..ir.graph import DerivedParams, Graph, Node, Value
+from ..ir.passes.rewrite import clone, derived_name, derived_param, elements, first_param, fresh_name, replace_uses
 from ..ir.types import DType
 from .writer import Code, Emit, Namespace, Target, inline_scalars
 
@@ -52,7 +52,7 @@ def prepare(graph: Graph) -> Graph:
         source = first_param(v.producer.operands)
         layer = source.name.rsplit(".", 1)[0] + "." if source is not None and "." in source.name else ""
         name = fresh_name(g, f"{layer}{v.hint}" if v.hint else derived_name(source, v.producer.op))
-        derived.append(Value(v.type, name, param=ParamInfo(COMPUTED, buffer=True)))
+        derived.append(Value(v.type, name, param=derived_param(source, buffer=True)))
         g.params.append(derived[-1])
     read = {v for n in hoisted for v in n.operands}
     for node in hoisted:

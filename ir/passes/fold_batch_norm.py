@@ -113,8 +113,10 @@ def _fold_frozen(rw: Rewriter, fold: _Fold, graph: Graph, ctx: PassContext, weig
     w_new = w * (scale.reshape(-1, 1, 1, 1) if fold.layer.op == "conv2d" else scale.reshape(1, -1))
     b_new = (bias - mean) * scale + beta
     prefix, dtype = _layer_prefix(fold.weight), fold.norm.result.dtype
-    w_param = add_weight(graph, ctx, f"{prefix}.folded_weight", w_new.astype(dtype.numpy), dtype)
-    b_param = add_weight(graph, ctx, f"{prefix}.folded_bias", b_new.astype(dtype.numpy), dtype)
+    w_param = add_weight(graph, ctx, f"{prefix}.folded_weight", w_new.astype(dtype.numpy), dtype,
+                         source=fold.weight)
+    b_param = add_weight(graph, ctx, f"{prefix}.folded_bias", b_new.astype(dtype.numpy), dtype,
+                         source=fold.weight)
     return _refolded(rw, fold, w_param, b_param)
 
 

@@ -90,7 +90,7 @@ class Freeze(WeightPass):
                 return None
             source = first_param(node.operands)
             return [rw.constant(a, r.dtype) if a.size <= inline else
-                    add_weight(graph, ctx, derived_name(source, node.op), a, r.dtype)
+                    add_weight(graph, ctx, derived_name(source, node.op), a, r.dtype, source=source)
                     for r, a in zip(node.results, arrays)]
 
         rewrite(graph, rule)

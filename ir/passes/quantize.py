@@ -87,8 +87,8 @@ class Quantize(WeightPass):
             scale = scale.astype(p.dtype.numpy)
             error = float(np.abs(q * scale - w).max() / max(np.abs(w).max(), 1e-30))
             report[p.name] = Quantized(error, int(w.nbytes), int(q.nbytes + scale.nbytes))
-            chosen[p] = (add_weight(graph, ctx, f"{p.name}_q", q, DType.i32, buffer=True, storage=np.int8),
-                         add_weight(graph, ctx, f"{p.name}_scale", scale, p.dtype))
+            chosen[p] = (add_weight(graph, ctx, f"{p.name}_q", q, DType.i32, buffer=True, storage=np.int8, source=p),
+                         add_weight(graph, ctx, f"{p.name}_scale", scale, p.dtype, source=p))
         dequantized: dict[Value, Value] = {}
 
         def dequantize(rw: Rewriter, p: Value) -> Value:

@@ -223,14 +223,21 @@ COMPUTED = Init("zeros")
 
 
 def add_weight(graph: Graph, ctx: PassContext, base: str, array: np.ndarray, dtype: DType | None = None,
-               buffer: bool = False, storage: np.dtype | None = None) -> Value:
-    """A new param holding `array` (stored as `storage`, default the param's dtype) in ctx.weights."""
+               buffer: bool = False, storage: np.dtype | None = None, source: Value | None = None) -> Value:
+    """A new param holding `array` (stored as `storage`, default the param's dtype) in ctx.weights,
+    computed from the param `source` (see `derived_param`)."""
     dtype = dtype or DType.of_numpy(array.dtype)
     name = fresh_name(graph, base)
-    value = Value(TensorType(dtype, tuple(array.shape)), name, param=ParamInfo(COMPUTED, buffer=buffer))
+    value = Value(TensorType(dtype, tuple(array.shape)), name, param=derived_param(source, buffer))
     graph.params.append(value)
     ctx.weights[name] = np.ascontiguousarray(array.astype(storage or dtype.numpy))
     return value
+
+
+def derived_param(source: Value | None, buffer: bool = False) -> ParamInfo:
+    """What a param computed from the param `source` is: declared where `source` was, so that an
+    error about it (a name a target refuses) points at the user's declaration."""
+    return ParamInfo(COMPUTED, buffer=buffer, loc=source.param.loc if source is not None and source.param else None)
 
 
 def drop_unused_params(graph: Graph, ctx: PassContext) -> list[str]:

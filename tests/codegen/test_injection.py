@@ -113,3 +113,15 @@ def test_a_name_torch_modules_define_is_refused_where_the_user_wrote_it(
     for target in ("jax", "tf", "mindspore"):  # whose programs keep params by name, not as attributes
         assert shipei.compile(source, target).load(device="cpu").run(np.ones((1, 4), np.float32))[0].shape == (1, 4)
     assert set(dir(torch.nn.Module)) == torch_module_attributes
+
+
+@pytest.mark.parametrize("opt", [0, 1, 2, 3])
+def test_a_refused_name_points_at_the_declaration_through_a_param_computed_from_it(opt: int) -> None:
+    """A bias-free Linear reads its weight transposed: at -O0 and -O1 the program computes the
+    transpose from the weight when it loads (a param of its own, `_buffers.weight_transpose`), and
+    the error about that param points where the user declared the layer."""
+    source = ("model M() {\n    _buffers = Linear(4, 4, bias=false)\n"
+              "    forward(x: f32[B, 4]) -> f32[B, 4] { return _buffers(x) }\n}")
+    with pytest.raises(shipei.ShipeiError, match="'_buffers' .* torch.nn.Module defines it") as info:
+        shipei.compile(source, "torch", opt=opt)
+    assert (info.value.loc.line, info.value.loc.text.strip()) == (2, "_buffers = Linear(4, 4, bias=false)")
