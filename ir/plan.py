@@ -30,6 +30,7 @@ of them is tried first, then the grid cell around the best, finer, until every b
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,29 +74,34 @@ class Cluster:
 
     @staticmethod
     def from_dict(data: Mapping, where: str = "cluster") -> Cluster:
-        machines = []
-        for i, entry in enumerate(data.get("machines", [])):
-            devices = {}
-            for kind, count in dict(entry.get("devices", {})).items():
-                name = DEVICE_ALIASES.get(kind, kind)
-                if name not in DEVICE_KINDS or not isinstance(count, int) or count < 1:
-                    raise ShipeiError(f"{where}: machine {i}: '{kind} = {count!r}' is not a device kind and a count",
-                                      hint=f"device kinds are {', '.join(DEVICE_KINDS)} (or gpu, npu)")
-                devices[name] = count
-            count = entry.get("count", 1)
-            if not isinstance(count, int) or count < 1:
-                raise ShipeiError(f"{where}: machine {i}: count must be a positive int, got {count!r}")
-            machines += [Machine(f"{entry.get('name', f'm{i}')}-{k}" if count > 1 else entry.get("name", f"m{i}"),
-                                 devices) for k in range(count)]
+        """The cluster a TOML file's tables describe, every key and value checked: a file a user
+        wrote, whose mistakes are errors, never a silently different cluster."""
+        _only(data, {"machines", "links", "targets"}, where)
+        entries = data.get("machines", [])
+        if not isinstance(entries, list):
+            raise ShipeiError(f"{where}: machines must be [[machines]] tables", hint=MACHINE_EXAMPLE)
+        machines: list[Machine] = []
+        for i, entry in enumerate(entries):
+            machines += _machines(entry, i, where, MAX_DEVICES - sum(sum(m.devices.values()) for m in machines))
         if not machines or not any(m.devices for m in machines):
-            raise ShipeiError(f"{where}: no machine has a device", hint="[[machines]] devices = { cuda = 8 }")
-        links = dict(data.get("links", {}))
-        targets = {**DEFAULT_TARGETS, **{DEVICE_ALIASES.get(k, k): v for k, v in dict(data.get("targets", {})).items()}}
+            raise ShipeiError(f"{where}: no machine has a device", hint=MACHINE_EXAMPLE)
+        names = [m.name for m in machines]
+        if len(set(names)) < len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ShipeiError(f"{where}: machine names repeat: {', '.join(twice)}",
+                              hint="name each [[machines]] table apart (count = N names its machines NAME-0 ...)")
+        links = _table(data, "links", where)
+        _only(links, {"intra", "inter"}, f"{where}: [links]")
+        targets = _table(data, "targets", where)
+        targets = {**DEFAULT_TARGETS, **{DEVICE_ALIASES.get(k, k): v for k, v in targets.items()}}
         for kind, target in targets.items():
+            if kind not in DEVICE_KINDS:
+                raise ShipeiError(f"{where}: [targets] {kind!r} is not a device kind",
+                                  hint=f"device kinds are {', '.join(DEVICE_KINDS)} (or gpu, npu)")
             if target not in TARGETS:
                 raise ShipeiError(f"{where}: [targets] {kind} = {target!r} is not a target",
                                   hint=f"targets are {', '.join(TARGETS)}")
-        return Cluster(tuple(machines), float(links.get("intra", 64)) * 1e9, float(links.get("inter", 12.5)) * 1e9,
+        return Cluster(tuple(machines), _bandwidth(links, "intra", 64, where), _bandwidth(links, "inter", 12.5, where),
                        targets)
 
     @staticmethod
@@ -108,6 +114,62 @@ class Cluster:
     @property
     def devices(self) -> int:
         return sum(sum(m.devices.values()) for m in self.machines)
+
+
+MACHINE_EXAMPLE = '[[machines]] name = "gpu", count = 4, devices = { cuda = 8 }'
+#: The devices a cluster may have in all: more than the largest built, and few enough to plan at once.
+MAX_DEVICES = 1 << 20
+#: What a machine's name may hold: it is printed in tables and written into device maps.
+MACHINE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _only(table: Mapping, keys: set[str], where: str) -> None:
+    if unknown := sorted(set(table) - keys):
+        raise ShipeiError(f"{where}: unknown key {', '.join(map(repr, unknown))}",
+                          hint=f"the keys are {', '.join(sorted(keys))}")
+
+
+def _table(data: Mapping, key: str, where: str) -> Mapping:
+    table = data.get(key, {})
+    if not isinstance(table, Mapping):
+        raise ShipeiError(f"{where}: {key} must be a table, got {table!r}", hint=f"[{key}]")
+    return table
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _machines(entry: object, i: int, where: str, room: int) -> list[Machine]:
+    """The machines one [[machines]] table describes (`count` of them), with at most `room` devices."""
+    if not isinstance(entry, Mapping):
+        raise ShipeiError(f"{where}: machine {i} must be a table, got {entry!r}", hint=MACHINE_EXAMPLE)
+    _only(entry, {"name", "count", "devices"}, f"{where}: machine {i}")
+    name, count = entry.get("name", f"m{i}"), entry.get("count", 1)
+    if not isinstance(name, str) or not MACHINE_NAME.fullmatch(name):
+        raise ShipeiError(f"{where}: machine {i}: name {name!r} is not 1-64 letters, digits, '_', '.' or '-'")
+    if not _whole(count) or count < 1:
+        raise ShipeiError(f"{where}: machine {i}: count must be a positive int, got {count!r}")
+    devices: dict[str, int] = {}
+    for kind, n in _table(entry, "devices", f"{where}: machine {i}").items():
+        kind = DEVICE_ALIASES.get(kind, kind)
+        if kind not in DEVICE_KINDS or not _whole(n) or n < 1 or kind in devices:
+            raise ShipeiError(f"{where}: machine {i}: '{kind} = {n!r}' is not a device kind and a count "
+                              "(each kind once)",
+                              hint=f"device kinds are {', '.join(DEVICE_KINDS)} (or gpu, npu)")
+        devices[kind] = n
+    if count * sum(devices.values()) > room:
+        raise ShipeiError(f"{where}: machine {i}: {count} machines of {sum(devices.values())} devices: more than "
+                          f"the {MAX_DEVICES:,} devices a cluster may have")
+    return [Machine(f"{name}-{k}" if count > 1 else name, devices) for k in range(count)]
+
+
+def _bandwidth(links: Mapping, key: str, default: float, where: str) -> float:
+    """[links] `key` in bytes/s, from GB/s: a positive, finite number."""
+    value = links.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ShipeiError(f"{where}: [links] {key} must be a positive number of GB/s, got {value!r}")
+    return float(value) * 1e9
 
 
 @dataclass

@@ -10,6 +10,7 @@ param), so a dtype must match exactly unless the caller asks for a cast.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,20 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
                           hint=kind and f"it is {kind}, which shipei never loads (unpickling runs code); "
                                         "save the weights with safetensors.torch.save_file or "
                                         "safetensors.numpy.save_file") from None
+
+
+def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file (numpy.savez), read whole; object arrays are refused, as they
+    unpickle. `what` says what the file holds, for the error a file that is not one gets."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it is one array (.npy), not arrays by name (.npz, numpy.savez)")
+        with loaded:
+            return dict(loaded)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as e:
+        raise ShipeiError(f"cannot read {what} from {path}: {type(e).__name__}: {e}",
+                          hint="save them with numpy.savez(path, name=array, ...)") from None
 
 
 def check_weights(graph: Graph, weights: Weights, *, cast: bool = False) -> dict[str, np.ndarray]:

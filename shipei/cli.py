@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from . import api
 from .codegen import TARGETS
 from .codegen.frameworks import VERBOSE_VARIABLE
 from .codegen.prepare import prepare
+from .files import writable_file, writable_folder
 from .frontend.limits import Limits
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
@@ -42,6 +44,7 @@ from .planning import CLOSE
 from .runtime.distributed import DEFAULT_TIMEOUT as DEFAULT_RAY_TIMEOUT
 from .runtime.distributed import RayOptions
 from .runtime.pipeline import summarize
+from .runtime.weights import read_npz
 
 
 def _value(text: str) -> Any:
@@ -54,6 +57,48 @@ def _value(text: str) -> Any:
         except ValueError:
             pass
     raise ShipeiError(f"'{text}' is not an int, float or bool")
+
+
+def _number(kind: type, low: float, what: str) -> Callable[[str], Any]:
+    """An argparse type: an int of at least `low`, or a finite float above it."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or kind is float and not (math.isfinite(value) and value > low) or value < low:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    return parse
+
+
+def _output(what: str, *suffixes: str, replaced: bool = False) -> Callable[[str], str]:
+    """An argparse type: a file to write `what` to (`files.writable_file`), ending in one of
+    `suffixes` where given."""
+    def parse(text: str) -> str:
+        if suffixes and Path(text).suffix not in suffixes:
+            raise argparse.ArgumentTypeError(f"{what} must be a {', '.join(suffixes)} file, got {text!r}")
+        try:
+            writable_file(text, "file", replaced=replaced)
+        except ShipeiError as e:
+            raise argparse.ArgumentTypeError(e.message) from None
+        return text
+    return parse
+
+
+def _folder(text: str) -> str:
+    """An argparse type: a folder to write into (`files.writable_folder`)."""
+    try:
+        writable_folder(text, "folder")
+    except ShipeiError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+    return text
+
+
+_seconds = _number(float, 0.0, "a positive number of seconds")
+_count = _number(int, 1, "a whole number >= 1")
+_natural = _number(int, 0, "a whole number >= 0")
+_seed = _number(int, 0, "a whole number >= 0")
 
 
 def _setting(text: str) -> Any:
@@ -148,7 +193,13 @@ def _profile(path: str | None) -> Profile | None:
 
 
 def _dims(args: argparse.Namespace) -> dict[str, int]:
-    return {k: int(_value(v)) for k, v in _pairs(getattr(args, "dim", []), "--dim").items()}
+    dims = {}
+    for key, text in _pairs(getattr(args, "dim", []), "--dim").items():
+        try:
+            dims[key] = _count(text)
+        except argparse.ArgumentTypeError as e:
+            raise ShipeiError(f"--dim {key}: {e}") from None
+    return dims
 
 
 def _compression(compiled: api.Compiled) -> list[str]:
@@ -205,16 +256,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def _inputs(args: argparse.Namespace, graph: Graph) -> list[np.ndarray]:
     if args.inputs:
-        try:
-            data = np.load(args.inputs, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ShipeiError(f"cannot read inputs from {args.inputs}: {e}") from None
+        data = read_npz(args.inputs, "inputs")
         missing = [v.name for v in graph.inputs if v.name not in data]
         if missing:
             raise ShipeiError(f"{args.inputs} has no array for input(s) {', '.join(missing)}",
-                              hint=f"it holds {', '.join(data.files) or 'nothing'}")
+                              hint=f"it holds {', '.join(data) or 'nothing'}")
         return [data[v.name] for v in graph.inputs]
-    return random_inputs(graph, args.seed, _dims(args))
+    dims = _dims(args)
+    try:
+        return random_inputs(graph, args.seed, dims)
+    except (MemoryError, ValueError) as e:  # numpy's for shapes past its limits or this machine's memory
+        raise ShipeiError(f"cannot make random inputs at {dims}: {type(e).__name__}: {e}",
+                          hint="smaller --dim values") from None
 
 
 def _ray(args: argparse.Namespace) -> RayOptions | None:
@@ -222,8 +275,6 @@ def _ray(args: argparse.Namespace) -> RayOptions | None:
     one stage on the target (and --device): `args.device_map` says so from here on."""
     if not (args.ray or args.ray_address or args.ray_compiled):
         return None
-    if args.ray_timeout <= 0:
-        raise ShipeiError(f"--ray-timeout must be a positive number of seconds, got {args.ray_timeout:g}")
     if args.device_map is None:
         args.device_map = json.dumps({"*": args.target if args.device == "auto" else f"{args.target}:{args.device}"})
     return RayOptions(address=args.ray_address, timeout=args.ray_timeout, compiled=args.ray_compiled)
@@ -547,9 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", help="which model, when the file defines several")
         p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override a compile-time parameter")
-        p.add_argument("--max-loop", type=int, default=Limits.loop, metavar="N",
+        p.add_argument("--max-loop", type=_count, default=Limits.loop, metavar="N",
                        help=f"static loop iterations elaboration may unroll, in all (default {Limits.loop:,})")
-        p.add_argument("--max-size", type=int, default=Limits.size, metavar="N",
+        p.add_argument("--max-size", type=_count, default=Limits.size, metavar="N",
                        help=f"ops, params and layers the model may have (default {Limits.size:,})")
         return p
 
@@ -590,13 +641,13 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--ray-address", metavar="ADDR",
                        help="join the Ray cluster at ADDR (what `ray start --head` printed)")
         g.add_argument("--ray-compiled", action="store_true", help="run the actors as a Ray compiled graph")
-        g.add_argument("--ray-timeout", type=float, default=DEFAULT_RAY_TIMEOUT, metavar="S",
+        g.add_argument("--ray-timeout", type=_seconds, default=DEFAULT_RAY_TIMEOUT, metavar="S",
                        help=f"seconds a call may take before the stage that has not answered counts as hung "
                             f"(default {DEFAULT_RAY_TIMEOUT:g}; a call at new shapes, which compiles, is allowed "
                             f"the stages' load timeout)")
 
     p = sub.add_parser("devices", help="installed frameworks and the devices each sees")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per framework probe")
+    p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds allowed per framework probe")
     p.set_defaults(func=cmd_devices)
     command("check", "type-check a model and print its signature").set_defaults(func=cmd_check)
     p = command("ir", "print the model's IR (optimized with -O1..-O3 or --passes)")
@@ -606,24 +657,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="torch", choices=TARGETS, help="where what nothing places runs (default torch)")
     p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="a shape symbol's value, for costs")
     device_map(p)
-    p.add_argument("--seed", type=int, default=0, help="weight initialization seed (for --freeze)")
+    p.add_argument("--seed", type=_seed, default=0, help="weight initialization seed (for --freeze)")
     passes(p)
     p.set_defaults(func=cmd_ir)
     p = command("compile", "write the generated program, weights and IR")
     p.add_argument("--target", default="torch", help=f"{', '.join(TARGETS)} or all")
     target_options(p)
     device_map(p)
-    p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0, help="weight initialization seed")
+    p.add_argument("-o", "--output", required=True, type=_folder, help="output directory")
+    p.add_argument("--seed", type=_seed, default=0, help="weight initialization seed")
     passes(p)
     p.set_defaults(func=cmd_compile)
     p = command("partition", "place a model's parts (--device-map, the source's hints), print the stages and draw them")
     p.add_argument("--target", default="torch", choices=TARGETS, help="where what nothing places runs (default torch)")
     device_map(p)
     p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="a shape symbol's value, for costs")
-    p.add_argument("--svg", metavar="FILE", help="draw the partitioned graph, coloured by placement")
-    p.add_argument("--html", metavar="FILE", help="the same drawing in a page with the stage table")
-    p.add_argument("--seed", type=int, default=0, help="weight initialization seed")
+    p.add_argument("--svg", metavar="FILE", type=_output("--svg", ".svg"),
+                   help="draw the partitioned graph, coloured by placement")
+    p.add_argument("--html", metavar="FILE", type=_output("--html", ".html"),
+                   help="the same drawing in a page with the stage table")
+    p.add_argument("--seed", type=_seed, default=0, help="weight initialization seed")
     passes(p)
     target_options(p)
     p.set_defaults(func=cmd_partition)
@@ -634,14 +687,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="torch", choices=TARGETS, help="the framework on this machine's cores")
     p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="a shape symbol at the whole batch")
     p.add_argument("--micro-batches", type=int, default=8, metavar="N", help="micro-batches per batch (default 8)")
-    p.add_argument("--json", metavar="FILE", help="write the plan and its device map (for --device-map @FILE)")
+    p.add_argument("--json", metavar="FILE", type=_output("--json"),
+                   help="write the plan and its device map (for --device-map @FILE)")
     p.add_argument("--measure", action="store_true",
                    help="run the plan here and print each stage's predicted and measured time")
     p.add_argument("--costs", metavar="PROFILE", help="measured node and call times (shipei bench --profile) in "
                    "place of the cost model's estimates")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"the passes the plan assumes (default -O{DEFAULT_OPT})")
-    p.add_argument("--seed", type=int, default=0, help="weight initialization seed (for --measure)")
+    p.add_argument("--seed", type=_seed, default=0, help="weight initialization seed (for --measure)")
     p.set_defaults(func=cmd_plan)
     p = command("bench", "measure throughput, latency, compile time, memory and energy on every target, side "
                          "by side, and say which to deploy on")
@@ -658,13 +712,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 10)")
     p.add_argument("--threads", type=int, metavar="N", help="hold every framework to N threads on N cores "
                    "(default: each framework's own choice)")
-    p.add_argument("--json", metavar="FILE", help="write every figure, and each call's latency, as JSON")
-    p.add_argument("--plot", metavar="FILE", help="draw latency distributions and throughput against batch size "
+    p.add_argument("--json", metavar="FILE", type=_output("--json"),
+                   help="write every figure, and each call's latency, as JSON")
+    p.add_argument("--plot", metavar="FILE", type=_output("--plot", ".png", ".svg", ".html"),
+                   help="draw latency distributions and throughput against batch size "
                    "(.png, .svg or .html)")
     p.add_argument("--profile", nargs="?", const="", metavar="FILE",
                    help="instead: time each fused group on each target against the cost model's estimate, and "
                         "save the profile for --costs (default FILE: MODEL.profile.json)")
-    p.add_argument("--seed", type=int, default=0, help="weight and input seed")
+    p.add_argument("--seed", type=_seed, default=0, help="weight and input seed")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"optimization level (default -O{DEFAULT_OPT})")
     target_options(p)
@@ -679,21 +735,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=1 << 16, metavar="N", help="search no higher (default 65536)")
     p.add_argument("--dim", action="append", default=[], metavar="SYM=N",
                    help="a shape symbol's value (each but the batch needs one)")
-    p.add_argument("--json", metavar="FILE", help="write every trial as JSON")
+    p.add_argument("--json", metavar="FILE", type=_output("--json"), help="write every trial as JSON")
     p.add_argument("--train", action="store_true", help="the batch for training steps of the model's loss "
                    "(gradients, --optimizer's state, the activations the backward pass keeps), not for inference")
-    p.add_argument("--seed", type=int, default=0, help="weight and input seed")
+    p.add_argument("--seed", type=_seed, default=0, help="weight and input seed")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"optimization level (default -O{DEFAULT_OPT})")
     g = p.add_argument_group("learning rate (--lr): a range test of the model's loss, as fastai's lr_find")
     g.add_argument("--lr", action="store_true", help="find a learning rate instead of a batch size")
     g.add_argument("--data", default="digits", metavar="digits|FILE.npz", help="the training data (default digits)")
     g.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS, help="also for --train (default adamw)")
-    g.add_argument("--batch", type=int, default=64)
-    g.add_argument("--steps", type=int, default=100, help="steps from --lr-min to --lr-max (default 100)")
+    g.add_argument("--batch", type=_count, default=64)
+    g.add_argument("--steps", type=_count, default=100, help="steps from --lr-min to --lr-max (default 100)")
     g.add_argument("--lr-min", type=float, default=1e-6)
     g.add_argument("--lr-max", type=float, default=1.0)
-    g.add_argument("--plot", metavar="FILE.png", help="draw loss against learning rate")
+    g.add_argument("--plot", metavar="FILE.png", type=_output("--plot", ".png", ".svg", ".pdf"),
+                   help="draw loss against learning rate")
     p.set_defaults(func=cmd_tune)
     p = command("train", "train the model's params on a target with its loss method: shipei's optimizer and "
                          "schedule, the framework's autodiff")
@@ -708,14 +765,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16: mixed precision, matmul and convolution in bfloat16 over float32 params, where "
                         "the target offers it (default f32)")
     p.add_argument("--schedule", default="constant", choices=SCHEDULES)
-    p.add_argument("--warmup", type=int, default=0, metavar="STEPS", help="linear warm-up steps (default 0)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--warmup", type=_natural, default=0, metavar="STEPS", help="linear warm-up steps (default 0)")
+    p.add_argument("--epochs", type=_natural, default=10)
+    p.add_argument("--batch", type=_count, default=64)
     p.add_argument("--clip-norm", type=float, metavar="X", help="clip the gradients' global L2 norm to X")
-    p.add_argument("--checkpoint", metavar="FILE", help="write params, optimizer state and step here after each "
+    p.add_argument("--checkpoint", metavar="FILE", type=_output("--checkpoint", replaced=True),
+                   help="write params, optimizer state and step here after each "
                    "epoch (safetensors)")
     p.add_argument("--resume", metavar="FILE", help="continue from a checkpoint (written on any target)")
-    p.add_argument("--seed", type=int, default=0, help="initial weights, held-out split and batch order")
+    p.add_argument("--seed", type=_seed, default=0, help="initial weights, held-out split and batch order")
     p.set_defaults(func=cmd_train)
     p = command("run", "compile, run and optionally check against the reference")
     passes(p)
@@ -735,7 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--inputs", help=".npz file with one array per input name")
     source.add_argument("--random", action="store_true", help="random inputs (the default)")
     p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="value of a shape symbol")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--check", action="store_true", help="compare with the numpy reference; exit 1 on mismatch")
     p.add_argument("--memory", action="store_true", help="print the memory estimate at these inputs' shapes: "
                    "weights, inputs and the activations plan-memory plans")
@@ -749,14 +807,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mutated and hostile programs through the front end and the code generators: counts "
                         "located and unlocated errors, tracebacks, unsafe generated code and hangs")
     p.add_argument("--targets", default="all", help="all, or a comma-separated list such as torch,jax")
-    p.add_argument("--time", type=float, default=60.0, help="seconds of fuzzing once the workers are up (default 60)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-nodes", type=int, default=10, help="ops per graph: between half of this and this")
+    p.add_argument("--time", type=_seconds, default=60.0,
+                   help="seconds of fuzzing once the workers are up (default 60)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--max-nodes", type=_count, default=10, help="ops per graph: between half of this and this")
     p.add_argument("--ops", help="only these ops, comma-separated (default: every registered op)")
     p.add_argument("--dtypes", help="only values of these dtypes, comma-separated (default: all)")
-    p.add_argument("--out", default="fuzz-out", help="where findings and summary.txt go (default fuzz-out)")
-    p.add_argument("--batch", type=int, help="graphs compiled together as one program (default 48)")
-    p.add_argument("--timeout", type=float, help="seconds a worker may take for one batch (default 60), or with "
+    p.add_argument("--out", default="fuzz-out", type=_folder,
+                   help="where findings and summary.txt go (default fuzz-out)")
+    p.add_argument("--batch", type=_count, help="graphs compiled together as one program (default 48)")
+    p.add_argument("--timeout", type=_seconds, help="seconds a worker may take for one batch (default 60), or with "
                    "--frontend for one program (default 10)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-minimize", action="store_true", help="save failures as found, without shrinking")
@@ -783,6 +843,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ShipeiError as e:
         print(e, file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: this machine's memory cannot hold what was asked for (a smaller model, batch or --dim)",
+              file=sys.stderr)
         return 1
     except Exception as e:  # a bug in shipei, not the user's input
         if os.environ.get("SHIPEI_TRACEBACK"):

@@ -30,6 +30,7 @@ import safetensors.numpy
 
 from .api import Source, compile, parse
 from .codegen import get_target
+from .files import writable_file
 from .ir.errors import ShipeiError
 from .ir.graph import Graph
 from .ir.interpreter import bind_symbols
@@ -38,6 +39,7 @@ from .ir.passes.rewrite import clone
 from .ir.passes.train_mode import scale_loss, to_training
 from .ir.schedule import Schedule
 from .ir.types import DType, TensorType
+from .runtime.weights import read_npz
 
 CHECKPOINT_FORMAT = "shipei-checkpoint-1"
 
@@ -71,14 +73,13 @@ class Dataset:
     @classmethod
     def load(cls, path: str | Path, seed: int = 0) -> Dataset:
         """An .npz with `x` and `y` (split here), or `x_train`, `y_train`, `x_val`, `y_val`."""
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = dict(f)
-        except (OSError, ValueError) as e:
-            raise ShipeiError(f"cannot read data file {path}: {e}") from None
+        arrays = read_npz(path, "training data")
         if {"x_train", "y_train", "x_val", "y_val"} <= set(arrays):
             data = cls(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"])
         elif {"x", "y"} <= set(arrays):
+            if len(arrays["x"]) != len(arrays["y"]) or not len(arrays["x"]):
+                raise ShipeiError(f"data file {path}: x and y hold {len(arrays['x'])} and {len(arrays['y'])} examples",
+                                  hint="give as many labels as examples, at least one")
             data = cls.split(arrays["x"], arrays["y"], seed, 0.2)
         else:
             raise ShipeiError(f"data file {path} holds {sorted(arrays) or 'no arrays'}",
@@ -113,7 +114,9 @@ class Trainer:
         self.source, self.target, self.device, self.seed = source, target, device, seed
         self.model_name, self.model_params = model, params
         self.optimizer = optimizer if isinstance(optimizer, Optimizer) else Optimizer.named(optimizer)
-        self.schedule = Schedule(schedule, lr, total=max(1, total_steps - warmup), warmup=warmup)
+        total = max(1, total_steps - warmup)
+        # step: x0.1 after a third and two thirds of the steps (the ResNet recipe's shape)
+        self.schedule = Schedule(schedule, lr, total=total, warmup=warmup, step_size=-(-total // 3))
         self.loss_graph = parse(source, model, method="loss", **params)
         self._check_loss(self.loss_graph)
         self.inference_loss = clone(self.loss_graph)  # the loss as evaluation computes it: the user's inputs
@@ -191,14 +194,12 @@ class Trainer:
         short); after each, the held-out loss and accuracy (and a checkpoint, where asked)."""
         if batch < 1 or epochs < 0:
             raise ShipeiError(f"batch must be >= 1 and epochs >= 0, got {batch} and {epochs}")
-        self._check_labels(data)
+        data = self.checked(data)
         history = History()
-        rng = np.random.default_rng(self.seed)
-        for _ in range(self.epoch):  # a resumed run draws the orders it would have drawn
-            rng.permutation(len(data.x_train))
         while self.epoch < epochs:
             start = time.perf_counter()
-            order = rng.permutation(len(data.x_train))
+            # each epoch's order from the seed and the epoch alone: a resumed run draws the same
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(len(data.x_train))
             losses = []
             batches = range(0, len(order), batch)
             for n, at in enumerate(batches, 1):
@@ -215,17 +216,29 @@ class Trainer:
                 self.save(checkpoint)
         return history
 
-    def _check_labels(self, data: Dataset) -> None:
+    def checked(self, data: Dataset) -> Dataset:
+        """`data` as the loss takes it: examples of its shape, labels within its classes, both parts
+        non-empty, and numbers cast to the inputs' dtypes (float64 features to float32), once."""
         x_type, y_type = (v.type for v in self.loss_graph.inputs[:2])
         classes = next((n.operands[0].shape[1] for n in self.loss_graph.nodes if n.op == "cross_entropy"), None)
+        parts = {}
         for part in ("train", "val"):
             x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+            if not len(x) or len(x) != len(y):
+                raise ShipeiError(f"the data's x_{part} and y_{part} hold {len(x)} and {len(y)} examples",
+                                  hint="training needs at least one example to train on and one held out")
+            for name, array, want in ((f"x_{part}", x, x_type), (f"y_{part}", y, y_type)):
+                if not np.can_cast(array.dtype, want.dtype.numpy, "same_kind") or array.dtype.kind not in "biuf":
+                    raise ShipeiError(f"the data's {name} is {array.dtype}, which {self.loss_graph.name}'s "
+                                      f"{want} input cannot take")
+            parts[f"x_{part}"], parts[f"y_{part}"] = x.astype(x_type.dtype.numpy), y.astype(y_type.dtype.numpy)
             if tuple(x.shape[1:]) != tuple(x_type.shape[1:]):
                 raise ShipeiError(f"the data's x_{part} has examples of shape {list(x.shape[1:])}, "
                                   f"but {self.loss_graph.name} takes {x_type}")
             if isinstance(classes, int) and len(y) and (y.min() < 0 or y.max() >= classes):
                 raise ShipeiError(f"the data's y_{part} holds labels from {y.min()} to {y.max()}, outside the "
                                   f"model's {classes} classes [0, {classes})")
+        return Dataset(**parts)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 512) -> tuple[float, float]:
         """The mean loss and the accuracy (argmax of forward) on held-out data, as at inference
@@ -264,7 +277,7 @@ class Trainer:
     def save(self, path: str | Path) -> Path:
         """Params, optimizer state, step and settings in one safetensors file (written whole to a
         temporary file first, so a failure leaves the last checkpoint as it was)."""
-        path = Path(path)
+        path = writable_file(path, "checkpoint", replaced=True)
         arrays = {f"param.{k}": np.ascontiguousarray(v) for k, v in self.weights.items()}
         for slot, flat in zip(self.optimizer.state, self.state, strict=True):
             arrays |= {f"state.{k}.{slot}": v for k, v in self._unflatten(self._program.to_numpy(flat)).items()}
@@ -274,29 +287,30 @@ class Trainer:
         if self.scaler:
             meta["loss_scaler"] = json.dumps(dataclasses.asdict(self.scaler))
         tmp = path.with_name(path.name + ".tmp")
-        safetensors.numpy.save_file(arrays, str(tmp), metadata=meta)
-        tmp.replace(path)
+        try:
+            safetensors.numpy.save_file(arrays, str(tmp), metadata=meta)
+            tmp.replace(path)
+        except (OSError, safetensors.SafetensorError) as e:
+            raise ShipeiError(f"cannot write checkpoint {path}: {e}") from None
         return path
 
     @classmethod
     def resume(cls, path: str | Path, source: Source, target: str = "torch", **kwargs: Any) -> Trainer:
         """A trainer continuing a checkpoint, on `target` (any: tensors are numpy in the file)."""
         arrays, meta = _read_checkpoint(path)
-        optimizer = Optimizer(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in json.loads(meta["optimizer"]).items()})
-        schedule = json.loads(meta["schedule"])
+        optimizer, settings, step, epoch = _checkpoint_settings(meta, path)
         weights = {k.removeprefix("param."): v for k, v in arrays.items() if k.startswith("param.")}
-        trainer = cls(source, target, optimizer=optimizer, lr=schedule["lr"], schedule=schedule["name"],
-                      warmup=schedule["warmup"], total_steps=schedule["total"] + schedule["warmup"],
+        trainer = cls(source, target, optimizer=optimizer, **settings,
                       weights=_matching(weights, source, path, kwargs), **kwargs)
-        if trainer.loss_graph.name != meta["model"]:
-            raise ShipeiError(f"checkpoint {path} is of model {meta['model']}, not {trainer.loss_graph.name}")
+        if trainer.loss_graph.name != meta.get("model"):
+            raise ShipeiError(f"checkpoint {path} is of model {meta.get('model')}, not {trainer.loss_graph.name}")
+        shapes = {p.name: tuple(p.shape) for p in trainer.loss_graph.params}
         for i, slot in enumerate(trainer.optimizer.state):
-            keys = [f"state.{k}.{slot}" for k in trainer._sizes]
-            if missing := [key for key in keys if key not in arrays]:
-                raise ShipeiError(f"checkpoint {path} has no optimizer state {', '.join(missing)}")
-            trainer.state[i] = trainer._tensor(np.concatenate([arrays[key].reshape(-1) for key in keys]))
-        trainer.step_count, trainer.epoch = int(meta["step"]), int(meta["epoch"])
+            keys = {k: f"state.{k}.{slot}" for k in trainer._sizes}
+            if wrong := [key for k, key in keys.items() if key not in arrays or arrays[key].shape != shapes[k]]:
+                raise ShipeiError(f"checkpoint {path} has no optimizer state {', '.join(wrong)} of its param's shape")
+            trainer.state[i] = trainer._tensor(np.concatenate([arrays[key].reshape(-1) for key in keys.values()]))
+        trainer.step_count, trainer.epoch = step, epoch
         if trainer.scaler and "loss_scaler" in meta:
             trainer.scaler = LossScaler(**json.loads(meta["loss_scaler"]))
         return trainer
@@ -339,8 +353,10 @@ def lr_range_test(trainer: Trainer, data: Dataset, batch: int, steps: int = 100,
     shuffled batches, until the smoothed loss passes 4 times its best (it diverged). The
     suggestion is the rate where the smoothed loss falls fastest against log(rate), as Lightning
     suggests; the params are trained along the way, so use a fresh trainer afterwards."""
-    if not 0 < lr_min < lr_max or steps < 4:
-        raise ShipeiError(f"the range test needs 0 < lr_min < lr_max and >= 4 steps, got {lr_min}, {lr_max}, {steps}")
+    if not 0 < lr_min < lr_max < math.inf or steps < 4 or batch < 1:
+        raise ShipeiError(f"the range test needs 0 < lr_min < lr_max, >= 4 steps and a batch >= 1, got {lr_min}, "
+                          f"{lr_max}, {steps} and {batch}")
+    data = trainer.checked(data)
     factor = (lr_max / lr_min) ** (1 / (steps - 1))
     rng = np.random.default_rng(trainer.seed)
     order = np.concatenate([rng.permutation(len(data.x_train)) for _ in range(steps * batch // len(data.x_train) + 1)])
@@ -427,6 +443,25 @@ def _read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ShipeiError(f"{path} is not a shipei checkpoint", hint="write one with shipei train --checkpoint")
     return arrays, meta
+
+
+def _checkpoint_settings(meta: Mapping[str, str], path: str | Path) -> tuple[Optimizer, dict[str, Any], int, int]:
+    """The optimizer, the schedule's settings (as `Trainer` takes them), the step and the epoch a
+    checkpoint's metadata records, each checked: it is a file a user may have edited."""
+    try:
+        optimizer = Optimizer(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in json.loads(meta["optimizer"]).items()})
+        schedule = json.loads(meta["schedule"])
+        settings = {"lr": float(schedule["lr"]), "schedule": str(schedule["name"]), "warmup": int(schedule["warmup"]),
+                    "total_steps": int(schedule["total"]) + int(schedule["warmup"])}
+        step, epoch = int(meta["step"]), int(meta["epoch"])
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise ShipeiError(f"checkpoint {path}: its metadata does not say how to resume "
+                          f"({type(e).__name__}: {e})", hint="write one with shipei train --checkpoint") from None
+    if not 0 <= epoch <= step:
+        raise ShipeiError(f"checkpoint {path} says epoch {epoch} at step {step}",
+                          hint="a checkpoint's epochs are at least one step each")
+    return optimizer, settings, step, epoch
 
 
 def _matching(weights: dict[str, np.ndarray], source: Source, path: str | Path,

@@ -18,6 +18,7 @@ memory available now: the machine's for a CPU, the device's free memory for an a
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from collections.abc import Callable, Mapping
@@ -58,7 +59,10 @@ def parse_size(text: str) -> int:
     unit = match and match.group(2).lower()
     if not match or unit not in _UNITS:
         raise ShipeiError(f"'{text}' is not a memory size", hint="e.g. 4GiB, 512MiB, 2GB or a number of bytes")
-    size = int(float(match.group(1)) * _UNITS[unit])
+    size = float(match.group(1)) * _UNITS[unit]
+    if size == math.inf:
+        raise ShipeiError(f"'{text}' is more memory than any machine has")
+    size = int(size)
     if size <= 0:
         raise ShipeiError(f"a memory limit must be more than 0 bytes, got '{text}'")
     return size

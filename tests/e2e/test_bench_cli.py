@@ -133,7 +133,6 @@ for _ in sys.stdin:
     (["--target", "torch", "--batch-sizes", "4,x"], "should be whole numbers separated by commas"),
     (["--target", "cuda", "--dim", "B=4"], "unknown target 'cuda'"),
     (["--target", "torch", "--dim", "B=4", "--rounds", "0"], "--rounds must be at least 1"),
-    (["--target", "torch", "--dim", "B=4", "--plot", "out.pdf"], "write a .png, .svg or .html file"),
     (["--target", "torch", "--profile", "p.json"], "give every shape symbol a value: B has none"),
     (["--target", "torch", "--profile", "p.json", "--batch-sizes", "1,2"], "leave out --device-map, --batch-sizes"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,69 @@ def test_compression_from_the_command_line(tmp_path: Path, capsys: pytest.Captur
 def test_bad_options_exit_1_with_a_message(args: list[str], error: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", MLP, *args]) == 1
     assert capsys.readouterr().err.startswith(error)
+
+
+@pytest.mark.parametrize("args, error", [
+    (["fuzz", "--time", "nan"], "argument --time: must be a positive number of seconds, got 'nan'"),
+    (["fuzz", "--time", "-1"], "argument --time: must be a positive number of seconds, got '-1'"),
+    (["fuzz", "--batch", "0"], "argument --batch: must be a whole number >= 1, got '0'"),
+    (["devices", "--timeout", "nan"], "argument --timeout: must be a positive number of seconds"),
+    (["run", MLP, "--seed", "-1"], "argument --seed: must be a whole number >= 0, got '-1'"),
+    (["tune", str(EXAMPLES / "digits_mlp.sp"), "--lr", "--plot", "lr.txt"], "--plot must be a .png, .svg, .pdf file"),
+    (["bench", MLP, "--plot", "out.pdf"], "--plot must be a .png, .svg, .html file, got 'out.pdf'"),
+])
+def test_a_bad_number_or_file_kind_is_refused_before_any_work(args: list[str], error: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and error in capsys.readouterr().err
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder where a file goes, a file where a folder goes, a missing folder, a pipe, and a
+    link a checkpoint (renamed over its path) would replace: each refused by the argument's check,
+    which runs before the command (checked here: none of them leaves anything)."""
+    folder, file, pipe, link = tmp_path / "d", tmp_path / "f", tmp_path / "p", tmp_path / "l"
+    folder.mkdir()
+    file.write_text("keep")
+    os.mkfifo(pipe)
+    link.symlink_to(file)
+    digits = str(EXAMPLES / "digits_mlp.sp")
+    for args, error in [
+        (["plan", MLP, "--json", str(folder)], f"file {folder}: not a file to write"),
+        (["plan", MLP, "--json", str(tmp_path / "missing" / "p.json")], "missing is not a folder"),
+        (["partition", MLP, "--svg", str(file / "x.svg")], f"{file} is not a folder"),
+        (["compile", MLP, "-o", str(file)], f"folder {file}: {file} is not a folder"),
+        (["fuzz", "--out", str(file / "sub")], f"{file} is not a folder"),
+        (["train", digits, "--checkpoint", str(folder)], "not a file to write"),
+        (["train", digits, "--checkpoint", str(pipe)], "not a file to write"),
+        (["train", digits, "--checkpoint", str(link)], "not a file to write"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(args)
+        assert error in capsys.readouterr().err, args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f", "l", "p"] and not any(folder.iterdir())
+    assert file.read_text() == "keep" and link.is_symlink() and pipe.is_fifo()
+
+
+def test_bad_dims_and_input_files_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    truncated, empty, one, objects = (tmp_path / n for n in ("t.npz", "e.npz", "one.npy", "o.npz"))
+    np.savez(truncated, x=np.zeros((2, 784), np.float32))
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    empty.write_bytes(b"")
+    np.save(one, np.zeros((2, 784), np.float32))
+    np.savez(objects, x=np.array([{"a": 1}], dtype=object))
+    for args, error in [
+        (["run", MLP, "--dim", "B=1.5"], "--dim B: must be a whole number >= 1, got '1.5'"),
+        (["run", MLP, "--dim", "B=nan"], "--dim B: must be a whole number >= 1, got 'nan'"),
+        (["run", MLP, "--dim", "B=-2"], "--dim B: must be a whole number >= 1"),
+        (["run", MLP, "--dim", "B=99999999999999999999999"], "cannot make random inputs at"),
+        (["run", MLP, "--inputs", str(truncated)], f"cannot read inputs from {truncated}: BadZipFile"),
+        (["run", MLP, "--inputs", str(empty)], f"cannot read inputs from {empty}: EOFError"),
+        (["run", MLP, "--inputs", str(one)], "it is one array (.npy), not arrays by name (.npz"),
+        (["run", MLP, "--inputs", str(objects)], f"cannot read inputs from {objects}: ValueError"),
+    ]:
+        assert main(args) == 1, args
+        err = capsys.readouterr().err
+        assert error in err and "internal error" not in err, (args, err)

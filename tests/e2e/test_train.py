@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.numpy
 import torch
 import torch.nn.functional as F
 from shipei.codegen import get_target
@@ -327,7 +328,50 @@ def test_bad_training_input_is_a_clear_error_and_writes_nothing(tmp_path: Path,
     assert "is not of this model" in _bad(["train", str(CNN), "--resume", str(ckpt), "--checkpoint", str(ckpt)],
                                           capsys)
     assert "has no loss method" in _bad(["train", str(EXAMPLES / "mlp.sp")], capsys)
+    for name, arrays, error in [
+        ("short", dict(x=np.zeros((100, 64), np.float32), y=np.zeros(50, np.int64)), "x and y hold 100 and 50"),
+        ("none", dict(x_train=np.zeros((4, 64), np.float32), y_train=np.zeros(4, np.int64),
+                      x_val=np.zeros((0, 64), np.float32), y_val=np.zeros(0, np.int64)), "hold 0 and 0 examples"),
+        ("complex", dict(x=np.zeros((20, 64), np.complex64), y=np.zeros(20, np.int64)),
+         "x_train is complex64, which DigitsMLP's f32[B, 64] input cannot take"),
+    ]:
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        assert error in _bad(["train", str(MLP), "--data", str(tmp_path / f"{name}.npz"), "--checkpoint", str(ckpt)],
+                             capsys)
+    arrays, meta = _checkpoint(ckpt)
+    state = next(k for k in arrays if k.startswith("state.") and arrays[k].ndim == 2)
+    for name, changed, error in [  # a checkpoint's metadata and state, edited by hand
+        ("epoch", (arrays, meta | {"epoch": "99999999999"}), "says epoch 99999999999 at step"),
+        ("optimizer", (arrays, meta | {"optimizer": "{bad"}), "its metadata does not say how to resume"),
+        ("schedule", (arrays, {k: v for k, v in meta.items() if k != "schedule"}), "does not say how to resume"),
+        ("state", (arrays | {state: arrays[state].reshape(-1)}, meta), f"no optimizer state {state} of its param's"),
+    ]:
+        edited = tmp_path / f"{name}.safetensors"
+        safetensors.numpy.save_file(changed[0], str(edited), metadata=changed[1])
+        assert error in _bad(["train", str(MLP), "--resume", str(edited), "--epochs", "99"], capsys), name
     assert ckpt.read_bytes() == before
+
+
+def _checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118 - safe_open has no __iter__
+
+
+def test_float64_features_train_as_the_model_s_float32(tmp_path: Path, digits: Dataset) -> None:
+    """Data as numpy and scikit-learn make it, float64 features and int32 labels, is cast to the
+    loss's input dtypes once: the same steps as float32 data."""
+    wide = Dataset(digits.x_train[:256].astype(np.float64), digits.y_train[:256].astype(np.int32),
+                   digits.x_val[:64].astype(np.float64), digits.y_val[:64].astype(np.int32))
+    narrow = Dataset(digits.x_train[:256], digits.y_train[:256], digits.x_val[:64], digits.y_val[:64])
+    runs = [_trainer(MLP, "torch", epochs=1).fit(data, 1, 64).rows[-1]["loss"] for data in (wide, narrow)]
+    assert runs[0] == runs[1]
+
+
+def test_the_step_schedule_divides_the_rate_by_ten_after_each_third_of_the_steps() -> None:
+    schedule = _trainer(MLP, "torch", epochs=1, schedule="step", warmup=0, total_steps=30).schedule
+    assert [schedule.rate(t) for t in (0, 9, 10, 19, 20, 29)] == pytest.approx([1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4])
 
 
 def test_the_learning_rate_range_test_suggests_a_rate_that_trains(tmp_path: Path, digits: Dataset,

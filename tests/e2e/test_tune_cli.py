@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shipei import api
+from shipei import ShipeiError, api
 from shipei.cli import main
 from shipei.measuring import WARM_MODEL, BenchWorker, Entry, thread_env
 from shipei.tune import STEADY_MALLOC, parse_size
@@ -173,3 +173,12 @@ def test_a_broken_framework_is_named(tmp_path: Path) -> None:
                                             ("1000", 1000)])
 def test_memory_sizes_read_as_people_write_them(text: str, size: int) -> None:
     assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(("text", "error"), [("9" * 400, "more memory than any machine has"),
+                                             ("9" * 400 + "GiB", "more memory than any machine has"),
+                                             ("0GiB", "must be more than 0 bytes"),
+                                             ("4 parsecs", "is not a memory size")])
+def test_a_memory_size_no_machine_has_is_a_clear_error(text: str, error: str) -> None:
+    with pytest.raises(ShipeiError, match=error):
+        parse_size(text)

@@ -37,6 +37,28 @@ def test_a_cluster_reads_from_toml(tmp_path) -> None:
     ("[[machines]]\ndevices = {}\n", "no machine has a device"),
     ("[[machines]]\ndevices = { cpu = 1 }\n[targets]\ncpu = \"caffe\"\n", "'caffe' is not a target"),
     ("[[machines\n", "cannot read the cluster description"),
+    # types and values a hand-written file may hold: each an error naming it, never a wrong cluster
+    ("machines = 5\n", "machines must be \\[\\[machines\\]\\] tables"),
+    ("machines = [5]\n", "machine 0 must be a table"),
+    ("[[machines]]\ndevices = \"gpu\"\n", "devices must be a table"),
+    ("[[machines]]\ndevices = { gpu = 1, cuda = 3 }\n", "'cuda = 3' is not a device kind and a count"),
+    ("[[machines]]\ndevices = { gpu = true }\n", "'cuda = True' is not a device kind and a count"),
+    ("[[machines]]\ndevices = { gpu = 1 }\ncount = true\n", "count must be a positive int, got True"),
+    ("[[machines]]\ndevices = { gpu = 1 }\nmemory = 5\n", "machine 0: unknown key 'memory'"),
+    ("[[machines]]\nname = \"a|b\"\ndevices = { gpu = 1 }\n", "name 'a\\|b' is not 1-64 letters"),
+    ("[[machines]]\nname = \"a\"\ncount = 2\ndevices = { gpu = 1 }\n[[machines]]\nname = \"a-0\"\n"
+     "devices = { gpu = 1 }\n", "machine names repeat: a-0"),
+    ("[[machines]]\ndevices = { gpu = 8 }\ncount = 1000000000000\n", "more than the 1,048,576 devices"),
+    ("[[machines]]\ndevices = { gpu = 100000000 }\n", "more than the 1,048,576 devices"),
+    ("links = 5\n[[machines]]\ndevices = { gpu = 1 }\n", "links must be a table"),
+    ("[links]\nintra = \"fast\"\n[[machines]]\ndevices = { gpu = 1 }\n", "intra must be a positive number"),
+    ("[links]\ninter = 0\n[[machines]]\ndevices = { gpu = 1 }\n", "inter must be a positive number of GB/s, got 0"),
+    ("[links]\ninter = -25\n[[machines]]\ndevices = { gpu = 1 }\n", "inter must be a positive number"),
+    ("[links]\ninter = nan\n[[machines]]\ndevices = { gpu = 1 }\n", "inter must be a positive number"),
+    ("[links]\nintra = inf\n[[machines]]\ndevices = { gpu = 1 }\n", "intra must be a positive number"),
+    ("[links]\nintr = 5\n[[machines]]\ndevices = { gpu = 1 }\n", "\\[links\\]: unknown key 'intr'"),
+    ("targets = 5\n[[machines]]\ndevices = { gpu = 1 }\n", "targets must be a table"),
+    ("[targets]\nfoo = \"torch\"\n[[machines]]\ndevices = { gpu = 1 }\n", "'foo' is not a device kind"),
 ])
 def test_a_bad_cluster_is_a_clear_error(tmp_path, text: str, message: str) -> None:
     path = tmp_path / "c.toml"
