@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,13 +82,16 @@ class Cluster:
         if not isinstance(entries, list):
             raise ShipeiError(f"{where}: machines must be [[machines]] tables", hint=MACHINE_EXAMPLE)
         machines: list[Machine] = []
+        devices = 0
         for i, entry in enumerate(entries):
-            machines += _machines(entry, i, where, MAX_DEVICES - sum(sum(m.devices.values()) for m in machines))
+            added = _machines(entry, i, where, MAX_DEVICES - devices)
+            devices += sum(sum(m.devices.values()) for m in added)
+            machines += added
         if not machines or not any(m.devices for m in machines):
             raise ShipeiError(f"{where}: no machine has a device", hint=MACHINE_EXAMPLE)
-        names = [m.name for m in machines]
-        if len(set(names)) < len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})
+        names = Counter(m.name for m in machines)
+        if len(names) < len(machines):
+            twice = sorted(n for n, k in names.items() if k > 1)
             raise ShipeiError(f"{where}: machine names repeat: {', '.join(twice)}",
                               hint="name each [[machines]] table apart (count = N names its machines NAME-0 ...)")
         links = _table(data, "links", where)

@@ -98,7 +98,6 @@ def _folder(text: str) -> str:
 _seconds = _number(float, 0.0, "a positive number of seconds")
 _count = _number(int, 1, "a whole number >= 1")
 _natural = _number(int, 0, "a whole number >= 0")
-_seed = _number(int, 0, "a whole number >= 0")
 
 
 def _setting(text: str) -> Any:
@@ -657,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="torch", choices=TARGETS, help="where what nothing places runs (default torch)")
     p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="a shape symbol's value, for costs")
     device_map(p)
-    p.add_argument("--seed", type=_seed, default=0, help="weight initialization seed (for --freeze)")
+    p.add_argument("--seed", type=_natural, default=0, help="weight initialization seed (for --freeze)")
     passes(p)
     p.set_defaults(func=cmd_ir)
     p = command("compile", "write the generated program, weights and IR")
@@ -665,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     target_options(p)
     device_map(p)
     p.add_argument("-o", "--output", required=True, type=_folder, help="output directory")
-    p.add_argument("--seed", type=_seed, default=0, help="weight initialization seed")
+    p.add_argument("--seed", type=_natural, default=0, help="weight initialization seed")
     passes(p)
     p.set_defaults(func=cmd_compile)
     p = command("partition", "place a model's parts (--device-map, the source's hints), print the stages and draw them")
@@ -676,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the partitioned graph, coloured by placement")
     p.add_argument("--html", metavar="FILE", type=_output("--html", ".html"),
                    help="the same drawing in a page with the stage table")
-    p.add_argument("--seed", type=_seed, default=0, help="weight initialization seed")
+    p.add_argument("--seed", type=_natural, default=0, help="weight initialization seed")
     passes(p)
     target_options(p)
     p.set_defaults(func=cmd_partition)
@@ -695,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "place of the cost model's estimates")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"the passes the plan assumes (default -O{DEFAULT_OPT})")
-    p.add_argument("--seed", type=_seed, default=0, help="weight initialization seed (for --measure)")
+    p.add_argument("--seed", type=_natural, default=0, help="weight initialization seed (for --measure)")
     p.set_defaults(func=cmd_plan)
     p = command("bench", "measure throughput, latency, compile time, memory and energy on every target, side "
                          "by side, and say which to deploy on")
@@ -720,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", nargs="?", const="", metavar="FILE",
                    help="instead: time each fused group on each target against the cost model's estimate, and "
                         "save the profile for --costs (default FILE: MODEL.profile.json)")
-    p.add_argument("--seed", type=_seed, default=0, help="weight and input seed")
+    p.add_argument("--seed", type=_natural, default=0, help="weight and input seed")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"optimization level (default -O{DEFAULT_OPT})")
     target_options(p)
@@ -738,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", type=_output("--json"), help="write every trial as JSON")
     p.add_argument("--train", action="store_true", help="the batch for training steps of the model's loss "
                    "(gradients, --optimizer's state, the activations the backward pass keeps), not for inference")
-    p.add_argument("--seed", type=_seed, default=0, help="weight and input seed")
+    p.add_argument("--seed", type=_natural, default=0, help="weight and input seed")
     p.add_argument("-O", "--opt", type=int, choices=range(4), default=DEFAULT_OPT, metavar="N",
                    help=f"optimization level (default -O{DEFAULT_OPT})")
     g = p.add_argument_group("learning rate (--lr): a range test of the model's loss, as fastai's lr_find")
@@ -773,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write params, optimizer state and step here after each "
                    "epoch (safetensors)")
     p.add_argument("--resume", metavar="FILE", help="continue from a checkpoint (written on any target)")
-    p.add_argument("--seed", type=_seed, default=0, help="initial weights, held-out split and batch order")
+    p.add_argument("--seed", type=_natural, default=0, help="initial weights, held-out split and batch order")
     p.set_defaults(func=cmd_train)
     p = command("run", "compile, run and optionally check against the reference")
     passes(p)
@@ -793,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--inputs", help=".npz file with one array per input name")
     source.add_argument("--random", action="store_true", help="random inputs (the default)")
     p.add_argument("--dim", action="append", default=[], metavar="SYM=N", help="value of a shape symbol")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_natural, default=0)
     p.add_argument("--check", action="store_true", help="compare with the numpy reference; exit 1 on mismatch")
     p.add_argument("--memory", action="store_true", help="print the memory estimate at these inputs' shapes: "
                    "weights, inputs and the activations plan-memory plans")
@@ -809,7 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default="all", help="all, or a comma-separated list such as torch,jax")
     p.add_argument("--time", type=_seconds, default=60.0,
                    help="seconds of fuzzing once the workers are up (default 60)")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_natural, default=0)
     p.add_argument("--max-nodes", type=_count, default=10, help="ops per graph: between half of this and this")
     p.add_argument("--ops", help="only these ops, comma-separated (default: every registered op)")
     p.add_argument("--dtypes", help="only values of these dtypes, comma-separated (default: all)")

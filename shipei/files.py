@@ -26,6 +26,6 @@ def writable_folder(path: str | Path, what: str) -> Path:
     nearest existing ancestor is a folder)."""
     path = Path(path)
     there = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-    if str(path) == "" or not there.is_dir():
+    if not there.is_dir():
         raise ShipeiError(f"{what} {path}: {there} is not a folder", hint="give a folder's path")
     return path
