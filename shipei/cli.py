@@ -72,29 +72,28 @@ def _number(kind: type, low: float, what: str) -> Callable[[str], Any]:
     return parse
 
 
-def _output(what: str, *suffixes: str, replaced: bool = False) -> Callable[[str], str]:
-    """An argparse type: a file to write `what` to (`files.writable_file`), ending in one of
-    `suffixes` where given."""
+def _checked_by(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type: the text, where `check` (which raises ShipeiError) accepts it."""
     def parse(text: str) -> str:
-        if suffixes and Path(text).suffix not in suffixes:
-            raise argparse.ArgumentTypeError(f"{what} must be a {', '.join(suffixes)} file, got {text!r}")
         try:
-            writable_file(text, "file", replaced=replaced)
+            check(text)
         except ShipeiError as e:
             raise argparse.ArgumentTypeError(e.message) from None
         return text
     return parse
 
 
-def _folder(text: str) -> str:
-    """An argparse type: a folder to write into (`files.writable_folder`)."""
-    try:
-        writable_folder(text, "folder")
-    except ShipeiError as e:
-        raise argparse.ArgumentTypeError(e.message) from None
-    return text
+def _output(what: str, *suffixes: str, replaced: bool = False) -> Callable[[str], str]:
+    """An argparse type: a file to write `what` to (`files.writable_file`), ending in one of
+    `suffixes` where given."""
+    def check(text: str) -> None:
+        if suffixes and Path(text).suffix not in suffixes:
+            raise ShipeiError(f"{what} must be a {', '.join(suffixes)} file, got {text!r}")
+        writable_file(text, "file", replaced=replaced)
+    return _checked_by(check)
 
 
+_folder = _checked_by(lambda text: writable_folder(text, "folder"))  # a folder to write into
 _seconds = _number(float, 0.0, "a positive number of seconds")
 _count = _number(int, 1, "a whole number >= 1")
 _natural = _number(int, 0, "a whole number >= 0")
@@ -431,7 +430,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     params = _params(args)
     data = Dataset.digits(args.seed) if args.data == "digits" else Dataset.load(args.data, args.seed)
-    steps = args.epochs * -(-len(data.x_train) // max(1, args.batch))
+    steps = args.epochs * -(-len(data.x_train) // args.batch)
     settings = dict(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, warmup=args.warmup,
                     total_steps=steps, clip_norm=args.clip_norm, precision=args.precision)
     common = dict(device=args.device, seed=args.seed, model=args.model, **params)

@@ -66,6 +66,9 @@ class Dataset:
 
     @classmethod
     def split(cls, x: np.ndarray, y: np.ndarray, seed: int, held_out: float) -> Dataset:
+        if len(x) != len(y) or not len(x):
+            raise ShipeiError(f"x and y hold {len(x)} and {len(y)} examples",
+                              hint="give as many labels as examples, at least one")
         order = np.random.default_rng(seed).permutation(len(x))
         cut = len(x) - max(1, round(held_out * len(x)))
         return cls(x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]])
@@ -77,10 +80,10 @@ class Dataset:
         if {"x_train", "y_train", "x_val", "y_val"} <= set(arrays):
             data = cls(arrays["x_train"], arrays["y_train"], arrays["x_val"], arrays["y_val"])
         elif {"x", "y"} <= set(arrays):
-            if len(arrays["x"]) != len(arrays["y"]) or not len(arrays["x"]):
-                raise ShipeiError(f"data file {path}: x and y hold {len(arrays['x'])} and {len(arrays['y'])} examples",
-                                  hint="give as many labels as examples, at least one")
-            data = cls.split(arrays["x"], arrays["y"], seed, 0.2)
+            try:
+                data = cls.split(arrays["x"], arrays["y"], seed, 0.2)
+            except ShipeiError as e:
+                raise ShipeiError(f"data file {path}: {e.message}", hint=e.hint) from None
         else:
             raise ShipeiError(f"data file {path} holds {sorted(arrays) or 'no arrays'}",
                               hint="give arrays x and y, or x_train, y_train, x_val and y_val")
@@ -231,7 +234,8 @@ class Trainer:
                 if not np.can_cast(array.dtype, want.dtype.numpy, "same_kind") or array.dtype.kind not in "biuf":
                     raise ShipeiError(f"the data's {name} is {array.dtype}, which {self.loss_graph.name}'s "
                                       f"{want} input cannot take")
-            parts[f"x_{part}"], parts[f"y_{part}"] = x.astype(x_type.dtype.numpy), y.astype(y_type.dtype.numpy)
+            parts[f"x_{part}"] = x.astype(x_type.dtype.numpy, copy=False)
+            parts[f"y_{part}"] = y.astype(y_type.dtype.numpy, copy=False)
             if tuple(x.shape[1:]) != tuple(x_type.shape[1:]):
                 raise ShipeiError(f"the data's x_{part} has examples of shape {list(x.shape[1:])}, "
                                   f"but {self.loss_graph.name} takes {x_type}")

@@ -18,7 +18,7 @@ from shipei.ir.types import DType
 
 from shipei.cli import main
 from shipei.testing import available_targets
-from shipei.training import Dataset, Trainer
+from shipei.training import Dataset, Trainer, _read_checkpoint
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MLP, CNN = EXAMPLES / "digits_mlp.sp", EXAMPLES / "digits_cnn.sp"
@@ -338,7 +338,7 @@ def test_bad_training_input_is_a_clear_error_and_writes_nothing(tmp_path: Path,
         np.savez(tmp_path / f"{name}.npz", **arrays)
         assert error in _bad(["train", str(MLP), "--data", str(tmp_path / f"{name}.npz"), "--checkpoint", str(ckpt)],
                              capsys)
-    arrays, meta = _checkpoint(ckpt)
+    arrays, meta = _read_checkpoint(ckpt)
     state = next(k for k in arrays if k.startswith("state.") and arrays[k].ndim == 2)
     for name, changed, error in [  # a checkpoint's metadata and state, edited by hand
         ("epoch", (arrays, meta | {"epoch": "99999999999"}), "says epoch 99999999999 at step"),
@@ -350,13 +350,6 @@ def test_bad_training_input_is_a_clear_error_and_writes_nothing(tmp_path: Path,
         safetensors.numpy.save_file(changed[0], str(edited), metadata=changed[1])
         assert error in _bad(["train", str(MLP), "--resume", str(edited), "--epochs", "99"], capsys), name
     assert ckpt.read_bytes() == before
-
-
-def _checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "np") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118 - safe_open has no __iter__
 
 
 def test_float64_features_train_as_the_model_s_float32(tmp_path: Path, digits: Dataset) -> None:
