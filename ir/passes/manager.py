@@ -84,15 +84,16 @@ class WeightPass(Pass):
         raise NotImplementedError
 
 
-def _unknown(what: str, name: str, known: Sequence[str]) -> ShipeiError:
-    listed = f"{what}s: {', '.join(sorted(known))}"
-    return ShipeiError(f"unknown {what} '{name}'", hint=did_you_mean(name, known, listed))
+def check_pass_name(name: str) -> str:
+    """`name`, when a pass has it; else an error that lists those that do."""
+    if name not in PASSES:
+        listed = f"passes: {', '.join(sorted(PASSES))}"
+        raise ShipeiError(f"unknown pass '{name}'", hint=did_you_mean(name, list(PASSES), listed))
+    return name
 
 
 def get_pass(name: str) -> Pass:
-    if name not in PASSES:
-        raise _unknown("pass", name, list(PASSES))
-    module, cls = PASSES[name]
+    module, cls = PASSES[check_pass_name(name)]
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)()
 
 
@@ -139,6 +140,10 @@ def run_passes(graph: Graph, names: Sequence[str], ctx: PassContext | None = Non
         if ctx.wants_print(name):
             print(f"// -----// IR after {name} //----- //", file=ctx.out)
             print(print_graph(graph), file=ctx.out, end="")
+    unprinted = sorted((ctx.print_after or set()) - {"all"} - set(names))
+    if unprinted:
+        print(f"note: nothing printed after {', '.join(unprinted)}: not among the passes run "
+              f"({', '.join(names) or 'none'})", file=ctx.out)
     if ctx.time_passes:
         print(format_timings(ctx.timings), file=ctx.out)
     return graph

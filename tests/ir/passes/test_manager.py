@@ -143,6 +143,23 @@ def test_cli_optimization_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown pass 'fold-bn'" in capsys.readouterr().err
 
 
+def test_printing_after_a_pass_that_does_not_run_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """--print-after of a misspelt pass, or of one the pipeline does not run, printed nothing and
+    said nothing."""
+    from shipei.cli import main
+
+    mlp = str(EXAMPLES / "mlp.sp")
+    assert main(["ir", mlp, "--print-after", "fuze"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown pass 'fuze'" in err and "did you mean 'fuse'?" in err
+    assert main(["ir", mlp, "--print-after", "fuse", "--print-after", "cse"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("IR after") == 1 and "IR after cse" in err
+    assert "note: nothing printed after fuse: not among the passes run (canonicalize," in err
+    assert main(["ir", mlp, "-O0", "--print-after", "cse"]) == 0
+    assert "note: nothing printed after cse: not among the passes run (none)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", sorted(PASSES))
 def test_a_pass_reads_exactly_the_settings_that_name_it(name: str) -> None:
     """A setting that names a pass it is not read by would be accepted from the user and ignored."""
