@@ -39,10 +39,25 @@ def parse_source(text: str, file: str = "<string>") -> ast.Module:
 def parse_file(path: str | Path) -> ast.Module:
     """Read and parse a .sp file (UTF-8); locations name the path as given."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        data = Path(path).read_bytes()
+    except OSError as err:
         raise ShipeiError(f"cannot read {str(path)!r}: {err}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _encoding_error(data, err, str(path)) from None
     return parse_source(text, str(path))
+
+
+def _encoding_error(data: bytes, err: UnicodeDecodeError, file: str) -> ShipeiError:
+    """Where the first byte that is not UTF-8 lies: line and column count the characters before it."""
+    before = data[:err.start].decode("utf-8")
+    line_end = data.find(b"\n", err.start)
+    line = data[data.rfind(b"\n", 0, err.start) + 1:None if line_end < 0 else line_end]
+    loc = SourceLoc(file, before.count("\n") + 1, len(before) - before.rfind("\n"),
+                    line.decode("utf-8", "replace").rstrip("\r"))
+    return ShipeiError(f"byte 0x{data[err.start]:02x} is not UTF-8 ({err.reason})", loc,
+                       hint="a .sp file is UTF-8 text: save it as UTF-8")
 
 
 class _Postlexer:

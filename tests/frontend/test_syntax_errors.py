@@ -113,9 +113,15 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(ShipeiError, match="cannot read"):
         parse_file(tmp_path / "missing.sp")
     bad = tmp_path / "latin1.sp"
-    bad.write_bytes(b"layer L\xe9() {}")
-    with pytest.raises(ShipeiError, match="cannot read"):
+    bad.write_bytes("// café\r\nlayer L".encode() + b"\xe9() {}\n")
+    with pytest.raises(ShipeiError) as info:
         parse_file(bad)
+    assert str(info.value).splitlines() == [
+        f"{bad}:2:8: error: byte 0xe9 is not UTF-8 (invalid continuation byte)",
+        "    layer L\ufffd() {}",
+        "           ^",
+        "hint: a .sp file is UTF-8 text: save it as UTF-8",
+    ]
 
 
 # ---- no input text gives anything but a ShipeiError ----
