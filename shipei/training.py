@@ -220,8 +220,9 @@ class Trainer:
         return history
 
     def checked(self, data: Dataset) -> Dataset:
-        """`data` as the loss takes it: examples of its shape, labels within its classes, both parts
-        non-empty, and numbers cast to the inputs' dtypes (float64 features to float32), once."""
+        """`data` as the loss takes it: examples of its shape, finite features, labels within its
+        classes, both parts non-empty, and numbers cast to the inputs' dtypes (float64 features to
+        float32, where one too large for float32 would become inf), once."""
         x_type, y_type = (v.type for v in self.loss_graph.inputs[:2])
         classes = next((n.operands[0].shape[1] for n in self.loss_graph.nodes if n.op == "cross_entropy"), None)
         parts = {}
@@ -234,8 +235,14 @@ class Trainer:
                 if not np.can_cast(array.dtype, want.dtype.numpy, "same_kind") or array.dtype.kind not in "biuf":
                     raise ShipeiError(f"the data's {name} is {array.dtype}, which {self.loss_graph.name}'s "
                                       f"{want} input cannot take")
-            parts[f"x_{part}"] = x.astype(x_type.dtype.numpy, copy=False)
+            with np.errstate(over="ignore"):  # a float64 beyond float32's range: counted below
+                parts[f"x_{part}"] = cast = x.astype(x_type.dtype.numpy, copy=False)
             parts[f"y_{part}"] = y.astype(y_type.dtype.numpy, copy=False)
+            if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+                counts = [np.count_nonzero(~np.isfinite(a)) for a in (cast, x)]
+                raise ShipeiError(f"the data's x_{part} holds {counts[0]} values that are NaN or infinite as "
+                                  f"{cast.dtype} ({counts[1]} as given)",
+                                  hint="training on them gives a NaN loss: drop or impute them")
             if tuple(x.shape[1:]) != tuple(x_type.shape[1:]):
                 raise ShipeiError(f"the data's x_{part} has examples of shape {list(x.shape[1:])}, "
                                   f"but {self.loss_graph.name} takes {x_type}")

@@ -334,6 +334,10 @@ def test_bad_training_input_is_a_clear_error_and_writes_nothing(tmp_path: Path,
                       x_val=np.zeros((0, 64), np.float32), y_val=np.zeros(0, np.int64)), "hold 0 and 0 examples"),
         ("complex", dict(x=np.zeros((20, 64), np.complex64), y=np.zeros(20, np.int64)),
          "x_train is complex64, which DigitsMLP's f32[B, 64] input cannot take"),
+        ("nan", dict(x=np.where(np.eye(20, 64, 3) > 0, np.nan, 1.0), y=np.zeros(20, np.int64)),
+         "x_train holds 16 values that are NaN or infinite as float32 (16 as given)"),
+        ("huge", dict(x=np.full((20, 64), 1e300), y=np.zeros(20, np.int64)),
+         "x_train holds 1024 values that are NaN or infinite as float32 (0 as given)"),
     ]:
         np.savez(tmp_path / f"{name}.npz", **arrays)
         assert error in _bad(["train", str(MLP), "--data", str(tmp_path / f"{name}.npz"), "--checkpoint", str(ckpt)],
