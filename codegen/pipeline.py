@@ -46,14 +46,15 @@ class Stage:
     """One stage: its program, the model loaded on its device, where its inputs come from and
     which of its results leave it (to another placement, or as the pipeline's outputs)."""
 
-    def __init__(self, index, allow_fallback=False):
+    def __init__(self, index, allow_fallback=False, numbered=True):
         filename, self.placement = STAGES[index]
         self.index, self.reads = index, READS[index]
         self.exports = {j for s, reads in enumerate(READS) for k, j in reads
                         if k == index and STAGES[s][1] != self.placement}
         self.returns = {j for k, j in OUTPUTS if k == index}
         self.program = _import(filename)
-        self.device, self.fell_back = _device(self.program, self.placement, allow_fallback)
+        self.device, self.fell_back = _device(self.program.available_devices(), self.placement, allow_fallback,
+                                              numbered)
         self.model = self.program.load(self.program.WEIGHTS, self.device)
 
     def step(self, stages, values, log=None):
@@ -101,11 +102,12 @@ def _import(filename):
     return program
 
 
-def _device(program, placement, allow_fallback):
-    """The program's own name for the placement's device, or the CPU when it is absent and that is allowed."""
+def _device(available, placement, allow_fallback, numbered=True):
+    """The program's own name for the placement's device among those `available` to it, or the CPU
+    when it is absent and that is allowed. Torch's GPUs by the placement's number where `numbered`;
+    not where the process sees only the one it was given (a Ray actor's is its cuda:0)."""
     kind = placement.split(":")[1]
-    index = placement.split(":")[2] if placement.count(":") == 2 else None
-    available = program.available_devices()
+    index = placement.split(":")[2] if placement.count(":") == 2 and numbered else None
     name = next((n for n in DEVICE_NAMES[kind] if n in available), None)
     if name is not None:
         return name if index is None or name == "cpu" or not placement.startswith("torch") else f"{name}:{index}", False

@@ -258,10 +258,12 @@ class PipelineExecutable(Pipelined):
         return f"PipelineExecutable({self.graph.name}, stages={self.placements})"
 
 
-def load_stage(driver: ModuleType, index: int, allow_fallback: bool, cores: set[int] | None = None) -> Any:
+def load_stage(driver: ModuleType, index: int, allow_fallback: bool, cores: set[int] | None = None,
+               numbered: bool = True) -> Any:
     """Stage `index` of the generated `driver`, loaded in the calling thread, pinned first to `cores`
     (with the pools its framework starts there: torch's to as many threads). A placement absent
-    here is a `ShipeiError` unless `allow_fallback`."""
+    here is a `ShipeiError` unless `allow_fallback`. Not `numbered`, a GPU placement's number is
+    not read (the process sees only the GPU it was given)."""
     if cores is not None:
         os.sched_setaffinity(0, cores)
         if driver.STAGES[index][1].startswith("torch:cpu"):
@@ -269,7 +271,7 @@ def load_stage(driver: ModuleType, index: int, allow_fallback: bool, cores: set[
 
             torch.set_num_threads(len(cores))  # per thread in torch
     try:
-        return driver.Stage(index, allow_fallback)
+        return driver.Stage(index, allow_fallback, numbered)
     except RuntimeError as e:
         if "is not available here" in str(e):  # the driver's own words: it runs without shipei
             raise ShipeiError(str(e), hint="pass allow_fallback=True to run it on the CPU") from None

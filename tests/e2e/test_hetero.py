@@ -158,6 +158,21 @@ def test_an_absent_device_is_an_error_unless_fallback_is_allowed() -> None:
         exe.close()
 
 
+def test_a_gpu_placement_s_number_names_the_device_unless_the_process_sees_only_its_own(tmp_path: Path) -> None:
+    """A plan's torch:cuda:3 is the fourth GPU of its machine where the stages share one process;
+    a Ray actor sees only the GPU Ray gave it, as its cuda:0 (it asked for cuda:3 and failed)."""
+    from shipei.runtime.executable import import_module_file
+
+    compiled = shipei.compile(EXAMPLES / "mlp.sp", device_map={"fc1": "torch:cuda:3", "*": "jax:cuda:1"})
+    driver = import_module_file(compiled.save(tmp_path))
+    assert driver._device(["cuda", "cpu"], "torch:cuda:3", False) == ("cuda:3", False)
+    assert driver._device(["cuda", "cpu"], "torch:cuda:3", False, numbered=False) == ("cuda", False)
+    assert driver._device(["gpu", "cpu"], "jax:cuda:1", False, numbered=False) == ("gpu", False)
+    assert driver._device(["cpu"], "torch:cuda:3", True, numbered=False) == ("cpu", True)
+    with pytest.raises(RuntimeError, match="torch:cuda:3 is not available here"):
+        driver._device(["cpu"], "torch:cuda:3", False, numbered=False)
+
+
 @pytest.mark.parametrize("device_map, message", [
     ({"h.9": "torch:cpu"}, "the device map names 'h.9', which is not a module of GPT"),
     ({"h.0": "torch:gpux"}, "device map entry 'h.0': unknown target or device 'gpux'"),
