@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -671,6 +672,9 @@ CPARAM_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int
 
 
 def check_cparam(cp: ast.CParam, value: Any, loc: SourceLoc) -> Any:
+    """`value` for `cp`, of its type (numpy's scalars as Python's: `hidden=np.int64(8)`)."""
+    if not isinstance(value, bool | int | float) and isinstance(value, numbers.Real):
+        value = int(value) if isinstance(value, numbers.Integral) else float(value)
     if cp.type_name not in CPARAM_TYPES:
         raise ShipeiError(f"compile-time parameter '{cp.name}' has unknown type '{cp.type_name}'", cp.loc,
                           hint="compile-time parameters are int, float or bool")
@@ -684,6 +688,8 @@ def elaborate(defs: Definitions, model: str | None, params: dict[str, Any],
               bounds: limits.Limits | None = None, method: str = "forward") -> Graph:
     """Build the graph of one model's `method` (forward, or loss: what training makes small, which
     may call forward) from parsed definitions, within `bounds` (the defaults if None)."""
+    if method not in ("forward", "loss"):
+        raise ShipeiError(f"unknown method {method!r}: a model's graph is of its forward or its loss")
     mdef = defs.pick_model(model)
     with limits.using(bounds or limits.Limits()):
         try:

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from ..ir.errors import whole_number
+
 #: How deeply expressions and layer calls may nest. Elaboration recurses about four Python frames
 #: per level, and Python stops at 1000; a left-nested chain such as a sum of many terms counts once.
 NESTING = 100
@@ -28,6 +30,10 @@ class Limits:
 
     loop: int = 100_000
     size: int = 200_000
+
+    def __post_init__(self) -> None:
+        for name in ("loop", "size"):
+            whole_number(getattr(self, name), f"Limits' {name}", least=1)
 
 
 _ACTIVE: ContextVar[Limits | None] = ContextVar("limits", default=None)

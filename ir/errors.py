@@ -60,3 +60,13 @@ def did_you_mean(name: str, candidates: Iterable[str], otherwise: str | None = N
     """The hint for a misspelt `name`: the closest of `candidates`, else `otherwise`."""
     close = difflib.get_close_matches(name, list(candidates), 1)
     return f"did you mean '{close[0]}'?" if close else otherwise
+
+
+def whole_number(value: object, what: str, least: int = 0) -> int:
+    """`value` as an int when it is a whole number >= `least` (numpy's integers too; not a bool,
+    a float or a string, which Python would take or truncate without a word); else an error."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ShipeiError(f"{what} must be a whole number >= {least}, got {value!r}")
+    return int(value)

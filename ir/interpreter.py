@@ -66,16 +66,46 @@ def _solve(value: Value, shape: tuple[int, ...], env: dict[str, int]) -> None:
         env[sym] = (actual - known) // coeff
 
 
+def as_arrays(graph: Graph, inputs: Sequence[Any]) -> list[np.ndarray]:
+    """Each input as numpy, as it comes; a ragged list is an error."""
+    try:
+        return [np.asarray(a) for a in inputs]
+    except ValueError as e:
+        raise ShipeiError(f"{graph.name}'s inputs: one is not an array ({e})") from None
+
+
 def coerce_input(value: Value, array: Any) -> np.ndarray:
     """An input array at the declared dtype, C-contiguous; lossy kind changes (float to int) are
     refused. Arrays laid out otherwise (`x[::-1]`, `x.T`) are copied: frameworks take an array's
     memory as it is, and torch refuses negative strides."""
     array = np.asarray(array)
     target = value.dtype.numpy
-    if array.dtype != target and not np.can_cast(array.dtype, target, "same_kind"):
-        raise ShipeiError(f"input '{value.name}': expected {value.type.dtype}, got {array.dtype}")
-    array = array.astype(target, copy=False)
+    if array.dtype != target:
+        if not np.can_cast(array.dtype, target, "same_kind"):
+            raise ShipeiError(f"input '{value.name}': expected {value.type.dtype}, got {array.dtype}")
+        array = _narrowed(value, array, target)
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def _narrowed(value: Value, array: np.ndarray, target: np.dtype) -> np.ndarray:
+    """`array` cast to `target`, refusing what would not survive it: an integer outside the
+    narrower integer's range (int64 2**31 to int32 wraps to -2**31), a finite number that becomes
+    an infinite float (1e300 to float32, 70000 to float16)."""
+    if target.kind in "iu" and array.dtype.kind in "iu" and array.size:
+        info = np.iinfo(target)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise ShipeiError(f"input '{value.name}': {low if low < info.min else high} does not fit "
+                              f"{value.type.dtype} (from {array.dtype})")
+    with np.errstate(over="ignore"):
+        cast = array.astype(target, copy=False)
+    if target.kind == "f" and array.dtype.kind != "b":
+        overflowed = np.isinf(cast) & np.isfinite(array)
+        if overflowed.any():
+            first = array[overflowed].flat[0].item()
+            raise ShipeiError(f"input '{value.name}': {first!r} is past {value.type.dtype}'s "
+                              f"range (from {array.dtype})")
+    return cast
 
 
 def resolve_attrs(opname: str, attrs: dict[str, Any], env: dict[str, int]) -> dict[str, Any]:
@@ -111,7 +141,10 @@ def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndar
     how the property tests ask whether rounding differences upstream could move an output.
     `symbols` gives shape symbols that the inputs do not bind: those of the larger graph that
     `graph` is a part of (see `ir.subgraph`)."""
-    env = {**(symbols or {}), **bind_symbols(graph, [np.asarray(a) for a in inputs])}
+    if precision not in ("declared", "f64"):
+        raise ShipeiError(f"unknown precision {precision!r}: the reference computes at the declared dtypes or f64")
+    inputs = as_arrays(graph, inputs)
+    env = {**(symbols or {}), **bind_symbols(graph, inputs)}
     arrays = [coerce_input(v, a) for v, a in zip(graph.inputs, inputs)]
     values: dict[Value, np.ndarray] = {}
     for v, a in zip(graph.inputs, arrays):

@@ -420,6 +420,7 @@ class RayPipelineExecutable(Pipelined):
 
     def close(self) -> None:
         """End the stages' actors (and the compiled graph)."""
+        self.closed = True
         if getattr(self, "_dag", None) is not None:
             self._dag.teardown()
             self._dag = None

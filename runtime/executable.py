@@ -24,7 +24,7 @@ from ..codegen.frameworks import require_framework
 from ..codegen.module import GeneratedModule
 from ..ir.errors import ShipeiError
 from ..ir.graph import Graph
-from ..ir.interpreter import bind_symbols, coerce_input, empty_arrays
+from ..ir.interpreter import as_arrays, bind_symbols, coerce_input, empty_arrays
 from .indices import IndexCheck
 from .measure import ready
 from .memory import MemoryEstimate, estimate_memory
@@ -79,6 +79,8 @@ def import_module_file(path: Path) -> ModuleType:
 def choose_device(available: list[str], requested: str, target: str, allow_fallback: bool) -> tuple[str, bool]:
     """(device, fell_back). "auto" takes the first available; a missing device is an error
     unless fallback is allowed, and a fallback to CPU always warns."""
+    if not isinstance(requested, str):
+        raise ShipeiError(f"a device is a name such as 'cpu', 'cuda:1' or 'auto', got {type(requested).__name__}")
     if requested not in available:
         requested = DEVICE_ALIASES.get(requested, requested)
     if requested == "auto":
@@ -104,7 +106,7 @@ def checked_inputs(graph: Graph, inputs: Sequence[Any], indices: IndexCheck | No
     kernels refuse), else None. `bound` remembers what each tuple of input shapes binds, for a caller
     that checks every call: binding is Python code (8 of the 11 us these checks took a call of the
     example MLP), and a deployed model sees few shapes."""
-    arrays = [np.asarray(a) for a in inputs]
+    arrays = as_arrays(graph, inputs)
     shapes = tuple(a.shape for a in arrays)
     binding = bound.get(shapes) if bound is not None else None
     if binding is None:
@@ -176,21 +178,22 @@ class Executable:
     def prepared(self, *inputs: Any) -> Callable[[], list[np.ndarray]]:
         """A call of the generated program on `inputs`, checked once here: numpy in and numpy out
         as `run`, without `run`'s per-call checks. What a deployed caller pays per call, and what
-        `shipei bench` times."""
+        `shipei bench` times. It runs the weights bound when it is called (`load_weights`)."""
         arrays, empty = checked_inputs(self.graph, inputs, self._indices)
         if empty is not None:
             return lambda: empty
-        module, model, device = self.module, self._model, self.device
-        return lambda: module.run(model, arrays, device)
+        run, device = self.module.run, self.device
+        return lambda: run(self._model, arrays, device)
 
     def native(self, *inputs: Any) -> Callable[[], None]:
         """A call of the program's own `call` on the framework's tensors, made once from `inputs`,
         waited for (jax returns before it has computed): what its ops cost in the framework, without
-        numpy in and out. What `shipei bench --profile` times."""
+        numpy in and out. What `shipei bench --profile` times. It runs the weights bound when it is
+        called, as `prepared`."""
         arrays, _ = checked_inputs(self.graph, inputs, self._indices)
-        module, model = self.module, self._model
+        module = self.module
         tensors = [module.accept(x, self.device)[0] for x in arrays]
-        return lambda: ready(module.call(model, *tensors))
+        return lambda: ready(module.call(self._model, *tensors))
 
     def estimate_memory(self, **dims: int) -> MemoryEstimate:
         """Weights, inputs, activations and workspace at these shape symbols, e.g. `B=64`, as this

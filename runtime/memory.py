@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..ir.errors import ShipeiError
+from ..ir.errors import ShipeiError, whole_number
 from ..ir.graph import Graph
 from ..ir.passes.plan_memory import MemoryPlan, plan_memory
 from ..ir.passes.rewrite import elements
@@ -89,7 +89,7 @@ def estimate_memory(graph: Graph, dims: Mapping[str, int], target: str | None = 
                           + (f"; unknown {', '.join(unknown)}" if unknown else "")
                           + (f"; missing {', '.join(missing)}" if missing else ""),
                           hint="e.g. estimate_memory(B=8)" if missing else None)
-    env = {s: int(dims[s]) for s in symbols}
+    env = {s: whole_number(dims[s], f"{graph.name}'s {s}") for s in symbols}
     weights = sum(elements(p.type, env) * p.dtype.itemsize for p in graph.params)
     inputs = sum(elements(v.type, env) * v.dtype.itemsize for v in graph.inputs)
     holds = allocation(target, planned)

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..codegen.frameworks import require_framework
 from ..ir.batch import batch_layout
-from ..ir.errors import ShipeiError
+from ..ir.errors import ShipeiError, whole_number
 from ..ir.graph import Graph
 from ..ir.pipeline import PipelinePlan
 from .executable import DeviceFallbackWarning, checked_inputs, declared, import_module_file
@@ -100,9 +100,11 @@ class Pipelined:
     plan: PipelinePlan
     driver: ModuleType
     _indices: IndexCheck | None
+    closed = False  # close() ends the stages: a call after it would wait for them for ever
 
     def run(self, *inputs: Any, micro_batches: int = 1) -> list[np.ndarray]:
         """All outputs, as numpy arrays at their declared dtypes."""
+        self._check_open()
         arrays, empty = checked_inputs(self.graph, inputs, self._indices)
         if empty is not None:
             return empty
@@ -118,10 +120,13 @@ class Pipelined:
         """Each micro-batch's outputs, as numpy."""
         raise NotImplementedError
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ShipeiError(f"{self.graph.name}'s pipeline was closed: its stages have ended",
+                              hint="load the compiled model again")
+
     def _split(self, arrays: list[np.ndarray], micro_batches: int) -> tuple[list[list[np.ndarray]], Any]:
-        if micro_batches < 1:
-            raise ShipeiError(f"micro_batches must be at least 1, got {micro_batches}")
-        if micro_batches == 1:
+        if whole_number(micro_batches, "micro_batches", least=1) == 1:
             return [arrays], None
         layout = batch_layout(self.graph, "micro-batching")
         batch = next(a.shape[axes[0]] for a, axes in zip(arrays, layout.inputs) if axes)
@@ -174,6 +179,9 @@ class PipelineExecutable(Pipelined):
     def on_stage(self, index: int, fn: Callable[[Any], Any]) -> Any:
         """`fn(stage)` run in stage `index`'s worker thread, where its framework runs (pinned), and
         its result; what it raises is raised here. To time or inspect one stage alone."""
+        self._check_open()
+        if not 0 <= index < len(self._workers):
+            raise ShipeiError(f"{self.graph.name}'s pipeline has stages 0 to {len(self._workers) - 1}, not {index}")
         done: queue.Queue = queue.Queue()
 
         def job(worker: _Worker) -> None:
@@ -191,6 +199,7 @@ class PipelineExecutable(Pipelined):
     def time_stages(self, *inputs: Any, repeats: int = 5) -> list[float]:
         """Each stage's seconds on its part of `inputs` (one micro-batch), alone in its worker: the
         median of `repeats` calls, after one that warms it up, each including what it receives."""
+        whole_number(repeats, "repeats", least=1)
         arrays, _ = checked_inputs(self.graph, inputs, self._indices)
         values: dict = {("input", i): x for i, x in enumerate(arrays)}
         out = []
@@ -248,6 +257,7 @@ class PipelineExecutable(Pipelined):
 
     def close(self) -> None:
         """Stop the stages' worker threads."""
+        self.closed = True
         for w in self._workers:
             w.close()
 

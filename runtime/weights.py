@@ -70,8 +70,12 @@ def check_weights(graph: Graph, weights: Weights, *, cast: bool = False) -> dict
     "same_kind" casts (f64 to f32, f32 to bf16, int to float), never complex to real."""
     if isinstance(weights, (str, os.PathLike)):
         where, arrays = f"{weights}: ", read_safetensors(weights)
-    else:
+    elif isinstance(weights, Mapping):
         where, arrays = "", {key: _array(key, value) for key, value in weights.items()}
+    else:
+        raise ShipeiError(f"weights must be a .safetensors path or a mapping of name to array, got "
+                          f"{type(weights).__name__}",
+                          hint="pass a module's state_dict()" if hasattr(weights, "state_dict") else None)
     params = {p.name: p for p in graph.params}
     unexpected = sorted(str(k) for k in arrays if k not in params)
     missing = [name for name in params if name not in arrays]
@@ -85,15 +89,15 @@ def check_weights(graph: Graph, weights: Weights, *, cast: bool = False) -> dict
 
 def _array(key: str, value: Any) -> np.ndarray:
     """A mapping's value as numpy; a torch tensor's bfloat16, which numpy lacks, via float32 (exact)."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":
-            return value.float().numpy().astype(DType.bf16.numpy)
-        value = value.numpy()
     try:
+        if hasattr(value, "detach"):
+            value = value.detach().to_dense().cpu()
+            if str(value.dtype) == "torch.bfloat16":
+                return value.float().numpy().astype(DType.bf16.numpy)
+            value = value.numpy()
         return np.asarray(value)
-    except (TypeError, ValueError) as e:
-        raise ShipeiError(f"weight '{key}': not an array ({e})") from None
+    except (TypeError, ValueError, NotImplementedError, RuntimeError) as e:  # ragged; a meta tensor has no data
+        raise ShipeiError(f"weight '{key}': not an array ({type(e).__name__}: {e})") from None
 
 
 def _conform(p: Value, array: np.ndarray, cast: bool, where: str) -> np.ndarray:
@@ -101,6 +105,8 @@ def _conform(p: Value, array: np.ndarray, cast: bool, where: str) -> np.ndarray:
     problem = f"{where}weight '{p.name}': expected {p.type}, got {_spelling(array.dtype)}{list(array.shape)}"
     if array.shape != tuple(p.shape):
         raise ShipeiError(problem)
+    if not array.dtype.isnative:  # big-endian: the same numbers, swapped to this machine's order
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype == expected:
         return array
     if array.dtype.kind in "iu" and expected.kind == "i" and np.can_cast(array.dtype, expected, "safe"):

@@ -15,7 +15,7 @@ from .codegen.module import weights_filename
 from .codegen.pipeline import pipeline_filename
 from .frontend import elaborate_file, elaborate_source
 from .frontend.limits import Limits
-from .ir.errors import ShipeiError
+from .ir.errors import ShipeiError, whole_number
 from .ir.graph import Graph
 from .ir.init import init_params
 from .ir.interpreter import Precision, interpret
@@ -41,6 +41,13 @@ def _is_path(src: str | os.PathLike) -> bool:
     return isinstance(src, os.PathLike) or ("\n" not in src and src.endswith(".sp"))
 
 
+def _check_kind(value: Any, kinds: type | tuple[type, ...], what: str, spelled: str) -> None:
+    """An argument Python would take and fail on deep inside (a list for a mapping, bytes for a
+    path) or misread (a string of pass names, one letter a pass), as an error naming it."""
+    if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds):
+        raise ShipeiError(f"{what} must be {spelled}, got {type(value).__name__} {value!r:.60}")
+
+
 def parse(src: Source, model: str | None = None, *, limits: Limits | None = None, method: str = "forward",
           **params: Any) -> Graph:
     """DSL source (a `.sp` path or the text itself) to a verified, typed IR graph.
@@ -53,6 +60,10 @@ def parse(src: Source, model: str | None = None, *, limits: Limits | None = None
     if isinstance(src, Graph):
         verify(src)
         return src
+    if not isinstance(src, str | os.PathLike):
+        raise ShipeiError(f"the source must be a .sp path, the model's text or an IR graph, got {type(src).__name__}")
+    _check_kind(model, str, "model", "a model's name")
+    _check_kind(limits, Limits, "limits", "a shipei.Limits")
     if _is_path(src):
         path = Path(src)
         if not path.exists():
@@ -160,11 +171,24 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     graph = parse(src, model=model, limits=limits, **params)
     if isinstance(src, Graph):
         graph = clone(graph)  # passes rewrite in place; the caller's graph stays as it was
+    seed, opt = whole_number(seed, "seed"), whole_number(opt, "opt")
+    if isinstance(passes, str):
+        raise ShipeiError(f"passes must be a list of pass names, got the string {passes!r}",
+                          hint=f"passes={passes.split(',')!r}")
+    for value, kinds, what, spelled in (
+            (passes, Sequence, "passes", "a list of pass names"), (options, Mapping, "options", "a mapping"),
+            (pass_options, Mapping, "pass_options", "a mapping"), (profile, Profile, "profile", "a shipei Profile"),
+            (device_map, (Mapping, str), "device_map", "a mapping of module path to placement, or 'auto'"),
+            (weights, (Mapping, str, os.PathLike), "weights", "a mapping of name to array or a .safetensors path")):
+        _check_kind(value, kinds, what, spelled)
+    if isinstance(device_map, str) and device_map != "auto":
+        raise ShipeiError(f"device_map must be a mapping of module path to placement, or 'auto', got {device_map!r}")
     ctx = context or PassContext()
-    ctx.weights = dict(weights) if weights is not None else init_params(graph, seed)
+    # given weights are checked as load_weights checks them: the weight passes fold them as they are
+    ctx.weights = check_weights(graph, weights) if weights is not None else init_params(graph, seed)
     ctx.frozen = freeze
     ctx.target = target_info(target)
-    dims = dict((pass_options or {}).get("dims", {}))
+    dims = dict(PassSettings.parse(pass_options).dims)
     ctx.partition = partition_request(graph, target, device_map, dims, profile)
     graph = optimize(graph, opt, passes=passes, disable=disable, pass_options=pass_options, context=ctx)
     if ctx.partition is not None:

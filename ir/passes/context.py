@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from ..errors import ShipeiError, did_you_mean
+from ..errors import ShipeiError, did_you_mean, whole_number
 
 if TYPE_CHECKING:
     from ..graph import Node
@@ -68,7 +68,10 @@ class PassSettings:
             if not _accepts(meta["kind"], value):
                 raise ShipeiError(f"pass option '{key}' expects {_KINDS[meta['kind']]}, got {value!r}",
                                   hint=f"{meta['pass']} reads {key}: {meta['help']}")
-        return cls(**dict(options or {}))
+        settings = cls(**dict(options or {}))
+        for symbol, value in settings.dims.items():
+            whole_number(value, f"pass option dims' {symbol}")
+        return settings
 
     def __str__(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ShipeiError
 from ..graph import Graph, Node, Value
 from ..types import DType
 from .manager import PassContext, WeightPass
@@ -83,6 +84,9 @@ class Quantize(WeightPass):
             w = np.asarray(weights[p.name])
             if w.size < limit or w.size < 2 * w.shape[axis]:
                 continue  # small, or one value per channel: int8 plus an f32 scale would not shrink it
+            if not np.isfinite(w).all():  # int8 has no NaN: its rows would quantize to zeros
+                raise ShipeiError(f"cannot quantize '{p.name}': it holds {np.count_nonzero(~np.isfinite(w))} NaN or "
+                                  f"infinite values", p.param.loc, hint="quantize needs finite weights")
             q, scale = quantize_array(w, axis)
             scale = scale.astype(p.dtype.numpy)
             error = float(np.abs(q * scale - w).max() / max(np.abs(w).max(), 1e-30))

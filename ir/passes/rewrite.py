@@ -8,6 +8,7 @@ gives an independent copy when the original is still needed (tests, the facade).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -179,8 +180,10 @@ def _symbolic(node: Node) -> bool:
 
 
 def elements(t: TensorType, dims: Mapping[str, int] | None = None) -> int:
-    """How many elements a value of type `t` holds, its symbols bound by `dims`."""
-    return int(np.prod([eval_dim(d, dict(dims or {})) for d in t.shape], dtype=np.int64))
+    """How many elements a value of type `t` holds, its symbols bound by `dims` (exact: Python's
+    ints, where numpy's int64 would overflow at a dimension past 2**63)."""
+    env = dict(dims or {})
+    return math.prod(int(eval_dim(d, env)) for d in t.shape)
 
 
 # ---- weights of frozen graphs ----

@@ -142,6 +142,28 @@ def test_the_driver_reads_as_a_table_of_stages() -> None:
     assert reads.startswith("    [('input', 0)],\n    [(0, 0)],\n")
 
 
+def test_bad_calls_of_a_pipeline_are_clear_errors() -> None:
+    """A call after close() waited for the ended stages for ever; micro_batches of None, "2" or nan,
+    a stage past the last and repeats=0 were tracebacks; True and 2.5 micro-batches ran as 1 and 2."""
+    compiled = shipei.compile(EXAMPLES / "mlp.sp", device_map=SPLITS["mlp.sp"][0])
+    exe = compiled.load(pin=False)
+    x = INPUTS["mlp.sp"]()
+    try:
+        for bad in (0, None, "2", float("nan"), True, 2.5):
+            with pytest.raises(shipei.ShipeiError, match=f"micro_batches must be a whole number >= 1, got {bad!r}"):
+                exe.run(*x, micro_batches=bad)
+        _check(compiled, x, exe.run(*x, micro_batches=np.int64(3)))
+        with pytest.raises(shipei.ShipeiError, match="MLP's pipeline has stages 0 to 1, not 2"):
+            exe.on_stage(2, lambda stage: stage)
+        with pytest.raises(shipei.ShipeiError, match="repeats must be a whole number >= 1, got 0"):
+            exe.time_stages(*x, repeats=0)
+    finally:
+        exe.close()
+    for call in (lambda: exe.run(*x), lambda: exe.on_stage(0, lambda stage: stage)):
+        with pytest.raises(shipei.ShipeiError, match="MLP's pipeline was closed: its stages have ended"):
+            call()
+
+
 def test_an_absent_device_is_an_error_unless_fallback_is_allowed() -> None:
     compiled = shipei.compile(EXAMPLES / "mlp.sp", device_map={"fc1": "mindspore:ascend", "*": "jax:cpu"})
     with pytest.raises(shipei.ShipeiError, match="mindspore:ascend is not available here"):

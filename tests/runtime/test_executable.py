@@ -43,6 +43,21 @@ def test_a_sequence_of_length_zero(target: str) -> None:
     assert exe(np.ones((2, 3), np.int64)).shape == (2, 3, 16)
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_prepared_call_runs_the_weights_bound_since(target: str) -> None:
+    """`prepared` (what bench times) kept the model of its making: after `load_weights` it ran
+    the old weights."""
+    compiled = shipei.compile(EXAMPLES / "mlp.sp", target, hidden=16)
+    exe = compiled.load(device="cpu")
+    x = np.random.default_rng(0).standard_normal((3, 784)).astype(np.float32)
+    prepared = exe.prepared(x)
+    new = {k: v * 2 for k, v in compiled.weights.items()}
+    exe.load_weights(new)
+    (expected,), (old,) = (shipei.reference(compiled.ir, [x], w) for w in (new, compiled.weights))
+    dtype = compiled.ir.outputs[0].dtype
+    assert compare(prepared()[0], expected, dtype).ok and not compare(old, expected, dtype).ok
+
+
 def test_a_shape_seen_before_is_checked_again_and_its_indices_every_call() -> None:
     """Each call's symbol bindings come from what its input shapes bound before; the checks a shape
     does not decide (dtype, gather indices) still run on every call, and an empty output is a new
