@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -31,7 +32,7 @@ import safetensors.numpy
 from .api import Source, compile, parse
 from .codegen import get_target
 from .files import writable_file
-from .ir.errors import ShipeiError
+from .ir.errors import ShipeiError, whole_number
 from .ir.graph import Graph
 from .ir.interpreter import bind_symbols
 from .ir.optim import Optimizer, update_graph
@@ -66,11 +67,15 @@ class Dataset:
 
     @classmethod
     def split(cls, x: np.ndarray, y: np.ndarray, seed: int, held_out: float) -> Dataset:
-        if len(x) != len(y) or not len(x):
+        """A random `held_out` share of the examples (at least one) kept apart from the rest."""
+        if len(x) != len(y) or len(x) < 2:
             raise ShipeiError(f"x and y hold {len(x)} and {len(y)} examples",
-                              hint="give as many labels as examples, at least one")
+                              hint="give as many labels as examples, at least two: one to train on, one held out")
+        if isinstance(held_out, bool) or not isinstance(held_out, numbers.Real) or not 0 < held_out < 1:
+            raise ShipeiError(f"the held-out share must lie between 0 and 1, got {held_out!r}")
+        seed = whole_number(seed, "the seed")
         order = np.random.default_rng(seed).permutation(len(x))
-        cut = len(x) - max(1, round(held_out * len(x)))
+        cut = len(x) - min(len(x) - 1, max(1, round(held_out * len(x))))
         return cls(x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]])
 
     @classmethod
@@ -122,6 +127,9 @@ class Trainer:
         self.schedule = Schedule(schedule, lr, total=total, warmup=warmup, step_size=-(-total // 3))
         self.loss_graph = parse(source, model, method="loss", **params)
         self._check_loss(self.loss_graph)
+        classes = next((n.operands[0].shape[1] for n in self.loss_graph.nodes if n.op == "cross_entropy"), None)
+        self._classes = classes if isinstance(classes, int) else None  # the labels' range, where it is known
+        self._kinds_taken: set[tuple] = set()  # the shapes and dtypes of batches checked (`_pair`)
         self.inference_loss = clone(self.loss_graph)  # the loss as evaluation computes it: the user's inputs
         self.mode = to_training(self.loss_graph)  # the buffers its extra outputs update, its dropout masks
         self.scaler = LossScaler() if precision == "f16" else None
@@ -161,9 +169,17 @@ class Trainer:
         return self._program.accept(np.asarray(array), self.device)[0]
 
     # -- training ---------------------------------------------------------------------------
-    def step(self, *inputs: np.ndarray, lr: float | None = None) -> float:
-        """One optimizer step on one batch (numpy in), at the schedule's rate or `lr`; the batch's
-        loss before it."""
+    def step(self, *batch: np.ndarray, lr: float | None = None) -> float:
+        """One optimizer step on one batch, its examples x and labels y (numpy in, checked as
+        `fit` checks its data), at the schedule's rate or `lr`; the batch's loss before it."""
+        if len(batch) != 2:
+            raise ShipeiError(f"a step takes a batch's examples x and labels y, got {len(batch)} arrays")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < math.inf):
+            raise ShipeiError(f"the learning rate must be a positive number, got {lr!r}")
+        return self._step(*self._pair(*batch, "the batch's", ""), lr=lr)
+
+    def _step(self, *inputs: np.ndarray, lr: float | None = None) -> float:
+        """`step` on a batch already checked."""
         self.step_count += 1
         lr = self.schedule.rate(self.step_count - 1) if lr is None else lr
         taken = self.step_count - (self.scaler.skipped if self.scaler else 0)  # the optimizer's own count
@@ -195,8 +211,7 @@ class Trainer:
             checkpoint: str | Path | None = None) -> History:
         """`epochs` passes over the training set in shuffled batches of `batch` (the last one
         short); after each, the held-out loss and accuracy (and a checkpoint, where asked)."""
-        if batch < 1 or epochs < 0:
-            raise ShipeiError(f"batch must be >= 1 and epochs >= 0, got {batch} and {epochs}")
+        batch, epochs = whole_number(batch, "batch", least=1), whole_number(epochs, "epochs")
         data = self.checked(data)
         history = History()
         while self.epoch < epochs:
@@ -207,7 +222,7 @@ class Trainer:
             batches = range(0, len(order), batch)
             for n, at in enumerate(batches, 1):
                 idx = order[at:at + batch]
-                losses.append(self.step(data.x_train[idx], data.y_train[idx]))
+                losses.append(self._step(data.x_train[idx], data.y_train[idx]))
                 if progress:
                     progress(f"epoch {self.epoch + 1}/{epochs}  batch {n}/{len(batches)}  loss {losses[-1]:.4f}")
             self.epoch += 1
@@ -220,40 +235,67 @@ class Trainer:
         return history
 
     def checked(self, data: Dataset) -> Dataset:
-        """`data` as the loss takes it: examples of its shape, finite features, labels within its
-        classes, both parts non-empty, and numbers cast to the inputs' dtypes (float64 features to
-        float32, where one too large for float32 would become inf), once."""
-        x_type, y_type = (v.type for v in self.loss_graph.inputs[:2])
-        classes = next((n.operands[0].shape[1] for n in self.loss_graph.nodes if n.op == "cross_entropy"), None)
+        """`data` as the loss takes it, each part checked and cast once (`_pair`)."""
+        if not isinstance(data, Dataset):
+            raise ShipeiError(f"training data must be a shipei Dataset, got {type(data).__name__}",
+                              hint="Dataset(x_train, y_train, x_val, y_val), Dataset.split(x, y, seed, held_out) "
+                                   "or Dataset.load(path)")
         parts = {}
         for part in ("train", "val"):
-            x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
-            if not len(x) or len(x) != len(y):
-                raise ShipeiError(f"the data's x_{part} and y_{part} hold {len(x)} and {len(y)} examples",
-                                  hint="training needs at least one example to train on and one held out")
-            for name, array, want in ((f"x_{part}", x, x_type), (f"y_{part}", y, y_type)):
-                if not np.can_cast(array.dtype, want.dtype.numpy, "same_kind") or array.dtype.kind not in "biuf":
-                    raise ShipeiError(f"the data's {name} is {array.dtype}, which {self.loss_graph.name}'s "
-                                      f"{want} input cannot take")
-            with np.errstate(over="ignore"):  # a float64 beyond float32's range: counted below
-                parts[f"x_{part}"] = cast = x.astype(x_type.dtype.numpy, copy=False)
-            parts[f"y_{part}"] = y.astype(y_type.dtype.numpy, copy=False)
-            if cast.dtype.kind == "f" and not np.isfinite(cast).all():
-                counts = [np.count_nonzero(~np.isfinite(a)) for a in (cast, x)]
-                raise ShipeiError(f"the data's x_{part} holds {counts[0]} values that are NaN or infinite as "
-                                  f"{cast.dtype} ({counts[1]} as given)",
-                                  hint="training on them gives a NaN loss: drop or impute them")
-            if tuple(x.shape[1:]) != tuple(x_type.shape[1:]):
-                raise ShipeiError(f"the data's x_{part} has examples of shape {list(x.shape[1:])}, "
-                                  f"but {self.loss_graph.name} takes {x_type}")
-            if isinstance(classes, int) and len(y) and (y.min() < 0 or y.max() >= classes):
-                raise ShipeiError(f"the data's y_{part} holds labels from {y.min()} to {y.max()}, outside the "
-                                  f"model's {classes} classes [0, {classes})")
+            parts[f"x_{part}"], parts[f"y_{part}"] = self._pair(getattr(data, f"x_{part}"), getattr(data, f"y_{part}"),
+                                                                "the data's", f"_{part}")
         return Dataset(**parts)
+
+    def _pair(self, x: Any, y: Any, owner: str, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """Examples x and labels y as the loss takes them: as many of each and at least one, of its
+        shapes, finite features, labels within its classes, cast to its dtypes (float64 features to
+        float32, where one too large for float32 would become inf; big-endian to native) and laid
+        out in order. Named in errors as `owner` x`part`: "the data's x_train". What a batch's
+        shapes and dtypes decide is checked once for them (a step's checks: ~10 us)."""
+        x, y = np.asarray(x), np.asarray(y)
+        kind = (x.shape, x.dtype, y.shape, y.dtype)
+        if kind not in self._kinds_taken:
+            self._check_kind(x, y, owner, part)
+            if len(self._kinds_taken) >= 64:
+                self._kinds_taken.clear()
+            self._kinds_taken.add(kind)
+        x_type, y_type = (v.type for v in self.loss_graph.inputs[:2])
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range: counted below
+            cast = np.ascontiguousarray(x.astype(x_type.dtype.numpy, copy=False))
+        if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+            counts = [np.count_nonzero(~np.isfinite(a)) for a in (cast, x)]
+            raise ShipeiError(f"{owner} x{part} holds {counts[0]} values that are NaN or infinite as "
+                              f"{cast.dtype} ({counts[1]} as given)",
+                              hint="training on them gives a NaN loss: drop or impute them")
+        if self._classes is not None and (y.min() < 0 or y.max() >= self._classes):
+            raise ShipeiError(f"{owner} y{part} holds labels from {y.min()} to {y.max()}, outside the "
+                              f"model's {self._classes} classes [0, {self._classes})")
+        return cast, np.ascontiguousarray(y.astype(y_type.dtype.numpy, copy=False))
+
+    def _check_kind(self, x: np.ndarray, y: np.ndarray, owner: str, part: str) -> None:
+        """What x's and y's shapes and dtypes decide: as many examples of each, at least one, of the
+        loss's shapes (its symbols alike in both), of dtypes it can take."""
+        if not len(x) or len(x) != len(y):
+            raise ShipeiError(f"{owner} x{part} and y{part} hold {len(x)} and {len(y)} examples",
+                              hint="training needs at least one example to train on and one held out" if part else
+                              "give as many labels as examples, at least one")
+        for name, array, want in zip((f"x{part}", f"y{part}"), (x, y), (v.type for v in self.loss_graph.inputs[:2])):
+            if not np.can_cast(array.dtype, want.dtype.numpy, "same_kind") or array.dtype.kind not in "biuf":
+                raise ShipeiError(f"{owner} {name} is {array.dtype}, which {self.loss_graph.name}'s "
+                                  f"{want} input cannot take")
+            if array.ndim != want.rank or any(isinstance(w, int) and w != d for d, w in zip(array.shape, want.shape)):
+                raise ShipeiError(f"{owner} {name} has examples of shape {list(array.shape[1:])}, "
+                                  f"but {self.loss_graph.name} takes {want}")
+        try:  # and shape symbols of one value in both (a sequence's length T)
+            bind_symbols(self.inference_loss, [x, y])
+        except ShipeiError as e:
+            raise ShipeiError(f"{owner} x{part} and y{part}: {e.message}") from None
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 512) -> tuple[float, float]:
         """The mean loss and the accuracy (argmax of forward) on held-out data, as at inference
         (batch norm by its running statistics)."""
+        batch = whole_number(batch, "batch", least=1)
+        x, y = self._pair(x, y, "the held-out", "")
         weights = self.weights
         if self._evaluators is None:
             self._evaluators = (
@@ -269,7 +311,7 @@ class Trainer:
             logits = forward.run(xs)[0]
             hits += int((np.argmax(logits, axis=-1) == ys).sum())
             loss += float(loss_fn.run(xs, ys)[0]) * len(xs)
-        return loss / max(1, len(x)), hits / max(1, len(x))
+        return loss / len(x), hits / len(x)
 
     def _unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """A flat vector of the optimizer's (a state slot) as one array per param, by name."""
@@ -376,7 +418,7 @@ def lr_range_test(trainer: Trainer, data: Dataset, batch: int, steps: int = 100,
         lr = lr_min * factor**t
         idx = order[t * batch:(t + 1) * batch]
         try:
-            loss = trainer.step(data.x_train[idx], data.y_train[idx], lr=lr)
+            loss = trainer._step(data.x_train[idx], data.y_train[idx], lr=lr)
         except ShipeiError:  # the loss is no longer finite
             stopped = f"at lr {lr:.3g}: the loss is not finite"
             break

@@ -267,6 +267,8 @@ def test_the_transformer_takes_the_same_steps_on_every_target() -> None:
         trainer = _trainer(EXAMPLES / "transformer.sp", target, epochs=1, lr=3e-3, schedule="constant", warmup=0,
                            n_layers=1)
         curves[target] = [trainer.step(tokens, targets) for _ in range(15)]
+    with pytest.raises(ShipeiError, match="the batch's x and y: input 'targets': symbol T is 16 elsewhere but 8 here"):
+        trainer.step(tokens, targets[:, :8])
     first = next(iter(curves.values()))
     assert first[-1] < first[0] / 10
     for target, curve in curves.items():
@@ -383,3 +385,54 @@ def test_the_learning_rate_range_test_suggests_a_rate_that_trains(tmp_path: Path
           for lr in (suggested, 1e-5)}
     assert at[suggested]["val_accuracy"] > 0.9 > at[1e-5]["val_accuracy"]
     assert "needs 0 < lr_min < lr_max" in _bad(["tune", str(MLP), "--lr", "--lr-min", "0"], capsys)
+
+
+@pytest.mark.parametrize("target", ["torch", "jax"])
+def test_a_bad_batch_is_refused_before_the_step_changes_anything(target: str, digits: Dataset) -> None:
+    """`step` passed its batch to the framework unchecked: a NaN feature stepped the weights to NaN
+    before the NaN loss was reported, so every later step failed too; wrong dtypes, shapes,
+    labels and layouts were the framework's tracebacks; an empty batch said "lower the learning
+    rate"."""
+    trainer = _trainer(MLP, target, epochs=1)
+    x, y = digits.x_train[:8], np.arange(8)
+    before = trainer.weights
+    for batch, error in [
+        ((np.where(np.eye(8, 64) > 0, np.nan, x), y), "the batch's x holds 8 values that are NaN or infinite"),
+        ((x[:0], y[:0]), "the batch's x and y hold 0 and 0 examples"),
+        ((x[:, :10], y), "the batch's x has examples of shape [10], but DigitsMLP takes f32[B, 64]"),
+        ((x, y[:3]), "the batch's x and y hold 8 and 3 examples"),
+        ((x, y + 100), "the batch's y holds labels from 100 to 107, outside the model's 10 classes"),
+        ((x, y.astype(np.float32)), "the batch's y is float32, which DigitsMLP's i64[B] input cannot take"),
+        ((x.astype(object), y), "the batch's x is object"),
+        ((x,), "a step takes a batch's examples x and labels y, got 1 arrays"),
+    ]:
+        with pytest.raises(ShipeiError, match=error.replace("[", r"\[").replace("(", r"\(")):
+            trainer.step(*batch)
+    with pytest.raises(ShipeiError, match="the learning rate must be a positive number, got 'a'"):
+        trainer.step(x, y, lr="a")
+    assert trainer.step_count == 0
+    assert all(np.array_equal(before[k], v) for k, v in trainer.weights.items())
+    # what a caller's arrays are, as numpy makes them, steps as float32 in order does
+    odd = trainer.step(x[::-1].astype(">f8"), y[::-1].astype(np.int32))
+    again = _trainer(MLP, target, epochs=1)
+    assert odd == again.step(np.ascontiguousarray(x[::-1]), y[::-1]) and np.isfinite(odd)
+
+
+def test_bad_fit_evaluate_and_split_arguments_are_clear_errors(digits: Dataset) -> None:
+    trainer = _trainer(MLP, "torch", epochs=1)
+    for call, error in [
+        (lambda: trainer.fit(digits, epochs=1, batch=2.5), "batch must be a whole number >= 1, got 2.5"),
+        (lambda: trainer.fit(None, epochs=1, batch=8), "training data must be a shipei Dataset, got NoneType"),
+        (lambda: trainer.fit(digits, epochs=float("nan"), batch=8), "epochs must be a whole number >= 0, got nan"),
+        (lambda: trainer.evaluate(digits.x_val, digits.y_val[:2]),
+         f"the held-out x and y hold {len(digits.x_val)} and 2 examples"),
+        (lambda: trainer.evaluate(digits.x_val, digits.y_val, batch=0), "batch must be a whole number >= 1, got 0"),
+        (lambda: Dataset.split(digits.x_val, digits.y_val, 0, float("nan")), "share must lie between 0 and 1, got nan"),
+        (lambda: Dataset.split(digits.x_val, digits.y_val, 0, 2.0), "share must lie between 0 and 1, got 2.0"),
+        (lambda: Dataset.split(digits.x_val, digits.y_val, -1, 0.2), "the seed must be a whole number >= 0, got -1"),
+        (lambda: Trainer(MLP, seed=-1), "seed must be a whole number >= 0, got -1"),
+    ]:
+        with pytest.raises(ShipeiError, match=error):
+            call()
+    split = Dataset.split(digits.x_val[:2], digits.y_val[:2], 0, 0.9)  # both parts keep one example
+    assert len(split.x_train) == len(split.x_val) == 1
