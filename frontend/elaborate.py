@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -673,8 +672,8 @@ CPARAM_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int
 
 def check_cparam(cp: ast.CParam, value: Any, loc: SourceLoc) -> Any:
     """`value` for `cp`, of its type (numpy's scalars as Python's: `hidden=np.int64(8)`)."""
-    if not isinstance(value, bool | int | float) and isinstance(value, numbers.Real):
-        value = int(value) if isinstance(value, numbers.Integral) else float(value)
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():  # np.int64(8), np.True_
+        value = value.item()
     if cp.type_name not in CPARAM_TYPES:
         raise ShipeiError(f"compile-time parameter '{cp.name}' has unknown type '{cp.type_name}'", cp.loc,
                           hint="compile-time parameters are int, float or bool")

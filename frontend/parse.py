@@ -7,6 +7,7 @@ and never recurses however deeply the input nests.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import itertools
 import re
@@ -42,6 +43,7 @@ def parse_file(path: str | Path) -> ast.Module:
         data = Path(path).read_bytes()
     except OSError as err:
         raise ShipeiError(f"cannot read {str(path)!r}: {err}") from None
+    data = data.removeprefix(codecs.BOM_UTF8)  # an editor's byte order mark, not the program's text
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

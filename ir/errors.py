@@ -8,6 +8,8 @@ renders the file:line:col header, the source line and a caret, the way compilers
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -65,8 +67,16 @@ def did_you_mean(name: str, candidates: Iterable[str], otherwise: str | None = N
 def whole_number(value: object, what: str, least: int = 0) -> int:
     """`value` as an int when it is a whole number >= `least` (numpy's integers too; not a bool,
     a float or a string, which Python would take or truncate without a word); else an error."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
         raise ShipeiError(f"{what} must be a whole number >= {least}, got {value!r}")
     return int(value)
+
+
+def real_number(value: object, what: str, low: float, high: float = math.inf, *, open_low: bool = True) -> float:
+    """`value` as a float when it is a real number between `low` (excluded where `open_low`) and
+    `high` (excluded), numpy's too; not a bool, NaN or a string; else an error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            (low < value if open_low else low <= value) and value < high):
+        within = f"{'above' if open_low else 'at least'} {low:g}" + (f" and below {high:g}" if high < math.inf else "")
+        raise ShipeiError(f"{what} must be a number {within}, got {value!r}")
+    return float(value)

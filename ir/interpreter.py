@@ -8,7 +8,7 @@ that targets are compared against.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -66,12 +66,24 @@ def _solve(value: Value, shape: tuple[int, ...], env: dict[str, int]) -> None:
         env[sym] = (actual - known) // coeff
 
 
-def as_arrays(graph: Graph, inputs: Sequence[Any]) -> list[np.ndarray]:
-    """Each input as numpy, as it comes; a ragged list is an error."""
+def as_numpy(value: Any, what: str) -> np.ndarray:
+    """An array-like as numpy: a torch tensor detached and on the CPU (bfloat16, which numpy lacks,
+    through float32: exact); a ragged list, or a tensor with no data, is an error naming `what`."""
     try:
-        return [np.asarray(a) for a in inputs]
-    except ValueError as e:
-        raise ShipeiError(f"{graph.name}'s inputs: one is not an array ({e})") from None
+        if hasattr(value, "detach"):
+            value = value.detach().to_dense().cpu()
+            if str(value.dtype) == "torch.bfloat16":
+                return value.float().numpy().astype(DType.bf16.numpy)
+            value = value.numpy()
+        return np.asarray(value)
+    except (TypeError, ValueError, NotImplementedError, RuntimeError) as e:  # ragged; a meta tensor has no data
+        raise ShipeiError(f"{what}: not an array ({type(e).__name__}: {e})") from None
+
+
+def as_arrays(graph: Graph, inputs: Sequence[Any]) -> list[np.ndarray]:
+    """Each input as numpy, as it comes (`as_numpy`)."""
+    names = [v.name for v in graph.inputs] + [f"#{i}" for i in range(len(graph.inputs), len(inputs))]
+    return [as_numpy(a, f"input '{name}'") for name, a in zip(names, inputs)]
 
 
 def coerce_input(value: Value, array: Any) -> np.ndarray:
@@ -97,15 +109,14 @@ def _narrowed(value: Value, array: np.ndarray, target: np.dtype) -> np.ndarray:
         if low < info.min or high > info.max:
             raise ShipeiError(f"input '{value.name}': {low if low < info.min else high} does not fit "
                               f"{value.type.dtype} (from {array.dtype})")
-    with np.errstate(over="ignore"):
-        cast = array.astype(target, copy=False)
-    if target.kind == "f" and array.dtype.kind != "b":
-        overflowed = np.isinf(cast) & np.isfinite(array)
-        if overflowed.any():
-            first = array[overflowed].flat[0].item()
-            raise ShipeiError(f"input '{value.name}': {first!r} is past {value.type.dtype}'s "
-                              f"range (from {array.dtype})")
-    return cast
+    try:
+        with np.errstate(over="raise"):  # the cast itself says so: no pass over the result
+            return array.astype(target, copy=False)
+    except FloatingPointError:
+        with np.errstate(over="ignore"):
+            overflowed = np.isinf(array.astype(target)) & np.isfinite(array)
+        raise ShipeiError(f"input '{value.name}': {array[overflowed].flat[0].item()!r} is past "
+                          f"{value.type.dtype}'s range (from {array.dtype})") from None
 
 
 def resolve_attrs(opname: str, attrs: dict[str, Any], env: dict[str, int]) -> dict[str, Any]:
@@ -141,7 +152,7 @@ def interpret(graph: Graph, inputs: Sequence[Any], weights: Mapping[str, np.ndar
     how the property tests ask whether rounding differences upstream could move an output.
     `symbols` gives shape symbols that the inputs do not bind: those of the larger graph that
     `graph` is a part of (see `ir.subgraph`)."""
-    if precision not in ("declared", "f64"):
+    if precision not in get_args(Precision):
         raise ShipeiError(f"unknown precision {precision!r}: the reference computes at the declared dtypes or f64")
     inputs = as_arrays(graph, inputs)
     env = {**(symbols or {}), **bind_symbols(graph, inputs)}

@@ -159,8 +159,8 @@ class StageActor:
         for name, data in ray.get(ray.get_actor(_store(pipeline)).get.remote(index)).items():
             (self.folder / name).write_bytes(data)
         cores = sorted(os.sched_getaffinity(0)) if core is not None and hasattr(os, "sched_getaffinity") else None
-        # Ray shows the actor only the GPU it gave it (CUDA_VISIBLE_DEVICES), as cuda:0, whatever
-        # the placement's number: torch:cuda:3 of a plan is the fourth GPU of its machine
+        # Ray shows the actor only the GPU it gave it (CUDA_VISIBLE_DEVICES), as cuda:0: a
+        # placement's number (torch:cuda:3) is not honoured here, Ray picks the GPU
         self.stage = load_stage(import_module_file(self.folder / driver), index, allow_fallback,
                                 {cores[core % len(cores)]} if cores else None, numbered=False)
 

@@ -281,7 +281,7 @@ def load_stage(driver: ModuleType, index: int, allow_fallback: bool, cores: set[
 
             torch.set_num_threads(len(cores))  # per thread in torch
     try:
-        return driver.Stage(index, allow_fallback, numbered)
+        return driver.Stage(index, allow_fallback, *(() if numbered else (False,)))  # as drivers saved before it
     except RuntimeError as e:
         if "is not available here" in str(e):  # the driver's own words: it runs without shipei
             raise ShipeiError(str(e), hint="pass allow_fallback=True to run it on the CPU") from None

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..ir.errors import ShipeiError, did_you_mean
 from ..ir.graph import Graph, Value
+from ..ir.interpreter import as_numpy
 from ..ir.types import DType
 
 Weights = Mapping[str, Any] | str | os.PathLike
@@ -71,7 +72,7 @@ def check_weights(graph: Graph, weights: Weights, *, cast: bool = False) -> dict
     if isinstance(weights, (str, os.PathLike)):
         where, arrays = f"{weights}: ", read_safetensors(weights)
     elif isinstance(weights, Mapping):
-        where, arrays = "", {key: _array(key, value) for key, value in weights.items()}
+        where, arrays = "", {key: as_numpy(value, f"weight '{key}'") for key, value in weights.items()}
     else:
         raise ShipeiError(f"weights must be a .safetensors path or a mapping of name to array, got "
                           f"{type(weights).__name__}",
@@ -87,26 +88,13 @@ def check_weights(graph: Graph, weights: Weights, *, cast: bool = False) -> dict
     return {name: _conform(p, arrays[name], cast, where) for name, p in params.items()}
 
 
-def _array(key: str, value: Any) -> np.ndarray:
-    """A mapping's value as numpy; a torch tensor's bfloat16, which numpy lacks, via float32 (exact)."""
-    try:
-        if hasattr(value, "detach"):
-            value = value.detach().to_dense().cpu()
-            if str(value.dtype) == "torch.bfloat16":
-                return value.float().numpy().astype(DType.bf16.numpy)
-            value = value.numpy()
-        return np.asarray(value)
-    except (TypeError, ValueError, NotImplementedError, RuntimeError) as e:  # ragged; a meta tensor has no data
-        raise ShipeiError(f"weight '{key}': not an array ({type(e).__name__}: {e})") from None
-
-
 def _conform(p: Value, array: np.ndarray, cast: bool, where: str) -> np.ndarray:
     expected = p.dtype.numpy
+    if not array.dtype.isnative:  # big-endian: the same numbers, swapped to this machine's order
+        array = array.astype(array.dtype.newbyteorder("="))
     problem = f"{where}weight '{p.name}': expected {p.type}, got {_spelling(array.dtype)}{list(array.shape)}"
     if array.shape != tuple(p.shape):
         raise ShipeiError(problem)
-    if not array.dtype.isnative:  # big-endian: the same numbers, swapped to this machine's order
-        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype == expected:
         return array
     if array.dtype.kind in "iu" and expected.kind == "i" and np.can_cast(array.dtype, expected, "safe"):

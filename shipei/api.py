@@ -32,7 +32,7 @@ from .runtime import Executable, MemoryEstimate, estimate_memory
 from .runtime.distributed import RayOptions
 from .runtime.executable import process_folder
 from .runtime.pipeline import Pipelined
-from .runtime.weights import check_weights
+from .runtime.weights import Weights, check_weights
 
 Source = str | os.PathLike | Graph
 
@@ -42,10 +42,20 @@ def _is_path(src: str | os.PathLike) -> bool:
 
 
 def _check_kind(value: Any, kinds: type | tuple[type, ...], what: str, spelled: str) -> None:
-    """An argument Python would take and fail on deep inside (a list for a mapping, bytes for a
-    path) or misread (a string of pass names, one letter a pass), as an error naming it."""
-    if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds):
+    """An argument Python would fail on deep inside (a list for a mapping, bytes for a path), as an
+    error naming it; None is each one's default."""
+    if value is not None and not isinstance(value, kinds):
         raise ShipeiError(f"{what} must be {spelled}, got {type(value).__name__} {value!r:.60}")
+
+
+def _check_names(names: Any, what: str) -> None:
+    """`passes` or `disable`: a list of pass names, where Python would read a string as one letter
+    a pass ("unknown pass 'd'")."""
+    if isinstance(names, str):
+        raise ShipeiError(f"{what} must be a list of pass names, got the string {names!r}",
+                          hint=f"{what}={names.split(',')!r}")
+    if names is not None and (not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names)):
+        raise ShipeiError(f"{what} must be a list of pass names, got {names!r:.60}")
 
 
 def parse(src: Source, model: str | None = None, *, limits: Limits | None = None, method: str = "forward",
@@ -147,14 +157,15 @@ def optimize(graph: Graph, opt: int = 2, *, passes: Sequence[str] | None = None,
 
 def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | None = None,
             options: Mapping[str, Any] | None = None, opt: int = DEFAULT_OPT, passes: Sequence[str] | None = None,
-            disable: Sequence[str] = (), freeze: bool = False, weights: Mapping[str, np.ndarray] | None = None,
+            disable: Sequence[str] = (), freeze: bool = False, weights: Weights | None = None, cast: bool = False,
             pass_options: Mapping[str, Any] | None = None, context: PassContext | None = None,
             limits: Limits | None = None, device_map: DeviceMap | None = None, profile: Profile | None = None,
             **params: Any) -> Compiled | CompiledPipeline:
     """Compile DSL source (path or text) or an IR graph for `target`, with weights from `seed`.
 
     `opt` picks the pass pipeline (0 to 3), or `passes` names the passes to run; `disable` drops
-    some. `freeze=True` makes the weights (`weights`, else those of `seed`) part of the program:
+    some. `weights` (a mapping or a .safetensors path) are checked as `load_weights` checks them,
+    `cast` as there. `freeze=True` makes the weights (`weights`, else those of `seed`) part of the program:
     BatchNorm folding, freeze, quantize and prune rewrite them, and `Compiled.weights` holds the
     result. `pass_options` go to the passes (`{"dims": {"B": 8}}` for memory planning,
     `{"sparsity": 0.5}` for pruning); `context` may bring a `PassContext` for dumps and timings.
@@ -172,20 +183,19 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     if isinstance(src, Graph):
         graph = clone(graph)  # passes rewrite in place; the caller's graph stays as it was
     seed, opt = whole_number(seed, "seed"), whole_number(opt, "opt")
-    if isinstance(passes, str):
-        raise ShipeiError(f"passes must be a list of pass names, got the string {passes!r}",
-                          hint=f"passes={passes.split(',')!r}")
+    _check_names(passes, "passes")
+    _check_names(disable, "disable")
+    disable = disable or ()
     for value, kinds, what, spelled in (
-            (passes, Sequence, "passes", "a list of pass names"), (options, Mapping, "options", "a mapping"),
-            (pass_options, Mapping, "pass_options", "a mapping"), (profile, Profile, "profile", "a shipei Profile"),
-            (device_map, (Mapping, str), "device_map", "a mapping of module path to placement, or 'auto'"),
-            (weights, (Mapping, str, os.PathLike), "weights", "a mapping of name to array or a .safetensors path")):
+            (options, Mapping, "options", "a mapping"), (pass_options, Mapping, "pass_options", "a mapping"),
+            (profile, Profile, "profile", "a shipei Profile"),
+            (device_map, (Mapping, str), "device_map", "a mapping of module path to placement, or 'auto'")):
         _check_kind(value, kinds, what, spelled)
     if isinstance(device_map, str) and device_map != "auto":
         raise ShipeiError(f"device_map must be a mapping of module path to placement, or 'auto', got {device_map!r}")
     ctx = context or PassContext()
     # given weights are checked as load_weights checks them: the weight passes fold them as they are
-    ctx.weights = check_weights(graph, weights) if weights is not None else init_params(graph, seed)
+    ctx.weights = check_weights(graph, weights, cast=cast) if weights is not None else init_params(graph, seed)
     ctx.frozen = freeze
     ctx.target = target_info(target)
     dims = dict(PassSettings.parse(pass_options).dims)

@@ -142,7 +142,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _context(args: argparse.Namespace) -> PassContext:
     """The pass options of the command line: dumps and timings go to stderr."""
-    print_after = {check_pass_name(name) for name in args.print_after} | ({"all"} if args.print_after_all else set())
+    print_after = {name if name == "all" else check_pass_name(name) for name in args.print_after}
+    print_after |= {"all"} if args.print_after_all else set()
     return PassContext(print_after=print_after, time_passes=args.time_passes)
 
 
@@ -212,7 +213,7 @@ def cmd_ir(args: argparse.Namespace) -> int:
     graph = _graph(args)
     notes = None
     if (args.opt or args.passes is not None or args.pass_option or args.placement or args.device_map
-            or args.print_after or args.time_passes):
+            or args.print_after or args.print_after_all or args.time_passes):
         passes = [p for p in args.passes.split(",") if p] if args.passes is not None else None
         ctx = _context(args)
         ctx.weights, ctx.frozen = init_params(graph, args.seed), args.freeze

@@ -18,10 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,9 @@ import safetensors.numpy
 from .api import Source, compile, parse
 from .codegen import get_target
 from .files import writable_file
-from .ir.errors import ShipeiError, whole_number
+from .ir.errors import ShipeiError, real_number, whole_number
 from .ir.graph import Graph
-from .ir.interpreter import bind_symbols
+from .ir.interpreter import bind_symbols, coerce_input
 from .ir.optim import Optimizer, update_graph
 from .ir.passes.rewrite import clone
 from .ir.passes.train_mode import scale_loss, to_training
@@ -71,8 +70,7 @@ class Dataset:
         if len(x) != len(y) or len(x) < 2:
             raise ShipeiError(f"x and y hold {len(x)} and {len(y)} examples",
                               hint="give as many labels as examples, at least two: one to train on, one held out")
-        if isinstance(held_out, bool) or not isinstance(held_out, numbers.Real) or not 0 < held_out < 1:
-            raise ShipeiError(f"the held-out share must lie between 0 and 1, got {held_out!r}")
+        held_out = real_number(held_out, "the held-out share", 0.0, 1.0)
         seed = whole_number(seed, "the seed")
         order = np.random.default_rng(seed).permutation(len(x))
         cut = len(x) - min(len(x) - 1, max(1, round(held_out * len(x))))
@@ -129,7 +127,7 @@ class Trainer:
         self._check_loss(self.loss_graph)
         classes = next((n.operands[0].shape[1] for n in self.loss_graph.nodes if n.op == "cross_entropy"), None)
         self._classes = classes if isinstance(classes, int) else None  # the labels' range, where it is known
-        self._kinds_taken: set[tuple] = set()  # the shapes and dtypes of batches checked (`_pair`)
+        self._kinds_taken: set[tuple] = set()  # the shapes and dtypes of batches checked (`_batch`)
         self.inference_loss = clone(self.loss_graph)  # the loss as evaluation computes it: the user's inputs
         self.mode = to_training(self.loss_graph)  # the buffers its extra outputs update, its dropout masks
         self.scaler = LossScaler() if precision == "f16" else None
@@ -170,13 +168,11 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------
     def step(self, *batch: np.ndarray, lr: float | None = None) -> float:
-        """One optimizer step on one batch, its examples x and labels y (numpy in, checked as
-        `fit` checks its data), at the schedule's rate or `lr`; the batch's loss before it."""
-        if len(batch) != 2:
-            raise ShipeiError(f"a step takes a batch's examples x and labels y, got {len(batch)} arrays")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < math.inf):
-            raise ShipeiError(f"the learning rate must be a positive number, got {lr!r}")
-        return self._step(*self._pair(*batch, "the batch's", ""), lr=lr)
+        """One optimizer step on one batch, an array per input of the loss (examples x and labels
+        y; numpy in, checked as `fit` checks its data), at the schedule's rate or `lr`; the batch's
+        loss before it."""
+        lr = None if lr is None else real_number(lr, "the learning rate", 0.0, open_low=False)
+        return self._step(*self._batch(batch, "the batch's", ""), lr=lr)
 
     def _step(self, *inputs: np.ndarray, lr: float | None = None) -> float:
         """`step` on a batch already checked."""
@@ -242,60 +238,71 @@ class Trainer:
                                    "or Dataset.load(path)")
         parts = {}
         for part in ("train", "val"):
-            parts[f"x_{part}"], parts[f"y_{part}"] = self._pair(getattr(data, f"x_{part}"), getattr(data, f"y_{part}"),
-                                                                "the data's", f"_{part}")
+            pair = (getattr(data, f"x_{part}"), getattr(data, f"y_{part}"))
+            parts[f"x_{part}"], parts[f"y_{part}"] = self._batch(pair, "the data's", f"_{part}")
         return Dataset(**parts)
 
-    def _pair(self, x: Any, y: Any, owner: str, part: str) -> tuple[np.ndarray, np.ndarray]:
-        """Examples x and labels y as the loss takes them: as many of each and at least one, of its
-        shapes, finite features, labels within its classes, cast to its dtypes (float64 features to
-        float32, where one too large for float32 would become inf; big-endian to native) and laid
+    def _batch(self, arrays: Sequence[Any], owner: str, part: str) -> list[np.ndarray]:
+        """A batch as the loss takes it, an array per input: as many examples in each and at least
+        one, of its shapes, finite features, labels within its classes, cast to its dtypes (float64
+        features to float32, big-endian to native: `ir.interpreter.coerce_input`'s checks) and laid
         out in order. Named in errors as `owner` x`part`: "the data's x_train". What a batch's
-        shapes and dtypes decide is checked once for them (a step's checks: ~10 us)."""
-        x, y = np.asarray(x), np.asarray(y)
-        kind = (x.shape, x.dtype, y.shape, y.dtype)
+        shapes and dtypes decide is checked once for them (a step's checks: ~15 us)."""
+        inputs = self.inference_loss.inputs
+        names = [f"{n}{part}" for n in (("x", "y") if len(inputs) == 2 else [v.name for v in inputs])]
+        if len(arrays) != len(inputs):
+            raise ShipeiError(f"{self.loss_graph.name}'s loss takes {len(inputs)} arrays a batch "
+                              f"({', '.join(names)}), got {len(arrays)}")
+        arrays = [np.asarray(a) for a in arrays]
+        kind = tuple((a.shape, a.dtype) for a in arrays)
         if kind not in self._kinds_taken:
-            self._check_kind(x, y, owner, part)
+            self._check_shapes(arrays, names, owner)
             if len(self._kinds_taken) >= 64:
                 self._kinds_taken.clear()
             self._kinds_taken.add(kind)
-        x_type, y_type = (v.type for v in self.loss_graph.inputs[:2])
-        with np.errstate(over="ignore"):  # a float64 beyond float32's range: counted below
-            cast = np.ascontiguousarray(x.astype(x_type.dtype.numpy, copy=False))
-        if cast.dtype.kind == "f" and not np.isfinite(cast).all():
-            counts = [np.count_nonzero(~np.isfinite(a)) for a in (cast, x)]
-            raise ShipeiError(f"{owner} x{part} holds {counts[0]} values that are NaN or infinite as "
-                              f"{cast.dtype} ({counts[1]} as given)",
-                              hint="training on them gives a NaN loss: drop or impute them")
-        if self._classes is not None and (y.min() < 0 or y.max() >= self._classes):
-            raise ShipeiError(f"{owner} y{part} holds labels from {y.min()} to {y.max()}, outside the "
+        cast = []
+        for name, value, array in zip(names, inputs, arrays):
+            try:
+                cast.append(coerce_input(value, array))
+            except ShipeiError as e:  # a number the cast would change
+                raise ShipeiError(f"{owner} {name}: {e.message}") from None
+        for name, x in zip(names, cast):
+            if x.dtype.kind == "f" and not np.isfinite(x).all():
+                raise ShipeiError(f"{owner} {name} holds {np.count_nonzero(~np.isfinite(x))} NaN or infinite values",
+                                  hint="training on them gives a NaN loss: drop or impute them")
+        y = cast[-1]
+        if self._classes is not None and len(cast) == 2 and y.size and (y.min() < 0 or y.max() >= self._classes):
+            raise ShipeiError(f"{owner} {names[1]} holds labels from {y.min()} to {y.max()}, outside the "
                               f"model's {self._classes} classes [0, {self._classes})")
-        return cast, np.ascontiguousarray(y.astype(y_type.dtype.numpy, copy=False))
+        return cast
 
-    def _check_kind(self, x: np.ndarray, y: np.ndarray, owner: str, part: str) -> None:
-        """What x's and y's shapes and dtypes decide: as many examples of each, at least one, of the
-        loss's shapes (its symbols alike in both), of dtypes it can take."""
-        if not len(x) or len(x) != len(y):
-            raise ShipeiError(f"{owner} x{part} and y{part} hold {len(x)} and {len(y)} examples",
-                              hint="training needs at least one example to train on and one held out" if part else
-                              "give as many labels as examples, at least one")
-        for name, array, want in zip((f"x{part}", f"y{part}"), (x, y), (v.type for v in self.loss_graph.inputs[:2])):
-            if not np.can_cast(array.dtype, want.dtype.numpy, "same_kind") or array.dtype.kind not in "biuf":
+    def _check_shapes(self, arrays: list[np.ndarray], names: list[str], owner: str) -> None:
+        """What a batch's shapes and dtypes decide: of dtypes the loss can take, of its shapes (its
+        symbols alike in every array), as many examples in each and at least one."""
+        graph = self.inference_loss
+        for name, array, value in zip(names, arrays, graph.inputs):
+            want = value.type
+            if not np.can_cast(array.dtype, want.dtype.numpy, "same_kind") or array.dtype.kind in "OSUMmc":
                 raise ShipeiError(f"{owner} {name} is {array.dtype}, which {self.loss_graph.name}'s "
                                   f"{want} input cannot take")
             if array.ndim != want.rank or any(isinstance(w, int) and w != d for d, w in zip(array.shape, want.shape)):
                 raise ShipeiError(f"{owner} {name} has examples of shape {list(array.shape[1:])}, "
                                   f"but {self.loss_graph.name} takes {want}")
-        try:  # and shape symbols of one value in both (a sequence's length T)
-            bind_symbols(self.inference_loss, [x, y])
+        lengths = [len(a) for a in arrays]
+        if not all(lengths) or len(set(lengths)) > 1:
+            raise ShipeiError(f"{owner} {' and '.join(names)} hold {' and '.join(map(str, lengths))} examples",
+                              hint="training needs at least one example to train on and one held out"
+                              if owner == "the data's" else "give as many labels as examples, at least one")
+        try:  # and shape symbols of one value in every array (a sequence's length T)
+            bind_symbols(graph, arrays)
         except ShipeiError as e:
-            raise ShipeiError(f"{owner} x{part} and y{part}: {e.message}") from None
+            raise ShipeiError(f"{owner} {' and '.join(names)}: {e.message}") from None
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int = 512) -> tuple[float, float]:
         """The mean loss and the accuracy (argmax of forward) on held-out data, as at inference
         (batch norm by its running statistics)."""
         batch = whole_number(batch, "batch", least=1)
-        x, y = self._pair(x, y, "the held-out", "")
+        x, y = self._batch((x, y), "the held-out", "")
         weights = self.weights
         if self._evaluators is None:
             self._evaluators = (
@@ -406,9 +413,9 @@ def lr_range_test(trainer: Trainer, data: Dataset, batch: int, steps: int = 100,
     shuffled batches, until the smoothed loss passes 4 times its best (it diverged). The
     suggestion is the rate where the smoothed loss falls fastest against log(rate), as Lightning
     suggests; the params are trained along the way, so use a fresh trainer afterwards."""
-    if not 0 < lr_min < lr_max < math.inf or steps < 4 or batch < 1:
-        raise ShipeiError(f"the range test needs 0 < lr_min < lr_max, >= 4 steps and a batch >= 1, got {lr_min}, "
-                          f"{lr_max}, {steps} and {batch}")
+    batch, steps = whole_number(batch, "batch", least=1), whole_number(steps, "steps", least=4)
+    if not 0 < lr_min < lr_max < math.inf:
+        raise ShipeiError(f"the range test needs 0 < lr_min < lr_max, got {lr_min} and {lr_max}")
     data = trainer.checked(data)
     factor = (lr_max / lr_min) ** (1 / (steps - 1))
     rng = np.random.default_rng(trainer.seed)

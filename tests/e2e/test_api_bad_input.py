@@ -17,7 +17,6 @@ import shipei
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MLP, CNN = str(EXAMPLES / "mlp.sp"), str(EXAMPLES / "cnn.sp")
-CNN_WEIGHTS = shipei.compile(CNN).weights
 DOUBLE = "model M() {\n  forward(x: i32[N]) -> i32[N] {\n    return x + x\n  }\n}\n"
 HALF = DOUBLE.replace("i32", "f16")
 
@@ -36,7 +35,9 @@ HALF = DOUBLE.replace("i32", "f16")
     (lambda: shipei.compile(MLP, pass_options={"dims": {"B": "x"}}, opt=3), "dims' B must be a whole number"),
     (lambda: shipei.compile(MLP, device_map="nonsense"), "device_map must be a mapping .* or 'auto', got 'nonsense'"),
     (lambda: shipei.compile(MLP, profile=3), "profile must be a shipei Profile, got int 3"),
-    (lambda: shipei.compile(MLP, weights=[1]), "weights must be a mapping of name to array or a .safetensors path"),
+    (lambda: shipei.compile(MLP, weights=[1]), "weights must be a .safetensors path or a mapping of name to array"),
+    (lambda: shipei.compile(MLP, disable="dce"), "disable must be a list of pass names, got the string 'dce'"),
+    (lambda: shipei.compile(MLP, passes=["dce", 3]), "passes must be a list of pass names, got \\['dce', 3\\]"),
     (lambda: shipei.compile(MLP).load(device=["cpu"]), "a device is a name such as 'cpu'"),
     (lambda: shipei.compile(MLP).estimate_memory(B=2.5), "MLP's B must be a whole number >= 0, got 2.5"),
     (lambda: shipei.compile(MLP).estimate_memory(B=-1), "MLP's B must be a whole number >= 0, got -1"),
@@ -48,14 +49,25 @@ def test_an_argument_of_the_wrong_kind_is_a_clear_error(call: Any, error: str) -
 
 
 @pytest.mark.parametrize("changed, error", [
-    (None, r"weight 'bn.weight': expected f32\[16\], got object\[\]"),  # folded as NaN: every output NaN
-    (np.ones(3, np.float32), r"weight 'bn.weight': expected f32\[16\], got f32\[3\]"),  # numpy's broadcast error
-    (np.ones(16, np.complex64), r"expected f32\[16\], got complex64\[16\]"),  # its imaginary part dropped
-    (np.ones(16, np.float64), r"expected f32\[16\], got f64\[16\]"),  # load_weights refuses it without cast
+    (None, r"weight 'bn.weight': expected f32\[4\], got object\[\]"),  # folded as NaN: every output NaN
+    (np.ones(3, np.float32), r"weight 'bn.weight': expected f32\[4\], got f32\[3\]"),  # numpy's broadcast error
+    (np.ones(4, np.complex64), r"expected f32\[4\], got complex64\[4\]"),  # its imaginary part dropped
+    (np.ones(4, np.float64), r"expected f32\[4\], got f64\[4\]"),  # load_weights refuses it without cast
 ])
 def test_weights_given_to_compile_are_checked_before_the_passes_fold_them(changed: Any, error: str) -> None:
+    weights = shipei.compile(CNN, width=4).weights
     with pytest.raises(shipei.ShipeiError, match=error):
-        shipei.compile(CNN, freeze=True, weights={**CNN_WEIGHTS, "bn.weight": changed})
+        shipei.compile(CNN, freeze=True, width=4, weights={**weights, "bn.weight": changed})
+
+
+def test_weights_of_another_float_width_compile_with_cast() -> None:
+    weights = {k: v.astype(np.float64) for k, v in shipei.compile(MLP, hidden=16).weights.items()}
+    with pytest.raises(shipei.ShipeiError, match="hint: pass cast=True to convert it"):
+        shipei.compile(MLP, hidden=16, weights=weights)
+    compiled = shipei.compile(MLP, hidden=16, weights=weights, cast=True, freeze=True)
+    x = np.random.default_rng(0).standard_normal((3, 784)).astype(np.float32)
+    (expected,) = shipei.reference(shipei.parse(MLP, hidden=16), [x], weights)
+    assert compare(compiled.load("cpu")(x), expected, compiled.ir.outputs[0].dtype).ok
 
 
 def test_quantizing_a_weight_that_is_not_finite_is_an_error() -> None:
@@ -72,7 +84,7 @@ def test_quantizing_a_weight_that_is_not_finite_is_an_error() -> None:
     (DOUBLE, np.array([-2**31 - 1]), "input 'x': -2147483649 does not fit i32"),
     (HALF, np.array([70000]), "input 'x': 70000 is past f16's range \\(from int64\\)"),  # ran as inf
     (HALF, np.array([1e5], np.float32), "input 'x': 100000.0 is past f16's range \\(from float32\\)"),
-    (DOUBLE, [[1, 2], [3]], "M's inputs: one is not an array"),  # numpy's ValueError
+    (DOUBLE, [[1, 2], [3]], "input 'x': not an array \\(ValueError"),  # numpy's ValueError
 ])
 def test_an_input_that_would_not_survive_its_cast_is_refused(source: str, x: Any, error: str) -> None:
     exe = shipei.compile(source).load("cpu")

@@ -122,6 +122,9 @@ def test_unreadable_file(tmp_path):
         "           ^",
         "hint: a .sp file is UTF-8 text: save it as UTF-8",
     ]
+    marked = tmp_path / "bom.sp"  # as Windows editors save UTF-8: "invalid character '\ufeff'" before
+    marked.write_bytes(b"\xef\xbb\xbflayer L() {\n  forward(x: f32[N]) -> f32[N] {\n    return x\n  }\n}\n")
+    assert parse_file(marked).items[0].name == "L"
 
 
 # ---- no input text gives anything but a ShipeiError ----

@@ -158,6 +158,8 @@ def test_printing_after_a_pass_that_does_not_run_says_so(capsys: pytest.CaptureF
     assert "note: nothing printed after fuse: not among the passes run (canonicalize," in err
     assert main(["ir", mlp, "-O0", "--print-after", "cse"]) == 0
     assert "note: nothing printed after cse: not among the passes run (none)" in capsys.readouterr().err
+    assert main(["ir", mlp, "--print-after", "all"]) == 0  # LLVM's spelling of --print-after-all
+    assert capsys.readouterr().err.count("IR after") == 8
 
 
 @pytest.mark.parametrize("name", sorted(PASSES))
