@@ -231,7 +231,7 @@ class Trainer:
         return history
 
     def checked(self, data: Dataset) -> Dataset:
-        """`data` as the loss takes it, each part checked and cast once (`_pair`)."""
+        """`data` as the loss takes it, each part checked and cast once (`_batch`)."""
         if not isinstance(data, Dataset):
             raise ShipeiError(f"training data must be a shipei Dataset, got {type(data).__name__}",
                               hint="Dataset(x_train, y_train, x_val, y_val), Dataset.split(x, y, seed, held_out) "
@@ -251,8 +251,8 @@ class Trainer:
         inputs = self.inference_loss.inputs
         names = [f"{n}{part}" for n in (("x", "y") if len(inputs) == 2 else [v.name for v in inputs])]
         if len(arrays) != len(inputs):
-            raise ShipeiError(f"{self.loss_graph.name}'s loss takes {len(inputs)} arrays a batch "
-                              f"({', '.join(names)}), got {len(arrays)}")
+            raise ShipeiError(f"{self.loss_graph.name}'s loss takes {len(inputs)} array{'s' * (len(inputs) != 1)} a "
+                              f"batch ({', '.join(names)}), got {len(arrays)}")
         arrays = [np.asarray(a) for a in arrays]
         kind = tuple((a.shape, a.dtype) for a in arrays)
         if kind not in self._kinds_taken:

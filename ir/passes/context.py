@@ -70,7 +70,7 @@ class PassSettings:
                                   hint=f"{meta['pass']} reads {key}: {meta['help']}")
         settings = cls(**dict(options or {}))
         for symbol, value in settings.dims.items():
-            whole_number(value, f"pass option dims' {symbol}")
+            whole_number(value, f"pass option dims: {symbol}")
         return settings
 
     def __str__(self) -> str:

@@ -453,7 +453,7 @@ def test_a_loss_of_one_input_steps_on_one_array(tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
     losses = [trainer.step(x) for _ in range(20)]
     assert losses[-1] < losses[0]
-    with pytest.raises(ShipeiError, match=re.escape("AE's loss takes 1 arrays a batch (x), got 2")):
+    with pytest.raises(ShipeiError, match=re.escape("AE's loss takes 1 array a batch (x), got 2")):
         trainer.step(x, x)
     with pytest.raises(ShipeiError, match="the batch's x has examples of shape \\[4\\], but AE takes f32\\[B, 8\\]"):
         trainer.step(x[:, :4])
