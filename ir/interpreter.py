@@ -66,9 +66,10 @@ def _solve(value: Value, shape: tuple[int, ...], env: dict[str, int]) -> None:
         env[sym] = (actual - known) // coeff
 
 
-def as_numpy(value: Any, what: str) -> np.ndarray:
+def as_numpy(value: Any, kind: str, name: str | int) -> np.ndarray:
     """An array-like as numpy: a torch tensor detached and on the CPU (bfloat16, which numpy lacks,
-    through float32: exact); a ragged list, or a tensor with no data, is an error naming `what`."""
+    through float32: exact); a ragged list, or a tensor with no data, is an error naming the
+    `kind` ("input", "weight") and its name (or position)."""
     try:
         if hasattr(value, "detach"):
             value = value.detach().to_dense().cpu()
@@ -77,13 +78,15 @@ def as_numpy(value: Any, what: str) -> np.ndarray:
             value = value.numpy()
         return np.asarray(value)
     except (TypeError, ValueError, NotImplementedError, RuntimeError) as e:  # ragged; a meta tensor has no data
-        raise ShipeiError(f"{what}: not an array ({type(e).__name__}: {e})") from None
+        named = f"'{name}'" if isinstance(name, str) else f"#{name}"
+        raise ShipeiError(f"{kind} {named}: not an array ({type(e).__name__}: {e})") from None
 
 
 def as_arrays(graph: Graph, inputs: Sequence[Any]) -> list[np.ndarray]:
-    """Each input as numpy, as it comes (`as_numpy`)."""
-    names = [v.name for v in graph.inputs] + [f"#{i}" for i in range(len(graph.inputs), len(inputs))]
-    return [as_numpy(a, f"input '{name}'") for name, a in zip(names, inputs)]
+    """Each input as numpy, as it comes (`as_numpy`); every call of a model pays it, so the name
+    is only spelled out for an error."""
+    known = graph.inputs
+    return [as_numpy(a, "input", known[i].name if i < len(known) else i) for i, a in enumerate(inputs)]
 
 
 def coerce_input(value: Value, array: Any) -> np.ndarray:

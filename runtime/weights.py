@@ -72,7 +72,7 @@ def check_weights(graph: Graph, weights: Weights, *, cast: bool = False) -> dict
     if isinstance(weights, (str, os.PathLike)):
         where, arrays = f"{weights}: ", read_safetensors(weights)
     elif isinstance(weights, Mapping):
-        where, arrays = "", {key: as_numpy(value, f"weight '{key}'") for key, value in weights.items()}
+        where, arrays = "", {key: as_numpy(value, "weight", str(key)) for key, value in weights.items()}
     else:
         raise ShipeiError(f"weights must be a .safetensors path or a mapping of name to array, got "
                           f"{type(weights).__name__}",

@@ -186,13 +186,13 @@ def compile(src: Source, target: str = "torch", *, seed: int = 0, model: str | N
     _check_names(passes, "passes")
     _check_names(disable, "disable")
     disable = disable or ()
-    for value, kinds, what, spelled in (
-            (options, Mapping, "options", "a mapping"), (pass_options, Mapping, "pass_options", "a mapping"),
-            (profile, Profile, "profile", "a shipei Profile"),
-            (device_map, (Mapping, str), "device_map", "a mapping of module path to placement, or 'auto'")):
+    for value, kinds, what, spelled in ((options, Mapping, "options", "a mapping"),
+                                        (pass_options, Mapping, "pass_options", "a mapping"),
+                                        (profile, Profile, "profile", "a shipei Profile")):
         _check_kind(value, kinds, what, spelled)
-    if isinstance(device_map, str) and device_map != "auto":
-        raise ShipeiError(f"device_map must be a mapping of module path to placement, or 'auto', got {device_map!r}")
+    if device_map is not None and device_map != "auto" and not isinstance(device_map, Mapping):
+        raise ShipeiError(f"device_map must be a mapping of module path to placement, or 'auto', "
+                          f"got {device_map!r:.60}")
     ctx = context or PassContext()
     # given weights are checked as load_weights checks them: the weight passes fold them as they are
     ctx.weights = check_weights(graph, weights, cast=cast) if weights is not None else init_params(graph, seed)
